@@ -1,0 +1,159 @@
+"""The Django admin: every model, with list columns, filters, search and an import page."""
+from pathlib import Path
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from crm import services
+from crm.models import Customer, ImportFile, ImportRun, Interaction, Product
+
+
+class RecentInteractionInline(admin.TabularInline):
+    model = Interaction
+    fields = ("occurred_at", "type", "product", "quantity", "amount", "order_ref", "channel", "notes")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "Recent interactions (latest 20)"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request).select_related("product")
+        customer_id = request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
+        if customer_id is None:
+            return qs.none()
+        ids = list(qs.filter(customer_id=customer_id).order_by("-occurred_at", "-id").values_list("id", flat=True)[:20])
+        return qs.filter(id__in=ids)
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "name", "company", "email", "country", "city", "owner", "signup_date", "updated_at")
+    list_filter = ("owner", "country", "signup_date")
+    search_fields = ("external_id", "name", "email", "company", "phone")
+    date_hierarchy = "signup_date"
+    autocomplete_fields = ("owner",)
+    list_select_related = ("owner",)
+    readonly_fields = ("created_at", "updated_at")
+    inlines = [RecentInteractionInline]
+    show_full_result_count = False
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ("sku", "name", "category", "price", "active", "updated_at")
+    list_filter = ("active", "category")
+    search_fields = ("sku", "name", "description", "tags")
+    readonly_fields = ("created_at", "updated_at")
+    show_full_result_count = False
+
+
+@admin.register(Interaction)
+class InteractionAdmin(admin.ModelAdmin):
+    list_display = ("occurred_at", "type", "customer", "product", "quantity", "amount", "order_ref", "channel")
+    list_filter = ("type", "channel")
+    search_fields = ("external_id", "order_ref", "customer__external_id", "customer__name", "product__sku")
+    date_hierarchy = "occurred_at"
+    autocomplete_fields = ("customer", "product", "created_by")
+    list_select_related = ("customer", "product")
+    readonly_fields = ("created_at",)
+    show_full_result_count = False
+
+
+class ImportFileInline(admin.TabularInline):
+    model = ImportFile
+    fields = ("kind", "filename", "rows_read", "created", "updated", "unchanged", "rejected", "seconds", "rejects")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    @admin.display(description="rejected rows")
+    def rejects(self, obj):
+        from django.utils.html import format_html
+
+        if not obj.rejected_path:
+            return "—"
+        url = reverse("admin:crm_importfile_rejects", args=[obj.pk])
+        return format_html('<a href="{}">download {} rejected rows</a>', url, obj.rejected)
+
+
+class ImportUploadForm(forms.Form):
+    customers = forms.FileField(required=False, help_text="customers.csv")
+    products = forms.FileField(required=False, help_text="products.csv")
+    interactions = forms.FileField(required=False, help_text="interactions.csv")
+
+    def clean(self):
+        data = super().clean()
+        if not any(data.get(k) for k in services.ORDER):
+            raise forms.ValidationError("Choose at least one file.")
+        limit = settings.IMPORT_MAX_UPLOAD_MB * 1024 * 1024
+        for kind in services.ORDER:
+            upload = data.get(kind)
+            if upload and upload.size > limit:
+                self.add_error(kind, f"This file is larger than the limit of {settings.IMPORT_MAX_UPLOAD_MB} MB.")
+        return data
+
+
+@admin.register(ImportRun)
+class ImportRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "created_at", "user", "source", "status", "stage", "rows_done", "duration")
+    list_filter = ("status", "source")
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in ImportRun._meta.fields]
+    inlines = [ImportFileInline]
+    change_list_template = "admin/crm/importrun/change_list.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="seconds")
+    def duration(self, obj):
+        return f"{obj.duration_seconds:.1f}" if obj.duration_seconds is not None else "—"
+
+    def get_urls(self):
+        return [
+            path("upload/", self.admin_site.admin_view(self.upload_view), name="crm_importrun_upload"),
+            path("rejects/<int:file_id>/", self.admin_site.admin_view(self.rejects_view),
+                 name="crm_importfile_rejects"),
+            *super().get_urls(),
+        ]
+
+    def upload_view(self, request):
+        if not request.user.has_perm("crm.add_importrun"):
+            raise Http404
+        form = ImportUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            uploads = {k: form.cleaned_data[k] for k in services.ORDER if form.cleaned_data.get(k)}
+            try:
+                run = services.import_uploads(uploads, user=request.user, source="admin")
+            except services.ImportFailed as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(request, f"Import #{run.pk} finished: {services.summary(run)}", messages.SUCCESS)
+                return redirect("admin:crm_importrun_change", run.pk)
+        context = {**self.admin_site.each_context(request), "form": form, "title": "Import CSV files",
+                   "opts": self.model._meta}
+        return TemplateResponse(request, "admin/crm/importrun/upload.html", context)
+
+    def rejects_view(self, request, file_id):
+        result = get_object_or_404(ImportFile, pk=file_id)
+        if not result.rejected_path or not Path(result.rejected_path).exists():
+            raise Http404("No rejected rows were kept for this file.")
+        return FileResponse(open(result.rejected_path, "rb"), as_attachment=True,
+                            filename=Path(result.rejected_path).name, content_type="text/csv")
+
+
+@admin.register(ImportFile)
+class ImportFileAdmin(admin.ModelAdmin):
+    list_display = ("run", "kind", "filename", "rows_read", "created", "updated", "unchanged", "rejected")
+    list_filter = ("kind",)
+    readonly_fields = [f.name for f in ImportFile._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

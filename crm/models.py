@@ -1,0 +1,201 @@
+"""The CRM's domain: customers, products, interactions, and the record of each import.
+
+Field names follow the import contract (README, "Import format"). Every rule the contract
+states is also a database constraint, so no door (import, admin, API, raw SQL) can break it.
+"""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+INTERACTION_TYPES = ("purchase", "refund", "view", "email", "call", "meeting", "support", "note")
+
+# Role names, created as auth groups by a data migration.
+ROLE_SALES_REP = "sales rep"
+ROLE_MANAGER = "manager"
+ROLE_ADMIN = "admin"
+ROLES = (ROLE_SALES_REP, ROLE_MANAGER, ROLE_ADMIN)
+
+
+class Customer(models.Model):
+    # Uniqueness as a constraint, not unique=True: on PostgreSQL that would add a second,
+    # pattern-ops index that every import row has to maintain and no query uses.
+    external_id = models.CharField(max_length=100, help_text="The customer's key in the source system.")
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(max_length=254, blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    company = models.CharField(max_length=200, blank=True)
+    country = models.CharField(max_length=100, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    signup_date = models.DateField(null=True, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="customers", help_text="The sales rep who owns the account.",
+    )
+    attributes = models.JSONField(default=dict, blank=True, help_text="Extra columns of the import file.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "external_id"]
+        indexes = [
+            models.Index(fields=["owner", "name"]),
+            models.Index(fields=["email"]),
+            models.Index(fields=["company"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["external_id"], name="customer_external_id_unique"),
+            models.CheckConstraint(condition=~Q(external_id=""), name="customer_external_id_not_empty"),
+        ]
+
+    def __str__(self):
+        return self.name or self.external_id
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=100)
+    name = models.CharField(max_length=300)
+    category = models.CharField(max_length=200, blank=True, db_index=True)
+    price = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    description = models.TextField(blank=True)
+    tags = models.CharField(max_length=500, blank=True, help_text="';'-separated.")
+    active = models.BooleanField(default=True)
+    attributes = models.JSONField(default=dict, blank=True, help_text="Extra columns of the import file.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "sku"]
+        constraints = [
+            models.UniqueConstraint(fields=["sku"], name="product_sku_unique"),
+            models.CheckConstraint(condition=~Q(sku=""), name="product_sku_not_empty"),
+            models.CheckConstraint(condition=Q(price__isnull=True) | Q(price__gte=0), name="product_price_non_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.sku})"
+
+    @property
+    def tag_list(self):
+        return [t for t in (s.strip() for s in self.tags.split(";")) if t]
+
+
+class Interaction(models.Model):
+    class Type(models.TextChoices):
+        PURCHASE = "purchase"
+        REFUND = "refund"
+        VIEW = "view"
+        EMAIL = "email"
+        CALL = "call"
+        MEETING = "meeting"
+        SUPPORT = "support"
+        NOTE = "note"
+
+    # Always set: the source's key when the file gives one, else a key derived from the row's
+    # content (``h-…``), so re-importing the same file is idempotent either way.
+    external_id = models.CharField(max_length=100, unique=True)
+    # The FK indexes are left out: the (customer, occurred_at) and (product, occurred_at)
+    # indexes below serve those lookups, and every extra index slows bulk imports.
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="interactions", db_index=False)
+    type = models.CharField(max_length=10, choices=Type.choices)
+    occurred_at = models.DateTimeField()
+    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="interactions",
+                                db_index=False)
+    quantity = models.IntegerField(default=1)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    order_ref = models.CharField(max_length=100, blank=True)
+    channel = models.CharField(max_length=100, blank=True)
+    notes = models.TextField(blank=True)
+    attributes = models.JSONField(default=dict, blank=True, help_text="Extra columns of the import file.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["customer", "occurred_at"]),
+            models.Index(fields=["type", "occurred_at"]),
+            models.Index(fields=["product", "occurred_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(type__in=INTERACTION_TYPES), name="interaction_type_allowed"),
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="interaction_quantity_non_negative"),
+            models.CheckConstraint(condition=Q(amount__isnull=True) | Q(amount__gte=0), name="interaction_amount_non_negative"),
+            models.UniqueConstraint(fields=["external_id"], name="interaction_external_id_unique"),
+            models.CheckConstraint(condition=~Q(external_id=""), name="interaction_external_id_not_empty"),
+        ]
+
+    def __str__(self):
+        return f"{self.type} {self.customer_id} {self.occurred_at:%Y-%m-%d}"
+
+
+class ImportRun(models.Model):
+    """One import of up to three files: who, when, progress and the result of each file."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=20, default="command", help_text="command, upload, api or seed.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=100, blank=True)
+    rows_done = models.BigIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"Import #{self.pk} ({self.status})"
+
+    @property
+    def progress_percent(self):
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        if not self.bytes_total:
+            return 0
+        return min(99, int(100 * self.bytes_done / self.bytes_total))
+
+    @property
+    def duration_seconds(self):
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class ImportFile(models.Model):
+    """The result of one file of an import."""
+
+    class Kind(models.TextChoices):
+        CUSTOMERS = "customers"
+        PRODUCTS = "products"
+        INTERACTIONS = "interactions"
+
+    run = models.ForeignKey(ImportRun, on_delete=models.CASCADE, related_name="files")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    filename = models.CharField(max_length=500)
+    path = models.CharField(max_length=1000, blank=True)
+    rejected_path = models.CharField(max_length=1000, blank=True)
+    rows_read = models.BigIntegerField(default=0)
+    created = models.BigIntegerField(default=0)
+    updated = models.BigIntegerField(default=0)
+    unchanged = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "kind"], name="import_file_one_per_kind")]
+
+    def __str__(self):
+        return f"{self.kind}: {self.filename}"

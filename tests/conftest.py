@@ -1,0 +1,115 @@
+"""Shared fixtures: users per role, CSV writers, and a real Celery worker process."""
+import csv
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+
+from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    def make(username, role=None, **extra):
+        user = django_user_model.objects.create_user(username=username, password="pw-" + username + "-Secret1",
+                                                     **extra)
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        return user
+    return make
+
+
+@pytest.fixture
+def rep(make_user):
+    return make_user("rep1", ROLE_SALES_REP)
+
+
+@pytest.fixture
+def other_rep(make_user):
+    return make_user("rep2", ROLE_SALES_REP)
+
+
+@pytest.fixture
+def manager(make_user):
+    return make_user("boss", ROLE_MANAGER, is_staff=True)
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user("root", ROLE_ADMIN, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def write_csv(tmp_path):
+    """write_csv(name, header, rows) -> Path; rows are lists of cells (or raw bytes lines)."""
+    def write(name, header, rows):
+        path = tmp_path / name
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for row in rows:
+                writer.writerow(row)
+        return path
+    return write
+
+
+def read_rejects(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings):
+    """A real `celery worker` process on the configured broker and the test database.
+
+    The queue name is unique per test, so tasks left on a shared broker by earlier runs are
+    never picked up, and this test's tasks reach only this worker.
+    """
+    from django.db import connection
+
+    from crm.celery import app
+
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    env = os.environ.copy()
+    env["CELERY_QUEUE"] = queue
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        env["DATABASE_URL"] = (f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:"
+                               f"{db['PORT'] or 5432}/{db['NAME']}")
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    log = open(Path(os.environ.get("CRM_VAR_DIR", ROOT / "var")) / f"worker-{queue}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "crm", "worker", "--pool", "prefork", "--concurrency", "1",
+         "--loglevel", "INFO", "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        app.conf.task_default_queue = previous
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
