@@ -127,7 +127,7 @@ class ImportRunAdmin(admin.ModelAdmin):
     def upload_view(self, request):
         if not request.user.has_perm("crm.add_importrun"):
             raise Http404
-        form = ImportUploadForm(request.POST or None, request.FILES or None)
+        form = ImportUploadForm(request.POST, request.FILES) if request.method == "POST" else ImportUploadForm()
         if request.method == "POST" and form.is_valid():
             uploads = {k: form.cleaned_data[k] for k in services.ORDER if form.cleaned_data.get(k)}
             try:

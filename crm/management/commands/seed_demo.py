@@ -29,9 +29,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["customers"] < 1:
             raise CommandError("--customers must be at least 1")
+        end = options["end"]
+        if isinstance(end, str):  # call_command passes option values through unconverted
+            end = date.fromisoformat(end)
         started = time.monotonic()
         ensure_sales_reps(SALES_REPS)
-        frames = demo.generate(n_customers=options["customers"], seed=options["seed"], end=options["end"],
+        frames = demo.generate(n_customers=options["customers"], seed=options["seed"], end=end,
                                sales_reps=SALES_REPS, days=options["days"])
         self.stdout.write(f"Generated {len(frames['customers']):,} customers, {len(frames['products']):,} products, "
                           f"{len(frames['interactions']):,} interactions in {time.monotonic() - started:.1f} s")

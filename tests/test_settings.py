@@ -1,0 +1,38 @@
+"""Bad configuration stops the process at start with a message naming the variable."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _start(**env):
+    full = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"}}
+    full.update(env)
+    return subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=full, capture_output=True,
+                          text=True)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+    ({"DATABASE_URL": "mysql://x@y/z"}, "DATABASE_URL='mysql://x@y/z': unsupported scheme"),
+    ({"REDIS_URL": "http://localhost"}, "REDIS_URL='http://localhost' must start with redis://"),
+    ({"CRM_ENV": "production", "ALLOWED_HOSTS": "crm.example.com"}, "SECRET_KEY must be set in production"),
+    ({"IMPORT_BATCH_SIZE": "lots"}, "IMPORT_BATCH_SIZE='lots' is not a whole number"),
+    ({"RETRAIN_CRON": "every night"}, "RETRAIN_CRON='every night' is not a cron expression"),
+])
+def test_settings_bad_value_fails_loudly_naming_the_variable(env, message):
+    result = _start(**env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_settings_production_check_deploy_is_clean():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
+        env={**os.environ, "CRM_ENV": "production", "SECRET_KEY": "k" * 20 + "Z9y8X7w6V5u4T3s2R1q0" + "p" * 20,
+             "ALLOWED_HOSTS": "crm.example.com"},
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
