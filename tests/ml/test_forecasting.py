@@ -1,0 +1,157 @@
+"""Customer forecasting pipeline: planted answers on simulated purchase logs (no database)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.pipelines.forecasting import CustomerForecaster, evaluate_holdout
+
+START = pd.Timestamp("2023-01-01")
+AS_OF = pd.Timestamp("2023-12-31")  # 365 days of history
+WEEKLY, LAPSED = 900_001, 900_002
+
+
+def _rows(cust, days, amounts, kind="purchase", prefix="o"):
+    days = np.asarray(days, float)
+    return pd.DataFrame({
+        "customer_id": np.asarray(cust, np.int64),
+        "product_id": np.full(len(days), -1, np.int64),
+        "type": kind,
+        "occurred_at": START + pd.to_timedelta(np.floor(days * 86400), unit="s"),
+        "quantity": np.ones(len(days), np.int64),
+        "amount": np.asarray(amounts, float),
+        "order_ref": [f"{prefix}{i}" for i in range(len(days))],
+    })
+
+
+def simulate_log(n=1500, days=455, random_state=0):
+    """Pareto/NBD-like customers in calendar time: join uniformly in the first 200 days,
+    buy at a Gamma-distributed daily rate until an exponential lifetime ends."""
+    rng = np.random.default_rng(random_state)
+    birth = rng.uniform(0, 200, n)
+    rate = rng.gamma(2.0, 0.04, n)  # mean 0.08 orders a day
+    death = birth + rng.exponential(1 / rng.gamma(1.0, 1 / 300, n))
+    end = np.minimum(death, days)
+    counts = rng.poisson(rate * (end - birth)) + 1  # the first purchase, at birth
+    cust = np.repeat(np.arange(n), counts)
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    t = birth[cust] + rng.random(len(cust)) * (end - birth)[cust]
+    t[first] = birth
+    value = rng.gamma(3.0, 10.0, n)
+    amounts = rng.gamma(4.0, value[cust] / 4.0)
+    frame = _rows(cust, t, amounts)
+    weekly = _rows(np.full(65, WEEKLY), np.arange(0, 455, 7.0), np.full(65, 20.0), prefix="w")
+    lapsed = _rows(np.full(15, LAPSED), np.arange(0, 105, 7.0), np.full(15, 20.0), prefix="l")
+    return pd.concat([frame, weekly, lapsed], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def log():
+    return simulate_log()
+
+
+@pytest.fixture(scope="module")
+def fitted(log):
+    model = CustomerForecaster(horizon_days=90, random_state=0).fit(log, AS_OF)
+    return model, model.predict(log, AS_OF)
+
+
+def test_forecaster_weekly_buyer_gets_horizon_over_seven(fitted):
+    _, pred = fitted
+    row = pred.loc[WEEKLY]
+    assert row["expected_purchases"] == pytest.approx(90 / 7, rel=0.3)
+    assert row["churn_probability"] < 0.1
+    assert row["basis"] == "own history"
+
+
+def test_forecaster_lapsed_customer_gets_high_churn(fitted):
+    _, pred = fitted
+    assert pred.loc[LAPSED, "churn_probability"] > 0.7
+    assert pred.loc[LAPSED, "expected_purchases"] < 1.0
+
+
+def test_forecaster_outputs_are_finite_and_in_range(fitted, log):
+    _, pred = fitted
+    seen = log.loc[log["occurred_at"] < AS_OF + pd.Timedelta(days=1), "customer_id"].unique()
+    assert set(pred.index) == set(seen)
+    num = pred.drop(columns=["basis", "factors"])
+    assert np.isfinite(num.to_numpy(float)).all()
+    assert (num.to_numpy(float) >= 0).all()
+    assert pred["churn_probability"].between(0, 1).all()
+    assert (pred["purchases_p10"] <= pred["expected_purchases"]).all()
+    assert (pred["expected_purchases"] <= pred["purchases_p90"]).all()
+    assert (pred["clv"] >= pred["expected_spend"] - 1e-9).all()  # 365 days >= 90 days
+    assert (pred["expected_refund_rate"] == 0).all()  # no refunds in the data
+    assert set(pred["basis"]) <= {"own history", "segment/base averages"}
+    factors = pred.loc[WEEKLY, "factors"]
+    assert 2 <= len(factors) <= 4 and all(isinstance(f, str) and f for f in factors)
+
+
+def test_forecaster_records_candidates_and_choice(fitted):
+    model, _ = fitted
+    assert {"linear", "svr", "gbm", "glm", "bgnbd", "paretonbd", "ensemble"} <= set(model.candidates_)
+    assert model.chosen_ in model.candidates_
+    json.dumps(model.candidates_)
+
+
+def test_forecaster_ignores_rows_after_as_of(log, fitted):
+    # given: the same log plus purchases after as_of, for a known and a new customer
+    later = _rows([WEEKLY, 777_777], [366.0, 367.5], [500.0, 80.0], prefix="late")
+    extended = pd.concat([log, later], ignore_index=True)
+    _, before = fitted
+    # when
+    after = CustomerForecaster(horizon_days=90, random_state=0).fit(extended, AS_OF).predict(extended, AS_OF)
+    # then
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_forecaster_does_not_mutate_input(log):
+    small = log[log["customer_id"] < 300].copy()
+    copy = small.copy()
+    CustomerForecaster(algorithm="bgnbd").fit(small, AS_OF).predict(small, AS_OF)
+    pd.testing.assert_frame_equal(small, copy)
+
+
+def test_forecaster_refund_rate_is_shrunk_towards_base():
+    # given: two customers with equal spend, one of whom refunded a quarter of it
+    buys = _rows([1] * 10 + [2] * 10, list(range(0, 100, 10)) * 2, [10.0] * 20)
+    refund = _rows([1], [95.0], [25.0], kind="refund", prefix="r")
+    frame = pd.concat([buys, refund], ignore_index=True)
+    as_of = START + pd.Timedelta(days=120)
+    pred = CustomerForecaster(algorithm="bgnbd").fit(frame, as_of).predict(frame, as_of)
+    assert 0 < pred.loc[2, "expected_refund_rate"] < pred.loc[1, "expected_refund_rate"] < 0.25
+
+
+def test_forecaster_single_purchase_customer_uses_base_averages(fitted, log):
+    _, pred = fitted
+    counts = log[log["occurred_at"] <= AS_OF].groupby("customer_id")["occurred_at"].apply(
+        lambda s: s.dt.normalize().nunique())
+    once = counts[counts == 1].index
+    assert len(once) and (pred.loc[once, "basis"] == "segment/base averages").all()
+
+
+def test_forecaster_short_history_falls_back_without_error():
+    frame = _rows([1, 1, 2, 3, 3], [0, 3, 5, 1, 9], [5.0] * 5)
+    as_of = START + pd.Timedelta(days=10)
+    model = CustomerForecaster().fit(frame, as_of)
+    pred = model.predict(frame, as_of)
+    assert model.chosen_ == "bgnbd" and len(pred) == 3
+    assert np.isfinite(pred["expected_purchases"]).all()
+
+
+def test_evaluate_holdout_beats_naive_and_covers_about_80_percent(log):
+    # when: fit as of AS_OF, scored on the next 90 days that really happened
+    res = evaluate_holdout(log, AS_OF + pd.Timedelta(days=90), horizon_days=90, random_state=0)
+    # then
+    json.dumps(res)
+    assert res["beats_naive"] is True
+    naive = res["baselines"]["naive rate"]
+    assert res["model"]["orders"]["rmse"] <= naive["orders"]["rmse"]
+    assert res["model"]["churn"]["auc"] > 0.7
+    cov = res["model"]["coverage"]
+    assert 0.65 <= cov["purchases_p10_p90"] <= 0.95
+    assert 0.65 <= cov["spend_p10_p90"] <= 0.95
+    assert len(res["series"]["orders"]) == 10
+    assert {"linear", "bgnbd", "ensemble"} <= set(res["candidates"])
