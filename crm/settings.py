@@ -223,6 +223,10 @@ IMPORT_BATCH_SIZE = _env_int("IMPORT_BATCH_SIZE", 20000, minimum=1)
 IMPORT_MAX_UPLOAD_MB = _env_int("IMPORT_MAX_UPLOAD_MB", 200, minimum=1)
 RETRAIN_AFTER_IMPORT = _env_bool("RETRAIN_AFTER_IMPORT", True)
 
+# --- ML -----------------------------------------------------------------------------------
+# A running training run beats every few seconds; one silent this long is taken as dead.
+ML_STALE_AFTER_SECONDS = _env_int("ML_STALE_AFTER_SECONDS", 60, minimum=2)
+
 # --- Celery -------------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 if REDIS_URL and urlparse(REDIS_URL).scheme not in {"redis", "rediss"}:

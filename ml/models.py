@@ -1,0 +1,182 @@
+"""The training-run registry and the insights each run writes.
+
+A run is one training of one kind of model. It writes its own rows (segments, forecasts,
+suggestions) keyed by the run, and becomes visible by publishing: exactly one published run
+per kind, switched in one transaction, so readers never see half-written insights and every
+earlier run stays available for rollback.
+"""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from crm.models import Customer, Product
+
+
+class TrainingRun(models.Model):
+    class Kind(models.TextChoices):
+        SEGMENTATION = "segmentation"
+        FORECAST = "forecast"
+        RECOMMENDATION = "recommendation"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"     # trained and published (or publishable, for rollback)
+        REJECTED = "rejected"       # trained, but did not beat the naive baseline: not published
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    algorithm = models.CharField(max_length=40, default="auto", help_text="Requested algorithm; 'auto' chooses.")
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=200, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    as_of = models.DateField(null=True, blank=True, help_text="Last day of data the run may see.")
+    horizon_days = models.PositiveIntegerField(default=90)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    trigger = models.CharField(max_length=20, default="manual", help_text="manual, schedule, import, command.")
+    data_counts = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds per stage.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Holdout metrics and candidate comparison.")
+    chosen_algorithm = models.CharField(max_length=80, blank=True)
+    error = models.TextField(blank=True)
+    library_versions = models.JSONField(default=dict, blank=True)
+    artefact = models.JSONField(default=dict, blank=True, help_text="Metadata of what the run learned.")
+    is_published = models.BooleanField(default=False)
+    published_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["kind", "status"])]
+        constraints = [
+            models.UniqueConstraint(fields=["kind"], condition=Q(is_published=True), name="one_published_run_per_kind"),
+            # The database, not the code, guarantees that one kind never trains twice at once
+            # and that requests made while a run is queued collapse into it.
+            models.UniqueConstraint(fields=["kind"], condition=Q(status="running"), name="one_running_run_per_kind"),
+            models.UniqueConstraint(fields=["kind"], condition=Q(status="queued"), name="one_queued_run_per_kind"),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="run_progress_percent"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} run #{self.pk} ({self.status})"
+
+    @property
+    def duration_seconds(self):
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class Segment(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="segments")
+    key = models.IntegerField()
+    name = models.CharField(max_length=200)
+    profile = models.TextField(blank=True)
+    size = models.PositiveIntegerField(default=0)
+    figures = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["run", "-size", "key"]
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="segment_key_per_run")]
+
+    def __str__(self):
+        return self.name
+
+
+class CustomerSegment(models.Model):
+    """A customer's segment in one run; the runs' rows together are the customer's segment history."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="segment_history")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="members", db_index=False)
+    distance = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "customer"]
+        constraints = [models.UniqueConstraint(fields=["run", "customer"], name="customer_segment_per_run")]
+        indexes = [models.Index(fields=["segment", "customer"])]
+
+
+class Forecast(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="forecasts")
+    expected_purchases = models.FloatField()
+    expected_spend = models.FloatField()
+    churn_probability = models.FloatField()
+    clv = models.FloatField()
+    expected_refund_rate = models.FloatField()
+    purchases_p10 = models.FloatField(null=True)
+    purchases_p90 = models.FloatField(null=True)
+    spend_p10 = models.FloatField(null=True)
+    spend_p90 = models.FloatField(null=True)
+    basis = models.CharField(max_length=100, blank=True)
+    factors = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["run", "customer"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "customer"], name="forecast_per_run_customer"),
+            models.CheckConstraint(condition=Q(churn_probability__gte=0, churn_probability__lte=1),
+                                   name="forecast_churn_is_probability"),
+            models.CheckConstraint(condition=Q(expected_refund_rate__gte=0, expected_refund_rate__lte=1),
+                                   name="forecast_refund_rate_is_share"),
+        ]
+        indexes = [models.Index(fields=["run", "churn_probability"]), models.Index(fields=["run", "clv"])]
+
+
+class Suggestion(models.Model):
+    class Kind(models.TextChoices):
+        RECOMMENDATION = "recommendation"  # cross-sell: not bought before
+        REORDER = "reorder"                # replenishment: bought before, due again
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="suggestions", db_index=False)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    rank = models.PositiveSmallIntegerField()
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    score = models.FloatField()
+    reason = models.TextField()
+    evidence = models.JSONField(default=dict, blank=True)
+    basis = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["run", "customer", "kind", "rank"]
+        constraints = [models.UniqueConstraint(fields=["run", "customer", "kind", "rank"],
+                                               name="suggestion_rank_per_run")]
+
+
+class SimilarProduct(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    rank = models.PositiveSmallIntegerField()
+    similar = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    score = models.FloatField()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "product", "rank"]
+        constraints = [models.UniqueConstraint(fields=["run", "product", "rank"], name="similar_rank_per_run")]
+
+
+class Prospect(models.Model):
+    """A customer worth pitching a product to."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    rank = models.PositiveSmallIntegerField()
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+", db_index=False)
+    score = models.FloatField()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "product", "rank"]
+        constraints = [models.UniqueConstraint(fields=["run", "product", "rank"], name="prospect_rank_per_run")]

@@ -1,0 +1,94 @@
+"""Admin for training runs (with publish / rollback and retrain actions) and their insights."""
+from django.contrib import admin, messages
+
+from ml import services
+from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "status", "is_published", "chosen_algorithm", "as_of", "horizon_days", "progress",
+                    "stage", "created_at", "trigger")
+    list_filter = ("kind", "status", "is_published", "trigger")
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in TrainingRun._meta.fields]
+    actions = ["publish_selected", "retrain_same_kind"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Publish the selected run (roll back to it)", permissions=["change"])
+    def publish_selected(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one run to publish.", messages.ERROR)
+            return
+        run = queryset.get()
+        try:
+            services.publish_run(run.pk)
+        except services.RunNotPublishable as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"Run #{run.pk} is now the published {run.kind} model.", messages.SUCCESS)
+
+    @admin.action(description="Retrain these kinds now", permissions=["change"])
+    def retrain_same_kind(self, request, queryset):
+        for kind in sorted(set(queryset.values_list("kind", flat=True))):
+            run, created = services.request_retrain(kind, user=request.user, trigger="manual")
+            self.message_user(request, f"{kind}: run #{run.pk} {'queued' if created else 'was already queued'}.")
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    list_display = ("name", "run", "size", "profile")
+    list_filter = ("run__is_published",)
+    search_fields = ("name", "profile")
+    list_select_related = ("run",)
+
+
+@admin.register(CustomerSegment)
+class CustomerSegmentAdmin(admin.ModelAdmin):
+    list_display = ("customer", "segment", "run", "distance")
+    list_select_related = ("customer", "segment", "run")
+    autocomplete_fields = ("customer",)
+    raw_id_fields = ("segment", "run")
+    search_fields = ("customer__external_id", "customer__name")
+    show_full_result_count = False
+
+
+@admin.register(Forecast)
+class ForecastAdmin(admin.ModelAdmin):
+    list_display = ("customer", "run", "expected_purchases", "expected_spend", "churn_probability", "clv", "basis")
+    list_select_related = ("customer", "run")
+    autocomplete_fields = ("customer",)
+    raw_id_fields = ("run",)
+    search_fields = ("customer__external_id", "customer__name")
+    show_full_result_count = False
+
+
+@admin.register(Suggestion)
+class SuggestionAdmin(admin.ModelAdmin):
+    list_display = ("customer", "kind", "rank", "product", "score", "reason", "run")
+    list_filter = ("kind",)
+    list_select_related = ("customer", "product", "run")
+    autocomplete_fields = ("customer", "product")
+    raw_id_fields = ("run",)
+    search_fields = ("customer__external_id", "product__sku")
+    show_full_result_count = False
+
+
+@admin.register(SimilarProduct)
+class SimilarProductAdmin(admin.ModelAdmin):
+    list_display = ("product", "rank", "similar", "score", "reason", "run")
+    list_select_related = ("product", "similar", "run")
+    autocomplete_fields = ("product", "similar")
+    raw_id_fields = ("run",)
+    show_full_result_count = False
+
+
+@admin.register(Prospect)
+class ProspectAdmin(admin.ModelAdmin):
+    list_display = ("product", "rank", "customer", "score", "reason", "run")
+    list_select_related = ("product", "customer", "run")
+    autocomplete_fields = ("product", "customer")
+    raw_id_fields = ("run",)
+    show_full_result_count = False

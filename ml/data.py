@@ -1,0 +1,158 @@
+"""The only bridge between the ORM and pandas: bulk reads cut at ``as_of``, bulk writes.
+
+Reads stream the rows straight from the database cursor (COPY on PostgreSQL) into the
+frames of :mod:`ml.pipelines.schema`; writes use COPY (PostgreSQL) or executemany (SQLite),
+never model instances, so a 100,000-customer run writes its rows in seconds.
+"""
+from __future__ import annotations
+
+import io
+from datetime import date, datetime, time, timedelta
+
+import numpy as np
+import pandas as pd
+from django.db import connection
+from django.utils import timezone
+
+from crm.models import Customer, Interaction, Product
+from ml.pipelines.schema import NO_PRODUCT
+
+# Rows fetched per round trip on SQLite (PostgreSQL streams with COPY instead).
+FETCH_SIZE = 50_000
+
+
+def cutoff(as_of: date) -> datetime:
+    """The first instant after ``as_of`` (UTC): rows at or after it are never read."""
+    return timezone.make_aware(datetime.combine(as_of + timedelta(days=1), time.min), timezone.get_default_timezone())
+
+
+def latest_interaction_day() -> date | None:
+    latest = Interaction.objects.order_by("-occurred_at").values_list("occurred_at", flat=True).first()
+    return timezone.localtime(latest).date() if latest else None
+
+
+def _read(sql: str, params: list, columns: list[str], dtypes: dict) -> pd.DataFrame:
+    """Run a SELECT and return its rows as a frame, streamed rather than built from objects."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            raw = cursor.cursor
+            buffer = io.BytesIO()
+            query = raw.mogrify(sql, params) if params else sql
+            with raw.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
+                for block in copy:
+                    buffer.write(block)
+            buffer.seek(0)
+            if buffer.getbuffer().nbytes == 0:
+                return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in columns})
+            return pd.read_csv(buffer, header=None, names=columns, dtype={c: d for c, d in dtypes.items()
+                                                                           if d != "datetime64[ns]"},
+                               keep_default_na=False, na_values={c: [""] for c in columns if c in dtypes
+                                                                  and dtypes[c] in ("float64",)})
+        cursor.execute(sql, params)
+        chunks = []
+        while True:
+            rows = cursor.fetchmany(FETCH_SIZE)
+            if not rows:
+                break
+            chunks.append(pd.DataFrame.from_records(rows, columns=columns))
+    if not chunks:
+        return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in columns})
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    return frame
+
+
+def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_customer_ids=None) -> pd.DataFrame:
+    """Interactions up to the end of ``as_of`` as the schema frame (one row per interaction).
+
+    A purchase or refund without an order_ref is its own order (``row:<id>``).
+    """
+    table = Interaction._meta.db_table
+    where, params = [], []
+    if as_of is not None:
+        where.append("occurred_at < %s")
+        params.append(cutoff(as_of))
+    sql = (f"SELECT customer_id, COALESCE(product_id, {NO_PRODUCT}), type, occurred_at, quantity, "
+           f"COALESCE(amount, 0), CASE WHEN order_ref = '' THEN 'row:' || CAST(id AS TEXT) ELSE order_ref END "
+           f"FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else ""))
+    columns = ["customer_id", "product_id", "type", "occurred_at", "quantity", "amount", "order_ref"]
+    frame = _read(sql, params, columns, {"customer_id": "int64", "product_id": "int64", "type": str,
+                                         "quantity": "int64", "amount": "float64", "order_ref": str})
+    frame["customer_id"] = frame["customer_id"].astype("int64")
+    frame["product_id"] = frame["product_id"].astype("int64")
+    frame["quantity"] = frame["quantity"].astype("int64")
+    frame["amount"] = frame["amount"].astype("float64")
+    frame["type"] = frame["type"].astype(str)
+    frame["order_ref"] = frame["order_ref"].astype(str)
+    frame["occurred_at"] = _utc_naive(frame["occurred_at"])
+    if customer_ids is not None:
+        frame = frame[frame["customer_id"].isin(np.asarray(list(customer_ids)))]
+    if exclude_customer_ids is not None and len(exclude_customer_ids):
+        frame = frame[~frame["customer_id"].isin(np.asarray(list(exclude_customer_ids)))]
+    return frame.reset_index(drop=True)
+
+
+def _utc_naive(values: pd.Series) -> pd.Series:
+    parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def products_frame() -> pd.DataFrame:
+    rows = Product.objects.values_list("id", "sku", "name", "category", "description", "tags", "active", "price")
+    frame = pd.DataFrame.from_records(list(rows), columns=["product_id", "sku", "name", "category", "description",
+                                                           "tags", "active", "price"])
+    frame["product_id"] = frame["product_id"].astype("int64")
+    frame["active"] = frame["active"].astype(bool)
+    frame["price"] = pd.to_numeric(frame["price"], errors="coerce").astype("float64")
+    for column in ("sku", "name", "category", "description", "tags"):
+        frame[column] = frame[column].astype(str)
+    return frame
+
+
+def customers_frame(exclude_ids=None) -> pd.DataFrame:
+    columns = ["customer_id", "external_id", "signup_date", "owner_id"]
+    frame = _read(f"SELECT id, external_id, signup_date, COALESCE(owner_id, -1) FROM {Customer._meta.db_table}",
+                  [], columns, {"customer_id": "int64", "external_id": str, "owner_id": "int64"})
+    frame["customer_id"] = frame["customer_id"].astype("int64")
+    frame["owner_id"] = frame["owner_id"].astype("int64")
+    frame["external_id"] = frame["external_id"].astype(str)
+    frame["signup_date"] = pd.to_datetime(frame["signup_date"].replace("", None), errors="coerce")
+    if exclude_ids is not None and len(exclude_ids):
+        frame = frame[~frame["customer_id"].isin(np.asarray(list(exclude_ids)))]
+    return frame.reset_index(drop=True)
+
+
+def _sql_value(value):
+    """Plain Python values for the database driver (numpy scalars are not adapted by sqlite3)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def bulk_insert(model, columns: list[str], rows) -> int:
+    """Insert an iterable of tuples into ``model``'s table: COPY on PostgreSQL, executemany on SQLite.
+
+    ``columns`` are database column names (``customer_id``, not ``customer``); JSON values
+    must already be serialised to text. Returns the number of rows written.
+    """
+    table = model._meta.db_table
+    count = 0
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([_sql_value(v) for v in row])
+                    count += 1
+            return count
+        marks = ", ".join(["%s"] * len(columns))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        batch = []
+        for row in rows:
+            batch.append([_sql_value(v) for v in row])
+            if len(batch) >= 10_000:
+                cursor.executemany(sql, batch)
+                count += len(batch)
+                batch = []
+        if batch:
+            cursor.executemany(sql, batch)
+            count += len(batch)
+    return count

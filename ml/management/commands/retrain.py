@@ -1,0 +1,69 @@
+"""``python manage.py retrain [--kind K|all] [--as-of YYYY-MM-DD] [--horizon-days N] [--sync]``."""
+import json
+from datetime import date
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ml import services
+from ml.models import TrainingRun
+
+
+class Command(BaseCommand):
+    help = ("Train and publish new models. Without --sync the runs are queued for Celery workers and their ids "
+            "printed; with --sync they run in this process and their status and holdout metrics are printed.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--kind", default="all", choices=[*TrainingRun.Kind.values, "all"])
+        parser.add_argument("--as-of", dest="as_of", type=date.fromisoformat, default=None,
+                            help="the last day of data the models may see (default: the day of the latest interaction)")
+        parser.add_argument("--horizon-days", dest="horizon_days", type=int, default=90)
+        parser.add_argument("--algorithm", default="auto", help="force an algorithm instead of choosing on validation")
+        parser.add_argument("--sync", action="store_true", help="run in this process instead of a worker")
+
+    def handle(self, *args, **options):
+        kinds = services.KIND_ORDER if options["kind"] == "all" else (options["kind"],)
+        as_of = options["as_of"]
+        if isinstance(as_of, str):
+            as_of = date.fromisoformat(as_of)
+        if options["horizon_days"] < 1:
+            raise CommandError("--horizon-days must be at least 1")
+        common = {"as_of": as_of, "horizon_days": options["horizon_days"], "algorithm": options["algorithm"]}
+        failed = []
+        for kind in kinds:
+            try:
+                if options["sync"]:
+                    run = services.run_now(kind, trigger="command", **common)
+                    self._print_run(run)
+                    if run.status == TrainingRun.Status.FAILED:
+                        failed.append(f"{kind}: {run.error.splitlines()[0] if run.error else 'failed'}")
+                else:
+                    run, created = services.request_retrain(kind, trigger="command", **common)
+                    self.stdout.write(f"{kind}: run {run.pk} {'queued' if created else 'already queued'}")
+            except services.RetrainRefused as exc:
+                failed.append(f"{kind}: {exc}")
+        if failed:
+            raise CommandError("; ".join(failed))
+
+    def _print_run(self, run):
+        self.stdout.write(f"{run.kind}: run {run.pk} {run.status}"
+                          + (f" (published, {run.chosen_algorithm})" if run.is_published else "")
+                          + f" as of {run.as_of}, horizon {run.horizon_days} days, "
+                            f"{run.timings.get('total', 0):.1f} s")
+        if run.error:
+            self.stdout.write(f"  {run.error.splitlines()[0]}")
+        summary = holdout_summary(run)
+        if summary:
+            self.stdout.write("  holdout: " + json.dumps(summary))
+
+
+def holdout_summary(run) -> dict:
+    m = run.metrics or {}
+    if run.kind == TrainingRun.Kind.FORECAST and "model" in m:
+        model = m["model"]
+        return {"orders": {k: model["orders"].get(k) for k in ("mae", "rmse", "total_pct_error", "spearman")},
+                "spend": {k: model["spend"].get(k) for k in ("mae", "rmse", "total_pct_error", "spearman")},
+                "churn": {k: model["churn"].get(k) for k in ("auc", "brier")}}
+    if run.kind == TrainingRun.Kind.SEGMENTATION and "comparison" in m:
+        return {"chosen": m.get("chosen"), "comparison": {k: (v.get("score") if isinstance(v, dict) else v)
+                                                          for k, v in m["comparison"].items()}}
+    return {k: v for k, v in m.items() if k in ("chosen", "summary")}

@@ -1,0 +1,453 @@
+"""Train -> evaluate -> publish. Every door (command, page, API, task, beat) comes here.
+
+A run is requested (one queued run per kind at most: a second request joins it), claimed
+by a conditional UPDATE (``queued`` -> ``running``; the database refuses a second running
+run of the kind), trained on data cut at ``as_of``, written under its own id, and published
+by switching the kind's live run in one transaction. A run whose worker died (its heartbeat
+went stale) is taken over by the next claim or by :func:`sweep_stale_runs`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ml import data
+from ml.models import CustomerSegment, Forecast, Segment, TrainingRun
+
+log = logging.getLogger(__name__)
+
+Kind = TrainingRun.Kind
+Status = TrainingRun.Status
+
+# A running run writes a heartbeat from a side thread; one silent for ML_STALE_AFTER_SECONDS
+# is considered dead (its worker was killed) and may be taken over.
+def stale_after() -> timedelta:
+    return timedelta(seconds=settings.ML_STALE_AFTER_SECONDS)
+
+
+def heartbeat_seconds() -> float:
+    return min(5.0, settings.ML_STALE_AFTER_SECONDS / 4)
+# A run is tried this many times in all (worker deaths included) before it is marked failed.
+MAX_ATTEMPTS = 3
+KIND_ORDER = (Kind.SEGMENTATION, Kind.FORECAST, Kind.RECOMMENDATION)
+
+
+class RetrainRefused(Exception):
+    """A retrain cannot be requested now; the message says why."""
+
+
+class RunNotPublishable(Exception):
+    pass
+
+
+def library_versions() -> dict:
+    import scipy
+    import sklearn
+
+    return {"numpy": np.__version__, "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
+            "scipy": scipy.__version__}
+
+
+# --- requesting ----------------------------------------------------------------------------
+
+def request_retrain(kind: str, *, as_of: date | None = None, horizon_days: int = 90, algorithm: str = "auto",
+                    params: dict | None = None, user=None, trigger: str = "manual", enqueue: bool = True):
+    """Queue a retrain of ``kind``; returns ``(run, created)``.
+
+    While a run of the kind is queued, the request joins it (``created`` is False): two
+    concurrent requests give one run. While one is running, a new queued run waits behind
+    it. The task is sent when the surrounding transaction commits.
+    """
+    if kind not in Kind.values:
+        raise RetrainRefused(f"unknown kind {kind!r}: use one of {', '.join(Kind.values)}")
+    if horizon_days < 1:
+        raise RetrainRefused("the horizon must be at least one day")
+    existing = TrainingRun.objects.filter(kind=kind, status=Status.QUEUED).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(kind=kind, as_of=as_of, horizon_days=horizon_days, algorithm=algorithm,
+                                             params=params or {}, requested_by=user, trigger=trigger)
+    except IntegrityError:
+        existing = TrainingRun.objects.filter(kind=kind, status=Status.QUEUED).first()
+        if existing is None:
+            raise RetrainRefused(f"a {kind} retrain was requested at the same moment; try again") from None
+        return existing, False
+    if enqueue:
+        _enqueue(run.pk)
+    return run, True
+
+
+def _enqueue(run_id: int) -> None:
+    from ml.tasks import execute_run_task
+
+    transaction.on_commit(lambda: execute_run_task.delay(run_id))
+
+
+def request_retrain_all(**kwargs) -> list:
+    return [request_retrain(kind, **kwargs)[0] for kind in KIND_ORDER]
+
+
+def cancel_queued(kind: str, reason: str) -> int:
+    """Cancel the queued run of a kind (e.g. a synchronous retrain takes its place)."""
+    return TrainingRun.objects.filter(kind=kind, status=Status.QUEUED).update(
+        status=Status.CANCELLED, error=reason, finished_at=timezone.now())
+
+
+# --- claiming and running ------------------------------------------------------------------
+
+def claim_run(run_id: int) -> bool:
+    """Take a queued run, or a running one whose heartbeat is stale, for this process.
+
+    A conditional UPDATE: only one claimer can win, and a redelivered task whose run already
+    finished does nothing. The partial unique index refuses a second running run of the kind.
+    """
+    stale = timezone.now() - stale_after()
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            claimed = TrainingRun.objects.filter(
+                Q(status=Status.QUEUED) | Q(status=Status.RUNNING, heartbeat_at__lt=stale), pk=run_id,
+                attempts__lt=MAX_ATTEMPTS,
+            ).update(status=Status.RUNNING, heartbeat_at=now, started_at=now, attempts=F("attempts") + 1,
+                     stage="starting", progress=0, error="")
+    except IntegrityError:
+        return False  # another run of this kind is running: this one stays queued
+    return bool(claimed)
+
+
+class _Heartbeat:
+    """Keeps a run's heartbeat fresh from a side thread while the main thread trains."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def _beat(self):
+        try:
+            while not self._stop.wait(heartbeat_seconds()):
+                TrainingRun.objects.filter(pk=self.run_id, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=heartbeat_seconds() * 2)
+
+
+class _Progress:
+    def __init__(self, run: TrainingRun):
+        self.run = run
+        self.timings: dict = {}
+        self._stage = None
+        self._t = time.monotonic()
+
+    def __call__(self, percent: int, stage: str):
+        now = time.monotonic()
+        if self._stage is not None:
+            self.timings[self._stage] = round(self.timings.get(self._stage, 0) + now - self._t, 3)
+        self._stage, self._t = stage, now
+        TrainingRun.objects.filter(pk=self.run.pk).update(progress=min(100, int(percent)), stage=stage,
+                                                          heartbeat_at=timezone.now())
+
+    def finish(self):
+        now = time.monotonic()
+        if self._stage is not None:
+            self.timings[self._stage] = round(self.timings.get(self._stage, 0) + now - self._t, 3)
+        return self.timings
+
+
+def execute_run(run_id: int) -> TrainingRun | None:
+    """Claim and run one training run; returns it, or None when it was not claimable."""
+    if not claim_run(run_id):
+        return None
+    run = TrainingRun.objects.get(pk=run_id)
+    progress = _Progress(run)
+    started = time.monotonic()
+    try:
+        with _Heartbeat(run.pk):
+            outcome = TRAINERS[run.kind](run, progress)
+    except Exception as exc:
+        if isinstance(exc, RetrainRefused):  # nothing to train on: a plain message, no traceback
+            error = str(exc)
+        else:
+            log.exception("run %s failed", run.pk)
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}"
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=Status.FAILED, error=error,
+            finished_at=timezone.now(), timings={**progress.finish(), "total": round(time.monotonic() - started, 3)})
+        _delete_rows(run.pk)
+        run.refresh_from_db()
+        return run
+    timings = {**progress.finish(), "total": round(time.monotonic() - started, 3)}
+    publish = outcome.pop("publish", True)
+    reason = outcome.pop("reason", "")
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=Status.SUCCEEDED if publish else Status.REJECTED, progress=100, stage="done" if publish else reason,
+        error="" if publish else reason, timings=timings, finished_at=timezone.now(), library_versions=library_versions(),
+        **outcome)
+    if publish:
+        publish_run(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def run_now(kind: str, *, as_of: date | None = None, horizon_days: int = 90, algorithm: str = "auto",
+            params: dict | None = None, user=None, trigger: str = "command") -> TrainingRun:
+    """Train ``kind`` in this process (``retrain --sync``): cancels a queued run of the kind and takes its place."""
+    cancel_queued(kind, "replaced by a synchronous retrain")
+    run, _ = request_retrain(kind, as_of=as_of, horizon_days=horizon_days, algorithm=algorithm, params=params,
+                             user=user, trigger=trigger, enqueue=False)
+    result = execute_run(run.pk)
+    if result is None:
+        active = TrainingRun.objects.filter(kind=kind, status=Status.RUNNING).exclude(pk=run.pk).first()
+        cancel_queued(kind, "not started: another run of this kind was running")
+        raise RetrainRefused(f"a {kind} run (#{active.pk if active else '?'}) is already running; "
+                             "wait for it to finish")
+    return result
+
+
+def publish_run(run_id: int) -> TrainingRun:
+    """Make a finished run the live one of its kind, in one transaction (also used to roll back)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status != Status.SUCCEEDED:
+            raise RunNotPublishable(f"run #{run.pk} is {run.status}; only a succeeded run can be published")
+        TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).update(is_published=False)
+        TrainingRun.objects.filter(pk=run.pk).update(is_published=True, published_at=timezone.now())
+    run.refresh_from_db()
+    return run
+
+
+def published_run(kind: str) -> TrainingRun | None:
+    return TrainingRun.objects.filter(kind=kind, is_published=True).first()
+
+
+def sweep_stale_runs() -> dict:
+    """Runs whose worker died: queue them again (a new task), or fail them after MAX_ATTEMPTS."""
+    stale = timezone.now() - stale_after()
+    requeued, failed = [], []
+    for run in TrainingRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=stale):
+        if run.attempts >= MAX_ATTEMPTS:
+            if TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
+                    status=Status.FAILED, finished_at=timezone.now(),
+                    error=f"the worker stopped responding {run.attempts} times (killed or out of memory); "
+                          "the previous published insights are unchanged"):
+                _delete_rows(run.pk)
+                failed.append(run.pk)
+            continue
+        try:
+            with transaction.atomic():
+                moved = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
+                    status=Status.QUEUED, stage="worker lost; queued again", error="")
+        except IntegrityError:
+            # A queued run of this kind already waits: it will carry the retrain instead.
+            moved = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
+                status=Status.FAILED, finished_at=timezone.now(),
+                error="the worker stopped responding; a newer queued run replaces this one")
+            if moved:
+                _delete_rows(run.pk)
+                failed.append(run.pk)
+            continue
+        if moved:
+            _delete_rows(run.pk)
+            _enqueue(run.pk)
+            requeued.append(run.pk)
+    return {"requeued": requeued, "failed": failed}
+
+
+def _delete_rows(run_id: int) -> None:
+    """Drop what an unfinished run wrote; published insights belong to other runs and stay."""
+    from ml.models import Prospect, SimilarProduct, Suggestion
+
+    for model in (CustomerSegment, Forecast, Suggestion, SimilarProduct, Prospect):
+        model.objects.filter(run_id=run_id).delete()
+    Segment.objects.filter(run_id=run_id).delete()
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def _load(run: TrainingRun, progress, need_products=True) -> dict:
+    progress(5, "loading data")
+    as_of = run.as_of or data.latest_interaction_day()
+    if as_of is None:
+        raise RetrainRefused("there are no interactions yet: import data before training")
+    if run.as_of is None:
+        TrainingRun.objects.filter(pk=run.pk).update(as_of=as_of)
+        run.as_of = as_of
+    frames = {
+        "interactions": data.interactions_frame(as_of),
+        "customers": data.customers_frame(),
+        "products": data.products_frame() if need_products else None,
+    }
+    counts = {"customers": int(len(frames["customers"])), "interactions": int(len(frames["interactions"])),
+              "purchases": int((frames["interactions"]["type"] == "purchase").sum()),
+              "buyers": int(frames["interactions"].loc[frames["interactions"]["type"] == "purchase",
+                                                       "customer_id"].nunique())}
+    if frames["products"] is not None:
+        counts["products"] = int(len(frames["products"]))
+    TrainingRun.objects.filter(pk=run.pk).update(data_counts=counts)
+    if counts["purchases"] == 0:
+        raise RetrainRefused("there are no purchases on or before the as-of date: nothing to learn from")
+    return frames
+
+
+def _json(value) -> str:
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (pd.Timestamp, date)):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _clean(value):
+    """Metrics as plain JSON (numpy scalars, NaN -> None)."""
+    return json.loads(json.dumps(value, default=_json_default).replace("NaN", "null"))
+
+
+# --- segmentation ------------------------------------------------------------------------------
+
+def train_segmentation(run: TrainingRun, progress) -> dict:
+    from ml.pipelines.segmentation import CustomerSegmenter, match_segments
+
+    frames = _load(run, progress)
+    progress(20, "clustering customers")
+    model = CustomerSegmenter(algorithm=run.algorithm, horizon_days=run.horizon_days, random_state=0,
+                              **{k: v for k, v in run.params.items()
+                                 if k in ("n_clusters", "eps", "min_samples", "max_sample")})
+    model.fit(frames["interactions"], frames["products"], frames["customers"], pd.Timestamp(run.as_of))
+    assignments, segments = model.assignments_, model.segments_
+    progress(70, "naming segments")
+    names = dict(zip(segments["segment_key"], segments["name"]))
+    previous = published_run(Kind.SEGMENTATION)
+    if previous is not None:
+        prev_assign = pd.DataFrame.from_records(
+            list(CustomerSegment.objects.filter(run=previous).values_list("customer_id", "segment__key")),
+            columns=["customer_id", "segment_key"])
+        prev_names = dict(Segment.objects.filter(run=previous).values_list("key", "name"))
+        if len(prev_assign):
+            names = match_segments(assignments[["customer_id", "segment_key"]], prev_assign, prev_names,
+                                   new_names=names)
+    progress(80, "writing segments")
+    with transaction.atomic():
+        created = Segment.objects.bulk_create([
+            Segment(run=run, key=int(row.segment_key), name=names.get(row.segment_key, row.name),
+                    profile=_rename_profile(row.profile, row.name, names.get(row.segment_key, row.name)),
+                    size=int(row.size), figures=_clean(row.figures))
+            for row in segments.itertuples()
+        ])
+        ids = {s.key: s.pk for s in created}
+        data.bulk_insert(CustomerSegment, ["run_id", "customer_id", "segment_id", "distance"], (
+            (run.pk, int(c), ids[int(k)], None if pd.isna(d) else float(d))
+            for c, k, d in zip(assignments["customer_id"], assignments["segment_key"],
+                               assignments["distance_to_center"])))
+    return {"metrics": _clean({"comparison": model.comparison_, "chosen": model.chosen_,
+                               "reason": getattr(model, "chosen_reason_", ""), "params": model.params_,
+                               "sizes": {names.get(k, str(k)): int(n) for k, n in
+                                         zip(segments["segment_key"], segments["size"])}}),
+            "chosen_algorithm": str(model.chosen_),
+            "artefact": _clean({"segments": len(segments), "params": model.params_})}
+
+
+def _rename_profile(profile: str, old: str, new: str) -> str:
+    if old != new and profile.startswith(old):
+        return new + profile[len(old):]
+    return profile
+
+
+# --- forecasts ------------------------------------------------------------------------------------
+
+def train_forecast(run: TrainingRun, progress) -> dict:
+    from ml.pipelines.forecasting import CustomerForecaster, evaluate_holdout
+
+    frames = _load(run, progress, need_products=False)
+    interactions = frames["interactions"]
+    as_of = pd.Timestamp(run.as_of)
+    progress(15, "backtesting on the held-back window")
+    params = {k: v for k, v in run.params.items() if k in ("clv_days",)}
+    holdout = evaluate_holdout(interactions, as_of, horizon_days=run.horizon_days, algorithm=run.algorithm, **params)
+    metrics = _clean(holdout)
+    verdict = judge_against_naive(metrics["model"], metrics["baselines"]["naive rate"])
+    metrics["gate"] = verdict
+    if not verdict["publish"]:
+        return {"publish": False, "metrics": metrics, "chosen_algorithm": str(holdout.get("chosen", "")),
+                "reason": f"not published: on the held-back window the model did not beat the naive baseline "
+                          f"({verdict['rule']}: {verdict['summary']}); the previous forecasts stay live"}
+    progress(55, "training on all history")
+    model = CustomerForecaster(horizon_days=run.horizon_days, algorithm=run.algorithm, random_state=0, **params)
+    model.fit(interactions, as_of)
+    progress(75, "forecasting every customer")
+    pred = model.predict(interactions, as_of)
+    progress(85, "writing forecasts")
+    columns = ["expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
+               "purchases_p10", "purchases_p90", "spend_p10", "spend_p90"]
+    values = pred[columns].astype(float).clip(lower=0)
+    values["churn_probability"] = values["churn_probability"].clip(upper=1)
+    values["expected_refund_rate"] = values["expected_refund_rate"].clip(upper=1)
+    rows = zip(pred.index.to_numpy(), *(values[c].to_numpy() for c in columns), pred["basis"].astype(str),
+               pred["factors"])
+    with transaction.atomic():
+        data.bulk_insert(Forecast, ["run_id", "customer_id", *columns, "basis", "factors"], (
+            (run.pk, int(r[0]), *(float(v) for v in r[1:10]), r[10], _json(list(r[11]))) for r in rows))
+    return {"metrics": metrics, "chosen_algorithm": str(model.chosen_),
+            "artefact": _clean({"chosen": model.chosen_, "weights": getattr(model, "ensemble_weights_", None),
+                                "btyd": getattr(model, "btyd_params_", None), "forecasts": int(len(pred))})}
+
+
+# The publishing gate: the model must be better than the naive rate on average over orders
+# RMSE, spend RMSE and churn AUC (relative improvements), and no more than 5 % worse on any of
+# them. A strict "better on each" rule would reject a model that ties on one figure and wins
+# clearly on the others; the 5 % floor keeps a big loss on one figure from hiding.
+GATE_TOLERANCE = 0.05
+
+
+def judge_against_naive(model: dict, naive: dict) -> dict:
+    def rel_lower_is_better(m, n):
+        return (n - m) / n if n else 0.0
+
+    gains = {
+        "orders RMSE": rel_lower_is_better(model["orders"]["rmse"], naive["orders"]["rmse"]),
+        "spend RMSE": rel_lower_is_better(model["spend"]["rmse"], naive["spend"]["rmse"]),
+        "churn AUC": ((model["churn"]["auc"] or 0.5) - (naive["churn"]["auc"] or 0.5)) / (naive["churn"]["auc"] or 0.5),
+    }
+    mean_gain = float(np.mean(list(gains.values())))
+    publish = mean_gain > 0 and min(gains.values()) > -GATE_TOLERANCE
+    summary = ", ".join(f"{name} {100 * gain:+.1f} %" for name, gain in gains.items())
+    return {"publish": bool(publish), "gains": gains, "mean_gain": mean_gain, "summary": summary,
+            "rule": f"better than the naive rate on average over orders RMSE, spend RMSE and churn AUC, "
+                    f"and at most {100 * GATE_TOLERANCE:.0f} % worse on any"}
+
+
+def train_recommendation(run: TrainingRun, progress) -> dict:
+    raise RetrainRefused("recommendations are not available yet")
+
+
+TRAINERS = {Kind.SEGMENTATION: train_segmentation, Kind.FORECAST: train_forecast,
+            Kind.RECOMMENDATION: train_recommendation}
+
+
+def waiting_behind_running(run_id: int) -> bool:
+    """True when a queued run could not start because another run of its kind is running."""
+    run = TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).first()
+    return run is not None and TrainingRun.objects.filter(kind=run.kind, status=Status.RUNNING).exists()

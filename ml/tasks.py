@@ -1,0 +1,25 @@
+"""Celery tasks of the ML engine: thin doors to ml.services, taking ids only."""
+from celery import shared_task
+from django.db import OperationalError
+
+from ml import services
+
+
+@shared_task(name="ml.execute_run", bind=True, acks_late=True, max_retries=3,
+             autoretry_for=(OperationalError,), retry_backoff=10)
+def execute_run_task(self, run_id: int) -> None:
+    """Run a queued training run. A run that could not be claimed because another of its
+    kind is running is tried again later (bounded); database hiccups are retried too."""
+    result = services.execute_run(run_id)
+    if result is None and services.waiting_behind_running(run_id):
+        raise self.retry(countdown=30, max_retries=120)
+
+
+@shared_task(name="ml.retrain_all", acks_late=True)
+def retrain_all_task() -> None:
+    services.request_retrain_all(trigger="schedule")
+
+
+@shared_task(name="ml.sweep_stale_runs", acks_late=True)
+def sweep_stale_runs_task() -> None:
+    services.sweep_stale_runs()
