@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv migrate lint bench-import bench-completejourney clean
+.PHONY: run test venv migrate lint browser bench-import bench-completejourney clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,16 @@ run: migrate
 	$(PY) manage.py bootstrap_demo --train
 	$(PY) manage.py run_all
 
+## browser: Debian's Chromium for the end-to-end tests (Playwright drives /usr/bin/chromium;
+## it cannot download browsers of its own here).
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "Install Chromium (apt-get install chromium) for the browser tests"; exit 1; }
+
 ## test: the whole suite on the embedded defaults (SQLite, filesystem broker), or on
 ## DATABASE_URL / REDIS_URL when they are set.
-test: venv
+test: venv browser
 	CRM_VAR_DIR=$(CURDIR)/var/test $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

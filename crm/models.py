@@ -32,6 +32,11 @@ class Customer(models.Model):
         related_name="customers", help_text="The sales rep who owns the account.",
     )
     attributes = models.JSONField(default=dict, blank=True, help_text="Extra columns of the import file.")
+    no_profiling = models.BooleanField(
+        default=False, db_default=False, help_text="The customer objected to profiling: no segment, forecast or suggestions, "
+                                 "and left out of training.")
+    # Kept up to date by the import and by logging a purchase, so lists can sort and filter on it.
+    last_purchase_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -92,7 +97,7 @@ class Interaction(models.Model):
 
     # Always set: the source's key when the file gives one, else a key derived from the row's
     # content (``h-…``), so re-importing the same file is idempotent either way.
-    external_id = models.CharField(max_length=100, unique=True)
+    external_id = models.CharField(max_length=100)
     # The FK indexes are left out: the (customer, occurred_at) and (product, occurred_at)
     # indexes below serve those lookups, and every extra index slows bulk imports.
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="interactions", db_index=False)

@@ -1,28 +1,152 @@
-"""Reads of the CRM domain, with the row-level rule of who sees which customers."""
-from django.db.models import Q
+"""Reads of the CRM domain, with the row-level rule of who sees which customers.
 
-from crm.models import ROLE_ADMIN, ROLE_MANAGER, Customer, Interaction, Product
+Pages and the API both read through here, so the rule "a sales rep sees the customers they
+own and unassigned ones; managers and admins see all" holds at every door.
+"""
+from __future__ import annotations
+
+from django.db.models import F, FilteredRelation, Q, QuerySet
+
+from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP, Customer, Interaction, Product
+
+# Churn-risk bands shown as filters and worklist labels: (key, label, low, high), high exclusive.
+CHURN_BANDS = (
+    ("low", "Low (< 30 %)", 0.0, 0.3),
+    ("medium", "Medium (30–60 %)", 0.3, 0.6),
+    ("high", "High (≥ 60 %)", 0.6, 1.01),
+)
+CUSTOMER_ORDERINGS = {
+    "name": ("name", "external_id"), "-name": ("-name", "-external_id"),
+    "last_purchase": ("last_purchase_at",), "-last_purchase": (F("last_purchase_at").desc(nulls_last=True),),
+    "churn": ("churn_probability",), "-churn": (F("churn_probability").desc(nulls_last=True),),
+    "clv": ("clv",), "-clv": (F("clv").desc(nulls_last=True),),
+    "spend": ("expected_spend",), "-spend": (F("expected_spend").desc(nulls_last=True),),
+    "purchases": ("expected_purchases",), "-purchases": (F("expected_purchases").desc(nulls_last=True),),
+    "segment": ("segment_name", "name"), "-segment": ("-segment_name", "name"),
+    "value_at_risk": ("value_at_risk",), "-value_at_risk": (F("value_at_risk").desc(nulls_last=True),),
+}
 
 
 def user_roles(user) -> set[str]:
     if not user.is_authenticated:
         return set()
-    roles = set(user.groups.values_list("name", flat=True))
-    if user.is_superuser:
-        roles.add(ROLE_ADMIN)
-    return roles
+    cached = getattr(user, "_crm_roles", None)
+    if cached is None:
+        cached = set(user.groups.values_list("name", flat=True))
+        if user.is_superuser:
+            cached.add(ROLE_ADMIN)
+        user._crm_roles = cached
+    return cached
 
 
 def sees_all_customers(user) -> bool:
     return bool(user_roles(user) & {ROLE_MANAGER, ROLE_ADMIN})
 
 
-def visible_customers(user):
+def is_manager(user) -> bool:
+    return bool(user_roles(user) & {ROLE_MANAGER, ROLE_ADMIN})
+
+
+def is_staff_member(user) -> bool:
+    """Any CRM role: sales rep, manager or admin."""
+    return bool(user_roles(user) & {ROLE_SALES_REP, ROLE_MANAGER, ROLE_ADMIN})
+
+
+def visible_customers(user) -> QuerySet:
     """Customers this user may see: all for managers and admins; own and unassigned for reps."""
     customers = Customer.objects.all()
     if sees_all_customers(user):
         return customers
+    if not is_staff_member(user):
+        return customers.none()
     return customers.filter(Q(owner=user) | Q(owner__isnull=True))
+
+
+def visible_interactions(user) -> QuerySet:
+    interactions = Interaction.objects.all()
+    if sees_all_customers(user):
+        return interactions
+    if not is_staff_member(user):
+        return interactions.none()
+    return interactions.filter(Q(customer__owner=user) | Q(customer__owner__isnull=True))
+
+
+def with_insights(customers: QuerySet) -> QuerySet:
+    """Annotate customers with their published segment and forecast (one LEFT JOIN each).
+
+    Fields: segment_id, segment_name, expected_purchases, expected_spend, churn_probability,
+    clv, expected_refund_rate, value_at_risk (churn probability x CLV). None where no model
+    has spoken for the customer yet.
+    """
+    from ml.selectors import published_run_ids
+
+    runs = published_run_ids()
+    return customers.annotate(
+        pf=FilteredRelation("forecasts", condition=Q(forecasts__run_id=runs.get("forecast", -1))),
+        ps=FilteredRelation("segment_history", condition=Q(segment_history__run_id=runs.get("segmentation", -1))),
+    ).annotate(
+        segment_id=F("ps__segment_id"), segment_name=F("ps__segment__name"),
+        expected_purchases=F("pf__expected_purchases"), expected_spend=F("pf__expected_spend"),
+        churn_probability=F("pf__churn_probability"), clv=F("pf__clv"),
+        expected_refund_rate=F("pf__expected_refund_rate"),
+        value_at_risk=F("pf__churn_probability") * F("pf__clv"),
+    )
+
+
+def customer_list(user, *, q: str = "", segment: int | None = None, owner: str | None = None,
+                  churn_band: str = "", clv_min=None, clv_max=None, last_purchase_before=None,
+                  last_purchase_after=None, ordering: str = "name") -> QuerySet:
+    """The customers a user may see, searched, filtered and sorted, with their insights.
+
+    ``owner``: a user id, or ``"none"`` for unassigned accounts. ``churn_band``: a key of
+    CHURN_BANDS. ``ordering``: a key of CUSTOMER_ORDERINGS.
+    """
+    customers = with_insights(visible_customers(user)).select_related("owner")
+    if q:
+        q = q.strip()
+        customers = customers.filter(Q(name__icontains=q) | Q(email__icontains=q) | Q(company__icontains=q)
+                                     | Q(external_id__iexact=q))
+    if segment:
+        customers = customers.filter(segment_id=segment)
+    if owner == "none":
+        customers = customers.filter(owner__isnull=True)
+    elif owner:
+        customers = customers.filter(owner_id=owner)
+    for key, _label, low, high in CHURN_BANDS:
+        if churn_band == key:
+            customers = customers.filter(churn_probability__gte=low, churn_probability__lt=high)
+    if clv_min is not None:
+        customers = customers.filter(clv__gte=clv_min)
+    if clv_max is not None:
+        customers = customers.filter(clv__lte=clv_max)
+    if last_purchase_before:
+        customers = customers.filter(last_purchase_at__lt=last_purchase_before)
+    if last_purchase_after:
+        customers = customers.filter(last_purchase_at__gte=last_purchase_after)
+    return customers.order_by(*CUSTOMER_ORDERINGS.get(ordering, CUSTOMER_ORDERINGS["name"]))
+
+
+def customer_timeline(customer, *, types=None, limit: int = 100) -> QuerySet:
+    interactions = customer.interactions.select_related("product", "created_by").order_by("-occurred_at", "-id")
+    if types:
+        interactions = interactions.filter(type__in=types)
+    return interactions[:limit]
+
+
+def product_list(*, q: str = "", category: str = "", active: bool | None = None) -> QuerySet:
+    products = Product.objects.all()
+    if q:
+        products = products.filter(Q(name__icontains=q) | Q(sku__iexact=q) | Q(description__icontains=q))
+    if category:
+        products = products.filter(category=category)
+    if active is not None:
+        products = products.filter(active=active)
+    return products.order_by("name", "sku")
+
+
+def categories() -> list[str]:
+    return list(Product.objects.exclude(category="").values_list("category", flat=True).distinct()
+                .order_by("category"))
 
 
 def key_figures(user) -> dict:
@@ -30,5 +154,217 @@ def key_figures(user) -> dict:
     return {
         "customers": customers.count(),
         "products": Product.objects.count(),
-        "interactions": Interaction.objects.filter(customer__in=customers).count(),
+        "interactions": visible_interactions(user).count(),
     }
+
+
+# --- Pages for sales staff (home worklists, charts, products, imports) ----------------------
+
+WORKLIST_SIZE = 5
+
+
+def high_value_at_risk(user, limit: int = WORKLIST_SIZE) -> list:
+    """The visible customers with the largest churn probability x CLV, highest first."""
+    return list(with_insights(visible_customers(user)).filter(no_profiling=False, value_at_risk__gt=0)
+                .select_related("owner").order_by(F("value_at_risk").desc())[:limit])
+
+
+def new_this_week(user, limit: int = WORKLIST_SIZE, *, today=None) -> list:
+    """Visible customers who signed up (or, without a signup date, were added) in the last 7 days."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    today = today or timezone.localdate()
+    week_ago = today - timedelta(days=7)
+    return list(visible_customers(user).filter(
+        Q(signup_date__gt=week_ago, signup_date__lte=today)
+        | Q(signup_date__isnull=True, created_at__gte=now - timedelta(days=7)))
+        .select_related("owner").order_by(F("signup_date").desc(nulls_last=True), "-created_at")[:limit])
+
+
+def revenue_between(user, start, end) -> float:
+    """Purchase amounts minus refunds of the visible customers, ``start <= occurred_at < end``."""
+    from django.db.models import Sum
+
+    rows = dict(visible_interactions(user).filter(type__in=("purchase", "refund"), occurred_at__gte=start,
+                                                  occurred_at__lt=end)
+                .values_list("type").annotate(total=Sum("amount")).values_list("type", "total"))
+    return float(rows.get("purchase") or 0) - float(rows.get("refund") or 0)
+
+
+def revenue_by_month(user, months: int = 12, *, customer=None, product=None) -> list:
+    """[(month start date, purchase amount, purchases)] for the last ``months`` months, oldest first.
+
+    One query with a conditional sum per month over an indexed time range: truncating every
+    row's timestamp to its month (TruncMonth) costs a function call per row, too slow for
+    millions of interactions on SQLite.
+    """
+    from datetime import date, datetime, time
+
+    from django.db.models import Count, Sum
+    from django.utils import timezone
+
+    today = timezone.localdate()
+    starts = [date(today.year, today.month, 1)]
+    for _ in range(months - 1):
+        first = starts[0]
+        starts.insert(0, date(first.year - (first.month == 1), (first.month - 2) % 12 + 1, 1))
+    bounds = [timezone.make_aware(datetime.combine(d, time.min)) for d in starts]
+    last = starts[-1]
+    bounds.append(timezone.make_aware(datetime.combine(
+        date(last.year + (last.month == 12), last.month % 12 + 1, 1), time.min)))
+    rows = visible_interactions(user).filter(type="purchase", occurred_at__gte=bounds[0], occurred_at__lt=bounds[-1])
+    if customer is not None:
+        rows = rows.filter(customer=customer)
+    if product is not None:
+        rows = rows.filter(product=product)
+    aggregates = {}
+    for i in range(months):
+        window = Q(occurred_at__gte=bounds[i], occurred_at__lt=bounds[i + 1])
+        aggregates[f"t{i}"] = Sum("amount", filter=window)
+        aggregates[f"n{i}"] = Count("id", filter=window)
+    totals = rows.aggregate(**aggregates)
+    return [(starts[i], float(totals[f"t{i}"] or 0), totals[f"n{i}"]) for i in range(months)]
+
+
+def churn_distribution(user) -> list:
+    """[(band label, number of visible customers)] by CHURN_BANDS, from the published forecast."""
+    from django.db.models import Count
+
+    customers = with_insights(visible_customers(user)).filter(no_profiling=False)
+    counts = customers.aggregate(**{key: Count("id", filter=Q(churn_probability__gte=low, churn_probability__lt=high))
+                                    for key, _label, low, high in CHURN_BANDS})
+    return [(label, counts[key]) for key, label, _low, _high in CHURN_BANDS]
+
+
+def segment_sizes(user) -> list:
+    """[(segment name, number of visible customers)] in the published segmentation, largest first."""
+    from django.db.models import Count
+
+    rows = (with_insights(visible_customers(user)).filter(segment_id__isnull=False).values("segment_name")
+            .annotate(n=Count("id")).order_by("-n").values_list("segment_name", "n"))
+    return list(rows)
+
+
+def forecast_totals(user) -> dict:
+    """Sum of the visible customers' published expected spend and its per-customer P10/P90 sums."""
+    from django.db.models import Sum
+
+    customers = with_insights(visible_customers(user)).filter(no_profiling=False)
+    return customers.aggregate(spend=Sum("pf__expected_spend"), p10=Sum("pf__spend_p10"),
+                               p90=Sum("pf__spend_p90"), purchases=Sum("pf__expected_purchases"))
+
+
+def customer_owners(user):
+    """Users who own at least one customer this user may see (for the owner filter)."""
+    from django.contrib.auth import get_user_model
+
+    owner_ids = visible_customers(user).filter(owner__isnull=False).values("owner_id")
+    return get_user_model().objects.filter(pk__in=owner_ids).order_by("username")
+
+
+def product_sales_figures(product) -> dict:
+    """Lifetime purchases of one product: orders, units, revenue, distinct buyers."""
+    from django.db.models import Count, Sum
+
+    return Interaction.objects.filter(product=product, type="purchase").aggregate(
+        orders=Count("id"), units=Sum("quantity"), revenue=Sum("amount"), buyers=Count("customer", distinct=True))
+
+
+def import_history(limit: int = 20) -> QuerySet:
+    from django.db.models import Prefetch
+
+    from crm.models import ImportFile, ImportRun
+
+    return (ImportRun.objects.select_related("user")
+            .prefetch_related(Prefetch("files", queryset=ImportFile.objects.order_by("id")))
+            .order_by("-created_at", "-id")[:limit])
+
+
+# --- REST API reads (issue 6) -----------------------------------------------------------------
+
+INTERACTION_ORDERINGS = {"occurred_at": ("occurred_at", "id"), "-occurred_at": ("-occurred_at", "-id")}
+
+
+def interaction_list(user, *, customer: int | None = None, customer_external_id: str = "", type: str = "",
+                     product_sku: str = "", occurred_after=None, occurred_before=None,
+                     ordering: str = "-occurred_at") -> QuerySet:
+    """The interactions a user may see (those of their visible customers), filtered and sorted."""
+    interactions = visible_interactions(user).select_related("customer", "product", "created_by")
+    if customer:
+        interactions = interactions.filter(customer_id=customer)
+    if customer_external_id:
+        interactions = interactions.filter(customer__external_id=customer_external_id)
+    if type:
+        interactions = interactions.filter(type=type)
+    if product_sku:
+        interactions = interactions.filter(product__sku=product_sku)
+    if occurred_after:
+        interactions = interactions.filter(occurred_at__gte=occurred_after)
+    if occurred_before:
+        interactions = interactions.filter(occurred_at__lt=occurred_before)
+    return interactions.order_by(*INTERACTION_ORDERINGS.get(ordering, INTERACTION_ORDERINGS["-occurred_at"]))
+
+
+def import_runs() -> QuerySet:
+    from crm.models import ImportRun
+
+    return ImportRun.objects.select_related("user").prefetch_related("files").order_by("-created_at", "-id")
+
+
+def rejected_rows(import_file, limit: int = 100) -> list[dict]:
+    """The first ``limit`` rejected rows of an imported file: [{"row", "reason", "values": {column: cell}}]."""
+    import csv
+    from itertools import islice
+    from pathlib import Path
+
+    path = Path(import_file.rejected_path) if import_file.rejected_path else None
+    if path is None or not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        out = []
+        for cells in islice(reader, limit):
+            row, reason, *values = cells + [""] * max(0, 2 - len(cells))
+            out.append({"row": int(row) if row.isdigit() else None, "reason": reason,
+                        "values": dict(zip(header[2:], values))})
+    return out
+
+
+INSIGHT_FILTERS = ("segment", "churn_band", "clv_min", "clv_max")
+PLAIN_ORDERINGS = ("name", "-name", "last_purchase", "-last_purchase")
+
+
+def customer_page(user, *, offset: int, limit: int, **filters) -> tuple[list, int]:
+    """(one page of customer_list(user, **filters) with insights, total count), bounded work.
+
+    When neither the filters nor the ordering involve insights, the page's ids and the count
+    come from the customers table alone (the insight joins would otherwise run for every
+    matching row, ~0.2 s at 100,000 customers on SQLite) and only the page's rows are joined
+    to their insights. Otherwise it falls back to customer_list.
+    """
+    ordering = filters.get("ordering") or "name"
+    if any(filters.get(k) not in (None, "") for k in INSIGHT_FILTERS) or ordering not in PLAIN_ORDERINGS:
+        customers = customer_list(user, **filters)
+        return list(customers[offset:offset + limit]), customers.count()
+    # The same text, owner and date filters as customer_list, without the insight joins.
+    plain = visible_customers(user)
+    q = (filters.get("q") or "").strip()
+    if q:
+        plain = plain.filter(Q(name__icontains=q) | Q(email__icontains=q) | Q(company__icontains=q)
+                             | Q(external_id__iexact=q))
+    owner = filters.get("owner")
+    if owner == "none":
+        plain = plain.filter(owner__isnull=True)
+    elif owner:
+        plain = plain.filter(owner_id=owner)
+    if filters.get("last_purchase_before"):
+        plain = plain.filter(last_purchase_at__lt=filters["last_purchase_before"])
+    if filters.get("last_purchase_after"):
+        plain = plain.filter(last_purchase_at__gte=filters["last_purchase_after"])
+    ids = list(plain.order_by(*CUSTOMER_ORDERINGS[ordering]).values_list("pk", flat=True)[offset:offset + limit])
+    rows = {c.pk: c for c in with_insights(Customer.objects.filter(pk__in=ids)).select_related("owner")}
+    return [rows[pk] for pk in ids if pk in rows], plain.count()

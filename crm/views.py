@@ -1,10 +1,439 @@
-"""HTML pages for sales staff. Thin: reads come from crm.selectors, writes from crm.services."""
+"""HTML pages for sales staff. Thin: reads come from the selectors, writes from the services.
+
+Every page requires login; every customer is fetched through ``visible_customers(user)`` (404
+for one the user may not see); manager-only actions answer 403 to other roles.
+"""
+import csv
+from datetime import timedelta
+from pathlib import Path
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
+from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import render as django_render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
 
-from crm import selectors
+from crm import forms, selectors, services
+from crm.exports import safe_cell
+from crm.models import ImportFile, ImportRun, Product
+from ml import selectors as ml_selectors
+from ml import services as ml_services
+from ml.models import Suggestion, SuggestionFeedback, TrainingRun
 
+
+def manager_required(view):
+    """Login required, then 403 unless the user is a manager or admin."""
+    @login_required
+    def wrapped(request, *args, **kwargs):
+        if not selectors.is_manager(request.user):
+            raise PermissionDenied("Only managers and admins can do this.")
+        return view(request, *args, **kwargs)
+    wrapped.__name__ = view.__name__
+    wrapped.__doc__ = view.__doc__
+    return wrapped
+
+
+def render(request, template, context):
+    """django.shortcuts.render plus the user's role flag, which the navigation needs."""
+    context.setdefault("is_manager", selectors.is_manager(request.user))
+    return django_render(request, template, context)
+
+
+def chart(type_, labels, datasets, **extra) -> dict:
+    """A chart spec for static/crm/site.js: {type, labels, datasets: [{label, data}], ...}."""
+    return {"type": type_, "labels": list(labels), "datasets": datasets, **extra}
+
+
+def _visible_customer(request, pk):
+    return get_object_or_404(selectors.visible_customers(request.user), pk=pk)
+
+
+# --- home ---------------------------------------------------------------------------------------
 
 @login_required
 def home(request):
-    return render(request, "crm/home.html", {"figures": selectors.key_figures(request.user)})
+    user = request.user
+    now = timezone.now()
+    customers = selectors.visible_customers(user)
+    runs = ml_selectors.published_runs()
+    context = {
+        "figures": {
+            "customers": customers.count(),
+            "revenue_90": selectors.revenue_between(user, now - timedelta(days=90), now),
+            "forecast": selectors.forecast_totals(user),
+        },
+        "at_risk": selectors.high_value_at_risk(user),
+        "reorder": ml_selectors.top_suggestions(customers, Suggestion.Kind.REORDER),
+        "cross_sell": ml_selectors.top_suggestions(customers, Suggestion.Kind.RECOMMENDATION),
+        "new_customers": selectors.new_this_week(user),
+        "runs": runs,
+    }
+    segments = selectors.segment_sizes(user)
+    churn = selectors.churn_distribution(user)
+    revenue = selectors.revenue_by_month(user)
+    context["charts"] = {
+        "segments": chart("bar", [n for n, _ in segments], [{"label": "Customers", "data": [c for _, c in segments]}],
+                          colorEach=True, options={"indexAxis": "y"}) if segments else None,
+        "churn": chart("bar", [label for label, _ in churn],
+                       [{"label": "Customers", "data": [c for _, c in churn],
+                         "backgroundColor": ["#1d6b36", "#d9822b", "#a61b1b"]}]) if any(c for _, c in churn) else None,
+        "revenue": chart("line", [m.strftime("%b %Y") for m, _t, _n in revenue],
+                         [{"label": "Revenue", "data": [round(t, 2) for _m, t, _n in revenue], "fill": False}]),
+    }
+    return render(request, "crm/home.html", context)
+
+
+# --- customers ----------------------------------------------------------------------------------
+
+def _customer_filter_form(request):
+    return forms.CustomerFilterForm(request.GET or None, segments=ml_selectors.segments(),
+                                    owners=selectors.customer_owners(request.user))
+
+
+@login_required
+def customer_list(request):
+    form = _customer_filter_form(request)
+    filters = form.filters()
+    per_page = (form.cleaned_data.get("per_page") if form.is_bound and form.is_valid() else None) or forms.PAGE_SIZES[0]
+    try:
+        number = max(1, int(request.GET.get("page", 1)))
+    except ValueError:
+        number = 1
+    rows, total = selectors.customer_page(request.user, offset=(number - 1) * per_page, limit=per_page, **filters)
+    if not rows and number > 1 and total:  # past the last page: show the last one
+        number = (total - 1) // per_page + 1
+        rows, total = selectors.customer_page(request.user, offset=(number - 1) * per_page, limit=per_page,
+                                              **filters)
+    page = Page(rows, number, _CountedPaginator(total, per_page))
+    query = request.GET.copy()
+    query.pop("page", None)
+    sort_query = query.copy()
+    sort_query.pop("sort", None)
+    return render(request, "crm/customer_list.html", {
+        "form": form, "page": page, "query": query.urlencode(), "sort_query": sort_query.urlencode(),
+        "sort": filters.get("ordering", "name"), "has_forecast": "forecast" in ml_selectors.published_run_ids(),
+    })
+
+
+class _CountedPaginator(Paginator):
+    """A paginator for a page fetched by crm.selectors.customer_page: the count is known."""
+
+    def __init__(self, count, per_page):
+        super().__init__([], per_page)
+        self._count = count
+
+    @property
+    def count(self):
+        return self._count
+
+
+EXPORT_COLUMNS = ("external_id", "name", "email", "company", "country", "city", "owner", "last_purchase_at",
+                  "segment", "expected_purchases", "expected_spend", "churn_probability", "clv",
+                  "expected_refund_rate", "value_at_risk")
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+@login_required
+def customer_export(request):
+    """The filtered list as CSV with its insights; formula-like cells defused."""
+    form = _customer_filter_form(request)
+    customers = selectors.customer_list(request.user, **form.filters())
+    rows = customers.values_list("external_id", "name", "email", "company", "country", "city", "owner__username",
+                                 "last_purchase_at", "segment_name", "expected_purchases", "expected_spend",
+                                 "churn_probability", "clv", "expected_refund_rate", "value_at_risk")
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(EXPORT_COLUMNS)
+        for row in rows.iterator(chunk_size=2000):
+            yield writer.writerow([safe_cell("" if v is None else v) for v in row])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="customers.csv"'
+    return response
+
+
+@login_required
+def customer_detail(request, pk):
+    customer = _visible_customer(request, pk)
+    runs = ml_selectors.published_runs()
+    insights = ml_selectors.customer_insights(customer, runs)
+    feedback = ml_selectors.feedback_for_customer(customer)
+    for s in insights["recommendations"] + insights["reorder"]:
+        s["feedback"] = feedback.get((s["product_id"], s["kind"]))
+    timeline_form = forms.TimelineFilterForm(request.GET or None)
+    types = timeline_form.cleaned_data["type"] if timeline_form.is_bound and timeline_form.is_valid() else None
+    return render(request, "crm/customer_detail.html", {
+        "customer": customer, "insights": insights, "runs": runs,
+        "accuracy": ml_selectors.forecast_accuracy(runs.get(TrainingRun.Kind.FORECAST)),
+        "timeline": selectors.customer_timeline(customer, types=types),
+        "timeline_form": timeline_form, "log_form": forms.LogInteractionForm(),
+        "feedback_statuses": forms.FeedbackForm.base_fields["status"].choices,
+        "is_manager": selectors.is_manager(request.user),
+    })
+
+
+@login_required
+@require_POST
+def customer_log(request, pk):
+    customer = _visible_customer(request, pk)
+    form = forms.LogInteractionForm(request.POST)
+    if form.is_valid():
+        try:
+            services.log_interaction(user=request.user, customer=customer, type=form.cleaned_data["type"],
+                                     occurred_at=form.cleaned_data["occurred_at"], notes=form.cleaned_data["notes"],
+                                     channel="web")
+        except services.NotAllowed as exc:
+            raise PermissionDenied(str(exc)) from exc
+        messages.success(request, f"{form.cleaned_data['type'].title()} logged.")
+    else:
+        messages.error(request, "Could not log that: " + "; ".join(
+            f"{field}: {' '.join(errs)}" for field, errs in form.errors.items()))
+    return redirect(reverse("customer_detail", args=[customer.pk]) + "#timeline")
+
+
+@login_required
+@require_POST
+def customer_feedback(request, pk):
+    customer = _visible_customer(request, pk)
+    form = forms.FeedbackForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Unknown suggestion or status.")
+        return redirect("customer_detail", pk=customer.pk)
+    product = get_object_or_404(Product, pk=form.cleaned_data["product"])
+    try:
+        ml_services.record_feedback(user=request.user, customer=customer, product=product,
+                                    kind=form.cleaned_data["kind"], status=form.cleaned_data["status"])
+    except services.NotAllowed as exc:
+        raise PermissionDenied(str(exc)) from exc
+    messages.success(request, f"{product.name}: marked {form.cleaned_data['status']}.")
+    return redirect(reverse("customer_detail", args=[customer.pk]) + "#suggestions")
+
+
+# --- segments -------------------------------------------------------------------------------------
+
+@login_required
+def segment_list(request):
+    run = ml_services.published_run(TrainingRun.Kind.SEGMENTATION)
+    segments = list(ml_selectors.segments(run))
+    previous = ml_selectors.previous_segmentation_run(run)
+    names = [s.name for s in segments]
+    charts = {
+        "size": chart("bar", names, [{"label": "Customers", "data": [s.size for s in segments]}], colorEach=True),
+        "figures": chart("bar", names, [
+            {"label": "Median spend", "data": [s.figures.get("median_spend") for s in segments]},
+            {"label": "Median orders", "data": [s.figures.get("median_orders") for s in segments], "yAxisID": "y1"},
+            {"label": "Median days since last purchase", "data": [s.figures.get("median_recency_days")
+                                                                  for s in segments], "yAxisID": "y1"}],
+            options={"scales": {"y": {"beginAtZero": True, "title": {"display": True, "text": "spend"}},
+                                "y1": {"beginAtZero": True, "position": "right", "grid": {"drawOnChartArea": False},
+                                       "title": {"display": True, "text": "orders / days"}}}}),
+    } if segments else {}
+    return render(request, "crm/segment_list.html", {
+        "run": run, "segments": segments, "charts": charts,
+        "transitions": ml_selectors.segment_transitions(run, previous),
+        "is_manager": selectors.is_manager(request.user),
+    })
+
+
+# --- products -------------------------------------------------------------------------------------
+
+@login_required
+def product_list(request):
+    q = request.GET.get("q", "").strip()
+    category = request.GET.get("category", "")
+    paginator = Paginator(selectors.product_list(q=q, category=category), 50)
+    page = paginator.get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "crm/product_list.html", {
+        "page": page, "q": q, "category": category, "categories": selectors.categories(),
+        "query": query.urlencode(),
+    })
+
+
+@login_required
+def product_detail(request, pk):
+    product = get_object_or_404(Product, pk=pk)
+    trend = selectors.revenue_by_month(request.user, product=product)
+    return render(request, "crm/product_detail.html", {
+        "product": product, "figures": selectors.product_sales_figures(product),
+        "trend": chart("bar", [m.strftime("%b %Y") for m, _t, _n in trend],
+                       [{"label": "Units bought (orders)", "data": [n for _m, _t, n in trend]},
+                        {"label": "Revenue", "data": [round(t, 2) for _m, t, _n in trend], "type": "line",
+                         "yAxisID": "y1", "color": "#d9822b"}],
+                       options={"scales": {"y": {"beginAtZero": True, "title": {"display": True, "text": "orders"}},
+                                           "y1": {"beginAtZero": True, "position": "right",
+                                                  "grid": {"drawOnChartArea": False},
+                                                  "title": {"display": True, "text": "revenue"}}}}),
+        "similar": ml_selectors.similar_products(product),
+        "prospects": list(ml_selectors.visible_prospects(request.user, product)),
+        "has_recommendations": TrainingRun.Kind.RECOMMENDATION in ml_selectors.published_run_ids(),
+    })
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+FORECAST_MEASURES = (("orders", "mae", "Purchases: mean abs. error", "lower"),
+                     ("orders", "rmse", "Purchases: RMSE", "lower"),
+                     ("spend", "mae", "Spend: mean abs. error", "lower"),
+                     ("spend", "rmse", "Spend: RMSE", "lower"),
+                     ("churn", "auc", "Churn: AUC", "higher"),
+                     ("churn", "brier", "Churn: Brier score", "lower"))
+
+
+def _forecast_table(metrics: dict) -> dict:
+    """Model vs each baseline on the holdout window: {"columns": [...], "rows": [(label, better, [values])]}."""
+    if not metrics or "model" not in metrics:
+        return {}
+    columns = [("model", metrics["model"])] + list((metrics.get("baselines") or {}).items())
+    rows = [(label, better, [(col.get(group) or {}).get(measure) for _name, col in columns])
+            for group, measure, label, better in FORECAST_MEASURES]
+    return {"columns": [name for name, _ in columns], "rows": rows}
+
+
+def _flat_metrics(metrics: dict, skip=("series", "reliability", "candidates", "params", "validation"),
+                  prefix: str = "", depth: int = 0) -> list:
+    """Numeric leaves of a run's metrics as (dotted name, value), for kinds without a dedicated table."""
+    out = []
+    for key, value in (metrics or {}).items():
+        if key in skip:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, bool):
+            out.append((name, "yes" if value else "no"))
+        elif isinstance(value, (int, float)):
+            out.append((name, value))
+        elif isinstance(value, str) and len(value) < 120:
+            out.append((name, value))
+        elif isinstance(value, dict) and depth < 2:
+            out.extend(_flat_metrics(value, skip, f"{name} › ", depth + 1))
+    return out[:40]
+
+
+@login_required
+def model_list(request):
+    runs = ml_selectors.runs_by_kind()
+    published = ml_selectors.published_runs()
+    forecast_run = published.get(TrainingRun.Kind.FORECAST)
+    rec_run = published.get(TrainingRun.Kind.RECOMMENDATION)
+    accuracy = ml_selectors.forecast_accuracy(forecast_run)
+    feedback_all = ml_services.feedback_counts()
+    feedback_live = ml_services.feedback_counts(rec_run.pk) if rec_run else {}
+    series_charts = []
+    for key, title in (("orders", "Purchases per customer"), ("spend", "Spend per customer")):
+        series = ((accuracy or {}).get("series") or {}).get(key) or []
+        if series:
+            series_charts.append((f"chart-series-{key}", title, chart(
+                "bar", [f"{row['bin']}" for row in series],
+                [{"label": "Forecast", "data": [row["mean_predicted"] for row in series]},
+                 {"label": "Actual", "data": [row["mean_actual"] for row in series], "color": "#d9822b"}],
+                xTitle="customers grouped by forecast (deciles, lowest first)", yTitle=f"mean {key}")))
+    return render(request, "crm/model_list.html", {
+        "series_charts": series_charts,
+        "kinds": [{"kind": kind, "label": label, "runs": runs[kind], "live": published.get(kind),
+                   "metrics": _flat_metrics(published[kind].metrics) if kind in published else []}
+                  for kind, label in TrainingRun.Kind.choices],
+        "forecast_table": _forecast_table(forecast_run.metrics if forecast_run else {}),
+        "accuracy": accuracy,
+        "forecast_run": forecast_run,
+        "feedback": [(label, feedback_all.get(value, 0), feedback_live.get(value, 0))
+                     for value, label in SuggestionFeedback.Status.choices],
+        "is_manager": selectors.is_manager(request.user),
+    })
+
+
+@login_required
+@require_GET
+def run_status(request, pk):
+    run = get_object_or_404(TrainingRun, pk=pk)
+    return JsonResponse(ml_selectors.run_status(run))
+
+
+@manager_required
+@require_POST
+def model_retrain(request):
+    form = forms.RetrainForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Unknown model kind.")
+        return redirect("model_list")
+    try:
+        run, created = ml_services.request_retrain(form.cleaned_data["kind"], user=request.user)
+    except ml_services.RetrainRefused as exc:
+        messages.error(request, f"Retrain refused: {exc}")
+        return redirect("model_list")
+    if created:
+        messages.success(request, f"{run.kind.title()} retrain queued (run #{run.pk}).")
+    else:
+        messages.info(request, f"A {run.kind} retrain was already queued (run #{run.pk}); your request joined it.")
+    return redirect(reverse("model_list") + f"#kind-{run.kind}")
+
+
+@manager_required
+@require_POST
+def model_publish(request, pk):
+    """Roll back (or forward) to an earlier succeeded run."""
+    run = get_object_or_404(TrainingRun, pk=pk)
+    try:
+        ml_services.publish_run(run.pk)
+    except ml_services.RunNotPublishable as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Run #{run.pk} is now the live {run.kind} model.")
+    return redirect(reverse("model_list") + f"#kind-{run.kind}")
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+@manager_required
+def import_list(request):
+    if request.method == "POST":
+        form = forms.ImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            uploads = {k: form.cleaned_data[k] for k in ("customers", "products", "interactions")
+                       if form.cleaned_data.get(k)}
+            run = services.enqueue_import(uploads, user=request.user, source="upload")
+            messages.success(request, f"Import #{run.pk} queued.")
+            return redirect("import_detail", pk=run.pk)
+    else:
+        form = forms.ImportForm()
+    return render(request, "crm/import_list.html", {"form": form, "history": selectors.import_history()})
+
+
+@manager_required
+def import_detail(request, pk):
+    run = get_object_or_404(ImportRun.objects.select_related("user"), pk=pk)
+    files = []
+    for f in run.files.all():
+        rows = selectors.rejected_rows(f)
+        header = ["row", "reason", *(rows[0]["values"] if rows else ())]
+        files.append({"file": f, "header": header, "rows": rows})
+    return render(request, "crm/import_detail.html", {"run": run, "files": files})
+
+
+@manager_required
+@require_GET
+def import_status(request, pk):
+    run = get_object_or_404(ImportRun, pk=pk)
+    return JsonResponse({"id": run.pk, "status": run.status, "stage": run.stage, "rows_done": run.rows_done,
+                         "progress": run.progress_percent, "error": run.error,
+                         "finished": run.status not in (ImportRun.Status.QUEUED, ImportRun.Status.RUNNING)})
+
+
+@manager_required
+@require_GET
+def import_rejected(request, pk, kind):
+    f = get_object_or_404(ImportFile, run_id=pk, kind=kind)
+    if not f.rejected_path or not Path(f.rejected_path).exists():
+        raise Http404("No rejected rows for this file.")
+    return FileResponse(open(f.rejected_path, "rb"), as_attachment=True, content_type="text/csv",
+                        filename=f"import-{pk}-{kind}.rejected.csv")

@@ -180,3 +180,33 @@ class Prospect(models.Model):
     class Meta:
         ordering = ["run", "product", "rank"]
         constraints = [models.UniqueConstraint(fields=["run", "product", "rank"], name="prospect_rank_per_run")]
+
+
+class SuggestionFeedback(models.Model):
+    """What a salesperson did with a suggestion. Keyed by customer, product and kind (not by the
+    run's row), so it survives retrains and can be counted against the models."""
+
+    class Status(models.TextChoices):
+        OFFERED = "offered"
+        ACCEPTED = "accepted"
+        DECLINED = "declined"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="suggestion_feedback")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Suggestion.Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                            help_text="The run whose suggestion it was.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["customer", "product", "kind"],
+                                               name="one_feedback_per_suggestion")]
+        indexes = [models.Index(fields=["run", "status"])]
+
+    def __str__(self):
+        return f"{self.status}: {self.product_id} for {self.customer_id}"

@@ -1,8 +1,10 @@
-"""Reads of published insights (never recomputed on a request)."""
+"""Reads of published insights: never recomputed on a request, always from the live runs."""
+from __future__ import annotations
+
 from django.db import connection
 
 from crm.models import Customer, Product
-from ml.models import CustomerSegment, Forecast, Segment, Suggestion, TrainingRun
+from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 
 INSIGHT_COLUMNS = ("external_id", "segment", "expected_purchases", "expected_spend", "churn_probability", "clv",
                    "expected_refund_rate", "recommendations", "reorder", "as_of", "horizon_days")
@@ -11,6 +13,65 @@ INSIGHT_COLUMNS = ("external_id", "segment", "expected_purchases", "expected_spe
 def published_runs() -> dict:
     """{kind: run} of the live run of each kind."""
     return {run.kind: run for run in TrainingRun.objects.filter(is_published=True)}
+
+
+def published_run_ids() -> dict:
+    return dict(TrainingRun.objects.filter(is_published=True).values_list("kind", "id"))
+
+
+def customer_insights(customer: Customer, runs: dict | None = None) -> dict:
+    """Everything the models say about one customer, in the contract's names.
+
+    {"segment": {...} | None, "forecast": {...} | None, "recommendations": [...], "reorder": [...],
+     "computed_at": {kind: datetime}, "no_profiling": bool}; a customer with ``no_profiling``
+    gets no segment, forecast or suggestions.
+    """
+    return insights_by_customer([customer], runs)[customer.pk]
+
+
+def _forecast_dict(f: Forecast, run: TrainingRun) -> dict:
+    return {
+        "as_of": run.as_of, "horizon_days": run.horizon_days,
+        "expected_purchases": f.expected_purchases, "expected_spend": f.expected_spend,
+        "churn_probability": f.churn_probability, "clv": f.clv, "expected_refund_rate": f.expected_refund_rate,
+        "purchases_p10": f.purchases_p10, "purchases_p90": f.purchases_p90,
+        "spend_p10": f.spend_p10, "spend_p90": f.spend_p90, "basis": f.basis, "factors": f.factors,
+        "run_id": run.pk,
+    }
+
+
+def _suggestion_dict(s: Suggestion) -> dict:
+    return {"sku": s.product.sku, "name": s.product.name, "product_id": s.product_id, "kind": s.kind,
+            "score": s.score, "reason": s.reason, "evidence": s.evidence, "basis": s.basis, "rank": s.rank}
+
+
+def forecast_accuracy(run: TrainingRun | None) -> dict | None:
+    """The held-back-window figures of a forecast run, in the words the pages use."""
+    if run is None or not run.metrics or "model" not in run.metrics:
+        return None
+    m = run.metrics
+    return {"cut": m.get("cut"), "as_of": m.get("as_of"), "horizon_days": m.get("horizon_days"),
+            "model": m["model"], "naive": m.get("baselines", {}).get("naive rate"), "chosen": m.get("chosen"),
+            "series": m.get("series"), "n_customers": m.get("n_customers")}
+
+
+def segments(run: TrainingRun | None = None):
+    run = run or TrainingRun.objects.filter(kind=TrainingRun.Kind.SEGMENTATION, is_published=True).first()
+    if run is None:
+        return Segment.objects.none()
+    return Segment.objects.filter(run=run).order_by("-size", "key")
+
+
+def similar_products(product: Product, limit: int = 10):
+    run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
+    return (SimilarProduct.objects.filter(run_id=run_id, product=product).select_related("similar")
+            .order_by("rank")[:limit])
+
+
+def prospects(product: Product, limit: int = 20):
+    run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
+    return (Prospect.objects.filter(run_id=run_id, product=product).select_related("customer", "customer__owner")
+            .order_by("rank")[:limit])
 
 
 def insight_rows(chunk_size: int = 5000):
@@ -39,11 +100,11 @@ def insight_rows(chunk_size: int = 5000):
         lists = _suggestion_lists(rec_run, rows[0][0], rows[-1][0]) if rec_run else {}
         for row in rows:
             cid = row[0]
-            has_forecast = row[3] is not None
+            spoke = row[3] is not None or row[2] is not None
             yield (row[1], row[2] or "", *row[3:8],
                    ";".join(lists.get((cid, Suggestion.Kind.RECOMMENDATION), ())),
                    ";".join(lists.get((cid, Suggestion.Kind.REORDER), ())),
-                   as_of if (has_forecast or row[2]) else "", horizon if (has_forecast or row[2]) else "")
+                   as_of if spoke else "", horizon if spoke else "")
         last = rows[-1][0]
 
 
@@ -56,5 +117,183 @@ def _suggestion_lists(run, first_id: int, last_id: int) -> dict:
     return out
 
 
-def product_count() -> int:
-    return Product.objects.count()
+# --- Pages for sales staff ---------------------------------------------------------------------
+
+def top_suggestions(customers, kind: str, limit: int = 5) -> list:
+    """The highest-scoring published suggestions of ``kind`` for the given customers queryset."""
+    run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
+    if run_id is None:
+        return []
+    return list(Suggestion.objects.filter(run_id=run_id, kind=kind, customer__in=customers.values("pk"),
+                                          customer__no_profiling=False)
+                .select_related("customer", "product").order_by("-score", "customer_id", "rank")[:limit])
+
+
+def feedback_for_customer(customer) -> dict:
+    """{(product_id, kind): status} of the feedback given on a customer's suggestions."""
+    from ml.models import SuggestionFeedback
+
+    return {(p, k): s for p, k, s in
+            SuggestionFeedback.objects.filter(customer=customer).values_list("product_id", "kind", "status")}
+
+
+def runs_by_kind(limit: int = 10) -> dict:
+    """{kind: [latest runs]} for every kind, newest first."""
+    out = {kind: [] for kind in TrainingRun.Kind.values}
+    for kind in out:
+        out[kind] = list(TrainingRun.objects.filter(kind=kind).select_related("requested_by")
+                         .order_by("-created_at", "-id")[:limit])
+    return out
+
+
+def previous_segmentation_run(run: TrainingRun | None):
+    """The succeeded segmentation run before ``run`` (the one customers moved from)."""
+    if run is None:
+        return None
+    return (TrainingRun.objects.filter(kind=TrainingRun.Kind.SEGMENTATION, status=TrainingRun.Status.SUCCEEDED,
+                                       created_at__lte=run.created_at).exclude(pk=run.pk)
+            .order_by("-created_at", "-id").first())
+
+
+def segment_transitions(run: TrainingRun | None, previous: TrainingRun | None) -> dict:
+    """How customers moved between the segments of ``previous`` and ``run``, from CustomerSegment rows.
+
+    {"from": [names of previous segments + "(new)"], "to": [names of current segments],
+     "rows": [(from name, [count per "to" segment], total)], "moved": n, "total": n}; one GROUP BY.
+    """
+    if run is None or previous is None:
+        return {}
+    table = CustomerSegment._meta.db_table
+    sql = (f"SELECT p.segment_id, c.segment_id, COUNT(*) FROM {table} c "
+           f"LEFT JOIN {table} p ON p.customer_id = c.customer_id AND p.run_id = %s "
+           f"WHERE c.run_id = %s GROUP BY p.segment_id, c.segment_id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [previous.pk, run.pk])
+        counts = cursor.fetchall()
+    names = dict(Segment.objects.filter(run_id__in=[run.pk, previous.pk]).values_list("pk", "name"))
+    to_ids = list(Segment.objects.filter(run=run).order_by("-size", "key").values_list("pk", flat=True))
+    from_ids = list(Segment.objects.filter(run=previous).order_by("-size", "key").values_list("pk", flat=True))
+    grid = {(a, b): n for a, b, n in counts}
+    rows = []
+    for from_id in [*from_ids, None]:
+        cells = [grid.get((from_id, to_id), 0) for to_id in to_ids]
+        if from_id is None and not any(cells):
+            continue
+        rows.append((names.get(from_id, "(not segmented before)"), cells, sum(cells)))
+    moved = sum(n for (a, b), n in grid.items() if a is not None and names.get(a) != names.get(b))
+    return {"to": [names[i] for i in to_ids], "rows": rows, "moved": moved,
+            "total": sum(n for n in grid.values()), "previous": previous, "run": run}
+
+
+def run_status(run: TrainingRun) -> dict:
+    """The small JSON the models page polls while a run is queued or running."""
+    return {"id": run.pk, "kind": run.kind, "status": run.status, "stage": run.stage, "progress": run.progress,
+            "is_published": run.is_published, "error": run.error,
+            "finished": run.status not in TrainingRun.ACTIVE,
+            "duration_seconds": run.duration_seconds}
+
+
+# --- REST API reads (issue 6) -----------------------------------------------------------------
+
+# Suggestion.kind -> the contract's key under ``insights`` (the cross-sell kind is singular, its list plural).
+_SUGGESTION_KEYS = {Suggestion.Kind.RECOMMENDATION: "recommendations", Suggestion.Kind.REORDER: "reorder"}
+
+
+def insight_runs() -> dict:
+    """{kind: run} of the published runs, with only the fields insights need (a run's metrics can be large)."""
+    return {r.kind: r for r in TrainingRun.objects.filter(is_published=True).only(
+        "id", "kind", "finished_at", "as_of", "horizon_days")}
+
+
+def with_published_rows(customers, runs: dict):
+    """Join each customer's published segment membership (with its segment) and forecast into the
+    customers' own query, as ``published_membership`` and ``published_forecast`` (None when absent)."""
+    from django.db.models import FilteredRelation, Q
+
+    seg_run, fc_run = runs.get(TrainingRun.Kind.SEGMENTATION), runs.get(TrainingRun.Kind.FORECAST)
+    return customers.annotate(
+        published_membership=FilteredRelation(
+            "segment_history", condition=Q(segment_history__run_id=seg_run.pk if seg_run else -1)),
+        published_forecast=FilteredRelation("forecasts", condition=Q(forecasts__run_id=fc_run.pk if fc_run else -1)),
+    ).select_related("published_membership__segment", "published_forecast")
+
+
+def insights_by_customer(customers, runs: dict | None = None) -> dict:
+    """{customer id: insights} in customer_insights' shape, for many customers in at most four queries.
+
+    Customers read through :func:`with_published_rows` (with the same ``runs``) bring their
+    segment and forecast along, so only suggestions are read here.
+    """
+    runs = insight_runs() if runs is None else runs
+    computed = {k: r.finished_at for k, r in runs.items()}
+    customers = list(customers)
+    out = {c.pk: {"segment": None, "forecast": None, "recommendations": [], "reorder": [],
+                  "computed_at": dict(computed), "no_profiling": c.no_profiling} for c in customers}
+    ids = [c.pk for c in customers if not c.no_profiling]
+    if not ids:
+        return out
+    joined = all(hasattr(c, "published_forecast") for c in customers)
+    profiled = [c for c in customers if not c.no_profiling]
+    seg_run = runs.get(TrainingRun.Kind.SEGMENTATION)
+    if seg_run:
+        members = ([c.published_membership for c in profiled if c.published_membership] if joined else
+                   CustomerSegment.objects.filter(run=seg_run, customer_id__in=ids).select_related("segment"))
+        for member in members:
+            s = member.segment
+            out[member.customer_id]["segment"] = {"id": s.pk, "key": s.key, "name": s.name, "profile": s.profile,
+                                                  "size": s.size, "figures": s.figures, "run_id": seg_run.pk}
+    fc_run = runs.get(TrainingRun.Kind.FORECAST)
+    if fc_run:
+        forecasts = ([c.published_forecast for c in profiled if c.published_forecast] if joined else
+                     Forecast.objects.filter(run=fc_run, customer_id__in=ids))
+        for f in forecasts:
+            out[f.customer_id]["forecast"] = _forecast_dict(f, fc_run)
+    rec_run = runs.get(TrainingRun.Kind.RECOMMENDATION)
+    if rec_run:
+        for s in (Suggestion.objects.filter(run=rec_run, customer_id__in=ids).select_related("product")
+                  .order_by("customer_id", "kind", "rank")):
+            out[s.customer_id][_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
+    return out
+
+
+def visible_prospects(user, product: Product, limit: int = 20):
+    """prospects() restricted to the customers the user may see."""
+    from crm.selectors import visible_customers
+
+    run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
+    return (Prospect.objects.filter(run_id=run_id, product=product, customer__in=visible_customers(user))
+            .select_related("customer", "customer__owner").order_by("rank")[:limit])
+
+
+def training_runs(*, kind: str = "", status: str = ""):
+    runs = TrainingRun.objects.select_related("requested_by").order_by("-created_at", "-id")
+    if kind:
+        runs = runs.filter(kind=kind)
+    if status:
+        runs = runs.filter(status=status)
+    return runs
+
+
+def segments_of_run(run_id: int | None = None):
+    """The segments of a segmentation run (default: the published one), largest first."""
+    if run_id is None:
+        return segments()
+    return Segment.objects.filter(run_id=run_id, run__kind=TrainingRun.Kind.SEGMENTATION).order_by("-size", "key")
+
+
+def customer_suggestions(customer: Customer, run: TrainingRun | None) -> dict:
+    """{"recommendations": [...], "reorder": [...]} of one customer in a recommendation run, best first."""
+    out = {"recommendations": [], "reorder": []}
+    if run is None or customer.no_profiling:
+        return out
+    for s in (Suggestion.objects.filter(run=run, customer=customer).select_related("product")
+              .order_by("kind", "rank")):
+        out[_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
+    return out
+    for s in (Suggestion.objects.filter(run=run, customer=customer).select_related("product")
+              .order_by("kind", "rank")):
+        key = "recommendations" if s.kind == Suggestion.Kind.RECOMMENDATION else "reorder"
+        out[key].append({"sku": s.product.sku, "name": s.product.name, "product_id": s.product_id, "kind": s.kind,
+                         "score": s.score, "reason": s.reason, "evidence": s.evidence, "basis": s.basis,
+                         "rank": s.rank})
+    return out

@@ -22,6 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from crm.models import Customer
 from ml import data
 from ml.models import CustomerSegment, Forecast, Segment, TrainingRun
 
@@ -292,9 +293,11 @@ def _load(run: TrainingRun, progress, need_products=True) -> dict:
     if run.as_of is None:
         TrainingRun.objects.filter(pk=run.pk).update(as_of=as_of)
         run.as_of = as_of
+    # Customers who objected to profiling are left out of training altogether.
+    excluded = list(Customer.objects.filter(no_profiling=True).values_list("id", flat=True))
     frames = {
-        "interactions": data.interactions_frame(as_of),
-        "customers": data.customers_frame(),
+        "interactions": data.interactions_frame(as_of, exclude_customer_ids=excluded),
+        "customers": data.customers_frame(exclude_ids=excluded),
         "products": data.products_frame() if need_products else None,
     }
     counts = {"customers": int(len(frames["customers"])), "interactions": int(len(frames["interactions"])),
@@ -379,14 +382,17 @@ def _rename_profile(profile: str, old: str, new: str) -> str:
 # --- forecasts ------------------------------------------------------------------------------------
 
 def train_forecast(run: TrainingRun, progress) -> dict:
-    from ml.pipelines.forecasting import CustomerForecaster, evaluate_holdout
+    from ml.pipelines.forecasting import fit_evaluate
 
     frames = _load(run, progress, need_products=False)
     interactions = frames["interactions"]
     as_of = pd.Timestamp(run.as_of)
-    progress(15, "backtesting on the held-back window")
+    progress(15, "backtesting on the held-back window and training on all history")
     params = {k: v for k, v in run.params.items() if k in ("clv_days",)}
-    holdout = evaluate_holdout(interactions, as_of, horizon_days=run.horizon_days, algorithm=run.algorithm, **params)
+    # One call fits the holdout model (as of as_of - horizon, scored on the window after it)
+    # and the model to publish, sharing their intermediate results.
+    model, holdout = fit_evaluate(interactions, as_of, horizon_days=run.horizon_days, algorithm=run.algorithm,
+                                  random_state=0, **params)
     metrics = _clean(holdout)
     verdict = judge_against_naive(metrics["model"], metrics["baselines"]["naive rate"])
     metrics["gate"] = verdict
@@ -394,9 +400,6 @@ def train_forecast(run: TrainingRun, progress) -> dict:
         return {"publish": False, "metrics": metrics, "chosen_algorithm": str(holdout.get("chosen", "")),
                 "reason": f"not published: on the held-back window the model did not beat the naive baseline "
                           f"({verdict['rule']}: {verdict['summary']}); the previous forecasts stay live"}
-    progress(55, "training on all history")
-    model = CustomerForecaster(horizon_days=run.horizon_days, algorithm=run.algorithm, random_state=0, **params)
-    model.fit(interactions, as_of)
     progress(75, "forecasting every customer")
     pred = model.predict(interactions, as_of)
     progress(85, "writing forecasts")
@@ -440,7 +443,55 @@ def judge_against_naive(model: dict, naive: dict) -> dict:
 
 
 def train_recommendation(run: TrainingRun, progress) -> dict:
-    raise RetrainRefused("recommendations are not available yet")
+    """Fit the recommender (blend and reorder model chosen on a validation window inside the
+    history), then write every customer's cross-sell and reorder lists, similar products and
+    prospects under this run."""
+    from ml.models import Prospect, SimilarProduct, Suggestion
+    from ml.pipelines.recommendation import Recommender
+
+    frames = _load(run, progress)
+    segments = _published_segment_names()
+    progress(15, "learning from purchases")
+    params = {k: v for k, v in run.params.items() if k in ("max_per_category", "n", "min_history")}
+    model = Recommender(algorithm=run.algorithm, horizon_days=run.horizon_days, random_state=0, **params)
+    model.fit(frames["interactions"], frames["products"], pd.Timestamp(run.as_of), segments=segments)
+    progress(55, "suggesting for every customer")
+    customer_ids = frames["customers"]["customer_id"].to_numpy()
+    out = model.suggest_all(customer_ids, n_prospects=20, n_similar=10)
+    progress(75, "writing suggestions")
+    recs, similar, prospects = out["recommendations"], out["similar_products"], out["prospects"]
+    with transaction.atomic():
+        data.bulk_insert(Suggestion, ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason",
+                                      "evidence", "basis"], (
+            (run.pk, int(c), k, int(r), int(p), float(sc), reason, _json(ev), basis)
+            for c, k, r, p, sc, reason, ev, basis in zip(
+                recs["customer_id"], recs["kind"], recs["rank"], recs["product_id"], recs["score"], recs["reason"],
+                recs["evidence"], recs["basis"])))
+        data.bulk_insert(SimilarProduct, ["run_id", "product_id", "rank", "similar_id", "score", "reason"], (
+            (run.pk, int(p), int(r), int(q), float(sc), reason) for p, r, q, sc, reason in zip(
+                similar["product_id"], similar["rank"], similar["similar_product_id"], similar["score"],
+                similar["reason"])))
+        data.bulk_insert(Prospect, ["run_id", "product_id", "rank", "customer_id", "score", "reason"], (
+            (run.pk, int(p), int(r), int(c), float(sc), reason) for p, r, c, sc, reason in zip(
+                prospects["product_id"], prospects["rank"], prospects["customer_id"], prospects["score"],
+                prospects["reason"])))
+    chosen = model.chosen_ if isinstance(model.chosen_, str) else "blend"
+    metrics = _clean({"validation": model.candidates_, "chosen": model.chosen_,
+                      "reorder_chosen": model.reorder_chosen_,
+                      "counts": {"suggestions": int(len(recs)), "similar": int(len(similar)),
+                                 "prospects": int(len(prospects))}})
+    return {"metrics": metrics, "chosen_algorithm": f"{chosen} / {model.reorder_chosen_}",
+            "artefact": _clean({"chosen": model.chosen_, "reorder": model.reorder_chosen_,
+                                "max_per_category": model.max_per_category})}
+
+
+def _published_segment_names() -> pd.DataFrame | None:
+    """customer_id -> segment_name of the live segmentation (for "Popular with <segment>")."""
+    run = published_run(Kind.SEGMENTATION)
+    if run is None:
+        return None
+    rows = CustomerSegment.objects.filter(run=run).values_list("customer_id", "segment__name")
+    return pd.DataFrame.from_records(list(rows), columns=["customer_id", "segment_name"])
 
 
 TRAINERS = {Kind.SEGMENTATION: train_segmentation, Kind.FORECAST: train_forecast,
@@ -451,3 +502,36 @@ def waiting_behind_running(run_id: int) -> bool:
     """True when a queued run could not start because another run of its kind is running."""
     run = TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).first()
     return run is not None and TrainingRun.objects.filter(kind=run.kind, status=Status.RUNNING).exists()
+
+
+def record_feedback(*, user, customer, product, kind: str, status: str):
+    """Mark a suggestion offered / accepted / declined (one current status per customer, product, kind)."""
+    from crm.selectors import visible_customers
+    from crm.services import NotAllowed
+    from ml.models import Suggestion, SuggestionFeedback
+
+    if not visible_customers(user).filter(pk=customer.pk).exists():
+        raise NotAllowed("you cannot give feedback on this customer's suggestions")
+    if kind not in Suggestion.Kind.values or status not in SuggestionFeedback.Status.values:
+        raise ValueError("unknown suggestion kind or feedback status")
+    run_id = published_run_ids().get(Kind.RECOMMENDATION)
+    feedback, _ = SuggestionFeedback.objects.update_or_create(
+        customer=customer, product=product, kind=kind,
+        defaults={"status": status, "user": user, "run_id": run_id})
+    return feedback
+
+
+def published_run_ids() -> dict:
+    return dict(TrainingRun.objects.filter(is_published=True).values_list("kind", "id"))
+
+
+def feedback_counts(run_id: int | None = None) -> dict:
+    """{status: count} of suggestion feedback (for one run, or all)."""
+    from django.db.models import Count
+
+    from ml.models import SuggestionFeedback
+
+    rows = SuggestionFeedback.objects.all()
+    if run_id is not None:
+        rows = rows.filter(run_id=run_id)
+    return dict(rows.values_list("status").annotate(n=Count("id")).values_list("status", "n"))

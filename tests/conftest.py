@@ -21,7 +21,8 @@ def make_user(db, django_user_model):
         user = django_user_model.objects.create_user(username=username, password="pw-" + username + "-Secret1",
                                                      **extra)
         if role:
-            user.groups.add(Group.objects.get(name=role))
+            # get_or_create: transactional tests flush the groups the data migration made
+            user.groups.add(Group.objects.get_or_create(name=role)[0])
         return user
     return make
 
@@ -66,11 +67,12 @@ def read_rejects(path):
 
 
 @pytest.fixture
-def celery_worker_process(transactional_db, settings):
-    """A real `celery worker` process on the configured broker and the test database.
+def start_worker(transactional_db, settings):
+    """Start real `celery worker` processes on the configured broker and the test database.
 
     The queue name is unique per test, so tasks left on a shared broker by earlier runs are
-    never picked up, and this test's tasks reach only this worker.
+    never picked up, and this test's tasks reach only its workers. Each worker runs in its own
+    process group so a test can SIGKILL it with its pool children.
     """
     from django.db import connection
 
@@ -79,6 +81,7 @@ def celery_worker_process(transactional_db, settings):
     queue = f"test-{uuid.uuid4().hex[:8]}"
     env = os.environ.copy()
     env["CELERY_QUEUE"] = queue
+    env["ML_STALE_AFTER_SECONDS"] = str(settings.ML_STALE_AFTER_SECONDS)
     db = connection.settings_dict
     if connection.vendor == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
@@ -87,22 +90,40 @@ def celery_worker_process(transactional_db, settings):
                                f"{db['PORT'] or 5432}/{db['NAME']}")
     previous = app.conf.task_default_queue
     app.conf.task_default_queue = queue
-    log = open(Path(os.environ.get("CRM_VAR_DIR", ROOT / "var")) / f"worker-{queue}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "crm", "worker", "--pool", "prefork", "--concurrency", "1",
-         "--loglevel", "INFO", "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    procs, logs = [], []
+    log_dir = Path(os.environ.get("CRM_VAR_DIR", ROOT / "var"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start():
+        log = open(log_dir / f"worker-{queue}-{len(procs)}.log", "w")
+        logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "crm", "worker", "--pool", "prefork", "--concurrency", "1",
+             "--loglevel", "INFO", "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
     try:
-        yield proc
+        yield start
     finally:
         app.conf.task_default_queue = previous
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+        for log in logs:
+            log.close()
+
+
+@pytest.fixture
+def celery_worker_process(start_worker):
+    return start_worker()
 
 
 def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
@@ -113,3 +134,9 @@ def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def _no_retrain_after_import(settings):
+    """Imports in tests do not queue retrains unless a test turns it on to test exactly that."""
+    settings.RETRAIN_AFTER_IMPORT = False

@@ -203,3 +203,17 @@ def test_stale_running_run_is_requeued_then_failed_never_stuck(db, settings):
 def test_retrain_without_data_is_refused_with_a_clear_message(db):
     with pytest.raises(Exception, match="no interactions yet"):
         call_command("retrain", kind="segmentation", sync=True)
+
+
+def test_import_schedules_one_retrain_of_each_kind_when_configured(db, settings, write_csv):
+    from crm.services import import_files
+
+    settings.RETRAIN_AFTER_IMPORT = True
+    path = write_csv("c.csv", ["external_id"], [["A1"], ["A2"]])
+
+    import_files({"customers": path})
+    import_files({"customers": write_csv("c2.csv", ["external_id"], [["A3"]])})
+    import_files({"customers": path})  # nothing changes: nothing to retrain
+
+    queued = TrainingRun.objects.filter(status="queued", trigger="import")
+    assert sorted(queued.values_list("kind", flat=True)) == ["forecast", "recommendation", "segmentation"]

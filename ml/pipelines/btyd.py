@@ -25,8 +25,11 @@ import numpy as np
 from scipy import optimize, special
 
 # Fitting on more customers than this gains nothing measurable for four population
-# parameters, and keeps a 1M-customer fit within a couple of seconds.
-MAX_FIT_CUSTOMERS = 50_000
+# parameters, and keeps a 1M-customer fit within a second. On a 100k-customer synthetic
+# log, 20k instead of 50k moved BG/NBD and Pareto/NBD parameters by 1-4% and their inner
+# validation figures by under 0.01% (Pareto/NBD orders RMSE 1.5709 -> 1.5708), for 2.5x
+# less fitting time; a forecaster fits them three times per retrain.
+MAX_FIT_CUSTOMERS = 20_000
 
 # Gauss-Legendre nodes for the Pareto/NBD "no purchase in the window" integral; the
 # integrand is smooth after the change of variable used below, 24 nodes give ~1e-10.
@@ -75,13 +78,18 @@ class BetaGeoModel:
         self.random_state = random_state
 
     @staticmethod
-    def log_likelihood(params, x, t_x, T):
-        """Per-customer log-likelihood at ``params`` = (r, alpha, a, b)."""
+    def log_likelihood(params, x, t_x, T, x_codes=None):
+        """Per-customer log-likelihood at ``params`` = (r, alpha, a, b).
+
+        ``x_codes`` = np.unique(x, return_inverse=True) evaluates the terms that depend on x
+        alone once per distinct x (a few hundred values against tens of thousands of rows).
+        """
         r, alpha, a, b = params
         x, t_x, T = _as_float_arrays(x, t_x, T)
-        a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-        a2 = (special.gammaln(a + b) + special.gammaln(b + x)
-              - special.gammaln(b) - special.gammaln(a + b + x))
+        ux, inv = x_codes if x_codes is not None else (x, slice(None))
+        a12 = (special.gammaln(r + ux) - special.gammaln(r) + r * np.log(alpha)
+               + special.gammaln(a + b) + special.gammaln(b + ux)
+               - special.gammaln(b) - special.gammaln(a + b + ux))[inv]
         a3 = -(r + x) * np.log(alpha + T)
         with np.errstate(divide="ignore", invalid="ignore"):
             a4 = np.where(
@@ -89,16 +97,17 @@ class BetaGeoModel:
                 np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) - (r + x) * np.log(alpha + t_x),
                 -np.inf,
             )
-        return a1 + a2 + np.logaddexp(a3, a4)
+        return a12 + np.logaddexp(a3, a4)
 
     def fit(self, x, t_x, T):
         x, t_x, T = _as_float_arrays(x, t_x, T)
         idx = _fit_subsample(len(x), self.random_state)
         n_fit = len(x[idx])
         (x, t_x, T), w = _compress(x[idx], t_x[idx], T[idx])
+        x_codes = np.unique(x, return_inverse=True)
 
         def nll(logp):
-            ll = self.log_likelihood(np.exp(logp), x, t_x, T)
+            ll = self.log_likelihood(np.exp(logp), x, t_x, T, x_codes)
             v = -np.dot(w, ll) / n_fit
             return v if np.isfinite(v) else 1e100
 
@@ -163,8 +172,8 @@ class ParetoNBDModel:
         self.random_state = random_state
 
     @staticmethod
-    def _log_a0(params, x, t_x, T):
-        """log A0 of the Pareto/NBD likelihood (Fader & Hardie 2005 note, eq. 22/23).
+    def _log_term(params, x, time):
+        """log of 2F1(r+s+x, s+1 or r+x; r+s+x+1; z(time)) / (max(alpha, beta) + time)^(r+s+x).
 
         2F1(a, b; a + 1; z) is evaluated as (1 - z)^(1 - b) 2F1(1, a + 1 - b; a + 1; z)
         (Euler), whose series stays bounded for large x where the direct form overflows.
@@ -175,14 +184,23 @@ class ParetoNBDModel:
             big, bb = alpha, s + 1.0
         else:
             big, bb = beta, r + x
-        diff = abs(alpha - beta)
+        z = abs(alpha - beta) / (big + time)
+        log_f = (1 - bb) * np.log1p(-z) + np.log(special.hyp2f1(1.0, rsx + 1 - bb, rsx + 1, z))
+        return log_f - rsx * np.log(big + time)
 
-        def log_term(time):
-            z = diff / (big + time)
-            log_f = (1 - bb) * np.log1p(-z) + np.log(special.hyp2f1(1.0, rsx + 1 - bb, rsx + 1, z))
-            return log_f - rsx * np.log(big + time)
+    @classmethod
+    def _log_a0(cls, params, x, t_x, T, pairs=None):
+        """log A0 of the Pareto/NBD likelihood (Fader & Hardie 2005 note, eq. 22/23).
 
-        l1, l2 = log_term(t_x), log_term(T)
+        ``pairs`` (from ``_pairs``) evaluates the expensive hypergeometric terms once per
+        distinct (x, t_x) and (x, T) instead of once per customer: the fit calls this
+        ~100 times on the same data, with about 3x fewer distinct pairs than customers.
+        """
+        if pairs is None:
+            l1, l2 = cls._log_term(params, x, t_x), cls._log_term(params, x, T)
+        else:
+            (x1, t1, i1), (x2, t2, i2) = pairs
+            l1, l2 = cls._log_term(params, x1, t1)[i1], cls._log_term(params, x2, t2)[i2]
         # l1 >= l2 because t_x <= T; at t_x == T the difference is exactly zero.
         with np.errstate(divide="ignore", invalid="ignore"):
             gap = np.minimum(l2 - l1, 0.0)
@@ -190,23 +208,32 @@ class ParetoNBDModel:
         return np.where(gap < 0, out, -np.inf)
 
     @classmethod
-    def log_likelihood(cls, params, x, t_x, T):
+    def log_likelihood(cls, params, x, t_x, T, pairs=None):
         r, alpha, s, beta = params
         x, t_x, T = _as_float_arrays(x, t_x, T)
         a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha) + s * np.log(beta)
         first = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
-        second = np.log(s) - np.log(r + s + x) + cls._log_a0(params, x, t_x, T)
+        second = np.log(s) - np.log(r + s + x) + cls._log_a0(params, x, t_x, T, pairs)
         return a1 + np.logaddexp(first, second)
+
+    @staticmethod
+    def _pairs(x, t_x, T):
+        out = []
+        for time in (t_x, T):
+            uniq, inv = np.unique(np.column_stack([x, time]), axis=0, return_inverse=True)
+            out.append((uniq[:, 0], uniq[:, 1], inv.ravel()))
+        return out
 
     def fit(self, x, t_x, T):
         x, t_x, T = _as_float_arrays(x, t_x, T)
         idx = _fit_subsample(len(x), self.random_state)
         n_fit = len(x[idx])
         (x, t_x, T), w = _compress(x[idx], t_x[idx], T[idx])
+        pairs = self._pairs(x, t_x, T)
 
         def nll(logp):
             with np.errstate(all="ignore"):
-                ll = self.log_likelihood(np.exp(logp), x, t_x, T)
+                ll = self.log_likelihood(np.exp(logp), x, t_x, T, pairs)
             v = -np.dot(w, ll) / n_fit
             return v if np.isfinite(v) else 1e100
 
@@ -274,11 +301,13 @@ class GammaGammaModel:
         self.random_state = random_state
 
     @staticmethod
-    def log_likelihood(params, x, m):
+    def log_likelihood(params, x, m, x_codes=None):
+        """Per-customer log-likelihood; ``x_codes`` as in ``BetaGeoModel.log_likelihood``."""
         p, q, g = params
         x, m = _as_float_arrays(x, m)
-        return (special.gammaln(p * x + q) - special.gammaln(p * x) - special.gammaln(q)
-                + q * np.log(g) + (p * x - 1) * np.log(m) + p * x * np.log(x)
+        ux, inv = x_codes if x_codes is not None else (x, slice(None))
+        by_x = (special.gammaln(p * ux + q) - special.gammaln(p * ux) - special.gammaln(q))[inv]
+        return (by_x + q * np.log(g) + (p * x - 1) * np.log(m) + p * x * np.log(x)
                 - (p * x + q) * np.log(g + x * m))
 
     def fit(self, x, m):
@@ -287,9 +316,10 @@ class GammaGammaModel:
         x, m = x[keep], m[keep]
         idx = _fit_subsample(len(x), self.random_state)
         x, m = x[idx], m[idx]
+        x_codes = np.unique(x, return_inverse=True)
 
         def nll(logp):
-            v = -np.mean(self.log_likelihood(np.exp(logp), x, m))
+            v = -np.mean(self.log_likelihood(np.exp(logp), x, m, x_codes))
             return v if np.isfinite(v) else 1e100
 
         x0 = np.log([1.0, 2.0, max(float(np.mean(m)), 1e-6)])

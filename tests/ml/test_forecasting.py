@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.pipelines.forecasting import CustomerForecaster, evaluate_holdout
+from ml.pipelines.forecasting import CustomerForecaster, daily_purchases, evaluate_holdout, fit_evaluate
 
 START = pd.Timestamp("2023-01-01")
 AS_OF = pd.Timestamp("2023-12-31")  # 365 days of history
@@ -155,3 +155,34 @@ def test_evaluate_holdout_beats_naive_and_covers_about_80_percent(log):
     assert 0.65 <= cov["spend_p10_p90"] <= 0.95
     assert len(res["series"]["orders"]) == 10
     assert {"linear", "bgnbd", "ensemble"} <= set(res["candidates"])
+
+
+def test_daily_purchases_counts_an_order_once_on_its_first_day():
+    # given: order "a" has lines on day 0 and (after midnight) day 1; order "b" is on day 1
+    frame = _rows([5, 5, 5, 5], [0.5, 1.1, 1.2, 3.0], [1.0, 2.0, 4.0, 8.0])
+    frame["order_ref"] = ["a", "a", "b", "c"]
+    # when
+    daily = daily_purchases(frame, START + pd.Timedelta(days=2))
+    # then: day 3 is after as_of; day 1 holds order b only, but the spend of both lines
+    assert daily["day"].tolist() == [daily["day"].iloc[0], daily["day"].iloc[0] + 1]
+    assert daily["orders"].tolist() == [1, 1]
+    assert daily["spend"].tolist() == [1.0, 6.0]
+
+
+def test_fit_evaluate_report_equals_evaluate_holdout(log):
+    as_of = AS_OF + pd.Timedelta(days=90)
+    # when
+    _, report = fit_evaluate(log, as_of, horizon_days=90, random_state=0)
+    # then: the shared computations change nothing in the holdout
+    assert report == evaluate_holdout(log, as_of, horizon_days=90, random_state=0)
+
+
+def test_fit_evaluate_model_is_the_plain_fit(log):
+    as_of = AS_OF + pd.Timedelta(days=90)
+    # when
+    model, report = fit_evaluate(log, as_of, horizon_days=90, random_state=0)
+    # then: the published model is exactly what fit gives as of as_of
+    plain = CustomerForecaster(horizon_days=90, random_state=0).fit(log, as_of)
+    assert model.as_of_ == as_of and model.candidates_ == plain.candidates_
+    pd.testing.assert_frame_equal(model.predict(log, as_of), plain.predict(log, as_of))
+    assert report["cut"] == str(AS_OF.date())

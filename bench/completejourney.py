@@ -1,0 +1,181 @@
+"""End-to-end evaluation on the real Complete Journey data, through the product's own commands.
+
+    python bench/completejourney.py [--backend sqlite|postgres] [--floor] [--write]
+
+Protocol of ../shared/data/completejourney/ANCHORS.md: import only the rows on or before
+2017-10-03 (with the customers and products that occur in them) with ``import_data``, run
+``retrain --kind all --as-of 2017-10-03 --horizon-days 90 --sync``, ``export_insights``, and
+score the export on the 90 days after. ``--floor`` exits non-zero when a figure falls below
+the naive-rate anchor (forecasts) or the popularity / repeat-buy anchors (suggestions);
+``--write`` puts the figures into BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "completejourney"
+AS_OF = "2017-10-03"
+
+# The anchors of ANCHORS.md: (metric, best anchor, naive-rate floor, better)
+FORECAST_BAR = [
+    ("orders_rmse", 3.0006, 3.2336, "lower"),
+    ("orders_abs_total_pct_error", 1.43, 3.34, "lower"),
+    ("orders_spearman", 0.7430, 0.7339, "higher"),
+    ("spend_rmse", 21.35, 29.72, "lower"),
+    ("churn_auc", 0.8366, 0.8260, "higher"),
+]
+# (export column and mode, metric, best anchor, floor = popularity (new) / repeat_buy (any))
+SUGGESTION_BAR = [
+    ("recommendations_new", "precision", 0.0258, 0.0258),
+    ("recommendations_new", "recall", 0.0463, 0.0463),
+    ("recommendations_new", "ndcg", 0.0472, 0.0472),
+    ("recommendations_new", "hit_rate", 0.2147, 0.2147),
+    ("reorder_any", "precision", 0.0472, 0.0465),
+    ("reorder_any", "recall", 0.0608, 0.0608),
+    ("reorder_any", "ndcg", 0.0678, 0.0678),
+    ("reorder_any", "hit_rate", 0.3246, 0.3194),
+]
+
+
+def prepare(data_dir: Path, out: Path) -> dict:
+    """The training files: rows on or before AS_OF, and only the customers/products in them."""
+    t = pd.read_csv(data_dir / "contract" / "interactions.csv", dtype=str, keep_default_na=False)
+    t = t[t["occurred_at"].str[:10] <= AS_OF]
+    customers = pd.read_csv(data_dir / "contract" / "customers.csv", dtype=str, keep_default_na=False)
+    products = pd.read_csv(data_dir / "contract" / "products.csv", dtype=str, keep_default_na=False)
+    customers = customers[customers["external_id"].isin(set(t["customer_external_id"]))]
+    products = products[products["sku"].isin(set(t["product_sku"]))]
+    paths = {}
+    for name, frame in (("customers", customers), ("products", products), ("interactions", t)):
+        paths[name] = out / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    return {"paths": paths, "rows": len(t), "customers": len(customers), "products": len(products)}
+
+
+def manage(env, *args):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"manage.py {' '.join(args)} failed")
+    return time.monotonic() - started, result.stdout
+
+
+def run(backend: str, data_dir: Path) -> dict:
+    from bench.cj_forecast_eval import score_forecasts
+
+    with tempfile.TemporaryDirectory(prefix="crm-cj-") as tmp:
+        tmp = Path(tmp)
+        files = prepare(data_dir, tmp)
+        env = {**os.environ, "CRM_VAR_DIR": str(tmp / "var"), "RETRAIN_AFTER_IMPORT": "false"}
+        env.pop("REDIS_URL", None)
+        if backend == "postgres":
+            base = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+            subprocess.run(["psql", f"{base}/postgres", "-q", "-c", "DROP DATABASE IF EXISTS crm_bench_cj",
+                            "-c", "CREATE DATABASE crm_bench_cj"], check=True, capture_output=True)
+            env["DATABASE_URL"] = f"{base}/crm_bench_cj"
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{tmp / 'cj.sqlite3'}"
+        timings = {}
+        timings["migrate"], _ = manage(env, "migrate", "--no-input", "-v0")
+        timings["import_data"], _ = manage(env, "import_data", *(f"--{k}={v}" for k, v in files["paths"].items()))
+        timings["retrain"], retrain_out = manage(env, "retrain", "--kind", "all", "--as-of", AS_OF,
+                                                 "--horizon-days", "90", "--sync")
+        export = tmp / "insights.csv"
+        timings["export_insights"], _ = manage(env, "export_insights", "--out", str(export))
+        frame = pd.read_csv(export, dtype={"external_id": str, "recommendations": str, "reorder": str},
+                            keep_default_na=False)
+    for column in ("expected_purchases", "expected_spend", "churn_probability"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    figures = {"forecasts": score_forecasts(frame, data_dir), "timings": timings, "retrain_output": retrain_out,
+               "files": {k: v for k, v in files.items() if k != "paths"}}
+    try:
+        from bench.cj_recs_eval import score_recommendations
+    except ImportError:
+        figures["suggestions"] = None
+    else:
+        figures["suggestions"] = score_recommendations(frame, data_dir)
+    return figures
+
+
+def report(figures: dict) -> tuple[str, list[str]]:
+    lines, below = [], []
+    f = figures["forecasts"]
+    lines += ["| forecast metric | ours | best anchor | naive-rate anchor | beats every anchor |",
+              "|---|---:|---:|---:|---|"]
+    for metric, best, floor, better in FORECAST_BAR:
+        ours = f[metric]
+        beats = ours < best if better == "lower" else ours > best
+        under_floor = ours > floor if better == "lower" else ours < floor
+        if under_floor:
+            below.append(f"{metric} {ours:.4f} is worse than the naive-rate anchor {floor}")
+        lines.append(f"| {metric} | {ours:.4f} | {best} | {floor} | {'yes' if beats else 'no'} |")
+    lines.append(f"\nAlso: orders MAE {f['orders_mae']:.4f}, spend MAE {f['spend_mae']:.2f}, spend Spearman "
+                 f"{f['spend_spearman']:.4f}, churn Brier {f['churn_brier']:.4f}; {f['n_households']} households.")
+    s = figures.get("suggestions")
+    if s:
+        lines += ["", "| suggestions | metric | ours | best anchor | floor anchor | beats every anchor |",
+                  "|---|---|---:|---:|---:|---|"]
+        for mode, metric, best, floor in SUGGESTION_BAR:
+            ours = s[mode][metric]
+            if ours < floor:
+                below.append(f"{mode} {metric} {ours:.4f} is below the anchor {floor}")
+            lines.append(f"| {mode} | {metric} | {ours:.4f} | {best} | {floor} | {'yes' if ours > best else 'no'} |")
+        for mode in ("recommendations_new", "reorder_any"):
+            lines.append(f"\n{mode} coverage: {s[mode].get('coverage', float('nan')):.4f}")
+    t = figures["timings"]
+    lines.append("\nWall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    return "\n".join(lines), below
+
+
+def write_benchmarks(text: str, backend: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    content = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = "<!-- completejourney:start -->"
+    end = "<!-- completejourney:end -->"
+    section = (f"{start}\n## Complete Journey (real data, end to end)\n\n"
+               f"`python bench/completejourney.py --backend {backend} --write` — imports the rows on or before "
+               f"2017-10-03 with `import_data`, runs `retrain --kind all --as-of 2017-10-03 --horizon-days 90 --sync` "
+               f"and `export_insights`, and scores the export on 2017-10-04 .. 2018-01-01 exactly as "
+               f"../shared/data/completejourney/ANCHORS.md does. Machine: {os.cpu_count()} cores, "
+               f"{time.strftime('%Y-%m-%d')}.\n\n{text}\n{end}")
+    if start in content:
+        before, rest = content.split(start, 1)
+        content = before + section + rest.split(end, 1)[1]
+    else:
+        content = content.rstrip() + "\n\n" + section + "\n"
+    path.write_text(content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--floor", action="store_true", help="fail when a figure falls below its floor anchor")
+    parser.add_argument("--write", action="store_true", help="write the figures into BENCHMARKS.md")
+    args = parser.parse_args()
+    if not args.data_dir.exists():
+        raise SystemExit(f"{args.data_dir} not found: this benchmark needs the shared Complete Journey data")
+    figures = run(args.backend, args.data_dir)
+    text, below = report(figures)
+    print(figures["retrain_output"])
+    print(text)
+    if args.write:
+        write_benchmarks(text, args.backend)
+    if args.floor and below:
+        print("\nBelow the floor:\n  " + "\n  ".join(below))
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,379 @@
+"""Request and response shapes. Thin: validation of shapes only; rules live in the services.
+
+Insight names follow the contract (section 3): ``insights.segment.name``,
+``insights.forecast.{as_of, horizon_days, expected_purchases, ...}``,
+``insights.recommendations[].{sku, score, reason}``, ``insights.reorder[]``.
+"""
+import json
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from crm import selectors
+from crm.models import INTERACTION_TYPES, Customer, ImportFile, ImportRun, Interaction, Product
+from crm.services import BULK_FIELDS, MAX_BULK_ITEMS
+from ml.models import Segment, Suggestion, SuggestionFeedback, TrainingRun
+
+
+def no_nul_characters(value):
+    """PostgreSQL cannot store NUL in text or JSON: refuse it as a validation error, not a crash."""
+    if "\\u0000" in json.dumps(value):
+        raise serializers.ValidationError("must not contain NUL characters")
+
+
+class JSONObjectField(serializers.JSONField):
+    default_error_messages = {"not_object": "must be a JSON object"}
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            self.fail("not_object")
+        no_nul_characters(value)
+        return value
+
+
+extend_schema_field({"type": "object", "additionalProperties": True})(JSONObjectField)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable: invalid, not_found, not_authenticated, "
+                                           "permission_denied, conflict, throttled, ...")
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
+                                   help_text="Validation messages per field (dotted for nested fields).")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+# --- insights (contract section 3) --------------------------------------------------------------
+
+class SegmentBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    key = serializers.IntegerField()
+    name = serializers.CharField()
+    profile = serializers.CharField()
+    size = serializers.IntegerField()
+    figures = JSONObjectField()
+    run_id = serializers.IntegerField()
+
+
+class ForecastSerializer(serializers.Serializer):
+    as_of = serializers.DateField(allow_null=True, help_text="The forecast's reference date.")
+    horizon_days = serializers.IntegerField(help_text="The forecast window (as_of, as_of + horizon_days].")
+    expected_purchases = serializers.FloatField(help_text="Expected number of orders in the window.")
+    expected_spend = serializers.FloatField(help_text="Expected purchase amount in the window.")
+    churn_probability = serializers.FloatField(help_text="Probability of no purchase in the window, 0..1.")
+    clv = serializers.FloatField(help_text="Expected purchase amount in the next 365 days.")
+    expected_refund_rate = serializers.FloatField(help_text="Expected refunded share of spend, 0..1.")
+    purchases_p10 = serializers.FloatField(allow_null=True)
+    purchases_p90 = serializers.FloatField(allow_null=True)
+    spend_p10 = serializers.FloatField(allow_null=True)
+    spend_p90 = serializers.FloatField(allow_null=True)
+    basis = serializers.CharField()
+    factors = serializers.ListField(child=serializers.CharField())
+    run_id = serializers.IntegerField()
+
+
+class SuggestionSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    product_id = serializers.IntegerField()
+    score = serializers.FloatField()
+    reason = serializers.CharField()
+    evidence = JSONObjectField()
+    basis = serializers.CharField()
+    rank = serializers.IntegerField()
+
+
+class InsightsSerializer(serializers.Serializer):
+    segment = SegmentBriefSerializer(allow_null=True)
+    forecast = ForecastSerializer(allow_null=True)
+    recommendations = SuggestionSerializer(many=True, help_text="Cross-sell, most likely first.")
+    reorder = SuggestionSerializer(many=True, help_text="Replenishment, most likely first.")
+    computed_at = serializers.DictField(child=serializers.DateTimeField(allow_null=True),
+                                        help_text="When each published model finished training, by kind.")
+    no_profiling = serializers.BooleanField(help_text="The customer objected to profiling: no insights.")
+
+
+class RecommendationsSerializer(serializers.Serializer):
+    recommendations = SuggestionSerializer(many=True)
+    reorder = SuggestionSerializer(many=True)
+
+
+# --- customers, products, interactions ------------------------------------------------------------
+
+class CustomerSerializer(serializers.ModelSerializer):
+    owner = serializers.SlugRelatedField(slug_field="username", queryset=get_user_model().objects.all(),
+                                         allow_null=True, required=False,
+                                         help_text="Username of the sales rep who owns the account.")
+    attributes = JSONObjectField(required=False)
+    insights = InsightsSerializer(read_only=True, help_text="The published models' insights (contract section 3).")
+
+    class Meta:
+        model = Customer
+        fields = ("id", "external_id", "name", "email", "phone", "company", "country", "city", "signup_date",
+                  "owner", "attributes", "no_profiling", "last_purchase_at", "created_at", "updated_at", "insights")
+        read_only_fields = ("last_purchase_at", "created_at", "updated_at")
+
+
+class CustomerQuerySerializer(serializers.Serializer):
+    search = serializers.CharField(required=False, help_text="In name, e-mail, company; or an exact external_id.")
+    segment = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1,
+                                       help_text="A segment id of the published segmentation.")
+    owner = serializers.RegexField(r"^(\d{1,18}|none)$", required=False,
+                                   help_text="An owner's user id, or `none` for unassigned accounts.")
+    churn_band = serializers.ChoiceField([k for k, *_ in selectors.CHURN_BANDS], required=False)
+    clv_min = serializers.FloatField(required=False)
+    clv_max = serializers.FloatField(required=False)
+    last_purchase_before = serializers.DateTimeField(required=False)
+    last_purchase_after = serializers.DateTimeField(required=False)
+    ordering = serializers.ChoiceField(list(selectors.CUSTOMER_ORDERINGS), required=False, default="name")
+
+    def to_selector_kwargs(self) -> dict:
+        data = dict(self.validated_data)
+        data["q"] = data.pop("search", "")
+        return data
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    attributes = JSONObjectField(required=False)
+
+    class Meta:
+        model = Product
+        fields = ("id", "sku", "name", "category", "price", "description", "tags", "active", "attributes",
+                  "created_at", "updated_at")
+        read_only_fields = ("created_at", "updated_at")
+        extra_kwargs = {"price": {"min_value": 0}}
+
+
+class ProductQuerySerializer(serializers.Serializer):
+    search = serializers.CharField(required=False, help_text="In name and description; or an exact sku.")
+    category = serializers.CharField(required=False)
+    active = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+
+class InteractionSerializer(serializers.ModelSerializer):
+    customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.none(),
+                                                  help_text="The customer's id (one you can see).")
+    customer_external_id = serializers.CharField(source="customer.external_id", read_only=True)
+    product = serializers.SlugRelatedField(slug_field="sku", queryset=Product.objects.all(), allow_null=True,
+                                           required=False, help_text="The product's sku.")
+    external_id = serializers.CharField(max_length=100, required=False, allow_blank=True,
+                                        help_text="Unique key of the interaction; generated when left out.")
+    occurred_at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Interaction
+        fields = ("id", "external_id", "customer", "customer_external_id", "type", "occurred_at", "product",
+                  "quantity", "amount", "order_ref", "channel", "notes", "attributes", "created_by", "created_at")
+        read_only_fields = ("attributes", "created_at")
+        extra_kwargs = {"quantity": {"min_value": 0, "max_value": 2**31 - 1}, "amount": {"min_value": 0}}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["customer"].queryset = selectors.visible_customers(request.user)
+        if self.instance is not None and not isinstance(self.instance, list):
+            self.fields["customer"].read_only = True
+            self.fields["external_id"].read_only = True
+
+
+class InteractionQuerySerializer(serializers.Serializer):
+    customer = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    customer_external_id = serializers.CharField(required=False, max_length=100)
+    type = serializers.ChoiceField(INTERACTION_TYPES, required=False)
+    product_sku = serializers.CharField(required=False, max_length=100)
+    occurred_after = serializers.DateTimeField(required=False)
+    occurred_before = serializers.DateTimeField(required=False)
+    ordering = serializers.ChoiceField(list(selectors.INTERACTION_ORDERINGS), required=False, default="-occurred_at")
+
+
+class BulkInteractionItemSerializer(serializers.Serializer):
+    """One item of a bulk request: the interactions.csv columns (contract section 1). Documentation
+    only: items are validated one by one like import rows, so one bad item does not fail the rest."""
+
+    customer_external_id = serializers.CharField()
+    type = serializers.ChoiceField(INTERACTION_TYPES)
+    occurred_at = serializers.CharField(help_text="YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][±HH:MM].")
+    product_sku = serializers.CharField(required=False, allow_blank=True)
+    quantity = serializers.IntegerField(required=False, min_value=0)
+    amount = serializers.DecimalField(required=False, max_digits=14, decimal_places=2, min_value=0,
+                                      coerce_to_string=True)
+    order_ref = serializers.CharField(required=False, allow_blank=True)
+    external_id = serializers.CharField(required=False, allow_blank=True,
+                                        help_text="Makes re-sending idempotent; derived from the content if absent.")
+    channel = serializers.CharField(required=False, allow_blank=True)
+    notes = serializers.CharField(required=False, allow_blank=True)
+    attributes = JSONObjectField(required=False)
+
+
+assert set(BulkInteractionItemSerializer._declared_fields) == {*BULK_FIELDS, "attributes"}
+
+
+@extend_schema_field(BulkInteractionItemSerializer(many=True))
+class BulkItemsField(serializers.ListField):
+    """Items stay raw here: the service validates each one and reports it by index."""
+
+    child = serializers.JSONField()
+
+
+class BulkInteractionRequestSerializer(serializers.Serializer):
+    items = BulkItemsField(max_length=MAX_BULK_ITEMS, help_text=f"Up to {MAX_BULK_ITEMS:,} interactions.")
+
+
+class BulkItemErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position of the item in the request, from 0.")
+    field = serializers.CharField(allow_null=True)
+    message = serializers.CharField()
+
+
+class BulkInteractionResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    errors = BulkItemErrorSerializer(many=True)
+
+
+# --- ML ------------------------------------------------------------------------------------------------
+
+class SimilarProductSerializer(serializers.Serializer):
+    sku = serializers.CharField(source="similar.sku")
+    name = serializers.CharField(source="similar.name")
+    rank = serializers.IntegerField()
+    score = serializers.FloatField()
+    reason = serializers.CharField()
+
+
+class ProspectSerializer(serializers.Serializer):
+    customer = serializers.IntegerField(source="customer_id")
+    external_id = serializers.CharField(source="customer.external_id")
+    name = serializers.CharField(source="customer.name")
+    owner = serializers.CharField(source="customer.owner.username", allow_null=True, default=None)
+    rank = serializers.IntegerField()
+    score = serializers.FloatField()
+    reason = serializers.CharField()
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    figures = JSONObjectField()
+
+    class Meta:
+        model = Segment
+        fields = ("id", "run", "key", "name", "profile", "size", "figures")
+
+
+class SegmentQuerySerializer(serializers.Serializer):
+    run = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1,
+                                   help_text="A segmentation run's id (default: the published run).")
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = ("id", "kind", "algorithm", "chosen_algorithm", "params", "status", "stage", "progress",
+                  "is_published", "as_of", "horizon_days", "trigger", "requested_by", "attempts", "data_counts",
+                  "metrics", "timings", "error", "library_versions", "created_at", "started_at", "finished_at",
+                  "published_at", "duration_seconds")
+        read_only_fields = fields
+
+
+class TrainingRunQuerySerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(TrainingRun.Kind.values, required=False)
+    status = serializers.ChoiceField(TrainingRun.Status.values, required=False)
+
+
+class RetrainRequestSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(TrainingRun.Kind.values)
+    as_of = serializers.DateField(required=False, allow_null=True,
+                                  help_text="Last day of data the run may see (default: the latest interaction's).")
+    horizon_days = serializers.IntegerField(required=False, default=90, min_value=1, max_value=3650)
+    algorithm = serializers.RegexField(r"^[a-z0-9_-]{1,40}$", required=False, default="auto")
+
+
+class RetrainResponseSerializer(serializers.Serializer):
+    created = serializers.BooleanField(help_text="False when the request joined a run already queued.")
+    run = TrainingRunSerializer()
+
+
+class ImportFileSerializer(serializers.ModelSerializer):
+    rejected_rows = serializers.SerializerMethodField(help_text="The first 100 rejected rows with their reasons.")
+
+    class Meta:
+        model = ImportFile
+        fields = ("kind", "filename", "rows_read", "created", "updated", "unchanged", "rejected", "seconds",
+                  "rejected_rows")
+
+    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+        "row": {"type": "integer", "nullable": True}, "reason": {"type": "string"},
+        "values": {"type": "object", "additionalProperties": {"type": "string"}}}}})
+    def get_rejected_rows(self, import_file):
+        if not self.context.get("with_rejected_rows"):
+            return []
+        return selectors.rejected_rows(import_file)
+
+
+class ImportRunSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    files = ImportFileSerializer(many=True, read_only=True)
+    progress_percent = serializers.IntegerField(read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ImportRun
+        fields = ("id", "status", "stage", "source", "user", "rows_done", "bytes_done", "bytes_total",
+                  "progress_percent", "error", "created_at", "started_at", "finished_at", "duration_seconds", "files")
+        read_only_fields = fields
+
+
+class ImportUploadSerializer(serializers.Serializer):
+    customers = serializers.FileField(required=False, help_text="customers.csv (contract section 1).")
+    products = serializers.FileField(required=False, help_text="products.csv.")
+    interactions = serializers.FileField(required=False, help_text="interactions.csv.")
+
+    def validate(self, data):
+        if not data:
+            raise serializers.ValidationError("upload at least one of customers, products, interactions")
+        limit = settings.IMPORT_MAX_UPLOAD_MB
+        if sum(upload.size for upload in data.values()) > limit * 1024 * 1024:
+            raise serializers.ValidationError(f"the files are larger than {limit} MB together (IMPORT_MAX_UPLOAD_MB)")
+        return data
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.none())
+    sku = serializers.SlugRelatedField(source="product", slug_field="sku", queryset=Product.objects.all())
+    kind = serializers.ChoiceField(Suggestion.Kind.values)
+    status = serializers.ChoiceField(SuggestionFeedback.Status.values)
+
+    class Meta:
+        model = SuggestionFeedback
+        fields = ("id", "customer", "sku", "kind", "status", "run", "updated_at")
+        read_only_fields = ("id", "run", "updated_at")
+        validators = []  # feedback is an upsert: repeating it changes the status
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["customer"].queryset = selectors.visible_customers(request.user)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(read_only=True)
+
+
+class CredentialsSerializer(serializers.Serializer):
+    username = serializers.CharField(required=False)
+    password = serializers.CharField(required=False, style={"input_type": "password"}, trim_whitespace=False)

@@ -1,0 +1,34 @@
+"""REST API under /api/v1/. Lookups: customers and interactions by `id` or
+`by-external-id/{external_id}`, products by `sku`. Trailing slashes are required."""
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from crm.api import views
+
+router = SimpleRouter()
+router.register("customers", views.CustomerViewSet, basename="api-customer")
+router.register("products", views.ProductViewSet, basename="api-product")
+router.register("interactions", views.InteractionViewSet, basename="api-interaction")
+router.register("segments", views.SegmentViewSet, basename="api-segment")
+router.register("training-runs", views.TrainingRunViewSet, basename="api-training-run")
+router.register("imports", views.ImportViewSet, basename="api-import")
+
+_DETAIL = {"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}
+
+urlpatterns = [
+    path("customers/by-external-id/<str:external_id>/",
+         views.CustomerByExternalIdViewSet.as_view(_DETAIL), name="api-customer-by-external-id"),
+    path("customers/by-external-id/<str:external_id>/recommendations/",
+         views.CustomerByExternalIdViewSet.as_view({"get": "recommendations"}),
+         name="api-customer-by-external-id-recommendations"),
+    path("interactions/by-external-id/<str:external_id>/",
+         views.InteractionByExternalIdViewSet.as_view(_DETAIL), name="api-interaction-by-external-id"),
+    *router.urls,
+    path("feedback/", views.FeedbackView.as_view(), name="api-feedback"),
+    path("auth/token/", views.TokenView.as_view(), name="api-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    re_path(r"^.*$", views.NotFoundView.as_view(), name="api-not-found"),
+]

@@ -1,0 +1,454 @@
+"""REST API views: thin doors to the selectors and services the web pages use.
+
+Row-level rule: every customer, interaction and suggestion is looked up among the ones the
+user may see (crm.selectors.visible_customers), so another rep's customer is a 404, exactly
+as if it did not exist. Role rules: permission classes (crm.api.permissions) and the services.
+"""
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm import selectors, services
+from crm.api import serializers as s
+from crm.api.permissions import HasCrmRole, IsManager, ManagerWritesOnly
+from crm.models import Customer, Product
+from ml import selectors as ml_selectors
+from ml import services as ml_services
+from ml.models import Segment
+
+INSIGHTS_EXAMPLE = {
+    "segment": {"id": 12, "key": 2, "name": "Loyal regulars", "profile": "Buy every few weeks, mid-size baskets.",
+                "size": 1840, "figures": {"recency_days": 21.0}, "run_id": 7},
+    "forecast": {"as_of": "2025-06-30", "horizon_days": 90, "expected_purchases": 2.4, "expected_spend": 311.5,
+                 "churn_probability": 0.18, "clv": 1204.0, "expected_refund_rate": 0.02, "purchases_p10": 1.0,
+                 "purchases_p90": 4.0, "spend_p10": 90.0, "spend_p90": 620.0, "basis": "ensemble",
+                 "factors": ["bought 9 times in the last year"], "run_id": 8},
+    "recommendations": [{"sku": "DOG-FOOD-12", "name": "Grain-free dog food 12 kg", "product_id": 31, "score": 0.41,
+                         "reason": "bought by 38 % of customers who buy what you buy", "evidence": {},
+                         "basis": "item-item", "rank": 1}],
+    "reorder": [],
+    "computed_at": {"segmentation": "2025-07-01T02:31:12Z", "forecast": "2025-07-01T02:33:40Z"},
+    "no_profiling": False,
+}
+CUSTOMER_EXAMPLE = OpenApiExample("A customer with insights", response_only=True, value={
+    "id": 1042, "external_id": "C-001042", "name": "Jane Doe", "email": "jane@example.com", "phone": "",
+    "company": "", "country": "DE", "city": "Berlin", "signup_date": "2023-04-02", "owner": "rep1",
+    "attributes": {}, "no_profiling": False, "last_purchase_at": "2025-06-12T10:14:00Z",
+    "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-07-01T02:33:40Z", "insights": INSIGHTS_EXAMPLE})
+
+
+class _LookupMixin:
+    def get_object(self):
+        value = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field, "")
+        if "\x00" in str(value):  # PostgreSQL refuses NUL in a text comparison: nothing can match it
+            raise exceptions.NotFound()
+        return super().get_object()
+
+
+def _query(serializer_class, request):
+    query = serializer_class(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query
+
+
+# --- customers -------------------------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="List customers", parameters=[s.CustomerQuerySerializer]),
+    retrieve=extend_schema(summary="A customer with insights", examples=[CUSTOMER_EXAMPLE]),
+    create=extend_schema(summary="Create a customer", examples=[OpenApiExample(
+        "New account", request_only=True, value={"external_id": "C-900001", "name": "Acme GmbH",
+                                                 "email": "buyer@acme.example", "owner": "rep1"})]),
+    update=extend_schema(summary="Replace a customer's fields"),
+    partial_update=extend_schema(summary="Change some of a customer's fields"),
+    destroy=extend_schema(summary="Delete a customer (managers)"),
+)
+class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
+    """Customers the user may see: sales reps their own and unassigned accounts, managers and admins
+    all. Each carries the published models' insights under `insights` (contract section 3).
+    Address one by `id` (`/customers/{id}/`) or by `external_id` (`/customers/by-external-id/{external_id}/`)."""
+
+    serializer_class = s.CustomerSerializer
+    queryset = Customer.objects.none()  # names the model for the schema without a database query
+    lookup_value_regex = r"[0-9]+"
+
+    def get_queryset(self):
+        # Segment and forecast rows come in the customers' own query (fewer round trips per request).
+        self.insight_runs = ml_selectors.insight_runs()
+        return ml_selectors.with_published_rows(
+            selectors.visible_customers(self.request.user).select_related("owner"), self.insight_runs)
+
+    def _data(self, customers, *, many=False):
+        """Serialized customers, each with ``insights`` read for all of them at once (no N+1)."""
+        batch = customers if many else [customers]
+        insights = ml_selectors.insights_by_customer(batch, getattr(self, "insight_runs", None))
+        for customer in batch:
+            customer.insights = insights[customer.pk]
+        return self.get_serializer(customers, many=many).data
+
+    def list(self, request):
+        """Customers, searched, filtered and sorted like the customer list page, each with insights."""
+        query = _query(s.CustomerQuerySerializer, request)
+        customers = selectors.customer_list(request.user, **query.to_selector_kwargs())
+        # Page over ids only: PostgreSQL then drops the insight joins the filters and order do not need.
+        ids = self.paginate_queryset(customers.values_list("pk", flat=True))
+        by_id = self.get_queryset().in_bulk(ids)
+        return self.get_paginated_response(self._data([by_id[pk] for pk in ids], many=True))
+
+    def retrieve(self, request, **kwargs):
+        """One customer with segment, forecast, recommendations and reorder suggestions."""
+        return Response(self._data(self.get_object()))
+
+    def create(self, request):
+        """Create a customer. A sales rep may own it or leave it unassigned (owner: null)."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        customer = services.create_customer(user=request.user, **serializer.validated_data)
+        return Response(self._data(customer), status=status.HTTP_201_CREATED)
+
+    def update(self, request, partial=False, **kwargs):
+        """Change a customer; a sales rep cannot hand an account to another rep."""
+        customer = self.get_object()
+        serializer = self.get_serializer(customer, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        customer = services.update_customer(user=request.user, customer=customer, **serializer.validated_data)
+        return Response(self._data(customer))
+
+    def partial_update(self, request, **kwargs):
+        return self.update(request, partial=True, **kwargs)
+
+    def destroy(self, request, **kwargs):
+        """Delete a customer with their interactions and insights (managers and admins only)."""
+        services.delete_customer(user=request.user, customer=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="A customer's product suggestions", responses=s.RecommendationsSerializer)
+    @action(detail=True, methods=["get"])
+    def recommendations(self, request, **kwargs):
+        """Cross-sell (`recommendations`) and replenishment (`reorder`) suggestions, most likely first."""
+        customer = self.get_object()
+        insights = ml_selectors.insights_by_customer([customer], self.insight_runs)[customer.pk]
+        return Response(s.RecommendationsSerializer(insights).data)
+
+
+class CustomerByExternalIdViewSet(CustomerViewSet):
+    """The same customer resource, addressed by its `external_id` (the key in the source system)."""
+
+    lookup_field = "external_id"
+    lookup_value_regex = r"[^/]+"
+
+
+# --- products ------------------------------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="List products", parameters=[s.ProductQuerySerializer]),
+    retrieve=extend_schema(summary="A product"),
+    create=extend_schema(summary="Create a product (managers)"),
+    update=extend_schema(summary="Replace a product's fields (managers)"),
+    partial_update=extend_schema(summary="Change some of a product's fields (managers)"),
+    destroy=extend_schema(summary="Delete a product without interactions (managers)"),
+)
+class ProductViewSet(_LookupMixin, viewsets.GenericViewSet):
+    """The catalogue, addressed by `sku` (`/products/{sku}/`; a sku containing `/` cannot be addressed).
+    Everyone with a role reads; managers and admins write."""
+
+    serializer_class = s.ProductSerializer
+    permission_classes = [ManagerWritesOnly]
+    lookup_field = "sku"
+    lookup_value_regex = r"[^/]+"
+
+    def get_queryset(self):
+        return Product.objects.all()
+
+    def list(self, request):
+        """Products, searched (name, description, exact sku) and filtered by category and active flag."""
+        query = _query(s.ProductQuerySerializer, request)
+        data = query.validated_data
+        page = self.paginate_queryset(selectors.product_list(q=data.get("search", ""),
+                                                             category=data.get("category", ""),
+                                                             active=data.get("active")))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request, **kwargs):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def create(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        product = services.create_product(user=request.user, **serializer.validated_data)
+        return Response(self.get_serializer(product).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, partial=False, **kwargs):
+        product = self.get_object()
+        serializer = self.get_serializer(product, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        product = services.update_product(user=request.user, product=product, **serializer.validated_data)
+        return Response(self.get_serializer(product).data)
+
+    def partial_update(self, request, **kwargs):
+        return self.update(request, partial=True, **kwargs)
+
+    def destroy(self, request, **kwargs):
+        """Delete a product; one with interactions is refused with 409 (mark it inactive instead)."""
+        services.delete_product(user=request.user, product=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="Products similar to this one", responses=s.SimilarProductSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def similar(self, request, **kwargs):
+        """Up to 10 products bought with or like this one, from the published recommendation model."""
+        return Response(s.SimilarProductSerializer(ml_selectors.similar_products(self.get_object()), many=True).data)
+
+    @extend_schema(summary="Customers worth pitching this product to", responses=s.ProspectSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def prospects(self, request, **kwargs):
+        """Up to 20 of the customers you may see, most likely buyers first."""
+        rows = ml_selectors.visible_prospects(request.user, self.get_object())
+        return Response(s.ProspectSerializer(rows, many=True).data)
+
+
+# --- interactions ----------------------------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="List interactions", parameters=[s.InteractionQuerySerializer]),
+    retrieve=extend_schema(summary="An interaction"),
+    create=extend_schema(summary="Log an interaction", examples=[OpenApiExample(
+        "A call", request_only=True, value={"customer": 1042, "type": "call", "notes": "asked for a quote",
+                                            "channel": "phone"})]),
+    update=extend_schema(summary="Replace an interaction's fields"),
+    partial_update=extend_schema(summary="Change some of an interaction's fields"),
+    destroy=extend_schema(summary="Delete an interaction"),
+)
+class InteractionViewSet(_LookupMixin, viewsets.GenericViewSet):
+    """Purchases, refunds, views, e-mails, calls, meetings, support cases and notes of the customers
+    the user may see. By `id` (`/interactions/{id}/`) or `external_id`
+    (`/interactions/by-external-id/{external_id}/`). Sales reps change only what they logged."""
+
+    serializer_class = s.InteractionSerializer
+    lookup_value_regex = r"[0-9]+"
+
+    def get_queryset(self):
+        return selectors.visible_interactions(self.request.user).select_related("customer", "product", "created_by")
+
+    def list(self, request):
+        """Newest first by default; filter by customer, type, product and time."""
+        query = _query(s.InteractionQuerySerializer, request)
+        page = self.paginate_queryset(selectors.interaction_list(request.user, **query.validated_data))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request, **kwargs):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def create(self, request):
+        """Log one interaction on a customer you may see (occurred_at defaults to now)."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        interaction = services.log_interaction(user=request.user, **serializer.validated_data)
+        return Response(self.get_serializer(interaction).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, partial=False, **kwargs):
+        interaction = self.get_object()
+        serializer = self.get_serializer(interaction, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        interaction = services.update_interaction(user=request.user, interaction=interaction,
+                                                  **serializer.validated_data)
+        return Response(self.get_serializer(interaction).data)
+
+    def partial_update(self, request, **kwargs):
+        return self.update(request, partial=True, **kwargs)
+
+    def destroy(self, request, **kwargs):
+        services.delete_interaction(user=request.user, interaction=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Create or update many interactions", request=s.BulkInteractionRequestSerializer,
+        responses={200: s.BulkInteractionResultSerializer},
+        examples=[
+            OpenApiExample("Two items, one bad", request_only=True, value={"items": [
+                {"external_id": "shop-881", "customer_external_id": "C-001042", "type": "purchase",
+                 "occurred_at": "2025-06-30T14:05:00+02:00", "product_sku": "DOG-FOOD-12", "quantity": 1,
+                 "amount": "54.90", "order_ref": "A-7781"},
+                {"customer_external_id": "C-001042", "type": "visit", "occurred_at": "2025-06-30"}]}),
+            OpenApiExample("Result", response_only=True, value={
+                "created": 1, "updated": 0, "unchanged": 0, "rejected": 1,
+                "errors": [{"index": 1, "field": "type", "message": "type 'visit' is not one of call, email, "
+                            "meeting, note, purchase, refund, support, view"}]}),
+        ])
+    @action(detail=False, methods=["post"])
+    def bulk(self, request):
+        """Create or update up to 10,000 interactions keyed on `external_id` (the interactions.csv
+        columns). Each bad item is reported with its index and reason; the good ones are stored.
+        Sending the same items again changes nothing (items without `external_id` get a key derived
+        from their content)."""
+        serializer = s.BulkInteractionRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.upsert_interactions(user=request.user, items=serializer.validated_data["items"])
+        return Response(s.BulkInteractionResultSerializer({
+            "created": result.created, "updated": result.updated, "unchanged": result.unchanged,
+            "rejected": len(result.errors), "errors": result.errors}).data)
+
+
+class InteractionByExternalIdViewSet(InteractionViewSet):
+    """The same interaction resource, addressed by its `external_id`."""
+
+    lookup_field = "external_id"
+    lookup_value_regex = r"[^/]+"
+
+
+# --- segments and training runs -----------------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="Segments with profiles and sizes", parameters=[s.SegmentQuerySerializer]),
+    retrieve=extend_schema(summary="A segment"),
+)
+class SegmentViewSet(viewsets.ReadOnlyModelViewSet):
+    """Customer segments of the published segmentation (or of an earlier run), largest first."""
+
+    serializer_class = s.SegmentSerializer
+    pagination_class = None
+    queryset = Segment.objects.none()  # names the model for the schema without a database query
+
+    def get_queryset(self):
+        if self.action == "retrieve":
+            return Segment.objects.all()
+        return ml_selectors.segments_of_run(_query(s.SegmentQuerySerializer, self.request).validated_data.get("run"))
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Training runs", parameters=[s.TrainingRunQuerySerializer]),
+    retrieve=extend_schema(summary="A training run with metrics and progress"),
+)
+class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Trainings of the segmentation, forecast and recommendation models: status, progress, holdout
+    metrics. Managers and admins start retrains and publish (roll back to) earlier runs."""
+
+    serializer_class = s.TrainingRunSerializer
+
+    def get_permissions(self):
+        return [IsManager()] if self.action in ("create", "publish") else [HasCrmRole()]
+
+    def get_queryset(self):
+        if self.action == "list":
+            query = _query(s.TrainingRunQuerySerializer, self.request)
+            return ml_selectors.training_runs(**query.validated_data)
+        return ml_selectors.training_runs()
+
+    @extend_schema(summary="Start a retrain (managers)", request=s.RetrainRequestSerializer,
+                   responses={202: s.RetrainResponseSerializer, 409: s.ErrorSerializer},
+                   examples=[OpenApiExample("Forecast 90 days ahead", request_only=True,
+                                            value={"kind": "forecast", "horizon_days": 90})])
+    def create(self, request):
+        """Queue a retrain of one kind of model; 202 with the run (a request made while one is queued
+        joins it: `created` is false). Poll the run for progress."""
+        serializer = s.RetrainRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run, created = ml_services.request_retrain(**serializer.validated_data, user=request.user, trigger="api")
+        return Response(s.RetrainResponseSerializer({"created": created, "run": run}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Publish (or roll back to) this run (managers)", request=None,
+                   responses={200: s.TrainingRunSerializer, 409: s.ErrorSerializer})
+    @action(detail=True, methods=["post"])
+    def publish(self, request, pk=None):
+        """Make this succeeded run the live one of its kind, in one transaction; the previous one stays
+        for rollback. 409 when the run did not succeed."""
+        run = ml_services.publish_run(self.get_object().pk)
+        return Response(s.TrainingRunSerializer(run).data)
+
+
+# --- imports -------------------------------------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="Imports (managers)"),
+    retrieve=extend_schema(summary="An import's status, counts and rejected rows (managers)"),
+)
+class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """CSV imports (contract section 1), run by a worker. Managers and admins only."""
+
+    serializer_class = s.ImportRunSerializer
+    permission_classes = [IsManager]
+    parser_classes = [MultiPartParser]
+
+    def get_queryset(self):
+        return selectors.import_runs()
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "with_rejected_rows": self.action == "retrieve"}
+
+    @extend_schema(summary="Upload CSV files to import (managers)", request={"multipart/form-data":
+                   s.ImportUploadSerializer}, responses={202: s.ImportRunSerializer})
+    def create(self, request):
+        """Upload customers.csv, products.csv and/or interactions.csv; 202 with the import's id. A worker
+        imports them; GET the import for its status, counts and rejected rows."""
+        serializer = s.ImportUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.enqueue_import(serializer.validated_data, user=request.user, source="api")
+        run = selectors.import_runs().get(pk=run.pk)
+        return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- suggestion feedback and tokens --------------------------------------------------------------------
+
+class FeedbackView(APIView):
+    """What a salesperson did with a suggestion: offered, accepted or declined."""
+
+    @extend_schema(summary="Mark a suggestion offered / accepted / declined", request=s.FeedbackSerializer,
+                   responses={200: s.FeedbackSerializer},
+                   examples=[OpenApiExample("Accepted", request_only=True, value={
+                       "customer": 1042, "sku": "DOG-FOOD-12", "kind": "recommendation", "status": "accepted"})])
+    def post(self, request):
+        """Record the current status of one suggestion (customer, product, kind); repeating it
+        updates the status."""
+        serializer = s.FeedbackSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        feedback = ml_services.record_feedback(user=request.user, customer=data["customer"], product=data["product"],
+                                               kind=data["kind"], status=data["status"])
+        return Response(s.FeedbackSerializer(feedback).data)
+
+
+class TokenView(APIView):
+    """Your own API token. Send it as `Authorization: Token <key>`. Admins also manage tokens in the admin."""
+
+    def get_permissions(self):
+        return [AllowAny()] if self.request.method == "POST" else [IsAuthenticated()]
+
+    @extend_schema(summary="Get (or create) your API token", request=s.CredentialsSerializer,
+                   responses={200: s.TokenSerializer})
+    def post(self, request):
+        """Signed in (session or token): your token. Otherwise send `username` and `password`."""
+        user = request.user
+        if not user.is_authenticated:
+            credentials = s.CredentialsSerializer(data=request.data)
+            credentials.is_valid(raise_exception=True)
+            user = authenticate(request, username=credentials.validated_data.get("username", ""),
+                                password=credentials.validated_data.get("password", ""))
+            if user is None or not user.is_active:
+                raise exceptions.AuthenticationFailed("Unable to sign in with the given username and password.")
+        return Response({"token": services.issue_token(user).key})
+
+    @extend_schema(summary="Revoke your API token", responses={204: OpenApiResponse(description="Revoked.")})
+    def delete(self, request):
+        """Delete your token; requests with it fail with 401 from now on."""
+        services.revoke_token(request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class NotFoundView(APIView):
+    """Any other path under /api/v1/: a 404 in the API's error format (not an HTML page)."""
+
+    schema = None
+    permission_classes = [AllowAny]
+    throttle_classes = []
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        raise exceptions.NotFound()
+
+    def get(self, request, *args, **kwargs):
+        raise exceptions.NotFound()

@@ -1,0 +1,24 @@
+"""HTML pages for sales staff (owned by the web pages work)."""
+from django.urls import path
+
+from crm import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("customers/", views.customer_list, name="customer_list"),
+    path("customers/export.csv", views.customer_export, name="customer_export"),
+    path("customers/<int:pk>/", views.customer_detail, name="customer_detail"),
+    path("customers/<int:pk>/log/", views.customer_log, name="customer_log"),
+    path("customers/<int:pk>/feedback/", views.customer_feedback, name="customer_feedback"),
+    path("segments/", views.segment_list, name="segment_list"),
+    path("products/", views.product_list, name="product_list"),
+    path("products/<int:pk>/", views.product_detail, name="product_detail"),
+    path("models/", views.model_list, name="model_list"),
+    path("models/retrain/", views.model_retrain, name="model_retrain"),
+    path("models/runs/<int:pk>/status.json", views.run_status, name="run_status"),
+    path("models/runs/<int:pk>/publish/", views.model_publish, name="model_publish"),
+    path("imports/", views.import_list, name="import_list"),
+    path("imports/<int:pk>/", views.import_detail, name="import_detail"),
+    path("imports/<int:pk>/status.json", views.import_status, name="import_status"),
+    path("imports/<int:pk>/rejected/<str:kind>.csv", views.import_rejected, name="import_rejected"),
+]

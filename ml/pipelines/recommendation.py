@@ -1,0 +1,1019 @@
+"""Product recommendations: cross-sell ("recommendations") and replenishment ("reorder").
+
+Inputs are the frames of :mod:`ml.pipelines.schema`: ``interactions`` (customer_id,
+product_id, type, occurred_at; only ``purchase`` and ``refund`` rows with a product are
+used, and only those on or before ``as_of``, a date, inclusive) and ``products``
+(product_id, sku, name, category, description, tags, active). ``segments`` is optional:
+customer_id, segment_name.
+
+Cross-sell scorers, each giving a customer x product score computed in customer chunks
+(nothing dense of size customers x products ever exists):
+
+- ``popularity``: distinct buyers, all time; ``popularity_recent``: in the last 30 days;
+  ``segment``: distinct buyers within the customer's segment;
+- ``item_cf``: item-item cosine on the IDF-weighted purchase matrix (top-k neighbours);
+- ``user_cf``: cosine k-nearest customers (IDF-weighted rows);
+- ``content``: TF-IDF over name, category, description and tags; the customer's profile is
+  the sum of the products they bought, scored through each product's nearest text
+  neighbours;
+- ``category``: the customer's share of products bought in the product's category.
+
+``algorithm="auto"`` learns a blend: a logistic regression on the per-customer normalised
+scores, trained on a validation window inside the training history (fit as of
+``as_of - horizon_days``, labels from the following ``horizon_days``), and kept only if it
+beats every single scorer on a held-out half of the validation customers.
+Replenishment uses :mod:`ml.pipelines.recommend_reorder`, chosen the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ml.pipelines.recommend_history import (
+    History,
+    as_of_day,
+    build_history,
+    lookup,
+    text_similarity,
+    top_k_per_row,
+)
+from ml.pipelines.recommend_reorder import (
+    REORDER_FEATURES,
+    due_score,
+    not_due,
+    reorder_frame,
+    reorder_labels,
+    reorder_reason,
+    repeat_buy_score,
+)
+
+POPULAR = ("popularity", "popularity_recent", "segment")
+PERSONAL = ("item_cf", "user_cf", "content", "category")
+ALGORITHMS = POPULAR + PERSONAL
+REORDER_ALGORITHMS = ("reorder_lr", "reorder_hgb", "repeat_buy", "due")
+# Weights tried for a scorer added to the blend, relative to the first scorer's 1.0:
+# a coarse log grid, so the search stays a few dozen evaluations.
+BLEND_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+# Dense per-chunk score blocks are chunk x products float32; ~4M cells (16 MB) per block
+# keeps a handful of blocks well under 200 MB whatever the catalogue size.
+CHUNK_CELLS = 4_000_000
+
+
+class Recommender:
+    """Cross-sell and replenishment suggestions with reasons, as of a date.
+
+    Parameters
+    ----------
+    algorithm : "auto" (learned blend, chosen on a validation window) or one of ALGORITHMS.
+    n : suggestions per customer and kind.
+    horizon_days : the window the suggestions are for, and the validation window's length.
+    max_per_category : at most this many suggestions from one category (None: no cap).
+    random_state : seeds the validation split, the neighbour pool and the models.
+    min_history : customers with fewer distinct products bought get popularity ("popular").
+    user_neighbours, item_neighbours, text_neighbours : k of the nearest-neighbour scorers.
+    user_pool_cells : cap on customers x neighbour-pool similarity cells per fit; above it
+        user_cf looks for neighbours in a seeded sample of customers (speed on big bases).
+    max_validation_customers : validation customers sampled (seeded) to learn the blend.
+    recent_days : the "recent" popularity window.
+    """
+
+    def __init__(self, algorithm="auto", n=10, horizon_days=90, max_per_category=3,
+                 random_state=0, min_history=1, user_neighbours=50, item_neighbours=100,
+                 text_neighbours=50, user_pool_cells=100_000_000, max_validation_customers=4_000,
+                 recent_days=30):
+        self.algorithm = algorithm
+        self.n = n
+        self.horizon_days = horizon_days
+        self.max_per_category = max_per_category
+        self.random_state = random_state
+        self.min_history = min_history
+        self.user_neighbours = user_neighbours
+        self.item_neighbours = item_neighbours
+        self.text_neighbours = text_neighbours
+        self.user_pool_cells = user_pool_cells
+        self.max_validation_customers = max_validation_customers
+        self.recent_days = recent_days
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, interactions, products, as_of, segments=None) -> Recommender:
+        """Learn from rows on or before ``as_of`` (see the module docstring for columns).
+
+        Sets ``history_`` (sparse state as of as_of), ``candidates_`` (algorithm ->
+        validation metrics, cross-sell in "new" mode and reorder in "any" mode),
+        ``chosen_`` (an algorithm name or {"blend": weights}), ``reorder_chosen_`` and
+        ``reorder_model_``.
+        """
+        if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be 'auto' or one of {ALGORITHMS}")
+        as_of = as_of_day(as_of)
+        self.as_of_ = as_of
+        self.candidates_ = {}
+        self.reorder_model_ = None
+        self.reorder_chosen_ = "repeat_buy"
+        self.chosen_ = self.algorithm if self.algorithm != "auto" else "popularity"
+        cut = as_of - pd.Timedelta(days=self.horizon_days)
+        validation = _validation_window(interactions, cut, as_of)
+        if validation is not None:
+            val_history = self._history(interactions, products, cut, segments, cobuyers=False)
+            self._fit_on_validation(val_history, validation)
+        self.history_ = self._history(interactions, products, as_of, segments)
+        self.scorer_ = _Scorer(self.history_, self._scorer_params())
+        self._text_cache = None
+        return self
+
+    def _history(self, interactions, products, as_of, segments, cobuyers=True) -> History:
+        # The text neighbours depend on the catalogue only: computed once per fit.
+        if getattr(self, "_text_cache", None) is None or self._text_cache[0] is not products:
+            self._text_cache = (products, text_similarity(products.sort_values("product_id", kind="stable"),
+                                                          self.text_neighbours))
+        return build_history(interactions, products, as_of, segments, self.recent_days,
+                             self.item_neighbours, text_sim=self._text_cache[1], cobuyers=cobuyers)
+
+    def _scorer_params(self) -> dict:
+        return {"user_neighbours": self.user_neighbours, "user_pool_cells": self.user_pool_cells,
+                "random_state": self.random_state}
+
+    def _fit_on_validation(self, history: History, window: pd.DataFrame) -> None:
+        """Choose the cross-sell blend and the reorder model on the validation window."""
+        rng = np.random.default_rng(self.random_state)
+        truth_any = _truth_matrix(history, window)
+        truth_new = truth_any - truth_any.multiply(history.bought)
+        truth_new.eliminate_zeros()
+        scorer = _Scorer(history, self._scorer_params())
+        rows = np.flatnonzero(np.diff(truth_new.indptr) > 0)
+        rows = rows[np.diff(history.bought.indptr)[rows] > 0]
+        if len(rows) > self.max_validation_customers:
+            rows = np.sort(rng.choice(rows, self.max_validation_customers, replace=False))
+        if len(rows) >= 4:
+            half = rng.permutation(len(rows))
+            rows_a = np.sort(rows[half[: len(rows) // 2]])
+            rows_b = np.sort(rows[half[len(rows) // 2:]])
+            self._choose_blend(scorer, rows_a, rows_b, truth_new, rng)
+        self._choose_reorder(history, truth_any, rng)
+
+    def _choose_blend(self, scorer, rows_a, rows_b, truth_new, rng) -> None:
+        """Greedy forward search of blend weights on half A, checked on half B.
+
+        Start from the best single scorer, then repeatedly add the scorer and weight (from
+        a coarse grid) that most improves NDCG@n on A; stop when nothing improves it by
+        0.1%. The blend is kept only if it beats every single scorer on B.
+        """
+        names = scorer.available()
+        table_a = _candidate_table(scorer, rows_a, truth_new, names)
+        table_b = _candidate_table(scorer, rows_b, truth_new, names)
+
+        def ndcg(table, weights):
+            return _table_metrics(table, weights, self.n, self.max_per_category, scorer.n_products)
+
+        on_a = {a: ndcg(table_a, {a: 1.0})["ndcg"] for a in names}
+        weights = {max(names, key=on_a.get): 1.0}
+        best = max(on_a.values())
+        while len(weights) < len(names):
+            trial = None
+            for a in names:
+                if a in weights:
+                    continue
+                for w in BLEND_GRID:
+                    m = ndcg(table_a, {**weights, a: w})["ndcg"]
+                    if m > best * 1.001 and (trial is None or m > trial[0]):
+                        trial = (m, a, w)
+            if trial is None:
+                break
+            best, a, w = trial
+            weights[a] = w
+        # One refinement pass: the grid is coarse, nudge each added weight up or down.
+        for a in list(weights)[1:]:
+            for factor in (0.5, 0.7, 1.4, 2.0):
+                m = ndcg(table_a, {**weights, a: weights[a] * factor})["ndcg"]
+                if m > best * 1.001:
+                    best, weights[a] = m, weights[a] * factor
+        for a in names:
+            self.candidates_[a] = ndcg(table_b, {a: 1.0})
+        self.candidates_["blend"] = ndcg(table_b, weights)
+        self.blend_weights_ = dict(weights)
+        if self.algorithm != "auto":
+            return
+        best_single = max(names, key=lambda a: self.candidates_[a]["ndcg"])
+        if len(weights) > 1 and self.candidates_["blend"]["ndcg"] > self.candidates_[best_single]["ndcg"]:
+            self.chosen_ = {"blend": dict(weights)}
+        else:
+            self.chosen_ = best_single
+
+    def _choose_reorder(self, history: History, truth_any: sp.csr_matrix, rng) -> None:
+        frame = reorder_frame(history, self.horizon_days)
+        if frame.empty:
+            return
+        frame["label"] = reorder_labels(frame, truth_any)
+        scored = np.flatnonzero(np.diff(truth_any.indptr) > 0)
+        customers = np.unique(frame["row"].to_numpy())
+        in_a = rng.random(history.bought.shape[0]) < 0.5
+        train = frame.loc[in_a[frame["row"].to_numpy()]]
+        test_rows = np.intersect1d(scored, customers[~in_a[customers]])
+        if len(test_rows) > self.max_validation_customers:
+            test_rows = np.sort(rng.choice(test_rows, self.max_validation_customers, replace=False))
+        test = frame.loc[np.isin(frame["row"].to_numpy(), test_rows)]
+        del frame
+        if len(test_rows) == 0 or train["label"].nunique() < 2:
+            return
+        # 50k pairs are plenty for 16 features and keep the fit to a few seconds.
+        if len(train) > 50_000:
+            train = train.sample(50_000, random_state=self.random_state)
+        x_train = train[list(REORDER_FEATURES)].fillna(-1.0).to_numpy()
+        x_test = test[list(REORDER_FEATURES)].fillna(-1.0).to_numpy()
+        models = {
+            "reorder_lr": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+            # Small trees and big leaves: a few thousand positives in a typical window.
+            "reorder_hgb": HistGradientBoostingClassifier(
+                max_iter=30, learning_rate=0.15, max_leaf_nodes=15, min_samples_leaf=50,
+                random_state=self.random_state),
+        }
+        scores = {}
+        for name, model in models.items():
+            model.fit(x_train, train["label"].to_numpy())
+            scores[name] = model.predict_proba(x_test)[:, 1]
+        scores["repeat_buy"] = repeat_buy_score(test)
+        scores["due"] = due_score(test, self.horizon_days)
+        for name, score in scores.items():
+            lists = _frame_top_n(test, score, test_rows, self.n, history.category_code,
+                                 self.max_per_category, history.active, self.horizon_days)
+            self.candidates_[name] = ranking_metrics(lists, truth_any[test_rows], self.n,
+                                                     history.n_products)
+        best = max(REORDER_ALGORITHMS, key=lambda a: self.candidates_[a]["ndcg"])
+        # Boosting must earn its cost (ten times the prediction time): within 2% of the
+        # logistic model on validation, the logistic model is kept.
+        if best == "reorder_hgb" and self.candidates_["reorder_hgb"]["ndcg"] < 1.02 * self.candidates_["reorder_lr"]["ndcg"]:
+            best = "reorder_lr"
+        self.reorder_chosen_ = best
+        self.reorder_model_ = models.get(best)
+
+    # ------------------------------------------------------------ suggest
+    def recommend(self, customer_ids=None) -> pd.DataFrame:
+        """Both kinds for the given customers (default: every customer with a purchase).
+
+        Columns: customer_id, kind ("recommendation" | "reorder"), rank (1..n),
+        product_id, score, reason, evidence (JSON-able dict), basis ("personal" |
+        "popular"). Customers without history get popular products, basis "popular".
+        """
+        return self.suggest_all(customer_ids, n_prospects=0)["recommendations"]
+
+    def suggest_all(self, customer_ids=None, n_prospects=20, n_similar=10) -> dict:
+        """recommendations (as ``recommend``), prospects and similar products in one pass."""
+        h = self.history_
+        if customer_ids is None:
+            customer_ids = h.customer_ids
+        customer_ids = np.asarray(customer_ids, dtype=np.int64)
+        rows = pd.Index(h.customer_ids).get_indexer(customer_ids)
+        known = rows >= 0
+        personal = known & (np.diff(h.bought.indptr)[np.maximum(rows, 0)] >= self.min_history)
+        thin = known & ~personal
+        # Reorder first: its transient pair frame then does not sit on top of the
+        # cross-sell output (peak memory).
+        reorder = self._reorder(customer_ids[known], rows[known])
+        cross = self._cross_sell(customer_ids[personal], rows[personal], n_prospects)
+        parts = [cross["recommendations"], self._cold(customer_ids[~known]), reorder]
+        if thin.any():  # a little history: popular products, minus what they bought
+            popular = {a: 1.0 for a in POPULAR if a in self.scorer_.available()}
+            parts.append(self._cross_sell(customer_ids[thin], rows[thin], 0, weights=popular)["recommendations"])
+        frame = pd.concat(parts, ignore_index=True)
+        frame = frame[["customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis"]]
+        out = {"recommendations": frame}
+        if n_prospects:
+            out["prospects"] = cross["prospects"]
+        if n_similar:
+            out["similar_products"] = self.similar_products(n_similar)
+        return out
+
+    def prospects(self, n=20) -> pd.DataFrame:
+        """Per product, the customers who have not bought it and are most likely to.
+
+        Columns: product_id, rank, customer_id, score, reason.
+        """
+        h = self.history_
+        rows = np.arange(len(h.customer_ids))
+        rows = rows[np.diff(h.bought.indptr) >= self.min_history]
+        return self._cross_sell(h.customer_ids[rows], rows, n, lists=False)["prospects"]
+
+    def _weights(self) -> dict:
+        chosen = self.chosen_
+        if isinstance(chosen, dict):
+            return chosen["blend"]
+        return {chosen: 1.0}
+
+    def _cross_sell(self, customer_ids, rows, n_prospects, lists=True, weights=None) -> dict:
+        scorer, h = self.scorer_, self.history_
+        weights = weights or self._weights()
+        names = tuple(a for a in weights if a in scorer.available())
+        if not names:  # e.g. "content" asked for a catalogue without text
+            weights, names = {"popularity": 1.0}, ("popularity",)
+        weights = {a: weights[a] for a in names}
+        parts, pool = [], []
+        n_p = scorer.n_products
+        for idx in _chunks(np.arange(len(rows)), scorer.chunk_rows):
+            chunk = rows[idx]
+            block = scorer.features(chunk, names)
+            score = np.zeros((len(chunk), n_p), np.float32)
+            for a in names:
+                score += np.float32(weights[a]) * block[a]
+            score[scorer.excluded(chunk)] = -np.inf
+            top, cand, cand_val = _top_n(score, self.n, h.category_code, self.max_per_category,
+                                         candidates=True)
+            if lists:
+                r, k = np.nonzero(top >= 0)
+                c = top[r, k]
+                parts.append(pd.DataFrame({
+                    "row": chunk[r], "customer_id": customer_ids[idx][r], "rank": k + 1,
+                    "col": c, "score": score[r, c].astype(float),
+                    "alg": _reason_algorithm(block, weights, names, r, c),
+                }))
+            if n_prospects:
+                # Prospects come from each customer's best ~50 products: a customer is
+                # pitched a product that ranks high for them, not one that merely beats
+                # other customers' weak scores.
+                r, k = np.nonzero(np.isfinite(cand_val))
+                c = cand[r, k]
+                pool.append((chunk[r].astype(np.int32), c.astype(np.int32), cand_val[r, k],
+                             _reason_algorithm(block, weights, names, r, c).astype(np.int8)))
+        out = {}
+        if lists:
+            frame = pd.concat(parts, ignore_index=True) if parts else _empty_pairs()
+            reasons, evidence, basis = self._explain(frame["row"].to_numpy(), frame["col"].to_numpy(),
+                                                     frame["alg"].to_numpy())
+            out["recommendations"] = pd.DataFrame({
+                "customer_id": frame["customer_id"].to_numpy(np.int64), "kind": _obj("recommendation", len(frame)),
+                "rank": frame["rank"].to_numpy(np.int64), "product_id": h.product_ids[frame["col"].to_numpy()],
+                "score": frame["score"].to_numpy(float), "reason": _obj(reasons), "evidence": _obj(evidence),
+                "basis": _obj(basis),
+            })
+        if n_prospects:
+            r, c, v, alg = (np.concatenate(x) for x in zip(*pool)) if pool else (np.zeros(0, np.int64),) * 4
+            order = np.lexsort((-v, c))
+            r, c, v, alg = r[order], c[order], v[order], alg[order]
+            first = np.searchsorted(c, c, side="left")
+            rank = np.arange(len(c)) - first
+            keep = (rank < n_prospects) & h.active[c] if len(c) else np.zeros(0, bool)
+            r, c, v, alg, rank = (x[keep] for x in (r, c, v, alg, rank))
+            reasons, evidence, _ = self._explain(r.astype(np.int64), c.astype(np.int64), alg.astype(np.int64))
+            out["prospects"] = pd.DataFrame({
+                "product_id": h.product_ids[c], "rank": rank.astype(np.int64) + 1,
+                "customer_id": h.customer_ids[r], "score": v.astype(float),
+                "reason": _obj(reasons), "evidence": _obj(evidence),
+            })
+        return out
+
+    def _cold(self, customer_ids) -> pd.DataFrame:
+        """Popular products (overall, recent, the customer's segment) for the unknown."""
+        h, scorer = self.history_, self.scorer_
+        if len(customer_ids) == 0:
+            return _empty_frame()
+        seg = np.array([h.segment_of.get(int(c), -1) for c in customer_ids], np.int64)
+        frames = []
+        for s in np.unique(seg):
+            parts = {"popularity": scorer.popularity, "popularity_recent": scorer.popularity_recent}
+            if s >= 0:
+                parts["segment"] = scorer.segment_norm[s]
+            score = sum(parts.values()) / len(parts)
+            score = np.where(h.active, score, -np.inf)[None, :].astype(np.float32)
+            top = _top_n(score, self.n, h.category_code, self.max_per_category)[0]
+            top = top[top >= 0]
+            contrib = np.column_stack([parts[a][top] for a in parts])
+            alg_names = list(parts)
+            alg = np.array([ALGORITHMS.index(alg_names[i]) for i in contrib.argmax(axis=1)])
+            reasons, evidence, _ = self._explain(np.full(len(top), -1), top, alg, segment=s)
+            ids = customer_ids[seg == s]
+            frames.append(pd.DataFrame({
+                "customer_id": np.repeat(ids, len(top)), "kind": _obj("recommendation", len(ids) * len(top)),
+                "rank": np.tile(np.arange(1, len(top) + 1), len(ids)),
+                "product_id": np.tile(h.product_ids[top], len(ids)),
+                "score": np.tile(score[0, top].astype(float), len(ids)),
+                "reason": _obj(np.tile(np.array(reasons, dtype=object), len(ids))),
+                "evidence": _obj(np.tile(np.array(evidence, dtype=object), len(ids))),
+                "basis": _obj("popular", len(ids) * len(top)),
+            }))
+        return pd.concat(frames, ignore_index=True)
+
+    def reorder_scores(self, rows=None) -> pd.DataFrame:
+        """The reorder frame as of as_of (see ``reorder_frame``) with a ``score`` column:
+        the chosen model's P(bought again within horizon_days), or its rule's score."""
+        frame = self._reorder_pairs(rows)
+        return frame.assign(score=self._reorder_score(frame))
+
+    def _reorder_pairs(self, rows=None) -> pd.DataFrame:
+        frame = reorder_frame(self.history_, self.horizon_days)
+        if rows is not None:
+            frame = frame.loc[np.isin(frame["row"].to_numpy(), rows)]
+        return frame
+
+    def _reorder_score(self, frame) -> np.ndarray:
+        if self.reorder_model_ is not None and len(frame):
+            score = np.empty(len(frame))
+            # Predict in slices: the feature matrix of every pair at once is a big copy.
+            for start in range(0, len(frame), 200_000):
+                part = frame.iloc[start:start + 200_000]
+                x = part[list(REORDER_FEATURES)].fillna(-1.0).to_numpy()
+                score[start:start + len(part)] = self.reorder_model_.predict_proba(x)[:, 1]
+            return score
+        if self.reorder_chosen_ == "due":
+            return due_score(frame, self.horizon_days)
+        return repeat_buy_score(frame)
+
+    def _reorder(self, customer_ids, rows) -> pd.DataFrame:
+        h = self.history_
+        if len(rows) == 0:
+            return _empty_frame()
+        frame = self._reorder_pairs(rows if len(rows) < len(h.customer_ids) else None)
+        score = self._reorder_score(frame)
+        r, c = frame["row"].to_numpy(), frame["col"].to_numpy()
+        keep = np.flatnonzero(~(lookup(h.blocked, r, c) > 0) & h.active[c] & ~not_due(frame, self.horizon_days))
+        # Rank a slim (row, col, score) frame, then fetch the reason columns of the winners:
+        # sorting the full feature frame of every pair costs memory for nothing.
+        slim = pd.DataFrame({"row": r[keep], "col": c[keep], "at": keep})
+        ranked = _rank_frame(slim, score[keep], self.n, h.category_code, self.max_per_category)
+        at = ranked["at"].to_numpy()
+        frame = frame.iloc[at][["row", "col", "days", "since_last", "own_interval", "product_cycle",
+                                "product_repeat_rate"]]
+        reasons, evidence = reorder_reason(frame)
+        id_of_row = pd.Series(customer_ids, index=rows)
+        return pd.DataFrame({
+            "customer_id": id_of_row.reindex(frame["row"].to_numpy()).to_numpy(np.int64),
+            "kind": _obj("reorder", len(at)), "rank": ranked["rank"].to_numpy(np.int64),
+            "product_id": h.product_ids[frame["col"].to_numpy()],
+            "score": score[at].astype(float), "reason": _obj(reasons), "evidence": _obj(evidence),
+            "basis": _obj("personal", len(at)),
+        })
+
+    def similar_products(self, n=10) -> pd.DataFrame:
+        """Per product, the active products bought with it (co-purchase cosine), then the
+        closest by text when few customers bought both. Columns: product_id, rank,
+        similar_product_id, score, reason (and evidence)."""
+        h = self.history_
+        # Text counts a tenth of co-purchase: it orders products nobody bought together yet.
+        combined = (h.item_sim + 0.1 * h.text_sim).tocsr()
+        combined = combined @ sp.diags(h.active.astype(np.float32))
+        combined.eliminate_zeros()
+        top = top_k_per_row(combined, n).tocoo()
+        frame = pd.DataFrame({"src": top.row, "dst": top.col, "score": top.data.astype(float)})
+        frame = frame.sort_values(["src", "score"], ascending=[True, False], kind="stable")
+        frame["rank"] = frame.groupby("src").cumcount() + 1
+        co = lookup(h.item_cobuyers, frame["src"].to_numpy(), frame["dst"].to_numpy())
+        text = lookup(h.text_sim, frame["src"].to_numpy(), frame["dst"].to_numpy())
+        reasons, evidence = [], []
+        for src, dst, n_co, t in zip(frame["src"].to_numpy(), frame["dst"].to_numpy(), co, text):
+            if n_co > 0:
+                reasons.append(f"Bought together with {h.names[src]} by {int(n_co)} customers")
+                evidence.append({"co_buyers": int(n_co)})
+            else:
+                reasons.append(_text_reason(h, src, dst))
+                evidence.append({"text_similarity": round(float(t), 4)})
+        return pd.DataFrame({
+            "product_id": h.product_ids[frame["src"].to_numpy()], "rank": frame["rank"].to_numpy(np.int64),
+            "similar_product_id": h.product_ids[frame["dst"].to_numpy()],
+            "score": frame["score"].to_numpy(float), "reason": _obj(reasons), "evidence": _obj(evidence),
+        })
+
+    # ------------------------------------------------------------ reasons
+    def _explain(self, rows, cols, algs, segment=None) -> tuple[list, list, list]:
+        """Words, evidence and basis for (customer row, product column) pairs.
+
+        ``algs`` holds the index (in ALGORITHMS) of the scorer that contributed most.
+        """
+        h, scorer = self.history_, self.scorer_
+        n = len(rows)
+        reasons = [""] * n
+        evidence = [None] * n
+        basis = ["personal"] * n
+        algs = np.asarray(algs)
+        # Equal reasons share one string and one evidence dict (memory on big bases);
+        # the dicts are read-only for callers.
+        memo = {}
+        anchor = {}
+        for name, sim in (("item_cf", h.item_sim), ("content", h.text_sim)):
+            sel = np.flatnonzero(algs == ALGORITHMS.index(name))
+            if len(sel):
+                anchor[name] = (sel, *_best_anchor(h.bought, sim, rows[sel], cols[sel]))
+        if "item_cf" in anchor:
+            sel, src, _ = anchor["item_cf"]
+            co = lookup(h.item_cobuyers, np.maximum(src, 0), cols[sel]).astype(np.int64).tolist()
+            pids = h.product_ids[np.maximum(src, 0)].tolist()
+            for i, s, c, pid in zip(sel.tolist(), src.tolist(), co, pids):
+                if s < 0:
+                    continue
+                hit = memo.get(("item_cf", s, c))
+                if hit is None:
+                    hit = memo[("item_cf", s, c)] = (
+                        f"Customers who buy {h.names[s]} also buy this ({c} of them)",
+                        {"algorithm": "item_cf", "because_of_product_id": pid, "co_buyers": c})
+                reasons[i], evidence[i] = hit
+        if "content" in anchor:
+            sel, src, sims = anchor["content"]
+            last = pd.DatetimeIndex(lookup_last(h, rows[sel], np.maximum(src, 0)).astype("datetime64[D]"))
+            months = last.strftime("%B %Y").tolist()
+            days = last.strftime("%Y-%m-%d").tolist()
+            pids = h.product_ids[np.maximum(src, 0)].tolist()
+            for i, s, m, d, t, pid in zip(sel.tolist(), src.tolist(), months, days,
+                                          np.round(sims, 4).tolist(), pids):
+                if s < 0:
+                    continue
+                hit = memo.get(("content", s, d, t))
+                if hit is None:
+                    hit = memo[("content", s, d, t)] = (
+                        f"Similar to {h.names[s]}, which you bought in {m}",
+                        {"algorithm": "content", "because_of_product_id": pid, "bought_on": d,
+                         "text_similarity": t})
+                reasons[i], evidence[i] = hit
+        user_sel = np.flatnonzero(algs == ALGORITHMS.index("user_cf"))
+        if len(user_sel):
+            counts = scorer.neighbour_buyers(rows[user_sel], cols[user_sel]).tolist()
+            k_users = scorer.k_users
+            for i, c in zip(user_sel.tolist(), counts):
+                hit = memo.get(("user_cf", c))
+                if hit is None:
+                    hit = memo[("user_cf", c)] = (
+                        f"{c} of the {k_users} customers whose purchases are most like yours bought this",
+                        {"algorithm": "user_cf", "similar_customers_who_bought": c, "neighbours": k_users})
+                reasons[i], evidence[i] = hit
+        cat_sel = np.flatnonzero((algs == ALGORITHMS.index("category")) & (rows >= 0)
+                                 & (h.category_code[cols] >= 0))
+        if len(cat_sel):
+            codes = h.category_code[cols[cat_sel]]
+            counts = lookup(scorer.category_counts, rows[cat_sel], codes).astype(np.int64).tolist()
+            for i, code, k in zip(cat_sel.tolist(), codes.tolist(), counts):
+                hit = memo.get(("category", code, k))
+                if hit is None:
+                    cat = h.categories[code]
+                    hit = memo[("category", code, k)] = (
+                        f"You often buy {cat} ({k} products so far)",
+                        {"algorithm": "category", "category": str(cat), "products_bought_in_category": k})
+                reasons[i], evidence[i] = hit
+        rest = [i for i in range(n) if not reasons[i]]
+        recent_days = self.recent_days
+        for i in rest:
+            a = ALGORITHMS[algs[i]]
+            c = cols[i]
+            seg = segment if rows[i] < 0 else h.customer_segment[rows[i]]
+            basis[i] = "popular"
+            key = (a, c, seg if a == "segment" else None)
+            if key in memo:
+                reasons[i], evidence[i] = memo[key]
+                continue
+            if a == "segment" and seg is not None and seg >= 0:
+                name = h.segment_names[seg]
+                k = int(h.segment_buyers[seg, c])
+                reasons[i] = f"Popular with {name} ({k} of them bought it)"
+                evidence[i] = {"algorithm": "segment", "segment": str(name), "segment_buyers": k}
+            elif a == "popularity_recent":
+                k = int(h.recent_buyers[c])
+                reasons[i] = f"Popular right now: {k} customers bought it in the last {recent_days} days"
+                evidence[i] = {"algorithm": "popularity_recent", "recent_buyers": k, "days": recent_days}
+            else:
+                k = int(h.buyers[c])
+                reasons[i] = f"A best seller: bought by {k} customers"
+                evidence[i] = {"algorithm": "popularity", "buyers": k}
+            memo[key] = (reasons[i], evidence[i])
+        return reasons, evidence, basis
+
+
+# ---------------------------------------------------------------------- scorers
+class _Scorer:
+    """Per-chunk score blocks (rows x products, float32, each row scaled to max 1)."""
+
+    def __init__(self, history: History, params: dict):
+        h = self.history = history
+        self.n_products = h.n_products
+        n_customers = h.bought.shape[0]
+        self.chunk_rows = int(max(64, min(4096, CHUNK_CELLS // max(self.n_products, 1))))
+        self.popularity = _scale(np.log1p(h.buyers)).astype(np.float32)
+        self.popularity_recent = _scale(np.log1p(h.recent_buyers) + 1e-3 * np.log1p(h.buyers)).astype(np.float32)
+        self.segment_norm = None
+        if h.segment_buyers is not None and len(h.segment_buyers):
+            seg = np.log1p(h.segment_buyers)
+            self.segment_norm = (seg / np.maximum(seg.max(axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        # Customers' rows weighted by product IDF then L2-normalised: sharing a rare product
+        # says more about two customers' tastes than sharing milk.
+        idf = np.log1p(n_customers / np.maximum(h.buyers, 1.0)).astype(np.float32)
+        x = (h.bought @ sp.diags(idf)).tocsr()
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        self.user_x = (sp.diags((1.0 / norms).astype(np.float32)) @ x).tocsr()
+        self.k_users = int(params["user_neighbours"])
+        pool_size = int(min(n_customers, max(self.k_users + 1, params["user_pool_cells"] // max(n_customers, 1))))
+        rng = np.random.default_rng(params["random_state"])
+        self.pool = np.arange(n_customers) if pool_size >= n_customers else np.sort(
+            rng.choice(n_customers, pool_size, replace=False))
+        self.pool_pos = np.full(n_customers, -1, np.int64)
+        self.pool_pos[self.pool] = np.arange(len(self.pool))
+        self.pool_xt = self.user_x[self.pool].T.tocsr()
+        self.pool_bought = h.bought[self.pool].tocsr()
+        self._pool_keys = None
+        cats = h.category_code
+        has = cats >= 0
+        n_cat = int(cats.max(initial=-1)) + 1
+        onehot = sp.csr_matrix((np.ones(has.sum(), np.float32), (np.flatnonzero(has), cats[has])),
+                               shape=(self.n_products, max(n_cat, 1)))
+        self.category_counts = (h.bought @ onehot).tocsr()
+        self._neighbours = {}
+
+    def available(self) -> tuple:
+        names = ["popularity", "popularity_recent"]
+        if self.segment_norm is not None:
+            names.append("segment")
+        names += ["item_cf", "user_cf"]
+        if self.history.text_sim.nnz:
+            names.append("content")
+        if self.category_counts.nnz:
+            names.append("category")
+        return tuple(names)
+
+    def excluded(self, rows) -> np.ndarray:
+        """Bought before, refunded (and not bought again) or inactive: never suggested."""
+        h = self.history
+        out = (h.bought[rows] + h.blocked[rows]).toarray() > 0
+        out |= ~h.active[None, :]
+        return out
+
+    def blend(self, rows, weights: dict) -> np.ndarray:
+        block = self.features(rows, tuple(weights))
+        score = np.zeros((len(rows), self.n_products), np.float32)
+        for a, w in weights.items():
+            score += np.float32(w) * block[a]
+        return score
+
+    def features(self, rows, names) -> dict:
+        h = self.history
+        out = {}
+        for a in names:
+            if a == "popularity":
+                out[a] = np.broadcast_to(self.popularity, (len(rows), self.n_products))
+            elif a == "popularity_recent":
+                out[a] = np.broadcast_to(self.popularity_recent, (len(rows), self.n_products))
+            elif a == "segment":
+                seg = h.customer_segment[rows]
+                block = self.segment_norm[np.maximum(seg, 0)].copy()
+                block[seg < 0] = 0.0
+                out[a] = block
+            elif a == "item_cf":
+                out[a] = _row_scale((h.bought[rows] @ h.item_sim).toarray())
+            elif a == "content":
+                out[a] = _row_scale((h.bought[rows] @ h.text_sim).toarray())
+            elif a == "user_cf":
+                out[a] = _row_scale((self._neighbour_matrix(rows) @ self.pool_bought).toarray())
+            elif a == "category":
+                counts = self.category_counts[rows].toarray()
+                share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+                block = share[:, np.maximum(h.category_code, 0)]
+                block[:, h.category_code < 0] = 0.0
+                out[a] = _row_scale(block)
+        return out
+
+    def _neighbour_matrix(self, rows) -> sp.csr_matrix:
+        """The k most similar pool customers of each row, as a sparse similarity matrix."""
+        sims = (self.user_x[rows] @ self.pool_xt).toarray()
+        own = self.pool_pos[rows]
+        sims[np.flatnonzero(own >= 0), own[own >= 0]] = 0.0
+        k = min(self.k_users, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(sims.shape[1]), (len(rows), 1))
+        val = np.take_along_axis(sims, top, 1)
+        r = np.repeat(np.arange(len(rows)), top.shape[1])
+        keep = val.ravel() > 0
+        return sp.csr_matrix((val.ravel()[keep], (r[keep], top.ravel()[keep])), shape=(len(rows), sims.shape[1]))
+
+    def neighbour_buyers(self, rows, cols) -> np.ndarray:
+        """How many of the row's nearest customers bought the product (for the reason)."""
+        out = np.zeros(len(rows), np.int64)
+        if self._pool_keys is None:
+            pb = self.pool_bought
+            self._pool_keys = np.repeat(np.arange(pb.shape[0], dtype=np.int64), np.diff(pb.indptr)) * pb.shape[1] + pb.indices
+        for start in range(0, len(rows), 2048):
+            r, c = rows[start:start + 2048], cols[start:start + 2048]
+            nb = self._neighbour_matrix(r).tocsr()
+            nr = np.repeat(np.arange(len(r)), np.diff(nb.indptr))
+            hit = lookup(self.pool_bought, nb.indices, c[nr], self._pool_keys) > 0
+            out[start:start + len(r)] = np.bincount(nr[hit], minlength=len(r))
+        return out
+
+
+
+# ---------------------------------------------------------------------- helpers
+def _scale(v: np.ndarray) -> np.ndarray:
+    m = v.max(initial=0.0)
+    return v / m if m > 0 else v
+
+
+def _row_scale(block: np.ndarray) -> np.ndarray:
+    """Each row to max 1, so scorers with different units can be blended per customer."""
+    block = block.astype(np.float32, copy=False)
+    m = block.max(axis=1, keepdims=True)
+    np.divide(block, m, out=block, where=m > 0)
+    return block
+
+
+def _chunks(values, size):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _top_cols(score: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, score.shape[1])
+    return np.argpartition(-score, k - 1, axis=1)[:, :k]
+
+
+def _top_n(score: np.ndarray, n: int, category: np.ndarray, cap, candidates=False):
+    """Best n columns per row, best first, at most ``cap`` per category; -1 pads.
+
+    Looks at the best ``max(5n, n + 40)`` only: enough to fill n under a cap of 1-3.
+    ``candidates=True`` also returns those (columns, scores), best first.
+    """
+    rows, n_cols = score.shape
+    m = min(n_cols, max(5 * n, n + 40))
+    if m < n_cols:
+        # On the negated block: numpy's introselect is far slower when many tied zeros sit
+        # at the partition point, which the "largest last" form of the call hits.
+        part = np.argpartition(-score, m - 1, axis=1)[:, :m]
+    else:
+        part = np.tile(np.arange(n_cols), (rows, 1))
+    val = np.take_along_axis(score, part, 1)
+    order = np.argsort(-val, axis=1, kind="stable")
+    part = np.take_along_axis(part, order, 1)
+    val = np.take_along_axis(val, order, 1)
+    valid = np.isfinite(val)
+    if cap is not None:
+        cat = category[part] if category.ndim == 1 else np.take_along_axis(category, part, 1)
+        key = (np.arange(rows)[:, None] * (category.max(initial=0) + 2) + cat + 1).ravel()
+        o = np.argsort(key, kind="stable")
+        ks = key[o]
+        start = np.r_[True, ks[1:] != ks[:-1]]
+        idx = np.arange(len(ks))
+        seen = np.empty(len(ks), np.int64)
+        seen[o] = idx - np.maximum.accumulate(np.where(start, idx, 0))
+        valid &= (seen.reshape(rows, m) < cap) | (cat < 0)
+    pos = np.cumsum(valid, axis=1) - 1
+    keep = valid & (pos < n)
+    out = np.full((rows, n), -1, np.int64)
+    r, c = np.nonzero(keep)
+    out[r, pos[r, c]] = part[r, c]
+    if candidates:
+        return out, part, val
+    return out
+
+
+def _candidate_table(scorer, rows, truth, names, width=50) -> dict:
+    """Each customer's candidates: the union of every scorer's top ``width`` products.
+
+    Returns customers x W arrays (W = width x scorers): product columns, per-scorer
+    features, an invalid mask (duplicates, excluded products), labels from ``truth``, and
+    the size of each customer's truth. A blend of these scorers with positive weights
+    takes its top 10 from this union, so weights can be searched without rescoring.
+    """
+    parts = {"cols": [], "invalid": [], "labels": [], "n_truth": [], "feats": {a: [] for a in names}}
+    for chunk in _chunks(rows, scorer.chunk_rows):
+        block = scorer.features(chunk, names)
+        excluded = scorer.excluded(chunk)
+        cand = np.concatenate([_top_cols(np.where(excluded, -np.inf, block[a]), width) for a in names], axis=1)
+        cand.sort(axis=1)
+        invalid = np.zeros(cand.shape, bool)
+        invalid[:, 1:] = cand[:, 1:] == cand[:, :-1]
+        invalid |= np.take_along_axis(excluded, cand, 1)
+        r = np.repeat(chunk, cand.shape[1])
+        parts["labels"].append((lookup(truth, r, cand.ravel()) > 0).reshape(cand.shape))
+        parts["cols"].append(cand)
+        parts["invalid"].append(invalid)
+        parts["n_truth"].append(np.diff(truth.indptr)[chunk])
+        for a in names:
+            parts["feats"][a].append(np.take_along_axis(np.broadcast_to(block[a], excluded.shape), cand, 1))
+    table = {k: np.concatenate(v) for k, v in parts.items() if k != "feats"}
+    table["feats"] = {a: np.concatenate(v) for a, v in parts["feats"].items()}
+    table["category"] = scorer.history.category_code[table["cols"]]
+    return table
+
+
+def _table_metrics(table, weights, n, cap, n_products) -> dict:
+    """Metrics of the blend ``weights`` over a candidate table (see ``_candidate_table``)."""
+    score = np.zeros(table["cols"].shape, np.float32)
+    for a, w in weights.items():
+        score += np.float32(w) * table["feats"][a]
+    score[table["invalid"]] = -np.inf
+    pos = _top_n(score, n, table["category"], cap)
+    ok = pos >= 0
+    safe = np.maximum(pos, 0)
+    hits = np.take_along_axis(table["labels"], safe, 1) & ok
+    cols = np.take_along_axis(table["cols"], safe, 1)[ok]
+    return _metrics_from_hits(hits, table["n_truth"], n, len(np.unique(cols)), n_products)
+
+
+def _metrics_from_hits(hits, n_truth, k, n_recommended, catalogue_size) -> dict:
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (hits * disc[: hits.shape[1]]).sum(axis=1)
+    ok = n_truth > 0
+    ideal = np.cumsum(disc)[np.clip(n_truth, 1, k) - 1]
+    return {
+        "precision": float((hits.sum(axis=1) / k).mean()),
+        "recall": float(np.where(ok, hits.sum(axis=1) / np.maximum(n_truth, 1), 0).mean()),
+        "ndcg": float(np.where(ok, dcg / ideal, 0).mean()),
+        "hit_rate": float(hits.any(axis=1).mean()),
+        "coverage": float(n_recommended / max(catalogue_size, 1)),
+        "customers": int(len(hits)),
+    }
+
+
+def _rank_frame(frame, score, n, category, cap) -> pd.DataFrame:
+    """Top n rows of a (row, col) frame per customer row, best first, category-capped."""
+    frame = frame.assign(score=score)
+    frame = frame.sort_values(["row", "score"], ascending=[True, False], kind="stable")
+    if cap is not None:
+        cat = category[frame["col"].to_numpy()]
+        seen = frame.groupby([frame["row"].to_numpy(), cat]).cumcount().to_numpy()
+        frame = frame.loc[(seen < cap) | (cat < 0)]
+    frame = frame.assign(rank=frame.groupby("row").cumcount() + 1)
+    return frame.loc[frame["rank"] <= n]
+
+
+def _frame_top_n(frame, score, rows, n, category, cap, active, horizon_days=None) -> np.ndarray:
+    """Reorder lists (rows x n product columns, -1 padding) for the given customer rows."""
+    ok = active[frame["col"].to_numpy()]
+    if horizon_days is not None:
+        ok &= ~not_due(frame, horizon_days)
+    frame, score = frame.loc[ok], np.asarray(score)[ok]
+    ranked = _rank_frame(frame, score, n, category, cap)
+    out = np.full((len(rows), n), -1, np.int64)
+    pos = pd.Index(rows).get_indexer(ranked["row"].to_numpy())
+    ok = pos >= 0
+    out[pos[ok], ranked["rank"].to_numpy()[ok] - 1] = ranked["col"].to_numpy()[ok]
+    return out
+
+
+def _reason_algorithm(block, weights, names, r, c) -> np.ndarray:
+    """Index in ALGORITHMS of the scorer contributing most to each (r, c)."""
+    positive = [a for a in names if weights[a] > 0] or list(names)
+    contrib = np.column_stack([weights[a] * block[a][r, c] for a in positive]) if len(r) else np.zeros((0, 1))
+    best = contrib.argmax(axis=1) if len(r) else np.zeros(0, np.int64)
+    # A personal scorer with no signal for this pair should not be quoted as the reason.
+    idx = np.array([ALGORITHMS.index(a) for a in positive])
+    return idx[best]
+
+
+def _best_anchor(bought, sim, rows, cols):
+    """For each pair, the product the customer bought that is most similar to cols.
+
+    Looks up sim[i, col] for every product i the customer bought (a customer buys tens
+    of products; a popular target can have thousands of neighbours pointing at it, so the
+    search goes from the customer's side). Returns (anchor column or -1, its similarity).
+    """
+    src = np.full(len(rows), -1, np.int64)
+    best = np.zeros(len(rows))
+    sim_keys = np.repeat(np.arange(sim.shape[0], dtype=np.int64), np.diff(sim.indptr)) * sim.shape[1] + sim.indices
+    for start in range(0, len(rows), 50_000):
+        r, c = rows[start:start + 50_000], cols[start:start + 50_000]
+        sub = bought[r]
+        pr = np.repeat(np.arange(len(r)), np.diff(sub.indptr))
+        items = sub.indices
+        s = lookup(sim, items, c[pr], sim_keys)
+        order = np.lexsort((-s, pr))
+        first = np.r_[True, pr[order][1:] != pr[order][:-1]]
+        w = order[first]
+        got = s[w] > 0
+        src[start + pr[w][got]] = items[w][got]
+        best[start + pr[w][got]] = s[w][got]
+    return src, best
+
+
+def lookup_last(h: History, rows, cols) -> np.ndarray:
+    keys = h.pair_keys()
+    q = rows.astype(np.int64) * h.n_products + cols
+    pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
+    return np.where(keys[pos] == q, h.pair_last[pos], h.as_of_day)
+
+
+def _text_reason(h: History, src, dst) -> str:
+    if h.category_code[src] >= 0 and h.category_code[src] == h.category_code[dst]:
+        return f"Similar to {h.names[src]}: same category ({h.categories[h.category_code[src]]})"
+    return f"Similar description to {h.names[src]}"
+
+
+def _obj(values, n=None) -> pd.Series:
+    """An object column: strings and dicts stay shared Python objects (a repeated reason
+    is stored once) instead of being copied into an Arrow string column."""
+    if n is not None:
+        return pd.Series(np.full(n, values, dtype=object), dtype=object)
+    return pd.Series(values, dtype=object)
+
+
+def _empty_pairs() -> pd.DataFrame:
+    return pd.DataFrame({"row": np.zeros(0, np.int64), "customer_id": np.zeros(0, np.int64),
+                         "rank": np.zeros(0, np.int64), "col": np.zeros(0, np.int64),
+                         "score": np.zeros(0), "alg": np.zeros(0, np.int64)})
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": np.zeros(0, np.int64), "kind": pd.Series([], dtype=object),
+                         "rank": np.zeros(0, np.int64), "product_id": np.zeros(0, np.int64),
+                         "score": np.zeros(0), "reason": pd.Series([], dtype=object),
+                         "evidence": pd.Series([], dtype=object), "basis": pd.Series([], dtype=object)})
+
+
+# ---------------------------------------------------------------------- evaluation
+def _validation_window(interactions, cut, as_of):
+    """Purchases in (cut, as_of], or None when there is nothing before or in it."""
+    end = as_of + pd.Timedelta(days=1)
+    start = cut + pd.Timedelta(days=1)
+    buys = interactions.loc[(interactions["type"] == "purchase") & (interactions["product_id"] >= 0)]
+    before = (buys["occurred_at"] < start).any()
+    window = buys.loc[(buys["occurred_at"] >= start) & (buys["occurred_at"] < end)]
+    if not before or window.empty:
+        return None
+    return window[["customer_id", "product_id"]]
+
+
+def _truth_matrix(history: History, window: pd.DataFrame) -> sp.csr_matrix:
+    """Binary customer row x product column matrix of the window's purchases."""
+    r = pd.Index(history.customer_ids).get_indexer(window["customer_id"].to_numpy())
+    c = pd.Index(history.product_ids).get_indexer(window["product_id"].to_numpy())
+    ok = (r >= 0) & (c >= 0)
+    m = sp.csr_matrix((np.ones(ok.sum(), np.float32), (r[ok], c[ok])), shape=history.bought.shape)
+    m.data[:] = 1.0
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    m.sort_indices()
+    return m
+
+
+def ranking_metrics(lists: np.ndarray, truth: sp.csr_matrix, k: int, catalogue_size: int) -> dict:
+    """P@k, R@k, NDCG@k (binary gains), hit rate and coverage of top-k lists.
+
+    ``lists``: customers x k product columns, -1 padding; ``truth``: customers x products.
+    Precision divides by k even for shorter lists. Plain floats (JSON-able).
+    """
+    n = lists.shape[0]
+    if n == 0:
+        return {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit_rate": 0.0, "coverage": 0.0, "customers": 0}
+    truth = truth.tocsr()
+    truth.sort_indices()
+    rows = np.repeat(np.arange(n), lists.shape[1])
+    cols = lists.ravel()
+    hit = (lookup(truth, rows, np.maximum(cols, 0)) > 0) & (cols >= 0)
+    hit = hit.reshape(n, -1)[:, :k]
+    recommended = np.unique(cols[cols >= 0])
+    return _metrics_from_hits(hit, np.diff(truth.indptr), k, len(recommended), catalogue_size)
+
+
+def evaluate_holdout(interactions, products, as_of, horizon_days=90, segments=None, **params) -> dict:
+    """Time split: fit as of ``as_of - horizon_days``, score on the following window.
+
+    Cross-sell lists are scored in "new" mode (only products new to the customer count,
+    previously bought ones removed from truth) and reorder lists in "any" mode. The
+    catalogue is the products bought on or before the cut; customers scored are those
+    with a purchase before the cut and a catalogue purchase in the window. Returns
+    ``{"new": {scorer: metrics}, "any": {...}, "chosen": ..., "validation": ...}``.
+    """
+    as_of = as_of_day(as_of)
+    cut = as_of - pd.Timedelta(days=horizon_days)
+    rec = Recommender(horizon_days=horizon_days, **params).fit(interactions, products, cut, segments)
+    h = rec.history_
+    window = _validation_window(interactions, cut, as_of)
+    if window is None:
+        return {"new": {}, "any": {}, "chosen": _jsonable(rec.chosen_)}
+    truth_any = _truth_matrix(h, window)
+    catalogue = h.buyers > 0
+    truth_any = (truth_any @ sp.diags(catalogue.astype(np.float32))).tocsr()
+    truth_any.eliminate_zeros()
+    truth_new = truth_any - truth_any.multiply(h.bought)
+    truth_new.eliminate_zeros()
+    rows_any = np.flatnonzero(np.diff(truth_any.indptr) > 0)
+    rows_new = np.flatnonzero(np.diff(truth_new.indptr) > 0)
+    scorer = rec.scorer_
+    result = {"new": {}, "any": {}, "chosen": _jsonable(rec.chosen_),
+              "reorder_chosen": rec.reorder_chosen_, "validation": _jsonable(rec.candidates_)}
+    n_cat = int(catalogue.sum())
+    variants = {a: {a: 1.0} for a in scorer.available()}
+    variants["chosen"] = rec._weights()
+    for name, weights in variants.items():
+        lists = []
+        for chunk in _chunks(rows_new, scorer.chunk_rows):
+            score = scorer.blend(chunk, weights)
+            score[scorer.excluded(chunk)] = -np.inf
+            lists.append(_top_n(score, rec.n, h.category_code, rec.max_per_category))
+        lists = np.concatenate(lists) if lists else np.zeros((0, rec.n), np.int64)
+        result["new"][name] = ranking_metrics(lists, truth_new[rows_new], rec.n, n_cat)
+    frame = reorder_frame(h, horizon_days)
+    chosen = rec.reorder_scores()["score"].to_numpy()
+    for name, score in (("reorder", chosen), ("repeat_buy", repeat_buy_score(frame)),
+                        ("due", due_score(frame, horizon_days))):
+        lists = _frame_top_n(frame, score, rows_any, rec.n, h.category_code, rec.max_per_category, h.active,
+                             horizon_days)
+        result["any"][name] = ranking_metrics(lists, truth_any[rows_any], rec.n, n_cat)
+    return result
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value

@@ -1,0 +1,61 @@
+/* Charts from <script type="application/json"> blocks, and progress polling. No framework. */
+(function () {
+  "use strict";
+  var palette = ["#1f5fbf", "#d9822b", "#1d6b36", "#a61b1b", "#6b46c1", "#0f7b8a", "#8a5300", "#4a5568"];
+
+  function readJSON(id) {
+    var el = document.getElementById(id);
+    return el ? JSON.parse(el.textContent) : null;
+  }
+
+  function drawCharts() {
+    if (typeof Chart === "undefined") return;
+    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    Chart.defaults.color = "#1b2430";
+    document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+      var spec = readJSON(canvas.dataset.chart);
+      if (!spec) return;
+      var type = spec.type || "bar";
+      var datasets = spec.datasets.map(function (d, i) {
+        var color = d.color || palette[i % palette.length];
+        var colors = spec.colorEach ? spec.labels.map(function (_l, j) { return palette[j % palette.length]; }) : color;
+        return Object.assign({ backgroundColor: colors, borderColor: color, borderWidth: type === "line" ? 2 : 0,
+                               tension: 0.25, pointRadius: type === "line" ? 2 : 0 }, d);
+      });
+      new Chart(canvas, {
+        type: type,
+        data: { labels: spec.labels, datasets: datasets },
+        options: Object.assign({
+          responsive: true, maintainAspectRatio: false, animation: false,
+          plugins: { legend: { display: datasets.length > 1 || type === "doughnut", position: "bottom" } },
+          scales: type === "doughnut" ? {} : { y: { beginAtZero: true, title: { display: !!spec.yTitle, text: spec.yTitle } },
+                                               x: { title: { display: !!spec.xTitle, text: spec.xTitle } } }
+        }, spec.options || {})
+      });
+    });
+  }
+
+  /* Elements with data-poll="url" poll it every 2 s while the job runs; the JSON gives
+     status, stage, progress and finished. When it finishes the page reloads to show results. */
+  function poll(el) {
+    var url = el.dataset.poll;
+    var bar = el.querySelector(".progress > span");
+    var text = el.querySelector("[data-poll-text]");
+    function tick() {
+      fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
+        .then(function (r) { return r.json(); })
+        .then(function (s) {
+          if (bar) { bar.style.width = (s.progress || 0) + "%"; }
+          if (text) { text.textContent = s.status + (s.stage ? " · " + s.stage : "") + " · " + (s.progress || 0) + " %"; }
+          if (s.finished) { window.location.reload(); } else { setTimeout(tick, 2000); }
+        })
+        .catch(function () { setTimeout(tick, 4000); });
+    }
+    setTimeout(tick, 2000);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    drawCharts();
+    document.querySelectorAll("[data-poll]").forEach(poll);
+  });
+})();

@@ -1,0 +1,139 @@
+"""End-to-end: a real browser (Debian's Chromium through Playwright) against the live server.
+
+`make test` installs both (requirements-dev.txt, and Debian's chromium via `make browser`); a
+missing browser is a failure, never a skip. Screenshots of each main page go to
+test-output/screenshots/.
+"""
+import os
+from pathlib import Path
+
+import pytest
+from playwright import sync_api as playwright_api  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+assert Path(CHROMIUM).exists(), "Debian's chromium is needed for the browser tests: run `make browser`"
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls of the fixtures are safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+from crm.models import ImportRun, Interaction  # noqa: E402
+from ml.models import SuggestionFeedback, TrainingRun  # noqa: E402
+from tests.conftest import ROOT, wait_for  # noqa: E402
+
+SHOTS = ROOT / "test-output" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page, live_server, username, password):
+    page.goto(live_server.url + "/login/")
+    shot(page, "login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(live_server.url + "/")
+
+
+def test_browser_rep_works_a_customer_from_the_worklist(page, live_server, world):
+    log_in(page, live_server, "rep1", "pw-rep1-Secret1")
+    assert page.locator("#chart-revenue").count() == 1
+    page.wait_for_function("() => typeof Chart !== 'undefined'")  # the vendored chart library loaded
+    shot(page, "rep-home")
+
+    page.locator("section[aria-labelledby=wl-risk]").get_by_role("link", name="Ada Lovelace").click()
+    page.wait_for_url(f"**/customers/{world.ada.pk}/")
+    body = page.locator("main")
+    assert "Champions: buy every 4 weeks" in body.inner_text()
+    assert "last purchase 10 days ago, usually buys every 35 days" in body.inner_text()
+    assert "Customers who buy Widget often buy Gadget" in body.inner_text()
+    assert "Buys Widget every 30 days; last bought 31 days ago" in body.inner_text()
+    shot(page, "rep-customer")
+
+    page.get_by_label("Type").select_option("call")
+    page.get_by_label("Notes").fill("Called about the spring order")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_selector("text=Call logged.")
+    assert "Called about the spring order" in page.locator("ul.timeline").inner_text()
+    assert Interaction.objects.filter(customer=world.ada, type="call", created_by=world.rep).count() == 1
+
+    page.locator("form[aria-label='Feedback on Gadget']").get_by_role("button", name="Accepted").click()
+    page.wait_for_selector("text=Gadget: marked accepted.")
+    assert SuggestionFeedback.objects.get(customer=world.ada, product=world.gadget).status == "accepted"
+    shot(page, "rep-customer-after-feedback")
+
+    for path, name in (("/customers/", "rep-customers"), ("/segments/", "rep-segments"),
+                       ("/products/", "rep-products"), (f"/products/{world.gadget.pk}/", "rep-product"),
+                       ("/models/", "rep-models")):
+        page.goto(live_server.url + path)
+        shot(page, name)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(live_server.url + "/")
+    shot(page, "rep-home-mobile")
+
+
+def test_browser_rep_cannot_open_other_reps_customer(page, live_server, world):
+    log_in(page, live_server, "rep1", "pw-rep1-Secret1")
+    response = page.goto(live_server.url + f"/customers/{world.zed.pk}/")
+    assert response.status == 404
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_browser_manager_imports_a_bad_row_and_retrains(page, live_server, manager, start_worker, tmp_path):
+    from django.core.management import call_command
+
+    call_command("seed_demo", customers=300, seed=3)
+    start_worker()
+    log_in(page, live_server, "boss", "pw-boss-Secret1")
+
+    bad = tmp_path / "customers.csv"
+    bad.write_text("external_id,name,email,phone,company,country,city,signup_date,owner_username\n"
+                   "WEB-1,Good Row,good@example.com,,,,,,\n"
+                   "WEB-2,Bad Row,not-an-email,,,,,,\n", encoding="utf-8")
+    page.goto(live_server.url + "/imports/")
+    page.get_by_label("customers.csv").set_input_files(str(bad))
+    page.get_by_role("button", name="Import").click()
+    page.wait_for_url("**/imports/*/")
+    page.wait_for_selector("text=Rejected rows", timeout=60_000)  # the page polls, then reloads
+    assert "not-an-email" in page.locator("main").inner_text()
+    assert ImportRun.objects.latest("pk").status == "succeeded"
+    shot(page, "manager-import-result")
+    page.goto(live_server.url + "/imports/")
+    shot(page, "manager-imports")
+
+    page.goto(live_server.url + "/models/")
+    page.get_by_role("button", name="Retrain segmentation now").click()
+    page.wait_for_selector("#kind-segmentation [data-poll]")
+    shot(page, "manager-models-running")
+    run = TrainingRun.objects.filter(kind="segmentation").latest("pk")
+    wait_for(lambda: TrainingRun.objects.get(pk=run.pk).status not in TrainingRun.ACTIVE, timeout=120,
+             what="the worker to finish the retrain")
+    # the page notices by polling and reloads itself: the live badge moves to the new run
+    page.wait_for_function("() => !document.querySelector('#kind-segmentation [data-poll]')", timeout=10_000)
+    assert TrainingRun.objects.get(pk=run.pk).status == "succeeded"
+    assert f"run #{run.pk}" in page.locator("#kind-segmentation").inner_text()
+    shot(page, "manager-models")
+    page.goto(live_server.url + "/segments/")
+    shot(page, "manager-segments")

@@ -1,0 +1,157 @@
+"""Customer list: search, filters, sorting, pagination, CSV export, row-level rule, bounded queries."""
+import csv
+import io
+
+import pytest
+from django.urls import reverse
+
+from crm.models import Customer
+from ml.models import Forecast
+
+
+def names(response):
+    return [c.name for c in response.context["page"].object_list]
+
+
+def test_customer_list_rep_sees_own_and_unassigned_only(rep_client, world):
+    assert sorted(names(rep_client.get(reverse("customer_list")))) == ["Ada Lovelace", "Bob Builder", "Una Assigned"]
+
+
+def test_customer_list_manager_sees_all(manager_client, world):
+    assert len(names(manager_client.get(reverse("customer_list")))) == 4
+
+
+@pytest.mark.parametrize("q", ["ada@example", "Engines", "C-ADA", "lovelace"])
+def test_customer_list_search_by_name_email_company_external_id(rep_client, world, q):
+    assert names(rep_client.get(reverse("customer_list"), {"q": q})) == ["Ada Lovelace"]
+
+
+def test_customer_list_rep_cannot_search_others(rep_client, world):
+    assert names(rep_client.get(reverse("customer_list"), {"q": "C-ZED"})) == []
+
+
+def test_customer_list_filter_segment(rep_client, world):
+    got = names(rep_client.get(reverse("customer_list"), {"segment": world.champions.pk}))
+    assert sorted(got) == ["Ada Lovelace", "Bob Builder"]
+
+
+def test_customer_list_filter_churn_band(rep_client, world):
+    assert names(rep_client.get(reverse("customer_list"), {"churn_band": "high"})) == ["Ada Lovelace"]
+
+
+def test_customer_list_filter_owner_unassigned(manager_client, world):
+    assert names(manager_client.get(reverse("customer_list"), {"owner": "none"})) == ["Una Assigned"]
+
+
+def test_customer_list_filter_clv_range(manager_client, world):
+    got = names(manager_client.get(reverse("customer_list"), {"clv_min": "250", "clv_max": "1500"}))
+    assert sorted(got) == ["Ada Lovelace", "Bob Builder"]
+
+
+def test_customer_list_filter_last_purchase_after(manager_client, world):
+    from django.utils import timezone
+
+    Customer.objects.filter(pk=world.ada.pk).update(last_purchase_at=timezone.now())
+    got = names(manager_client.get(reverse("customer_list"),
+                                   {"last_purchase_after": timezone.localdate().isoformat()}))
+    assert got == ["Ada Lovelace"]
+
+
+def test_customer_list_sort_by_churn_descending(manager_client, world):
+    got = names(manager_client.get(reverse("customer_list"), {"sort": "-churn"}))
+    assert got == ["Zed Secret", "Ada Lovelace", "Una Assigned", "Bob Builder"]
+
+
+def test_customer_list_sort_link_marks_column(manager_client, world):
+    html = manager_client.get(reverse("customer_list"), {"sort": "-clv"}).content.decode()
+    assert 'aria-sort="descending"' in html
+
+
+def test_customer_list_invalid_filter_is_ignored(manager_client, world):
+    response = manager_client.get(reverse("customer_list"), {"clv_min": "lots", "sort": "hack"})
+    assert response.status_code == 200 and len(names(response)) == 4
+
+
+def test_customer_list_paginates(manager_client, world, make_customers):
+    make_customers(60)
+    response = manager_client.get(reverse("customer_list"), {"per_page": 25, "page": 3})
+    assert response.context["page"].number == 3 and len(names(response)) == 14
+
+
+def test_customer_list_empty_filters_say_how_to_clear(manager_client, world):
+    html = manager_client.get(reverse("customer_list"), {"q": "nobody-at-all"}).content.decode()
+    assert "No customer matches these filters" in html
+
+
+@pytest.fixture
+def make_customers(world):
+    def make(n):
+        customers = Customer.objects.bulk_create(
+            [Customer(external_id=f"X{i:04d}", name=f"Extra {i:04d}", owner=world.rep if i % 2 else None)
+             for i in range(n)])
+        Forecast.objects.bulk_create(
+            [Forecast(run=world.fc_run, customer=c, expected_purchases=1, expected_spend=10, churn_probability=0.5,
+                      clv=100, expected_refund_rate=0) for c in customers])
+        return customers
+    return make
+
+
+@pytest.mark.parametrize("role", ["rep_client", "manager_client"])
+def test_customer_list_query_count_does_not_grow_with_page_size(request, world, make_customers, role,
+                                                                 django_assert_max_num_queries):
+    client = request.getfixturevalue(role)
+    make_customers(120)
+    for per_page in (25, 100):
+        with django_assert_max_num_queries(10):
+            response = client.get(reverse("customer_list"), {"per_page": per_page, "sort": "-churn"})
+        assert len(names(response)) == per_page
+
+
+def export_rows(response):
+    body = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def test_customer_export_has_insights_of_filtered_list(rep_client, world):
+    rows = export_rows(rep_client.get(reverse("customer_export"), {"segment": world.champions.pk}))
+    assert sorted(r["external_id"] for r in rows) == ["C-ADA", "C-BOB"]
+    ada = next(r for r in rows if r["external_id"] == "C-ADA")
+    assert ada["segment"] == "Champions" and float(ada["churn_probability"]) == 0.7
+    assert float(ada["value_at_risk"]) == pytest.approx(700.0)
+
+
+def test_customer_export_excludes_other_reps_customers(rep_client, world):
+    rows = export_rows(rep_client.get(reverse("customer_export")))
+    assert "C-ZED" not in {r["external_id"] for r in rows}
+
+
+def test_customer_export_defuses_formula_cells(rep_client, world):
+    Customer.objects.filter(pk=world.ada.pk).update(company="=HYPERLINK(\"http://x\")")
+    rows = export_rows(rep_client.get(reverse("customer_export"), {"q": "C-ADA"}))
+    assert rows[0]["company"].startswith("'=")
+
+
+def test_customer_export_queries_are_bounded(manager_client, world, make_customers, django_assert_max_num_queries):
+    make_customers(150)
+    with django_assert_max_num_queries(8):
+        export_rows(manager_client.get(reverse("customer_export")))
+
+
+@pytest.mark.parametrize("params", [{}, {"sort": "-name"}, {"q": "extra 00"}, {"owner": "none"},
+                                    {"sort": "-churn"}, {"churn_band": "medium", "sort": "name"}])
+def test_customer_list_page_matches_full_query(manager_client, world, make_customers, params):
+    from crm.forms import CustomerFilterForm
+    from crm.selectors import customer_list
+
+    make_customers(40)
+    response = manager_client.get(reverse("customer_list"), {**params, "per_page": 25, "page": 2})
+    filters = CustomerFilterForm(params).filters()
+    start = (response.context["page"].number - 1) * 25
+    expected = [c.name for c in customer_list(response.wsgi_request.user, **filters)[start:start + 25]]
+    assert names(response) == expected
+    assert response.context["page"].paginator.count == customer_list(response.wsgi_request.user, **filters).count()
+
+
+def test_customer_list_page_past_the_end_shows_last_page(manager_client, world):
+    response = manager_client.get(reverse("customer_list"), {"page": 99})
+    assert response.context["page"].number == 1 and len(names(response)) == 4

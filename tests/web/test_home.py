@@ -1,0 +1,55 @@
+"""Home: the rep's worklists with reasons, key figures and charts."""
+from django.urls import reverse
+
+from ml.models import TrainingRun
+
+
+def test_home_rep_worklists_show_own_customers_with_reasons(rep_client, world):
+    html = rep_client.get(reverse("home")).content.decode()
+    assert "High value at risk" in html and "Ada Lovelace" in html
+    assert "70 % churn risk" in html                               # reason of the at-risk entry
+    assert "Buys Widget every 30 days; last bought 31 days ago" in html  # reorder reason
+    assert "Customers who buy Widget often buy Gadget" in html      # cross-sell reason
+    assert "Bob Builder" in html                                    # new this week
+
+
+def test_home_rep_never_lists_other_reps_customers(rep_client, world):
+    html = rep_client.get(reverse("home")).content.decode()
+    assert "Zed Secret" not in html and "Zed&#x27;s secret reason" not in html
+
+
+def test_home_manager_sees_everyones_worklist(manager_client, world):
+    html = manager_client.get(reverse("home")).content.decode()
+    assert "Zed Secret" in html
+
+
+def test_home_key_figures_count_visible_customers_and_forecast_range(rep_client, world):
+    response = rep_client.get(reverse("home"))
+    figures = response.context["figures"]
+    assert figures["customers"] == 3                     # Ada, Bob, Una
+    assert figures["revenue_90"] == 200.0                # Ada's and Una's purchases, not Zed's
+    assert figures["forecast"]["spend"] == 750.0
+    assert (figures["forecast"]["p10"], figures["forecast"]["p90"]) == (300.0, 1200.0)
+
+
+def test_home_charts_are_served_from_static(rep_client, world):
+    html = rep_client.get(reverse("home")).content.decode()
+    assert "/static/vendor/chart.umd.js" in html
+    assert 'id="chart-segments"' in html and 'id="chart-churn"' in html and 'id="chart-revenue"' in html
+
+
+def test_home_without_data_says_to_import(manager_client, db):
+    html = manager_client.get(reverse("home")).content.decode()
+    assert "No customers yet" in html and reverse("import_list") in html
+    assert "No forecast yet" in html
+
+
+def test_home_without_recommendation_run_says_so(rep_client, world):
+    TrainingRun.objects.filter(kind="recommendation").update(is_published=False)
+    html = rep_client.get(reverse("home")).content.decode()
+    assert "No reorder suggestions yet" in html
+
+
+def test_home_queries_are_bounded(rep_client, world, django_assert_max_num_queries):
+    with django_assert_max_num_queries(20):
+        rep_client.get(reverse("home"))
