@@ -248,13 +248,30 @@ def segment_sizes(user) -> list:
     return list(rows)
 
 
+# z of the 90th percentile of a normal distribution: a P10-P90 range is mean +- Z90 * sd.
+Z90 = 1.2816
+
+
 def forecast_totals(user) -> dict:
-    """Sum of the visible customers' published expected spend and its per-customer P10/P90 sums."""
-    from django.db.models import Sum
+    """Total published expected spend of the visible customers, with a P10-P90 range of the total.
+
+    Adding the customers' own P10s (or P90s) would pretend they all do badly (or well) at
+    once. Customers buy independently, so the total's spread is the square root of the
+    summed variances, each read off the customer's P10-P90 range as a normal one.
+    """
+    import math
+
+    from django.db.models import F, Sum
 
     customers = with_insights(visible_customers(user)).filter(no_profiling=False)
-    return customers.aggregate(spend=Sum("pf__expected_spend"), p10=Sum("pf__spend_p10"),
-                               p90=Sum("pf__spend_p90"), purchases=Sum("pf__expected_purchases"))
+    totals = customers.aggregate(
+        spend=Sum("pf__expected_spend"), purchases=Sum("pf__expected_purchases"),
+        width2=Sum((F("pf__spend_p90") - F("pf__spend_p10")) * (F("pf__spend_p90") - F("pf__spend_p10"))))
+    width2 = totals.pop("width2")
+    if totals["spend"] is None or width2 is None:
+        return {**totals, "p10": None, "p90": None}
+    sd = math.sqrt(width2) / (2 * Z90)
+    return {**totals, "p10": max(0.0, totals["spend"] - Z90 * sd), "p90": totals["spend"] + Z90 * sd}
 
 
 def customer_owners(user):
