@@ -828,9 +828,15 @@ def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3) -> list[l
     def times(v, m):
         return _fmt((np.asarray(v, float) + 1e-9) / (m if m > 0 else 1.0), 1)
 
+    def plural(v, one, many):
+        return np.where(np.asarray(v) == 1, one, many)
+
     def recent_frequency(i):
-        return ("bought " + _fmt(recent[i]) + f" times in the last {window} days, "
+        text = ("bought " + _fmt(recent[i]) + plural(recent[i], " time", " times") + f" in the last {window} days, "
                 + times(recent[i], med_recent) + "x the median customer")
+        # "0.0x the median" says nothing a salesperson can use: say it plainly.
+        none = f"no order in the last {window} days (the median customer placed " + _fmt(med_recent) + ")"
+        return np.where(np.asarray(recent[i]) == 0, none, text)
 
     def recency_vs_rhythm(i):  # against the customer's own rhythm, or the base one for one-day buyers
         rhythm = np.where(days[i] > 1, "usually buys every " + _fmt(np.maximum(own_gap[i], 1)) + " days",
@@ -846,7 +852,8 @@ def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3) -> list[l
                 + f" vs the previous {window} days")
 
     def depth(i):
-        return "customer for " + _fmt(tenure[i]) + " days, " + _fmt(orders[i]) + " orders in total"
+        return ("customer for " + _fmt(tenure[i]) + " days, " + _fmt(orders[i])
+                + plural(orders[i], " order", " orders") + " in total")
 
     statements = [recent_frequency, recency_vs_rhythm, order_value, trend, depth]
     strength = np.column_stack([
