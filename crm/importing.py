@@ -306,21 +306,8 @@ def _bad_bytes(values) -> str | None:
     return f"not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x})"
 
 
-@dataclass
-class ParsedRow:
-    row: int              # the line of the file where the record starts (the header is line 1)
-    values: tuple | None  # the staged tuple, or None when rejected
-    raw: list[str]
-    reason: str = ""
-
-
-def read_rows(stream, spec: FileSpec, tz=UTC):
-    """Yield a ParsedRow per record of an open text stream (opened with ``surrogateescape``).
-
-    The first item yielded is the header's tuple of extra columns. Raises FileError when
-    the header cannot be imported, before any row is yielded.
-    """
-    reader = csv.reader(stream)
+def read_header(reader, spec: FileSpec) -> list[str]:
+    """Read and check the header row from a ``csv.reader``; FileError when it cannot be imported."""
     try:
         header = next(reader)
     except StopIteration:
@@ -329,36 +316,8 @@ def read_rows(stream, spec: FileSpec, tz=UTC):
         raise FileError(f"{spec.kind} file header cannot be read: {exc}") from None
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
-    extra = spec.check_header(header)
-    names = [name.strip() for name in header]
-    width = len(names)
-    yield header
-    parse = spec.parse
-    line = reader.line_num + 1
-    while True:
-        try:
-            raw = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield ParsedRow(line, None, [], f"unreadable CSV record: {exc}")
-            line = reader.line_num + 1
-            continue
-        start, line = line, reader.line_num + 1
-        if not raw:  # a blank line is not a record
-            continue
-        if len(raw) != width:
-            yield ParsedRow(start, None, raw, f"expected {width} columns, found {len(raw)}")
-            continue
-        bad = _bad_bytes(raw)
-        if bad:
-            yield ParsedRow(start, None, raw, bad)
-            continue
-        record = dict(zip(names, raw))
-        try:
-            yield ParsedRow(start, parse(record, extra, tz), raw)
-        except RowError as exc:
-            yield ParsedRow(start, None, raw, str(exc))
+    spec.check_header(header)
+    return header
 
 
 # --- Batches: a vectorised fast path, the per-row path above for everything else -----------
@@ -498,14 +457,7 @@ def read_batches(binary, spec: FileSpec, batch_size: int, tz=UTC):
     """
     lines = _Lines(binary)
     reader = csv.reader(lines)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise FileError(f"{spec.kind} file is empty") from None
-    except csv.Error as exc:
-        raise FileError(f"{spec.kind} file header cannot be read: {exc}") from None
-    if header and header[0].startswith("\ufeff"):
-        header[0] = header[0][1:]
+    header = read_header(reader, spec)
     extra = spec.check_header(header)
     names = [name.strip() for name in header]
     yield header

@@ -149,15 +149,6 @@ def categories() -> list[str]:
                 .order_by("category"))
 
 
-def key_figures(user) -> dict:
-    customers = visible_customers(user)
-    return {
-        "customers": customers.count(),
-        "products": Product.objects.count(),
-        "interactions": visible_interactions(user).count(),
-    }
-
-
 # --- Pages for sales staff (home worklists, charts, products, imports) ----------------------
 
 WORKLIST_SIZE = 5

@@ -390,8 +390,7 @@ def _check_files(files: dict) -> dict:
         except OSError as exc:
             raise ImportFailed(f"{kind} file {path} cannot be read: {exc.strerror}") from None
         try:
-            rows = importing.read_rows(text, spec)
-            headers[kind] = next(rows)
+            headers[kind] = importing.read_header(csv.reader(text), spec)
         except importing.FileError as exc:
             raise ImportFailed(f"{path}: {exc}") from None
         except OSError as exc:

@@ -290,10 +290,3 @@ def customer_suggestions(customer: Customer, run: TrainingRun | None) -> dict:
               .order_by("kind", "rank")):
         out[_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
     return out
-    for s in (Suggestion.objects.filter(run=run, customer=customer).select_related("product")
-              .order_by("kind", "rank")):
-        key = "recommendations" if s.kind == Suggestion.Kind.RECOMMENDATION else "reorder"
-        out[key].append({"sku": s.product.sku, "name": s.product.name, "product_id": s.product_id, "kind": s.kind,
-                         "score": s.score, "reason": s.reason, "evidence": s.evidence, "basis": s.basis,
-                         "rank": s.rank})
-    return out

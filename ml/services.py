@@ -509,6 +509,7 @@ def record_feedback(*, user, customer, product, kind: str, status: str):
     from crm.selectors import visible_customers
     from crm.services import NotAllowed
     from ml.models import Suggestion, SuggestionFeedback
+    from ml.selectors import published_run_ids
 
     if not visible_customers(user).filter(pk=customer.pk).exists():
         raise NotAllowed("you cannot give feedback on this customer's suggestions")
@@ -519,10 +520,6 @@ def record_feedback(*, user, customer, product, kind: str, status: str):
         customer=customer, product=product, kind=kind,
         defaults={"status": status, "user": user, "run_id": run_id})
     return feedback
-
-
-def published_run_ids() -> dict:
-    return dict(TrainingRun.objects.filter(is_published=True).values_list("kind", "id"))
 
 
 def feedback_counts(run_id: int | None = None) -> dict:
