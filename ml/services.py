@@ -200,14 +200,20 @@ def execute_run(run_id: int) -> TrainingRun | None:
     timings = {**progress.finish(), "total": round(time.monotonic() - started, 3)}
     publish = outcome.pop("publish", True)
     reason = outcome.pop("reason", "")
+    # Finishing and publishing in one transaction: nobody sees a succeeded run that is not yet live.
+    with transaction.atomic():
+        _finish(run, publish, reason, timings, outcome)
+    run.refresh_from_db()
+    return run
+
+
+def _finish(run, publish, reason, timings, outcome) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(
         status=Status.SUCCEEDED if publish else Status.REJECTED, progress=100, stage="done" if publish else reason,
         error="" if publish else reason, timings=timings, finished_at=timezone.now(), library_versions=library_versions(),
         **outcome)
     if publish:
         publish_run(run.pk)
-    run.refresh_from_db()
-    return run
 
 
 def run_now(kind: str, *, as_of: date | None = None, horizon_days: int = 90, algorithm: str = "auto",
