@@ -376,3 +376,23 @@ def customer_page(user, *, offset: int, limit: int, **filters) -> tuple[list, in
     ids = list(plain.order_by(*CUSTOMER_ORDERINGS[ordering]).values_list("pk", flat=True)[offset:offset + limit])
     rows = {c.pk: c for c in with_insights(Customer.objects.filter(pk__in=ids)).select_related("owner")}
     return [rows[pk] for pk in ids if pk in rows], plain.count()
+
+
+def assignable_owners(user, *, current=None) -> QuerySet:
+    """Users this user may make a customer's owner: any active user with a CRM role for managers
+    and admins; only themselves for a sales rep (who may also leave a customer unassigned).
+
+    ``current``: the customer's present owner id, kept as a choice even if that user has since
+    lost their role, so saving other fields does not force a new owner.
+    """
+    from django.contrib.auth import get_user_model
+
+    keep = Q(pk=current) if current is not None else Q(pk__in=[])
+    users = get_user_model().objects.order_by("username")
+    if sees_all_customers(user):
+        staff = Q(is_active=True) & (Q(groups__name__in=(ROLE_SALES_REP, ROLE_MANAGER, ROLE_ADMIN))
+                                     | Q(is_superuser=True))
+        return users.filter(pk__in=get_user_model().objects.filter(staff | keep).values("pk"))
+    if not is_staff_member(user):
+        return users.none()
+    return users.filter(Q(pk=user.pk) | keep)

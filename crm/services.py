@@ -785,6 +785,35 @@ def revoke_token(user) -> bool:
     return Token.objects.filter(user=user).delete()[0] > 0
 
 
+class TokenExists(Exception):
+    """The user already has an API token; its key is not handed out again (regenerate instead)."""
+
+
+def create_token(user):
+    """A new API token for a user who has none (the account page shows its key once).
+
+    Unlike :func:`issue_token` it never returns an existing key: a page that shows a key only
+    right after creating it must not reveal an older one. Raises :class:`TokenExists`.
+    """
+    from django.db import IntegrityError
+    from rest_framework.authtoken.models import Token
+
+    try:
+        with transaction.atomic():
+            return Token.objects.create(user=user)
+    except IntegrityError:  # one token per user (a concurrent request may have just made it)
+        raise TokenExists("you already have an API token") from None
+
+
+def regenerate_token(user):
+    """Replace the user's API token (or create one): the old key stops working at once."""
+    from rest_framework.authtoken.models import Token
+
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user)
+
+
 # Items accepted by one bulk request: large enough for a day's sync from a shop system, small
 # enough that the request (validation, one transaction) stays within a few seconds.
 MAX_BULK_ITEMS = 10_000
