@@ -4,7 +4,7 @@ from datetime import datetime, time
 from django import forms
 from django.utils import timezone
 
-from crm.models import Interaction
+from crm.models import Customer, Interaction
 from crm.selectors import CHURN_BANDS, CUSTOMER_ORDERINGS
 from ml.models import Suggestion, SuggestionFeedback, TrainingRun
 
@@ -85,3 +85,43 @@ class ImportForm(forms.Form):
 
 class RetrainForm(forms.Form):
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices)
+
+
+class _OwnerField(forms.ModelChoiceField):
+    def label_from_instance(self, user):
+        return user.get_full_name() or user.username
+
+
+class CustomerForm(forms.Form):
+    """A customer's profile as the pages edit it; crm.services.create_customer / update_customer write it.
+
+    A plain form over the model's fields, not a ModelForm: a ModelForm copies the input onto the
+    instance while validating, and the update service must compare the new owner with the stored
+    one to apply the "a rep cannot hand a customer to another rep" rule.
+    """
+
+    FIELDS = ("external_id", "name", "email", "phone", "company", "country", "city", "signup_date", "no_profiling")
+    NO_PROFILING_HELP = ("The customer objected to profiling. They get no segment, forecast or suggestions, "
+                         "and their data is left out of model training.")
+
+    def __init__(self, *args, owners, any_owner: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.update(forms.fields_for_model(
+            Customer, fields=self.FIELDS,
+            labels={"external_id": "External id", "signup_date": "Customer since",
+                    "no_profiling": "No profiling"},
+            help_texts={"external_id": "The customer's key in the source system; imports match on it.",
+                        "no_profiling": self.NO_PROFILING_HELP},
+            widgets={"signup_date": forms.DateInput(attrs={"type": "date"})}))
+        self.fields["owner"] = _OwnerField(
+            label="Owner", queryset=owners, required=False, empty_label="Unassigned",
+            help_text="The sales rep who looks after this customer." if any_owner else
+            "Yourself, or unassigned: only a manager can give a customer to another rep.",
+            error_messages={} if any_owner else {
+                "invalid_choice": "You can keep this customer yourself or leave it unassigned; "
+                                  "only a manager can give it to another rep."})
+        self.order_fields([*self.FIELDS[:-1], "owner", "no_profiling"])
+
+    @staticmethod
+    def initial_for(customer) -> dict:
+        return {**forms.model_to_dict(customer, fields=CustomerForm.FIELDS), "owner": customer.owner_id}

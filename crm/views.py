@@ -9,13 +9,14 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Page, Paginator
 from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.shortcuts import render as django_render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from crm import forms, selectors, services
@@ -437,3 +438,107 @@ def import_rejected(request, pk, kind):
         raise Http404("No rejected rows for this file.")
     return FileResponse(open(f.rejected_path, "rb"), as_attachment=True, content_type="text/csv",
                         filename=f"import-{pk}-{kind}.rejected.csv")
+
+
+# --- customer editing -----------------------------------------------------------------------------
+
+def _customer_form(request, *, customer=None):
+    user = request.user
+    any_owner = selectors.sees_all_customers(user)
+    if customer is not None:
+        initial = forms.CustomerForm.initial_for(customer)
+    else:  # a rep's new customer is theirs unless they say otherwise
+        initial = {"owner": None if any_owner else user.pk}
+    return forms.CustomerForm(request.POST if request.method == "POST" else None, initial=initial,
+                              owners=selectors.assignable_owners(user, current=customer and customer.owner_id),
+                              any_owner=any_owner)
+
+
+def _save_customer(form, write):
+    """Run a create/update service with the form's data; its refusals become form errors. None if refused."""
+    try:
+        return write(**form.cleaned_data)
+    except ValidationError as exc:  # the model's own rules (e.g. external_id already used)
+        errors = exc.error_dict if hasattr(exc, "error_dict") else {None: exc.error_list}
+        for field, messages_ in errors.items():
+            form.add_error(field if field in form.fields else None, messages_)
+    except services.NotAllowed as exc:
+        form.add_error("owner", str(exc))
+    return None
+
+
+@login_required
+def customer_create(request):
+    if not selectors.is_staff_member(request.user):
+        raise PermissionDenied("Your account has no CRM role.")
+    form = _customer_form(request)
+    if request.method == "POST" and form.is_valid():
+        customer = _save_customer(form, lambda **fields: services.create_customer(user=request.user, **fields))
+        if customer is not None:
+            messages.success(request, f"Customer {customer} created.")
+            return redirect("customer_detail", pk=customer.pk)
+    return render(request, "crm/customer_form.html", {"form": form, "customer": None, "title": "New customer"})
+
+
+@login_required
+def customer_edit(request, pk):
+    customer = _visible_customer(request, pk)
+    title = f"Edit {customer}"  # before a refused save leaves the instance holding the rejected input
+    form = _customer_form(request, customer=customer)
+    if request.method == "POST" and form.is_valid():
+        saved = _save_customer(form, lambda **fields: services.update_customer(
+            user=request.user, customer=customer, **fields))
+        if saved is not None:
+            messages.success(request, f"Customer {saved} saved.")
+            return redirect("customer_detail", pk=saved.pk)
+    return render(request, "crm/customer_form.html", {"form": form, "customer": customer, "title": title})
+
+
+# --- account --------------------------------------------------------------------------------------
+
+def _account_page(request, *, new_key=None):
+    from rest_framework.authtoken.models import Token
+
+    response = render(request, "crm/account.html", {
+        "roles": sorted(selectors.user_roles(request.user)),
+        "token": Token.objects.filter(user=request.user).only("created").first(),
+        "new_key": new_key,
+    })
+    # The page may hold a freshly made key: keep it out of every cache and the back/forward history.
+    add_never_cache_headers(response)
+    return response
+
+
+@login_required
+@require_GET
+def account(request):
+    return _account_page(request)
+
+
+@login_required
+@require_POST
+def account_token_create(request):
+    """Create an API token and show its key in this response only (it is never shown again)."""
+    try:
+        token = services.create_token(request.user)
+    except services.TokenExists:
+        messages.error(request, "You already have an API token. Regenerate it to get a new key.")
+        return redirect("account")
+    return _account_page(request, new_key=token.key)
+
+
+@login_required
+@require_POST
+def account_token_regenerate(request):
+    token = services.regenerate_token(request.user)
+    return _account_page(request, new_key=token.key)
+
+
+@login_required
+@require_POST
+def account_token_revoke(request):
+    if services.revoke_token(request.user):
+        messages.success(request, "API token revoked: requests with it are refused from now on.")
+    else:
+        messages.info(request, "You had no API token.")
+    return redirect("account")

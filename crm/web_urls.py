@@ -22,3 +22,11 @@ urlpatterns = [
     path("imports/<int:pk>/status.json", views.import_status, name="import_status"),
     path("imports/<int:pk>/rejected/<str:kind>.csv", views.import_rejected, name="import_rejected"),
 ]
+urlpatterns += [
+    path("customers/new/", views.customer_create, name="customer_create"),
+    path("customers/<int:pk>/edit/", views.customer_edit, name="customer_edit"),
+    path("account/", views.account, name="account"),
+    path("account/token/create/", views.account_token_create, name="account_token_create"),
+    path("account/token/regenerate/", views.account_token_regenerate, name="account_token_regenerate"),
+    path("account/token/revoke/", views.account_token_revoke, name="account_token_revoke"),
+]
