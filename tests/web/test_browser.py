@@ -99,6 +99,38 @@ def test_browser_rep_cannot_open_other_reps_customer(page, live_server, world):
     assert response.status == 404
 
 
+def test_browser_rep_edits_a_customer_and_makes_an_api_token(page, live_server, world):
+    from rest_framework.authtoken.models import Token
+
+    log_in(page, live_server, "rep1", "pw-rep1-Secret1")
+    page.goto(live_server.url + f"/customers/{world.ada.pk}/")
+    page.get_by_role("link", name="Edit profile").click()
+    page.wait_for_url(f"**/customers/{world.ada.pk}/edit/")
+    page.get_by_label("Email").fill("not-an-email")
+    page.get_by_label("City").fill("London")
+    page.get_by_label("City").press("Enter")  # the keyboard submits the form
+    page.wait_for_selector("#id_email_error")
+    assert page.get_by_label("Email").get_attribute("aria-invalid") == "true"
+    assert page.get_by_label("City").input_value() == "London"  # the input survives the error
+    shot(page, "rep-customer-edit-error")
+    page.get_by_label("Email").fill("ada@engines.example")
+    page.get_by_label("No profiling").focus()
+    page.keyboard.press("Space")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_selector("text=Customer Ada Lovelace saved.")
+    world.ada.refresh_from_db()
+    assert (world.ada.email, world.ada.city, world.ada.no_profiling) == ("ada@engines.example", "London", True)
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Account").click()
+    page.wait_for_url("**/account/")
+    page.get_by_role("button", name="Create a token").click()
+    key = page.get_by_label("Key").input_value()
+    assert key == Token.objects.get(user=world.rep).key
+    shot(page, "rep-account-new-token")
+    page.goto(live_server.url + "/account/")
+    assert key not in page.content()
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_browser_manager_imports_a_bad_row_and_retrains(page, live_server, manager, start_worker, tmp_path):
