@@ -157,7 +157,9 @@ class Services:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=2).connect()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.connect()
+                conn.close()
                 return
             except OSError:
                 time.sleep(0.2)
@@ -194,6 +196,27 @@ class Services:
                 proc.wait()
         for out in self.logs:
             out.close()
+
+
+def cleanup_broker(redis_url: str, queue: str) -> int:
+    """Remove this soak's queue from Redis: its keys, and the unacknowledged messages of the killed
+    workers (Redis would put them back on the queue after the visibility timeout, for nobody)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    removed = 0
+    for field, value in client.hscan_iter("unacked"):
+        try:
+            routing_key = json.loads(value)[2]
+        except (ValueError, IndexError, TypeError):
+            continue
+        if routing_key == queue:
+            removed += client.hdel("unacked", field)
+            client.zrem("unacked_index", field)
+    sep = "\x06\x16"  # kombu's separator of priority queues and bindings
+    client.delete(queue, *(f"{queue}{sep}{p}" for p in (3, 6, 9)), f"_kombu.binding.{queue}",
+                  f"_kombu.binding_permanent.{queue}")
+    return removed
 
 
 # --- load -----------------------------------------------------------------------------------------------
@@ -856,6 +879,7 @@ def main() -> int:
         outcome = check(args, data, result, tag)
     finally:
         services.stop()
+        cleanup_broker(args.redis_url, env["CELERY_QUEUE"])
     text = report(args, data, result, outcome)
     print(text)
     if args.write:
