@@ -26,7 +26,8 @@ Steps:
    import runs, the worker gets SIGTERM (warm shutdown: it must finish the import) and a fresh worker
    starts. At 0.5 a retrain of every kind through ``POST /api/v1/training-runs/``; as soon as a run
    is training (progress >= 15 %), the worker's process group gets SIGKILL (the run's heartbeat goes
-   stale; beat's sweep must queue it again) and a fresh worker starts.
+   stale; beat's sweep must queue it again) and a fresh worker starts. ``--swap-signals`` swaps the
+   two signals (SIGKILL during the import, SIGTERM during the retrain).
 5. After the load: wait (bounded, ``--settle-minutes``) until no import or training run is queued
    or running, then check: every acknowledged ledger external_id is in ``crm_interaction`` exactly
    once with the values last acknowledged; no interaction beyond the seed that the ledger does not
@@ -183,6 +184,19 @@ class Services:
             "--without-gossip", "--without-mingle", "--without-heartbeat"])
         self.workers.append(proc)
         return proc
+
+    def restart_worker(self, sig: signal.Signals) -> subprocess.Popen:
+        """SIGTERM: the worker's warm shutdown (it finishes its task; watched until it exits).
+        SIGKILL: the worker and its pool child die at once, as on an OOM kill or a lost host."""
+        old = self.worker
+        if sig == signal.SIGKILL:
+            os.killpg(old.pid, signal.SIGKILL)
+            old.wait()
+        else:
+            old.send_signal(sig)
+            self.old_workers.append((old, time.monotonic()))
+        self.start_worker()
+        return old
 
     def stop(self) -> None:
         for proc in [self.gunicorn, self.beat, *self.workers]:
@@ -509,15 +523,13 @@ def soak(args, data: dict, services: Services, tag: str) -> dict:
             run = ImportRun.objects.filter(pk=state["import"]["id"]).values("status", "stage").first()
             running = run and run["status"] == "running"
             if running or elapsed >= 0.4 * duration:
-                old = services.worker
-                old.send_signal(signal.SIGTERM)
-                services.old_workers.append((old, time.monotonic()))
-                services.start_worker()
+                sig = signal.SIGKILL if args.swap_signals else signal.SIGTERM
+                old = services.restart_worker(sig)
                 state["sigterm"] = elapsed
-                event(f"worker 0 (pid {old.pid}) sent SIGTERM while "
+                event(f"worker {len(services.workers) - 2} (pid {old.pid}) sent {sig.name} while "
                       + (f"import #{state['import']['id']} was {run['stage'] or 'running'}" if running else
                          f"the import was {run['status'] if run else 'absent'} (not caught running)")
-                      + "; worker 1 started")
+                      + f"; worker {len(services.workers) - 1} started")
         if state["retrain"] is None and elapsed >= 0.5 * duration:
             state["retrain"] = []
             for kind in KINDS:
@@ -536,12 +548,10 @@ def soak(args, data: dict, services: Services, tag: str) -> dict:
             if elapsed < 0.65 * duration:
                 training = [r for r in training if r["kind"] not in queued]
             if training or elapsed >= 0.8 * duration:
-                old = services.worker
-                os.killpg(old.pid, signal.SIGKILL)
-                old.wait()
-                services.start_worker()
-                state["sigkill"] = {"at": elapsed, "runs": training}
-                event(f"worker {len(services.workers) - 2} (pid {old.pid}) and its pool SIGKILLed while "
+                sig = signal.SIGTERM if args.swap_signals else signal.SIGKILL
+                old = services.restart_worker(sig)
+                state["sigkill"] = {"at": elapsed, "runs": training, "signal": sig.name}
+                event(f"worker {len(services.workers) - 2} (pid {old.pid}) sent {sig.name} while "
                       + (", ".join(f"{r['kind']} run #{r['id']} was at {r['progress']} % ({r['stage']})"
                                    for r in training) if training else "no run was training (none caught)")
                       + f"; worker {len(services.workers) - 1} started")
@@ -697,7 +707,8 @@ def check(args, data: dict, result: dict, tag: str) -> dict:
         replaced = run["status"] == "failed" and "replaces" in run["error"] and any(
             r["kind"] == run["kind"] and r["id"] > run["id"] and r["status"] in ("succeeded", "rejected")
             for r in runs)
-        taken_over = run["status"] in ("succeeded", "rejected") and run["attempts"] >= 2
+        taken_over = run["status"] in ("succeeded", "rejected") and (
+            run["attempts"] >= 2 or kill.get("signal") == "SIGTERM")  # a warm shutdown lets the run finish
         if not (replaced or taken_over):
             failures.append(f"killed {run['kind']} run #{run['id']} ended {run['status']} after {run['attempts']} "
                             f"attempts: {run['error'][:200]}")
@@ -852,6 +863,8 @@ def main() -> int:
                         help="at most this long to wait for imports and runs after the load (default 10)")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/crm_soak")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7")
+    parser.add_argument("--swap-signals", action="store_true",
+                        help="SIGKILL the worker during the import and SIGTERM it during the retrain instead")
     parser.add_argument("--reuse", action="store_true", help="keep the database as it is (already seeded)")
     parser.add_argument("--write", action="store_true", help="write the figures into BENCHMARKS.md")
     args = parser.parse_args()
