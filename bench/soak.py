@@ -833,8 +833,8 @@ no rows left by failed runs, every insight the load and a final 50-customer samp
 succeeded / the published run; exit status 1 otherwise. A 404 for a page of a segment that a
 retrain replaced while the client still listed it (its id then filters nothing) is counted
 apart, not as an error. `--swap-signals` kills the worker during the import and stops it
-gracefully during the retrain instead. Figures on this shared 2-vCPU machine depend on the other jobs running:
-the load average is printed with them."""
+gracefully during the retrain instead. Figures on this shared 2-vCPU machine depend on the
+other jobs running: the load average is printed with them."""
 
 
 def write_benchmarks(text: str) -> None:
