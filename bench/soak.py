@@ -856,7 +856,7 @@ def main() -> int:
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10, help="minutes of load (default 10)")
     parser.add_argument("--customers", type=int, default=20_000,
-                        help="customers to seed (default 20,000: seeding stays around a minute)")
+                        help="customers to seed (default 20,000, to keep seeding and the retrains short)")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads (default 4)")
     parser.add_argument("--bulk-items", type=int, default=50, help="new interactions per bulk request (default 50)")
     parser.add_argument("--import-rows", type=int, default=2000, help="new rows in the uploaded import (default 2000)")
