@@ -8,8 +8,8 @@ restarted twice, then a consistency check that no interaction was lost or duplic
 Steps:
 
 1. Drop and recreate the database (its name must contain "soak"; ``--reuse`` keeps a seeded one),
-   migrate, ``seed_demo --customers N --seed 0`` (20,000 by default to keep seeding to a minute or
-   two; the API benchmark uses 100,000) and ``retrain --kind all --sync`` so insights exist.
+   migrate, ``seed_demo --customers N --seed 0`` (20,000 by default to keep seeding and
+   retraining to a few minutes; the API benchmark uses 100,000) and ``retrain --kind all --sync`` so insights exist.
 2. Start gunicorn (2 workers, 127.0.0.1, a free port), one Celery worker (prefork, concurrency 1)
    and Celery beat (it sends the ``ml.sweep_stale_runs`` task every 60 s, as in production) on a
    queue of their own (``CELERY_QUEUE=soak-<tag>``) in the Redis database of ``--redis-url``.
