@@ -22,3 +22,9 @@ urlpatterns = [
     path("imports/<int:pk>/status.json", views.import_status, name="import_status"),
     path("imports/<int:pk>/rejected/<str:kind>.csv", views.import_rejected, name="import_rejected"),
 ]
+
+# Privacy: right of access and erasure (managers and admins).
+urlpatterns += [
+    path("customers/<int:pk>/personal-data.json", views.customer_personal_data, name="customer_personal_data"),
+    path("customers/<int:pk>/erase/", views.customer_erase, name="customer_erase"),
+]
