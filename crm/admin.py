@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from crm import services
-from crm.models import Customer, ImportFile, ImportRun, Interaction, Product
+from crm.models import AuditEvent, Customer, ImportFile, ImportRun, Interaction, Product
 
 
 class RecentInteractionInline(admin.TabularInline):
@@ -156,4 +156,42 @@ class ImportFileAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in ImportFile._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail: admins read it; nobody adds, changes or deletes events here. Managers, who
+    may use the admin for customers and imports, do not see it (it records what they did)."""
+
+    list_display = ("at", "actor_display", "action", "object_type", "object_id", "summary", "ip")
+    list_filter = ("action", "at", "object_type", ("actor", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("actor_username", "object_id", "summary")
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+    show_full_result_count = False
+
+    @admin.display(description="actor", ordering="actor_username")
+    def actor_display(self, obj):
+        return obj.actor_username or "system"
+
+    def _is_admin(self, request):
+        from crm.models import ROLE_ADMIN
+        from crm.selectors import user_roles
+
+        return request.user.is_active and ROLE_ADMIN in user_roles(request.user)
+
+    def has_module_permission(self, request):
+        return self._is_admin(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._is_admin(request)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

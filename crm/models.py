@@ -6,6 +6,7 @@ states is also a database constraint, so no door (import, admin, API, raw SQL) c
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 INTERACTION_TYPES = ("purchase", "refund", "view", "email", "call", "meeting", "support", "note")
 
@@ -37,6 +38,8 @@ class Customer(models.Model):
                                  "and left out of training.")
     # Kept up to date by the import and by logging a purchase, so lists can sort and filter on it.
     last_purchase_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Set by crm.privacy.erase_customer: the row stays as an empty tombstone (see README, "Privacy and audit").
+    erased_at = models.DateTimeField(null=True, blank=True, help_text="When the customer's personal data was erased.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -204,3 +207,50 @@ class ImportFile(models.Model):
 
     def __str__(self):
         return f"{self.kind}: {self.filename}"
+
+
+class AuditEvent(models.Model):
+    """One thing a user (or the system) did: the trail admins read. No personal data in it.
+
+    Written by the services in the same transaction as the change (crm.audit.record). The
+    actor's username is copied so the trail stays readable after the user is deleted; the
+    object is named by type and id (not a foreign key) so the event outlives the object.
+    """
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        UPDATE = "update"
+        DELETE = "delete"
+        BULK_UPSERT = "bulk_upsert"
+        IMPORT = "import"
+        EXPORT = "export"
+        PERSONAL_DATA_EXPORT = "personal_data_export"
+        ERASE = "erase"
+        RETRAIN = "retrain"
+        PUBLISH = "publish"
+        ROLLBACK = "rollback"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+", help_text="Empty for the system (commands, workers, schedules).")
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=30, choices=Action.choices)
+    object_type = models.CharField(max_length=40, blank=True, help_text="customer, product, interaction, ...")
+    object_id = models.CharField(max_length=100, blank=True)
+    customer_id = models.BigIntegerField(null=True, blank=True,
+                                         help_text="The customer the event is about (a number, not a link, so "
+                                                   "the event outlives the customer's row).")
+    summary = models.CharField(max_length=500, blank=True, help_text="Field names and counts, never values.")
+    ip = models.GenericIPAddressField(null=True, blank=True, verbose_name="IP address")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["action", "at"]),
+            models.Index(fields=["customer_id", "at"]),
+            models.Index(fields=["object_type", "object_id"]),
+        ]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_username or 'system'} {self.action} {self.object_type} " \
+               f"{self.object_id}".strip()

@@ -22,8 +22,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from crm import importing
-from crm.models import Customer, ImportFile, ImportRun, Interaction, Product
+from crm import audit, importing
+from crm.models import AuditEvent, Customer, ImportFile, ImportRun, Interaction, Product
 
 log = logging.getLogger(__name__)
 
@@ -436,19 +436,29 @@ def import_files(files: dict, *, user=None, source: str = "command", run: Import
             done_before += path.stat().st_size
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        ImportRun.objects.filter(pk=run.pk).update(
-            status=ImportRun.Status.FAILED, error=f"stopped part-way ({reason}); every finished batch is stored, "
-            "re-run the same import to complete it", finished_at=timezone.now())
+        with transaction.atomic():
+            ImportRun.objects.filter(pk=run.pk).update(
+                status=ImportRun.Status.FAILED, error=f"stopped part-way ({reason}); every finished batch is stored, "
+                "re-run the same import to complete it", finished_at=timezone.now())
+            _audit_import(run, "stopped part-way")
         run.refresh_from_db()
         raise
     if run.files.filter(kind=ImportFile.Kind.INTERACTIONS).exclude(created=0, updated=0).exists():
         ImportRun.objects.filter(pk=run.pk).update(stage="updating customers' last purchase")
         refresh_last_purchase()
-    ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.SUCCEEDED, stage="done",
-                                               bytes_done=total, finished_at=timezone.now())
+    with transaction.atomic():
+        ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.SUCCEEDED, stage="done",
+                                                   bytes_done=total, finished_at=timezone.now())
+        _audit_import(run, "finished")
     run.refresh_from_db()
     schedule_retrain_after_import(run)
     return run
+
+
+def _audit_import(run: ImportRun, outcome: str) -> None:
+    """One audit event per import run (its batches commit on their own): counts per file, no rows."""
+    audit.record(AuditEvent.Action.IMPORT, user=run.user, object_type="import", object_id=run.pk,
+                 summary=f"import {run.pk} {outcome}: {summary(run)}"[:500])
 
 
 def _import_one(run, result, kind, path, header, user_id, rejected_dir, progress, batch_size, done_before):
@@ -661,6 +671,7 @@ def log_interaction(*, user, customer: Customer, type: str, occurred_at=None, no
         interaction.save()
         if type == Interaction.Type.PURCHASE:
             refresh_last_purchase([customer.pk])
+        _audit_interaction(AuditEvent.Action.CREATE, user, interaction, f"type {interaction.type}")
     return interaction
 
 
@@ -699,11 +710,26 @@ def _save(instance, fields: dict):
     return instance
 
 
+def _audit(action, user, object_type, instance, what, customer_id=None):
+    """The audit event of a single-object change; ``what`` names fields, never their values."""
+    audit.record(action, user=user, object_type=object_type, object_id=instance.pk, customer_id=customer_id,
+                 summary=f"{object_type} {instance.pk} {action}d" + (f": {what}" if what else ""))
+
+
+def _audit_interaction(action, user, interaction, what=""):
+    audit.record(action, user=user, object_type="interaction", object_id=interaction.pk,
+                 customer_id=interaction.customer_id,
+                 summary=f"interaction {interaction.pk} of customer {interaction.customer_id} {action}d"
+                         + (f": {what}" if what else ""))
+
+
 def create_customer(*, user, **fields) -> Customer:
     """Create a customer; a sales rep may own it or leave it unassigned, not give it to another rep."""
     _check_owner(user, fields.get("owner"))
     with transaction.atomic():
-        return _save(Customer(), fields)
+        customer = _save(Customer(), fields)
+        _audit(AuditEvent.Action.CREATE, user, "customer", customer, "", customer.pk)
+        return customer
 
 
 def update_customer(*, user, customer: Customer, **fields) -> Customer:
@@ -712,26 +738,39 @@ def update_customer(*, user, customer: Customer, **fields) -> Customer:
     if "owner" in fields and fields["owner"] != customer.owner:
         _check_owner(user, fields["owner"])
     with transaction.atomic():
-        return _save(customer, fields)
+        changed = audit.changed_fields(customer, fields)
+        _save(customer, fields)
+        _audit(AuditEvent.Action.UPDATE, user, "customer", customer,
+               f"fields {', '.join(changed)}" if changed else "no field changed", customer.pk)
+        return customer
 
 
 def delete_customer(*, user, customer: Customer) -> None:
     """Erase a customer with their interactions and insights (managers and admins only)."""
     _check_manager(user, "only managers can delete customers")
     with transaction.atomic():
+        pk = customer.pk
         customer.delete()
+        customer.pk = pk
+        _audit(AuditEvent.Action.DELETE, user, "customer", customer, "with interactions and insights", pk)
 
 
 def create_product(*, user, **fields) -> Product:
     _check_manager(user, "only managers can add products")
     with transaction.atomic():
-        return _save(Product(), fields)
+        product = _save(Product(), fields)
+        _audit(AuditEvent.Action.CREATE, user, "product", product, "")
+        return product
 
 
 def update_product(*, user, product: Product, **fields) -> Product:
     _check_manager(user, "only managers can change products")
     with transaction.atomic():
-        return _save(product, fields)
+        changed = audit.changed_fields(product, fields)
+        _save(product, fields)
+        _audit(AuditEvent.Action.UPDATE, user, "product", product,
+               f"fields {', '.join(changed)}" if changed else "no field changed")
+        return product
 
 
 def delete_product(*, user, product: Product) -> None:
@@ -741,7 +780,10 @@ def delete_product(*, user, product: Product) -> None:
     _check_manager(user, "only managers can delete products")
     try:
         with transaction.atomic():
+            pk = product.pk
             product.delete()
+            product.pk = pk
+            _audit(AuditEvent.Action.DELETE, user, "product", product, "")
     except ProtectedError:
         raise InUse(f"product {product.sku!r} has interactions; mark it inactive instead") from None
 
@@ -758,17 +800,22 @@ def update_interaction(*, user, interaction: Interaction, **fields) -> Interacti
     """Change an interaction (managers: any visible one; reps: the ones they logged)."""
     _check_interaction_editable(user, interaction)
     with transaction.atomic():
+        changed = audit.changed_fields(interaction, fields)
         _save(interaction, fields)
         refresh_last_purchase([interaction.customer_id])
+        _audit_interaction(AuditEvent.Action.UPDATE, user, interaction,
+                           f"fields {', '.join(changed)}" if changed else "no field changed")
     return interaction
 
 
 def delete_interaction(*, user, interaction: Interaction) -> None:
     _check_interaction_editable(user, interaction)
     with transaction.atomic():
-        customer_id = interaction.customer_id
+        customer_id, pk = interaction.customer_id, interaction.pk
         interaction.delete()
         refresh_last_purchase([customer_id])
+        interaction.pk = pk
+        _audit_interaction(AuditEvent.Action.DELETE, user, interaction)
 
 
 def issue_token(user):
@@ -953,6 +1000,10 @@ def upsert_interactions(*, user, items: list) -> BulkResult:
         _upsert_interaction_rows(stored_columns, write, user)
         if touched:
             refresh_last_purchase(touched)
+        # One event per request, with counts: a 10,000-item batch is one use case, not 10,000.
+        audit.record(AuditEvent.Action.BULK_UPSERT, user=user, object_type="interaction",
+                     summary=f"{len(items)} items: {created} created, {len(write) - created} updated, "
+                             f"{unchanged} unchanged, {len(errors)} rejected, {len(touched)} customers touched")
     errors.sort(key=lambda e: e["index"])
     return BulkResult(created=created, updated=len(write) - created, unchanged=unchanged, errors=errors)
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from crm import forms, selectors, services
+from crm import audit, forms, selectors, services
 from crm.exports import safe_cell
 from crm.models import ImportFile, ImportRun, Product
 from ml import selectors as ml_selectors
@@ -152,6 +152,7 @@ def customer_export(request):
                                  "last_purchase_at", "segment_name", "expected_purchases", "expected_spend",
                                  "churn_probability", "clv", "expected_refund_rate", "value_at_risk")
     writer = csv.writer(_Echo())
+    audit.record_export(request.user, "customer list (web CSV)", form.filters())
 
     def lines():
         yield writer.writerow(EXPORT_COLUMNS)
@@ -385,7 +386,7 @@ def model_publish(request, pk):
     """Roll back (or forward) to an earlier succeeded run."""
     run = get_object_or_404(TrainingRun, pk=pk)
     try:
-        ml_services.publish_run(run.pk)
+        ml_services.publish_run(run.pk, user=request.user)
     except ml_services.RunNotPublishable as exc:
         messages.error(request, str(exc))
     else:
@@ -542,3 +543,39 @@ def account_token_revoke(request):
     else:
         messages.info(request, "You had no API token.")
     return redirect("account")
+# --- privacy: right of access and erasure (managers and admins) ----------------------------------
+
+@manager_required
+@require_GET
+def customer_personal_data(request, pk):
+    """Everything stored about the customer, as a JSON download (recorded in the audit trail)."""
+    from django.http import HttpResponse
+
+    from crm import privacy
+
+    customer = _visible_customer(request, pk)
+    data = privacy.export_personal_data(user=request.user, customer=customer)
+    response = HttpResponse(privacy.to_json(data), content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="personal-data-customer-{customer.pk}.json"'
+    return response
+
+
+@manager_required
+def customer_erase(request, pk):
+    """GET: what erasing removes, and a form asking to type the external id. POST: erase."""
+    from crm import privacy
+
+    customer = _visible_customer(request, pk)
+    error = ""
+    if request.method == "POST":
+        if request.POST.get("confirm", "").strip() != customer.external_id:
+            error = "Type the customer's external id exactly to confirm."
+        else:
+            counts = privacy.erase_customer(user=request.user, customer=customer)
+            messages.success(request, "Personal data erased: " + ", ".join(f"{n} {what}" for what, n in counts.items())
+                             + " deleted; the profile is blank and left out of training.")
+            return redirect("customer_detail", pk=customer.pk)
+    response = render(request, "crm/customer_erase.html", {"customer": customer, "error": error})
+    if error:
+        response.status_code = 400
+    return response

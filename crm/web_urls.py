@@ -30,3 +30,9 @@ urlpatterns += [
     path("account/token/regenerate/", views.account_token_regenerate, name="account_token_regenerate"),
     path("account/token/revoke/", views.account_token_revoke, name="account_token_revoke"),
 ]
+
+# Privacy: right of access and erasure (managers and admins).
+urlpatterns += [
+    path("customers/<int:pk>/personal-data.json", views.customer_personal_data, name="customer_personal_data"),
+    path("customers/<int:pk>/erase/", views.customer_erase, name="customer_erase"),
+]

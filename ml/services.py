@@ -22,7 +22,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from crm.models import Customer
+from crm import audit
+from crm.models import AuditEvent, Customer
 from ml import data
 from ml.models import CustomerSegment, Forecast, Segment, TrainingRun
 
@@ -81,6 +82,8 @@ def request_retrain(kind: str, *, as_of: date | None = None, horizon_days: int =
         with transaction.atomic():
             run = TrainingRun.objects.create(kind=kind, as_of=as_of, horizon_days=horizon_days, algorithm=algorithm,
                                              params=params or {}, requested_by=user, trigger=trigger)
+            audit.record(AuditEvent.Action.RETRAIN, user=user, object_type="training_run", object_id=run.pk,
+                         summary=f"{kind} retrain requested (run {run.pk}, trigger {trigger})")
     except IntegrityError:
         existing = TrainingRun.objects.filter(kind=kind, status=Status.QUEUED).first()
         if existing is None:
@@ -231,14 +234,23 @@ def run_now(kind: str, *, as_of: date | None = None, horizon_days: int = 90, alg
     return result
 
 
-def publish_run(run_id: int) -> TrainingRun:
-    """Make a finished run the live one of its kind, in one transaction (also used to roll back)."""
+def publish_run(run_id: int, *, user=None) -> TrainingRun:
+    """Make a finished run the live one of its kind, in one transaction (also used to roll back).
+
+    ``user``: who asked (None: the run published itself after training). Publishing a run
+    older than the live one is recorded in the audit trail as a rollback.
+    """
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
         if run.status != Status.SUCCEEDED:
             raise RunNotPublishable(f"run #{run.pk} is {run.status}; only a succeeded run can be published")
+        live = TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).values_list(
+            "pk", flat=True).first()
         TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).update(is_published=False)
         TrainingRun.objects.filter(pk=run.pk).update(is_published=True, published_at=timezone.now())
+        action = AuditEvent.Action.ROLLBACK if live is not None and live > run.pk else AuditEvent.Action.PUBLISH
+        audit.record(action, user=user, object_type="training_run", object_id=run.pk,
+                     summary=f"{run.kind} run {run.pk} published" + (f", replacing run {live}" if live else ""))
     run.refresh_from_db()
     return run
 

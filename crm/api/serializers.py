@@ -377,3 +377,27 @@ class TokenSerializer(serializers.Serializer):
 class CredentialsSerializer(serializers.Serializer):
     username = serializers.CharField(required=False)
     password = serializers.CharField(required=False, style={"input_type": "password"}, trim_whitespace=False)
+
+
+# --- privacy (documentation of the responses; the services build them) -----------------------------------
+
+class PersonalDataSerializer(serializers.Serializer):
+    """Everything stored about one customer (crm.privacy.personal_data)."""
+
+    format = serializers.CharField()
+    generated_at = serializers.DateTimeField()
+    customer = serializers.DictField(help_text="The profile: every stored field.")
+    interactions = serializers.ListField(child=serializers.DictField())
+    segments = serializers.ListField(child=serializers.DictField(), help_text="One per stored segmentation run.")
+    forecasts = serializers.ListField(child=serializers.DictField(), help_text="One per stored forecast run, "
+                                                                               "with its factors.")
+    suggestions = serializers.ListField(child=serializers.DictField(), help_text="With reasons, every stored run.")
+    prospects = serializers.ListField(child=serializers.DictField())
+    suggestion_feedback = serializers.ListField(child=serializers.DictField())
+    audit_events = serializers.ListField(child=serializers.DictField())
+
+
+class ErasureResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    erased_at = serializers.DateTimeField()
+    deleted = serializers.DictField(child=serializers.IntegerField(), help_text="Rows deleted, by kind.")

@@ -32,3 +32,10 @@ urlpatterns = [
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     re_path(r"^.*$", views.NotFoundView.as_view(), name="api-not-found"),
 ]
+
+# Privacy (right of access and erasure): inserted before the catch-all 404, which must stay last.
+urlpatterns[-1:-1] = [
+    path("customers/<int:pk>/personal-data/", views.CustomerPersonalDataView.as_view(),
+         name="api-customer-personal-data"),
+    path("customers/<int:pk>/erase/", views.CustomerEraseView.as_view(), name="api-customer-erase"),
+]

@@ -358,7 +358,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     def publish(self, request, pk=None):
         """Make this succeeded run the live one of its kind, in one transaction; the previous one stays
         for rollback. 409 when the run did not succeed."""
-        run = ml_services.publish_run(self.get_object().pk)
+        run = ml_services.publish_run(self.get_object().pk, user=request.user)
         return Response(s.TrainingRunSerializer(run).data)
 
 
@@ -452,3 +452,49 @@ class NotFoundView(APIView):
 
     def get(self, request, *args, **kwargs):
         raise exceptions.NotFound()
+
+
+# --- privacy: right of access and erasure (managers and admins) -------------------------------------------
+
+class _PrivacyView(APIView):
+    """A customer the manager may see (another's or unknown id: 404, like every customer lookup)."""
+
+    permission_classes = [IsManager]
+
+    def customer(self, pk):
+        from django.shortcuts import get_object_or_404
+
+        return get_object_or_404(selectors.visible_customers(self.request.user), pk=pk)
+
+
+class CustomerPersonalDataView(_PrivacyView):
+    """Everything stored about one customer (right of access), as one JSON document."""
+
+    @extend_schema(summary="Everything stored about a customer (managers)",
+                   responses={200: s.PersonalDataSerializer})
+    def get(self, request, pk):
+        """The customer's profile, interactions and the insights of every stored model run about them,
+        with the audit events about their record. The download is recorded in the audit trail."""
+        from django.http import HttpResponse
+
+        from crm import privacy
+
+        data = privacy.export_personal_data(user=request.user, customer=self.customer(pk))
+        response = HttpResponse(privacy.to_json(data), content_type="application/json; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="personal-data-customer-{pk}.json"'
+        return response
+
+
+class CustomerEraseView(_PrivacyView):
+    """Erase a customer's personal data (right to erasure)."""
+
+    @extend_schema(summary="Erase a customer's personal data (managers)", request=None,
+                   responses={200: s.ErasureResultSerializer})
+    def post(self, request, pk):
+        """Delete the customer's interactions and their rows in every stored model run, blank the profile
+        and leave it out of training, in one transaction. The row stays as an empty tombstone."""
+        from crm import privacy
+
+        customer = self.customer(pk)
+        counts = privacy.erase_customer(user=request.user, customer=customer)
+        return Response({"id": customer.pk, "erased_at": customer.erased_at, "deleted": counts})

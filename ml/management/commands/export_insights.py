@@ -3,6 +3,7 @@ import csv
 
 from django.core.management.base import BaseCommand
 
+from crm.audit import record_export
 from crm.exports import safe_cell
 from ml.selectors import INSIGHT_COLUMNS, insight_rows
 
@@ -29,4 +30,5 @@ class Command(BaseCommand):
             for row in insight_rows():
                 writer.writerow([safe_cell(row[0]), safe_cell(row[1]), *(_number(v) for v in row[2:7]), *row[7:]])
                 count += 1
+        record_export(None, f"insights of {count} customers (export_insights command)")
         self.stdout.write(f"Wrote {count:,} customers to {options['out']}")

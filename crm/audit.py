@@ -1,0 +1,63 @@
+"""The audit trail: who did what to which object, when, from where, without the data itself.
+
+Services call :func:`record` inside the transaction of the change they make, so an event
+exists exactly when the change does (a rolled-back change leaves no event, a committed one
+always has one). One INSERT per use case: bulk writes and imports record one event per batch
+or run with counts, never one per row. Summaries name fields and counts, never values, so
+the trail itself holds no personal data and survives an erasure unchanged.
+
+The request's IP address reaches the services through :class:`AuditContextMiddleware` (a
+context variable), so service signatures stay free of HTTP details. It is REMOTE_ADDR: behind
+a reverse proxy that is the proxy's address (X-Forwarded-For is not trusted, it is spoofable).
+"""
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+_request_ip: ContextVar[str | None] = ContextVar("crm_audit_request_ip", default=None)
+
+
+class AuditContextMiddleware:
+    """Make the client's IP address available to :func:`record` for the length of a request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = _request_ip.set(request.META.get("REMOTE_ADDR") or None)
+        try:
+            return self.get_response(request)
+        finally:
+            _request_ip.reset(token)
+
+
+def record(action: str, *, user=None, object_type: str = "", object_id="", customer_id: int | None = None,
+           summary: str = ""):
+    """Write one audit event (one INSERT). Call it inside the change's ``transaction.atomic``.
+
+    ``user``: the acting user, or None for the system (commands, workers, schedules).
+    ``customer_id``: the customer the event is about, if any, so the customer's personal-data
+    export can list the events about them. ``summary``: field names and counts only, no values.
+    """
+    from crm.models import AuditEvent
+
+    actor = user if user is not None and getattr(user, "is_authenticated", False) else None
+    return AuditEvent.objects.create(
+        action=action, actor=actor, actor_username=actor.get_username() if actor else "",
+        object_type=object_type, object_id="" if object_id is None else str(object_id), customer_id=customer_id,
+        summary=summary[:500], ip=_request_ip.get())
+
+
+def changed_fields(instance, fields: dict) -> list[str]:
+    """Names of the fields in ``fields`` whose new value differs from the instance's current one."""
+    return sorted(name for name, value in fields.items() if getattr(instance, name, None) != value)
+
+
+def record_export(user, what: str, filters: dict | None = None):
+    """The audit event of a bulk export: what was exported and which filters were set (names only,
+    a search text may be a name)."""
+    from crm.models import AuditEvent
+
+    used = sorted(k for k, v in (filters or {}).items() if v not in (None, "", [], ()) and k != "ordering")
+    return record(AuditEvent.Action.EXPORT, user=user, object_type="export",
+                  summary=f"{what} exported" + (f"; filters {', '.join(used)}" if used else "; no filter"))
