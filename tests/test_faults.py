@@ -67,10 +67,11 @@ def own_redis(monkeypatch):
         pytest.skip("redis-server is not installed; the broker fault tests start their own Redis")
     from crm.celery import app
 
+    # Read before setting the variable: Celery's broker_url prefers CELERY_BROKER_URL from the environment.
+    saved = (app.conf.broker_url, app.conf.broker_transport_options)
     redis = OwnRedis(binary)
     redis.start()
     monkeypatch.setenv("CELERY_BROKER_URL", redis.url)  # read by start_worker's worker processes
-    saved = (app.conf.broker_url, app.conf.broker_transport_options)
     _use_broker(app, redis.url, {"visibility_timeout": 3600})
     try:
         yield redis
