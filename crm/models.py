@@ -159,6 +159,10 @@ class ImportRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When its task was handed to the broker (or it started in-process). Empty while queued: "
+                  "the broker was unreachable, and the sweep or a starting worker sends it.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -34,6 +34,11 @@ class ImportFailed(Exception):
     """The import could not run at all (missing file, unreadable header, missing column)."""
 
 
+class BackgroundUnavailable(Exception):
+    """The task queue (broker) cannot be reached. The work is saved and queued; it is sent when
+    the broker is back (beat's sweep, or a worker starting up)."""
+
+
 @dataclass(frozen=True)
 class _Target:
     table: str
@@ -414,7 +419,8 @@ def import_files(files: dict, *, user=None, source: str = "command", run: Import
     if not files:
         raise ImportFailed("no file given: name at least one of customers, products, interactions")
     if run is None:
-        run = ImportRun.objects.create(user=user, source=source)
+        # Runs in this process: marked dispatched so the sweep never hands it to a worker too.
+        run = ImportRun.objects.create(user=user, source=source, dispatched_at=timezone.now())
     try:
         headers = _check_files(files)
     except ImportFailed as exc:
@@ -530,9 +536,13 @@ def _rows_done(run, result, counts):
     return earlier + counts["rows_read"]
 
 
-def save_uploads(uploads: dict, *, user=None, source: str = "upload") -> ImportRun:
-    """Store uploaded files under MEDIA_ROOT/imports/<run id>/ and create their queued ImportRun."""
-    run = ImportRun.objects.create(user=user, source=source, status=ImportRun.Status.QUEUED)
+def save_uploads(uploads: dict, *, user=None, source: str = "upload", in_process: bool = False) -> ImportRun:
+    """Store uploaded files under MEDIA_ROOT/imports/<run id>/ and create their queued ImportRun.
+
+    ``in_process``: the caller imports them itself, so no worker must be sent the run.
+    """
+    run = ImportRun.objects.create(user=user, source=source, status=ImportRun.Status.QUEUED,
+                                   dispatched_at=timezone.now() if in_process else None)
     folder = Path(settings.MEDIA_ROOT) / "imports" / str(run.pk)
     folder.mkdir(parents=True, exist_ok=True)
     for kind in ORDER:
@@ -562,7 +572,7 @@ def run_saved_import(run_id: int, progress=None) -> ImportRun:
 
 def import_uploads(uploads: dict, *, user=None, source: str = "upload") -> ImportRun:
     """Save uploaded files and import them now, in this process."""
-    run = save_uploads(uploads, user=user, source=source)
+    run = save_uploads(uploads, user=user, source=source, in_process=True)
     return run_saved_import(run.pk)
 
 
@@ -604,12 +614,67 @@ def run_queued_import(run_id: int) -> ImportRun | None:
 
 
 def enqueue_import(uploads: dict, *, user=None, source: str = "upload") -> ImportRun:
-    """Save uploads and hand the import to a worker once this transaction commits."""
+    """Save uploads and hand the import to a worker once this transaction commits.
+
+    Raises :class:`BackgroundUnavailable` (outside a transaction) when the broker cannot be
+    reached: the run stays queued with its files and is sent when the broker is back.
+    """
     from crm.tasks import run_import_task
 
     run = save_uploads(uploads, user=user, source=source)
-    transaction.on_commit(lambda: run_import_task.delay(run.pk))
+    dispatch_on_commit(run_import_task, ImportRun, run.pk, f"import #{run.pk}")
     return run
+
+
+def dispatch(task, model, pk: int) -> bool:
+    """Send ``task(pk)`` for a queued ImportRun or TrainingRun, once; False when the broker is unreachable.
+
+    ``dispatched_at`` is claimed with a conditional UPDATE first, so a request, the sweep and a
+    starting worker racing for the same row send one message between them; a failed send clears
+    it again so the row is picked up later. The publish retry policy (settings) keeps a failed
+    send to a few seconds.
+    """
+    from kombu.exceptions import OperationalError as BrokerUnreachable
+
+    claimed = model.objects.filter(pk=pk, status="queued", dispatched_at__isnull=True).update(
+        dispatched_at=timezone.now())
+    if not claimed:
+        return True  # sent already by someone else, or no longer waiting for a worker
+    try:
+        task.apply_async(args=[pk])
+    except BrokerUnreachable as exc:
+        model.objects.filter(pk=pk).update(dispatched_at=None)
+        log.warning("broker unreachable, %s #%s stays queued until it is back: %s", model.__name__, pk, exc)
+        return False
+    return True
+
+
+def dispatch_on_commit(task, model, pk: int, what: str) -> None:
+    """Dispatch when the current transaction commits.
+
+    Outside a transaction (every web and API request: no ATOMIC_REQUESTS) Django runs the hook at
+    once, so the caller learns here that the broker is down and can tell the user; inside one,
+    a failed send is only logged and the sweep sends it later.
+    """
+    sent = []
+    transaction.on_commit(lambda: sent.append(dispatch(task, model, pk)))
+    if sent == [False]:
+        raise BackgroundUnavailable(
+            f"Background work is unavailable right now (the task queue cannot be reached). {what.capitalize()} "
+            "is saved and queued; it starts automatically when the queue is back.")
+
+
+def dispatch_pending_imports() -> list[int]:
+    """Send the queued imports whose task never reached the broker; returns the ids sent."""
+    from crm.tasks import run_import_task
+
+    pending = ImportRun.objects.filter(status=ImportRun.Status.QUEUED, dispatched_at__isnull=True).order_by("pk")
+    sent = []
+    for pk in pending.values_list("pk", flat=True):
+        if not dispatch(run_import_task, ImportRun, pk):
+            break  # the broker is still down: the rest wait for the next sweep
+        sent.append(pk)
+    return sent
 
 
 def schedule_retrain_after_import(run: ImportRun) -> list:

@@ -373,6 +373,9 @@ def model_retrain(request):
     except ml_services.RetrainRefused as exc:
         messages.error(request, f"Retrain refused: {exc}")
         return redirect("model_list")
+    except services.BackgroundUnavailable as exc:
+        messages.warning(request, str(exc))
+        return redirect("model_list")
     if created:
         messages.success(request, f"{run.kind.title()} retrain queued (run #{run.pk}).")
     else:
@@ -403,7 +406,11 @@ def import_list(request):
         if form.is_valid():
             uploads = {k: form.cleaned_data[k] for k in ("customers", "products", "interactions")
                        if form.cleaned_data.get(k)}
-            run = services.enqueue_import(uploads, user=request.user, source="upload")
+            try:
+                run = services.enqueue_import(uploads, user=request.user, source="upload")
+            except services.BackgroundUnavailable as exc:
+                messages.warning(request, str(exc))
+                return redirect("import_list")
             messages.success(request, f"Import #{run.pk} queued.")
             return redirect("import_detail", pk=run.pk)
     else:

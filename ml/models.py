@@ -35,6 +35,10 @@ class TrainingRun(models.Model):
     stage = models.CharField(max_length=200, blank=True)
     progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When its task was handed to the broker (or it started in-process). Empty while queued: "
+                  "the broker was unreachable, and the sweep or a starting worker sends it.")
     attempts = models.PositiveSmallIntegerField(default=0)
     as_of = models.DateField(null=True, blank=True, help_text="Last day of data the run may see.")
     horizon_days = models.PositiveIntegerField(default=90)

@@ -77,31 +77,67 @@ def request_retrain(kind: str, *, as_of: date | None = None, horizon_days: int =
         raise RetrainRefused("the horizon must be at least one day")
     existing = TrainingRun.objects.filter(kind=kind, status=Status.QUEUED).first()
     if existing is not None:
-        return existing, False
+        return _join(existing, enqueue), False
     try:
         with transaction.atomic():
+            # enqueue=False: this process runs it, so it counts as dispatched (the sweep leaves it).
             run = TrainingRun.objects.create(kind=kind, as_of=as_of, horizon_days=horizon_days, algorithm=algorithm,
-                                             params=params or {}, requested_by=user, trigger=trigger)
+                                             params=params or {}, requested_by=user, trigger=trigger,
+                                             dispatched_at=None if enqueue else timezone.now())
             audit.record(AuditEvent.Action.RETRAIN, user=user, object_type="training_run", object_id=run.pk,
                          summary=f"{kind} retrain requested (run {run.pk}, trigger {trigger})")
     except IntegrityError:
         existing = TrainingRun.objects.filter(kind=kind, status=Status.QUEUED).first()
         if existing is None:
             raise RetrainRefused(f"a {kind} retrain was requested at the same moment; try again") from None
-        return existing, False
+        return _join(existing, enqueue), False
     if enqueue:
         _enqueue(run.pk)
     return run, True
 
 
+def _join(existing: TrainingRun, enqueue: bool) -> TrainingRun:
+    """A request joining a queued run whose task never reached the broker tries to send it again."""
+    if enqueue and existing.dispatched_at is None:
+        _enqueue(existing.pk)
+    return existing
+
+
 def _enqueue(run_id: int) -> None:
+    """Send the run's task on commit; raises BackgroundUnavailable (outside a transaction) when the
+    broker is unreachable, the run staying queued for the sweep or a starting worker to send."""
+    from crm.services import dispatch_on_commit
     from ml.tasks import execute_run_task
 
-    transaction.on_commit(lambda: execute_run_task.delay(run_id))
+    dispatch_on_commit(execute_run_task, TrainingRun, run_id, f"training run #{run_id}")
+
+
+def _send(run_id: int) -> bool:
+    from crm.services import dispatch
+    from ml.tasks import execute_run_task
+
+    return dispatch(execute_run_task, TrainingRun, run_id)
+
+
+def dispatch_pending() -> dict:
+    """Send every queued training run and import whose task never reached the broker (it was down
+    when they were requested). Called by beat's sweep and when a worker starts."""
+    from crm.services import dispatch_pending_imports
+
+    runs = []
+    for pk in TrainingRun.objects.filter(status=Status.QUEUED, dispatched_at__isnull=True).order_by("pk").values_list(
+            "pk", flat=True):
+        if not _send(pk):
+            return {"runs": runs, "imports": []}  # the broker is still down: try again at the next sweep
+        runs.append(pk)
+    return {"runs": runs, "imports": dispatch_pending_imports()}
 
 
 def request_retrain_all(**kwargs) -> list:
-    return [request_retrain(kind, **kwargs)[0] for kind in KIND_ORDER]
+    # One transaction: the three tasks are sent on commit, and a broker outage only leaves them
+    # queued for the sweep instead of stopping after the first kind (beat and imports call this).
+    with transaction.atomic():
+        return [request_retrain(kind, **kwargs)[0] for kind in KIND_ORDER]
 
 
 def cancel_queued(kind: str, reason: str) -> int:
@@ -275,7 +311,7 @@ def sweep_stale_runs() -> dict:
         try:
             with transaction.atomic():
                 moved = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
-                    status=Status.QUEUED, stage="worker lost; queued again", error="")
+                    status=Status.QUEUED, stage="worker lost; queued again", error="", dispatched_at=None)
         except IntegrityError:
             # A queued run of this kind already waits: it will carry the retrain instead.
             moved = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
@@ -287,7 +323,7 @@ def sweep_stale_runs() -> dict:
             continue
         if moved:
             _delete_rows(run.pk)
-            _enqueue(run.pk)
+            _send(run.pk)  # if the broker is down too, dispatch_pending sends it later
             requeued.append(run.pk)
     return {"requeued": requeued, "failed": failed}
 

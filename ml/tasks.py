@@ -22,4 +22,7 @@ def retrain_all_task() -> None:
 
 @shared_task(name="ml.sweep_stale_runs", acks_late=True)
 def sweep_stale_runs_task() -> None:
+    """Beat, every minute: take over runs whose worker died, then send the queued runs and imports
+    whose tasks never reached the broker (it was down when they were requested)."""
     services.sweep_stale_runs()
+    services.dispatch_pending()

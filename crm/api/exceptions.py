@@ -1,7 +1,8 @@
 """One error format for every API error: ``{"error": {"code", "message", "fields"}}``.
 
 Domain exceptions of the services map to HTTP here, so views stay free of try/except:
-NotAllowed -> 403, refused or conflicting state -> 409, Django validation -> 400.
+NotAllowed -> 403, refused or conflicting state -> 409, Django validation -> 400, task queue
+unreachable -> 503 (the work stays queued).
 """
 import logging
 
@@ -13,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler, set_rollback
 
-from crm.services import ImportFailed, InUse, NotAllowed
+from crm.services import BackgroundUnavailable, ImportFailed, InUse, NotAllowed
 from ml.services import RetrainRefused, RunNotPublishable
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,12 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state."
     default_code = "conflict"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Background work is unavailable right now."
+    default_code = "background_unavailable"
 
 
 def _as_api_exception(exc):
@@ -36,6 +43,8 @@ def _as_api_exception(exc):
         return exceptions.PermissionDenied(str(exc))
     if isinstance(exc, (RetrainRefused, RunNotPublishable, InUse)):
         return Conflict(str(exc))
+    if isinstance(exc, BackgroundUnavailable):
+        return ServiceUnavailable(str(exc))
     if isinstance(exc, ImportFailed):
         return exceptions.ValidationError({"files": [str(exc)]})
     return exc
