@@ -163,6 +163,8 @@ class ImportRun(models.Model):
         null=True, blank=True,
         help_text="When its task was handed to the broker (or it started in-process). Empty while queued: "
                   "the broker was unreachable, and the sweep or a starting worker sends it.")
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Workers that started it (the import of a lost worker is taken over).")
 
     class Meta:
         ordering = ["-created_at", "-id"]

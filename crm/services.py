@@ -15,14 +15,17 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from crm import audit, importing
+from crm.heartbeat import Heartbeat
 from crm.models import AuditEvent, Customer, ImportFile, ImportRun, Interaction, Product
 
 log = logging.getLogger(__name__)
@@ -450,7 +453,8 @@ def import_files(files: dict, *, user=None, source: str = "command", run: Import
         run.refresh_from_db()
         raise
     if run.files.filter(kind=ImportFile.Kind.INTERACTIONS).exclude(created=0, updated=0).exists():
-        ImportRun.objects.filter(pk=run.pk).update(stage="updating customers' last purchase")
+        ImportRun.objects.filter(pk=run.pk).update(stage="updating customers' last purchase",
+                                                   heartbeat_at=timezone.now())
         refresh_last_purchase()
     with transaction.atomic():
         ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.SUCCEEDED, stage="done",
@@ -601,16 +605,56 @@ def ensure_sales_reps(usernames) -> list:
     return users
 
 
+# An import is tried this many times in all (worker deaths included) before it is marked failed.
+IMPORT_MAX_ATTEMPTS = 3
+# Only saved uploads can be handed to another worker; a command's files may live on its machine only.
+REQUEUABLE_SOURCES = ("upload", "api")
+
+
+def _stale_before():
+    return timezone.now() - timedelta(seconds=settings.ML_STALE_AFTER_SECONDS)
+
+
+def _heartbeat_seconds() -> float:
+    return min(5.0, settings.ML_STALE_AFTER_SECONDS / 4)
+
+
 def run_queued_import(run_id: int) -> ImportRun | None:
-    """Claim a queued ImportRun (a conditional UPDATE, so a redelivered task does nothing) and run it."""
-    claimed = ImportRun.objects.filter(pk=run_id, status=ImportRun.Status.QUEUED).update(
-        status=ImportRun.Status.RUNNING, heartbeat_at=timezone.now())
+    """Claim a queued ImportRun, or a running one whose worker died (stale heartbeat), and run it.
+
+    The claim is a conditional UPDATE, so a redelivered task whose import already finished does
+    nothing. Re-running a half-done import is safe: every batch is an idempotent upsert.
+    """
+    claimed = ImportRun.objects.filter(
+        Q(status=ImportRun.Status.QUEUED) | Q(status=ImportRun.Status.RUNNING, heartbeat_at__lt=_stale_before()),
+        pk=run_id, attempts__lt=IMPORT_MAX_ATTEMPTS,
+    ).update(status=ImportRun.Status.RUNNING, heartbeat_at=timezone.now(), attempts=F("attempts") + 1)
     if not claimed:
         return None
     try:
-        return run_saved_import(run_id)
+        with Heartbeat(ImportRun, run_id, _heartbeat_seconds()):
+            return run_saved_import(run_id)
     except ImportFailed:
         return ImportRun.objects.get(pk=run_id)
+
+
+def sweep_stale_imports() -> dict:
+    """Imports whose worker died (no heartbeat for ML_STALE_AFTER_SECONDS): queue saved uploads
+    again for a worker, up to IMPORT_MAX_ATTEMPTS; fail the others with what to do."""
+    stale = _stale_before()
+    requeued, failed = [], []
+    running = ImportRun.objects.filter(status=ImportRun.Status.RUNNING, heartbeat_at__lt=stale)
+    for pk, source, attempts in running.order_by("pk").values_list("pk", "source", "attempts"):
+        still_stale = ImportRun.objects.filter(pk=pk, status=ImportRun.Status.RUNNING, heartbeat_at__lt=stale)
+        if source in REQUEUABLE_SOURCES and attempts < IMPORT_MAX_ATTEMPTS:
+            if still_stale.update(status=ImportRun.Status.QUEUED, dispatched_at=None,
+                                  stage="worker lost; queued again"):
+                requeued.append(pk)
+        elif still_stale.update(status=ImportRun.Status.FAILED, finished_at=timezone.now(),
+                                error=f"the import stopped part-way (its process stopped responding, attempt {attempts}); "
+                                      "rows of finished batches are stored: re-run the same import to complete it"):
+            failed.append(pk)
+    return {"requeued": requeued, "failed": failed}
 
 
 def enqueue_import(uploads: dict, *, user=None, source: str = "upload") -> ImportRun:
@@ -664,11 +708,29 @@ def dispatch_on_commit(task, model, pk: int, what: str) -> None:
             "is saved and queued; it starts automatically when the queue is back.")
 
 
+def redispatch_after() -> timedelta:
+    """A queued row sent this long ago without being started may have lost its message (a worker
+    killed while holding it, a broker restarted without persistence): it is sent again. A
+    duplicate message is harmless (the claim is conditional), so the only cost of a short wait is
+    a no-op task now and then."""
+    return 5 * timedelta(seconds=settings.ML_STALE_AFTER_SECONDS)
+
+
+def release_overdue(model, pks) -> None:
+    """Clear ``dispatched_at`` of queued rows sent longer than redispatch_after() ago, so the
+    next dispatch sends them again."""
+    model.objects.filter(pk__in=list(pks), status="queued",
+                         dispatched_at__lt=timezone.now() - redispatch_after()).update(dispatched_at=None)
+
+
 def dispatch_pending_imports() -> list[int]:
-    """Send the queued imports whose task never reached the broker; returns the ids sent."""
+    """Send the queued imports whose task never reached the broker, or whose message looks lost;
+    returns the ids sent."""
     from crm.tasks import run_import_task
 
-    pending = ImportRun.objects.filter(status=ImportRun.Status.QUEUED, dispatched_at__isnull=True).order_by("pk")
+    queued = ImportRun.objects.filter(status=ImportRun.Status.QUEUED)
+    release_overdue(ImportRun, queued.values_list("pk", flat=True))
+    pending = queued.filter(dispatched_at__isnull=True).order_by("pk")
     sent = []
     for pk in pending.values_list("pk", flat=True):
         if not dispatch(run_import_task, ImportRun, pk):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import traceback
 from datetime import date, timedelta
@@ -18,11 +17,12 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from crm import audit
+from crm.heartbeat import Heartbeat
 from crm.models import AuditEvent, Customer
 from ml import data
 from ml.models import CustomerSegment, Forecast, Segment, TrainingRun
@@ -122,8 +122,13 @@ def _send(run_id: int) -> bool:
 def dispatch_pending() -> dict:
     """Send every queued training run and import whose task never reached the broker (it was down
     when they were requested). Called by beat's sweep and when a worker starts."""
-    from crm.services import dispatch_pending_imports
+    from crm.services import dispatch_pending_imports, release_overdue
 
+    # A queued run whose message was lost (its worker was killed while holding it for a retry)
+    # is sent again once no run of its kind is running, so it cannot block its kind for hours.
+    running_kinds = TrainingRun.objects.filter(status=Status.RUNNING).values_list("kind", flat=True)
+    release_overdue(TrainingRun, TrainingRun.objects.filter(status=Status.QUEUED).exclude(
+        kind__in=list(running_kinds)).values_list("pk", flat=True))
     runs = []
     for pk in TrainingRun.objects.filter(status=Status.QUEUED, dispatched_at__isnull=True).order_by("pk").values_list(
             "pk", flat=True):
@@ -168,30 +173,6 @@ def claim_run(run_id: int) -> bool:
     return bool(claimed)
 
 
-class _Heartbeat:
-    """Keeps a run's heartbeat fresh from a side thread while the main thread trains."""
-
-    def __init__(self, run_id: int):
-        self.run_id = run_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
-
-    def _beat(self):
-        try:
-            while not self._stop.wait(heartbeat_seconds()):
-                TrainingRun.objects.filter(pk=self.run_id, status=Status.RUNNING).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=heartbeat_seconds() * 2)
-
-
 class _Progress:
     def __init__(self, run: TrainingRun):
         self.run = run
@@ -222,7 +203,7 @@ def execute_run(run_id: int) -> TrainingRun | None:
     progress = _Progress(run)
     started = time.monotonic()
     try:
-        with _Heartbeat(run.pk):
+        with Heartbeat(TrainingRun, run.pk, heartbeat_seconds()):
             outcome = TRAINERS[run.kind](run, progress)
     except Exception as exc:
         if isinstance(exc, RetrainRefused):  # nothing to train on: a plain message, no traceback

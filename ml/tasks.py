@@ -2,6 +2,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
+from crm.services import sweep_stale_imports
 from ml import services
 
 
@@ -22,7 +23,8 @@ def retrain_all_task() -> None:
 
 @shared_task(name="ml.sweep_stale_runs", acks_late=True)
 def sweep_stale_runs_task() -> None:
-    """Beat, every minute: take over runs whose worker died, then send the queued runs and imports
+    """Beat, every minute: take over runs and imports whose worker died, then send the queued runs and imports
     whose tasks never reached the broker (it was down when they were requested)."""
     services.sweep_stale_runs()
+    sweep_stale_imports()
     services.dispatch_pending()

@@ -60,3 +60,49 @@ def test_worker_killed_mid_retrain_keeps_published_insights_and_run_finishes(sta
     assert finished.status == "succeeded" and finished.attempts == 2
     assert services.published_run("forecast").pk == run.pk
     assert TrainingRun.objects.filter(status="running").count() == 0
+
+
+@pytest.fixture
+def slow_import_env(monkeypatch):
+    """Worker environment for a long import: small batches, no retrain after it.
+    Listed before start_worker in a test's arguments so the worker starts with it."""
+    monkeypatch.setenv("IMPORT_BATCH_SIZE", "100")
+    monkeypatch.setenv("RETRAIN_AFTER_IMPORT", "0")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_worker_killed_mid_import_is_taken_over_and_completes(slow_import_env, start_worker, settings, tmp_path):
+    import os
+    import signal
+
+    from crm.models import Interaction
+    from crm.services import dispatch_pending_imports, sweep_stale_imports
+
+    settings.MEDIA_ROOT = tmp_path
+    settings.ML_STALE_AFTER_SECONDS = 4
+    customers = "external_id,name\n" + "".join(f"K{i},Customer {i}\n" for i in range(1000))
+    interactions = "customer_external_id,type,occurred_at,amount,external_id\n" + "".join(
+        f"K{i % 1000},purchase,2025-01-{1 + i % 28:02d},{1 + i % 50}.00,X{i}\n" for i in range(12000))
+    worker = start_worker()
+    run = enqueue_import({"customers": SimpleUploadedFile("customers.csv", customers.encode()),
+                          "interactions": SimpleUploadedFile("interactions.csv", interactions.encode())},
+                         source="upload")
+    wait_for(lambda: Interaction.objects.count() >= 1000, timeout=120, interval=0.05,
+             what="the worker to be part-way through the interactions")
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    assert ImportRun.objects.get(pk=run.pk).status == "running"  # orphaned: nobody would finish it
+
+    # Beat's sweep sees the silent import and queues it again; a new worker takes it over.
+    wait_for(lambda: sweep_stale_imports()["requeued"] == [run.pk], timeout=30, interval=0.5,
+             what="the sweep to see the stale import")
+    start_worker()
+    assert dispatch_pending_imports() == [run.pk]
+    finished = wait_for(lambda: ImportRun.objects.filter(pk=run.pk, status__in=["succeeded", "failed"]).first(),
+                        timeout=180, what="the taken-over import to finish")
+    assert finished.status == "succeeded" and finished.attempts == 2, finished.error
+    # Every row exactly once: the re-run upserted the batches the killed worker had committed.
+    assert Customer.objects.count() == 1000
+    assert Interaction.objects.count() == 12000
+    assert Interaction.objects.values("external_id").distinct().count() == 12000
