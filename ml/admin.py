@@ -1,6 +1,7 @@
 """Admin for training runs (with publish / rollback and retrain actions) and their insights."""
 from django.contrib import admin, messages
 
+from crm.services import BackgroundUnavailable
 from ml import services
 from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 
@@ -33,7 +34,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.action(description="Retrain these kinds now", permissions=["change"])
     def retrain_same_kind(self, request, queryset):
         for kind in sorted(set(queryset.values_list("kind", flat=True))):
-            run, created = services.request_retrain(kind, user=request.user, trigger="manual")
+            try:
+                run, created = services.request_retrain(kind, user=request.user, trigger="manual")
+            except BackgroundUnavailable as exc:
+                self.message_user(request, f"{kind}: {exc}", messages.WARNING)
+                continue
             self.message_user(request, f"{kind}: run #{run.pk} {'queued' if created else 'was already queued'}.")
 
 

@@ -292,3 +292,13 @@ def test_import_connection_killed_inside_a_batch_keeps_whole_batches_and_rerun_m
     assert clean.status == "succeeded"
     assert interrupted_then_rerun == _tables()
     assert len(interrupted_then_rerun["interactions"]) == 22
+
+
+def test_retrain_command_broker_down_fails_clearly_and_keeps_the_run_queued(own_redis):
+    from django.core.management import CommandError, call_command
+
+    own_redis.stop()
+
+    with pytest.raises(CommandError, match="Background work is unavailable"):
+        call_command("retrain", kind="forecast")
+    assert list(TrainingRun.objects.values_list("kind", "status", "dispatched_at")) == [("forecast", "queued", None)]

@@ -4,6 +4,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
+from crm.services import BackgroundUnavailable
 from ml import services
 from ml.models import TrainingRun
 
@@ -39,7 +40,7 @@ class Command(BaseCommand):
                 else:
                     run, created = services.request_retrain(kind, trigger="command", **common)
                     self.stdout.write(f"{kind}: run {run.pk} {'queued' if created else 'already queued'}")
-            except services.RetrainRefused as exc:
+            except (services.RetrainRefused, BackgroundUnavailable) as exc:
                 failed.append(f"{kind}: {exc}")
         if failed:
             raise CommandError("; ".join(failed))
