@@ -252,7 +252,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # Redis redelivers an unacknowledged task after the visibility timeout: keep it above the
     # longest task so a slow run is never started twice.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
+    # The socket timeouts bound a publish to a Redis that accepts connections but hangs (the
+    # workers' blocking reads wait 1 s at a time, well inside them).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600,
+                                       "socket_timeout": 10, "socket_connect_timeout": 3}
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "crm")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
