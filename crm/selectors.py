@@ -442,20 +442,25 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
 
     runs = published_run_ids() if runs is None else runs
     in_segment = Q(run_id=runs.get("segmentation", -1), segment_id=segment)
+    # Pages join each insight row to its customer (read in index order, they stop after the page);
+    # counts test no_profiling by an anti-join on those few customers instead, so a manager's count
+    # reads the insight rows alone rather than joining every customer.
+    for_page = Q(customer__no_profiling=False)
+    for_count = ~Exists(Customer.objects.filter(pk=OuterRef("customer_id"), no_profiling=True))
     if forecast_filter is None and key not in INSIGHT_SORTS:
         # Filtered by segment only: the segment's members, sorted by a customer field.
-        members = (CustomerSegment.objects.filter(in_segment, rule, _plain_conditions(filters, "customer__"),
-                                                  customer__no_profiling=False)
-                   .order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__")))
-        return list(members.values_list("customer_id", flat=True)[offset:offset + limit]), members.count()
+        members = CustomerSegment.objects.filter(in_segment, rule, _plain_conditions(filters, "customer__"))
+        page = members.filter(for_page).order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__"))
+        return list(page.values_list("customer_id", flat=True)[offset:offset + limit]), members.filter(for_count).count()
 
-    forecasts = Forecast.objects.filter(rule, _plain_conditions(filters, "customer__"),
-                                        run_id=runs.get("forecast", -1), customer__no_profiling=False)
+    forecasts = Forecast.objects.filter(rule, _plain_conditions(filters, "customer__"), run_id=runs.get("forecast", -1))
     if segment:
         forecasts = forecasts.filter(customer__segment_history__run_id=runs.get("segmentation", -1),
                                      customer__segment_history__segment_id=segment)
     if forecast_filter is not None:
         forecasts = forecasts.filter(forecast_filter)
+    counted = forecasts.filter(for_count)
+    forecasts = forecasts.filter(for_page)
     if key in INSIGHT_SORTS:
         # Plain DESC (no NULLS LAST): the column is never null, and PostgreSQL reads a plain
         # index backwards only for that order.
@@ -466,7 +471,7 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
     ids = list(forecasts.values_list("customer_id", flat=True)[offset:offset + limit])
     if forecast_filter is not None:
         # Only customers with a forecast can match a filter on its values.
-        return ids, forecasts.count()
+        return ids, counted.count()
     # Sorted by a forecast value: every matching customer counts; those without a (visible)
     # forecast come after the forecast rows, by id.
     matching = plain
@@ -475,7 +480,7 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
                                 segment_history__segment_id=segment)
     total = matching.count()
     if len(ids) < limit:
-        with_forecast = offset + len(ids) if ids else forecasts.count()
+        with_forecast = offset + len(ids) if ids else counted.count()
         if with_forecast >= total:
             return ids, total
         rest = matching.filter(Q(no_profiling=True) | ~Exists(Forecast.objects.filter(
