@@ -455,8 +455,9 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
 
     forecasts = Forecast.objects.filter(rule, _plain_conditions(filters, "customer__"), run_id=runs.get("forecast", -1))
     if segment:
-        forecasts = forecasts.filter(customer__segment_history__run_id=runs.get("segmentation", -1),
-                                     customer__segment_history__segment_id=segment)
+        # A semi-join probe per forecast row (unique (run, customer) index): the read in forecast
+        # order still stops after the page.
+        forecasts = forecasts.filter(Exists(CustomerSegment.objects.filter(in_segment, customer_id=OuterRef("customer_id"))))
     if forecast_filter is not None:
         forecasts = forecasts.filter(forecast_filter)
     counted = forecasts.filter(for_count)
