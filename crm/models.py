@@ -47,6 +47,8 @@ class Customer(models.Model):
         ordering = ["name", "external_id"]
         indexes = [
             models.Index(fields=["owner", "name"]),
+            # The customer list's default order: a page by name is read from the index, not sorted.
+            models.Index(fields=["name", "external_id"], name="customer_name_idx"),
             models.Index(fields=["email"]),
             models.Index(fields=["company"]),
         ]

@@ -5,7 +5,7 @@ own and unassigned ones; managers and admins see all" holds at every door.
 """
 from __future__ import annotations
 
-from django.db.models import F, FilteredRelation, Q, QuerySet
+from django.db.models import Exists, F, FilteredRelation, OuterRef, Q, QuerySet
 
 from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP, Customer, Interaction, Product
 
@@ -15,15 +15,24 @@ CHURN_BANDS = (
     ("medium", "Medium (30–60 %)", 0.3, 0.6),
     ("high", "High (≥ 60 %)", 0.6, 1.01),
 )
+# Sortable insight -> its Forecast column. Customers without that insight (no published forecast
+# for them, or no_profiling) sort last in both directions; the id breaks ties, so pages never overlap.
+INSIGHT_SORTS = {"churn": "churn_probability", "clv": "clv", "spend": "expected_spend",
+                 "purchases": "expected_purchases", "value_at_risk": "value_at_risk"}
+
+
+def _insight_order(value: str, descending: bool) -> tuple:
+    if descending:
+        return (F(value).desc(nulls_last=True), "-pk")
+    return (F(value).asc(nulls_last=True), "pk")
+
+
 CUSTOMER_ORDERINGS = {
     "name": ("name", "external_id"), "-name": ("-name", "-external_id"),
-    "last_purchase": ("last_purchase_at",), "-last_purchase": (F("last_purchase_at").desc(nulls_last=True),),
-    "churn": ("churn_probability",), "-churn": (F("churn_probability").desc(nulls_last=True),),
-    "clv": ("clv",), "-clv": (F("clv").desc(nulls_last=True),),
-    "spend": ("expected_spend",), "-spend": (F("expected_spend").desc(nulls_last=True),),
-    "purchases": ("expected_purchases",), "-purchases": (F("expected_purchases").desc(nulls_last=True),),
-    "segment": ("segment_name", "name"), "-segment": ("-segment_name", "name"),
-    "value_at_risk": ("value_at_risk",), "-value_at_risk": (F("value_at_risk").desc(nulls_last=True),),
+    "last_purchase": ("last_purchase_at", "pk"), "-last_purchase": (F("last_purchase_at").desc(nulls_last=True), "-pk"),
+    **{f"{sign}{key}": _insight_order(value, sign == "-") for key, value in INSIGHT_SORTS.items() for sign in ("", "-")},
+    "segment": (F("segment_name").asc(nulls_last=True), "name", "external_id"),
+    "-segment": (F("segment_name").desc(nulls_last=True), "name", "external_id"),
 }
 
 
@@ -52,14 +61,21 @@ def is_staff_member(user) -> bool:
     return bool(user_roles(user) & {ROLE_SALES_REP, ROLE_MANAGER, ROLE_ADMIN})
 
 
+def _visibility(user, prefix: str = "") -> Q | None:
+    """The row-level rule as a condition on the customer reached through ``prefix`` (e.g.
+    ``"customer__"`` from an insight row): Q() for managers and admins, own or unassigned for
+    reps, None for users who may see no customer at all."""
+    if sees_all_customers(user):
+        return Q()
+    if not is_staff_member(user):
+        return None
+    return Q(**{f"{prefix}owner": user}) | Q(**{f"{prefix}owner__isnull": True})
+
+
 def visible_customers(user) -> QuerySet:
     """Customers this user may see: all for managers and admins; own and unassigned for reps."""
-    customers = Customer.objects.all()
-    if sees_all_customers(user):
-        return customers
-    if not is_staff_member(user):
-        return customers.none()
-    return customers.filter(Q(owner=user) | Q(owner__isnull=True))
+    rule = _visibility(user)
+    return Customer.objects.none() if rule is None else Customer.objects.filter(rule)
 
 
 def visible_interactions(user) -> QuerySet:
@@ -71,26 +87,71 @@ def visible_interactions(user) -> QuerySet:
     return interactions.filter(Q(customer__owner=user) | Q(customer__owner__isnull=True))
 
 
-def with_insights(customers: QuerySet) -> QuerySet:
+def with_insights(customers: QuerySet, runs: dict | None = None) -> QuerySet:
     """Annotate customers with their published segment and forecast (one LEFT JOIN each).
 
     Fields: segment_id, segment_name, expected_purchases, expected_spend, churn_probability,
     clv, expected_refund_rate, value_at_risk (churn probability x CLV). None where no model
-    has spoken for the customer yet.
+    has spoken for the customer yet, and for customers with ``no_profiling`` (their rows of a
+    run trained before they objected are neither shown nor sorted or filtered on).
     """
+    from django.db.models import Case, FloatField, When
+
     from ml.selectors import published_run_ids
 
-    runs = published_run_ids()
+    runs = published_run_ids() if runs is None else runs
+
+    def profiled(path, output_field=None):
+        return Case(When(no_profiling=False, then=F(path)), default=None, output_field=output_field)
+
     return customers.annotate(
         pf=FilteredRelation("forecasts", condition=Q(forecasts__run_id=runs.get("forecast", -1))),
         ps=FilteredRelation("segment_history", condition=Q(segment_history__run_id=runs.get("segmentation", -1))),
     ).annotate(
-        segment_id=F("ps__segment_id"), segment_name=F("ps__segment__name"),
-        expected_purchases=F("pf__expected_purchases"), expected_spend=F("pf__expected_spend"),
-        churn_probability=F("pf__churn_probability"), clv=F("pf__clv"),
-        expected_refund_rate=F("pf__expected_refund_rate"),
-        value_at_risk=F("pf__churn_probability") * F("pf__clv"),
+        segment_id=profiled("ps__segment_id"), segment_name=profiled("ps__segment__name"),
+        **{name: profiled(f"pf__{name}", FloatField()) for name in (
+            "expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
+            "value_at_risk")},
     )
+
+
+def _plain_conditions(filters: dict, prefix: str = "") -> Q:
+    """The text, owner and last-purchase filters of customer_list as a condition on the customer
+    reached through ``prefix`` (they need no insight)."""
+    def on(lookup, value):
+        return Q(**{f"{prefix}{lookup}": value})
+
+    condition = Q()
+    q = (filters.get("q") or "").strip()
+    if q:
+        condition &= (on("name__icontains", q) | on("email__icontains", q) | on("company__icontains", q)
+                      | on("external_id__iexact", q))
+    owner = filters.get("owner")
+    if owner == "none":
+        condition &= on("owner__isnull", True)
+    elif owner:
+        condition &= on("owner_id", owner)
+    if filters.get("last_purchase_before"):
+        condition &= on("last_purchase_at__lt", filters["last_purchase_before"])
+    if filters.get("last_purchase_after"):
+        condition &= on("last_purchase_at__gte", filters["last_purchase_after"])
+    return condition
+
+
+def _forecast_conditions(filters: dict, prefix: str = "") -> Q | None:
+    """The churn band and CLV range filters on forecast values under ``prefix``; None when unused."""
+    condition, used = Q(), False
+    for key, _label, low, high in CHURN_BANDS:
+        if filters.get("churn_band") == key:
+            condition &= Q(**{f"{prefix}churn_probability__gte": low, f"{prefix}churn_probability__lt": high})
+            used = True
+    if filters.get("clv_min") is not None:
+        condition &= Q(**{f"{prefix}clv__gte": filters["clv_min"]})
+        used = True
+    if filters.get("clv_max") is not None:
+        condition &= Q(**{f"{prefix}clv__lte": filters["clv_max"]})
+        used = True
+    return condition if used else None
 
 
 def customer_list(user, *, q: str = "", segment: int | None = None, owner: str | None = None,
@@ -99,30 +160,17 @@ def customer_list(user, *, q: str = "", segment: int | None = None, owner: str |
     """The customers a user may see, searched, filtered and sorted, with their insights.
 
     ``owner``: a user id, or ``"none"`` for unassigned accounts. ``churn_band``: a key of
-    CHURN_BANDS. ``ordering``: a key of CUSTOMER_ORDERINGS.
+    CHURN_BANDS. ``ordering``: a key of CUSTOMER_ORDERINGS. Reads every matching customer's
+    insights: for one page, customer_page is the bounded way.
     """
-    customers = with_insights(visible_customers(user)).select_related("owner")
-    if q:
-        q = q.strip()
-        customers = customers.filter(Q(name__icontains=q) | Q(email__icontains=q) | Q(company__icontains=q)
-                                     | Q(external_id__iexact=q))
+    filters = {"q": q, "owner": owner, "churn_band": churn_band, "clv_min": clv_min, "clv_max": clv_max,
+               "last_purchase_before": last_purchase_before, "last_purchase_after": last_purchase_after}
+    customers = with_insights(visible_customers(user)).select_related("owner").filter(_plain_conditions(filters))
     if segment:
         customers = customers.filter(segment_id=segment)
-    if owner == "none":
-        customers = customers.filter(owner__isnull=True)
-    elif owner:
-        customers = customers.filter(owner_id=owner)
-    for key, _label, low, high in CHURN_BANDS:
-        if churn_band == key:
-            customers = customers.filter(churn_probability__gte=low, churn_probability__lt=high)
-    if clv_min is not None:
-        customers = customers.filter(clv__gte=clv_min)
-    if clv_max is not None:
-        customers = customers.filter(clv__lte=clv_max)
-    if last_purchase_before:
-        customers = customers.filter(last_purchase_at__lt=last_purchase_before)
-    if last_purchase_after:
-        customers = customers.filter(last_purchase_at__gte=last_purchase_after)
+    forecast = _forecast_conditions(filters)
+    if forecast is not None:
+        customers = customers.filter(forecast)
     return customers.order_by(*CUSTOMER_ORDERINGS.get(ordering, CUSTOMER_ORDERINGS["name"]))
 
 
@@ -346,36 +394,117 @@ INSIGHT_FILTERS = ("segment", "churn_band", "clv_min", "clv_max")
 PLAIN_ORDERINGS = ("name", "-name", "last_purchase", "-last_purchase")
 
 
-def customer_page(user, *, offset: int, limit: int, **filters) -> tuple[list, int]:
+def _prefixed(ordering: tuple, prefix: str) -> list:
+    """A CUSTOMER_ORDERINGS entry for a query rooted on an insight row (``prefix`` = "customer__")."""
+    out = []
+    for term in ordering:
+        if isinstance(term, str):
+            sign, name = ("-", term[1:]) if term.startswith("-") else ("", term)
+            out.append(f"{sign}{prefix}{name}")
+        else:  # OrderBy(F(name))
+            out.append(F(f"{prefix}{term.expression.name}").desc(nulls_last=term.nulls_last) if term.descending
+                       else F(f"{prefix}{term.expression.name}").asc(nulls_last=term.nulls_last))
+    return out
+
+
+def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None, **filters) -> tuple[list, int]:
+    """(the ids of one page of customer_list(user, **filters), in its order; their total count).
+
+    Bounded work at any number of customers, from the indexes:
+
+    - no insight in the filters or the order: the customers table alone;
+    - sorted by or filtered on a forecast value: the published run's Forecast rows in the order
+      of their (run, value, customer) index, joined to their customers for the row-level rule
+      and the other filters; the read stops after the page. When only the order involves the
+      forecast, customers without one (none yet, or no_profiling) follow, by id;
+    - filtered by segment: the published run's CustomerSegment rows of that segment.
+
+    Sorting by segment name reads customer_list (every customer's insights). ``runs``: the
+    published run ids (ml.selectors.published_run_ids), when the caller has them already.
+    """
+    rule = _visibility(user, "customer__")
+    if rule is None:
+        return [], 0
+    ordering = filters.get("ordering") if filters.get("ordering") in CUSTOMER_ORDERINGS else "name"
+    key, descending = ordering.lstrip("-"), ordering.startswith("-")
+    segment = filters.get("segment")
+    forecast_filter = _forecast_conditions(filters)
+    plain = visible_customers(user).filter(_plain_conditions(filters))
+    if key == "segment":
+        customers = customer_list(user, **{**filters, "ordering": ordering})
+        return list(customers.values_list("pk", flat=True)[offset:offset + limit]), customers.count()
+    if not segment and forecast_filter is None and key not in INSIGHT_SORTS:
+        ids = list(plain.order_by(*CUSTOMER_ORDERINGS[ordering]).values_list("pk", flat=True)[offset:offset + limit])
+        return ids, plain.count()
+
+    from ml.models import CustomerSegment, Forecast
+    from ml.selectors import published_run_ids
+
+    runs = published_run_ids() if runs is None else runs
+    in_segment = Q(run_id=runs.get("segmentation", -1), segment_id=segment)
+    # Pages join each insight row to its customer (read in index order, they stop after the page);
+    # counts test no_profiling by an anti-join on those few customers instead, so a manager's count
+    # reads the insight rows alone rather than joining every customer.
+    for_page = Q(customer__no_profiling=False)
+    for_count = ~Exists(Customer.objects.filter(pk=OuterRef("customer_id"), no_profiling=True))
+    if forecast_filter is None and key not in INSIGHT_SORTS:
+        # Filtered by segment only: the segment's members, sorted by a customer field.
+        members = CustomerSegment.objects.filter(in_segment, rule, _plain_conditions(filters, "customer__"))
+        page = members.filter(for_page).order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__"))
+        return list(page.values_list("customer_id", flat=True)[offset:offset + limit]), members.filter(for_count).count()
+
+    forecasts = Forecast.objects.filter(rule, _plain_conditions(filters, "customer__"), run_id=runs.get("forecast", -1))
+    if segment:
+        # A semi-join probe per forecast row (unique (run, customer) index): the read in forecast
+        # order still stops after the page.
+        forecasts = forecasts.filter(Exists(CustomerSegment.objects.filter(in_segment, customer_id=OuterRef("customer_id"))))
+    if forecast_filter is not None:
+        forecasts = forecasts.filter(forecast_filter)
+    counted = forecasts.filter(for_count)
+    forecasts = forecasts.filter(for_page)
+    if key in INSIGHT_SORTS:
+        # Plain DESC (no NULLS LAST): the column is never null, and PostgreSQL reads a plain
+        # index backwards only for that order.
+        sign = "-" if descending else ""
+        forecasts = forecasts.order_by(f"{sign}{INSIGHT_SORTS[key]}", f"{sign}customer_id")
+    else:
+        forecasts = forecasts.order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__"))
+    ids = list(forecasts.values_list("customer_id", flat=True)[offset:offset + limit])
+    if forecast_filter is not None:
+        # Only customers with a forecast can match a filter on its values.
+        return ids, counted.count()
+    # Sorted by a forecast value: every matching customer counts; those without a (visible)
+    # forecast come after the forecast rows, by id.
+    matching = plain
+    if segment:
+        matching = plain.filter(no_profiling=False, segment_history__run_id=runs.get("segmentation", -1),
+                                segment_history__segment_id=segment)
+    total = matching.count()
+    if len(ids) < limit:
+        with_forecast = offset + len(ids) if ids else counted.count()
+        if with_forecast >= total:
+            return ids, total
+        rest = matching.filter(Q(no_profiling=True) | ~Exists(Forecast.objects.filter(
+            run_id=runs.get("forecast", -1), customer_id=OuterRef("pk"))))
+        start = max(0, offset - with_forecast)
+        ids += list(rest.order_by("-pk" if descending else "pk")
+                    .values_list("pk", flat=True)[start:start + limit - len(ids)])
+    return ids, total
+
+
+def customer_page(user, *, offset: int, limit: int, runs: dict | None = None, **filters) -> tuple[list, int]:
     """(one page of customer_list(user, **filters) with insights, total count), bounded work.
 
-    When neither the filters nor the ordering involve insights, the page's ids and the count
-    come from the customers table alone (the insight joins would otherwise run for every
-    matching row, ~0.2 s at 100,000 customers on SQLite) and only the page's rows are joined
-    to their insights. Otherwise it falls back to customer_list.
+    The page's ids and the count come from customer_page_ids (indexes, no insight joins over
+    every customer); only the page's customers are then read with their insights. ``runs``: as
+    for customer_page_ids.
     """
-    ordering = filters.get("ordering") or "name"
-    if any(filters.get(k) not in (None, "") for k in INSIGHT_FILTERS) or ordering not in PLAIN_ORDERINGS:
-        customers = customer_list(user, **filters)
-        return list(customers[offset:offset + limit]), customers.count()
-    # The same text, owner and date filters as customer_list, without the insight joins.
-    plain = visible_customers(user)
-    q = (filters.get("q") or "").strip()
-    if q:
-        plain = plain.filter(Q(name__icontains=q) | Q(email__icontains=q) | Q(company__icontains=q)
-                             | Q(external_id__iexact=q))
-    owner = filters.get("owner")
-    if owner == "none":
-        plain = plain.filter(owner__isnull=True)
-    elif owner:
-        plain = plain.filter(owner_id=owner)
-    if filters.get("last_purchase_before"):
-        plain = plain.filter(last_purchase_at__lt=filters["last_purchase_before"])
-    if filters.get("last_purchase_after"):
-        plain = plain.filter(last_purchase_at__gte=filters["last_purchase_after"])
-    ids = list(plain.order_by(*CUSTOMER_ORDERINGS[ordering]).values_list("pk", flat=True)[offset:offset + limit])
-    rows = {c.pk: c for c in with_insights(Customer.objects.filter(pk__in=ids)).select_related("owner")}
-    return [rows[pk] for pk in ids if pk in rows], plain.count()
+    from ml.selectors import published_run_ids
+
+    runs = published_run_ids() if runs is None else runs
+    ids, total = customer_page_ids(user, offset=offset, limit=limit, runs=runs, **filters)
+    rows = {c.pk: c for c in with_insights(Customer.objects.filter(pk__in=ids), runs).select_related("owner")}
+    return [rows[pk] for pk in ids if pk in rows], total
 
 
 def assignable_owners(user, *, current=None) -> QuerySet:

@@ -281,6 +281,25 @@ CELERY_BEAT_SCHEDULE = {
 if RETRAIN_SCHEDULE is not None:
     CELERY_BEAT_SCHEDULE["nightly-retrain"] = {"task": "ml.retrain_all", "schedule": RETRAIN_SCHEDULE}
 
+# --- Cache (API throttle counts) -------------------------------------------------------------
+# Every web worker must see the same counts, or N workers allow N times the rate. With Redis,
+# the counts live there (short socket timeouts: a Redis outage costs each request at most
+# ~0.25 s before throttling fails open, see crm.api.throttling). Without it, a file cache under
+# VAR_DIR is shared by the workers of one machine and needs no service and no table, and adds
+# no queries to the database the API already loads (a DatabaseCache would add two per request).
+CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "crm").strip()
+if REDIS_URL:
+    CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+    }}
+else:
+    CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache"),
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
+    }}
+
 # --- REST framework -----------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes unauthenticated requests 401, not 403.
@@ -296,11 +315,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "crm.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "crm.api.exceptions.api_exception_handler",
+    # Counted in the shared default cache (CACHES); if it is unreachable, requests pass (logged).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "crm.api.throttling.AnonRateThrottle",
+        "crm.api.throttling.UserRateThrottle",
     ],
-    # Counted per process in the default cache; with several workers, give them a shared cache.
     "DEFAULT_THROTTLE_RATES": {
         "anon": f"{_env_int('API_ANON_RATE_PER_MINUTE', 30, minimum=1)}/min",
         "user": f"{_env_int('API_USER_RATE_PER_MINUTE', 1200, minimum=1)}/min",

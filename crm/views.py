@@ -105,11 +105,13 @@ def customer_list(request):
         number = max(1, int(request.GET.get("page", 1)))
     except ValueError:
         number = 1
-    rows, total = selectors.customer_page(request.user, offset=(number - 1) * per_page, limit=per_page, **filters)
+    runs = ml_selectors.published_run_ids()
+    rows, total = selectors.customer_page(request.user, offset=(number - 1) * per_page, limit=per_page, runs=runs,
+                                          **filters)
     if not rows and number > 1 and total:  # past the last page: show the last one
         number = (total - 1) // per_page + 1
         rows, total = selectors.customer_page(request.user, offset=(number - 1) * per_page, limit=per_page,
-                                              **filters)
+                                              runs=runs, **filters)
     page = Page(rows, number, _CountedPaginator(total, per_page))
     query = request.GET.copy()
     query.pop("page", None)
@@ -117,7 +119,7 @@ def customer_list(request):
     sort_query.pop("sort", None)
     return render(request, "crm/customer_list.html", {
         "form": form, "page": page, "query": query.urlencode(), "sort_query": sort_query.urlencode(),
-        "sort": filters.get("ordering", "name"), "has_forecast": "forecast" in ml_selectors.published_run_ids(),
+        "sort": filters.get("ordering", "name"), "has_forecast": "forecast" in runs,
     })
 
 

@@ -94,10 +94,14 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
     def list(self, request):
         """Customers, searched, filtered and sorted like the customer list page, each with insights."""
         query = _query(s.CustomerQuerySerializer, request)
-        customers = selectors.customer_list(request.user, **query.to_selector_kwargs())
-        # Page over ids only: PostgreSQL then drops the insight joins the filters and order do not need.
-        ids = self.paginate_queryset(customers.values_list("pk", flat=True))
-        by_id = self.get_queryset().in_bulk(ids)
+        customers = self.get_queryset()
+        runs = {kind: run.pk for kind, run in self.insight_runs.items()}
+        filters = query.to_selector_kwargs()
+        # The page's ids and the count from the indexes (customer_page_ids), then only those customers.
+        ids = self.paginator.paginate_fetched(
+            lambda offset, limit: selectors.customer_page_ids(request.user, offset=offset, limit=limit, runs=runs,
+                                                              **filters), request, view=self)
+        by_id = customers.in_bulk(ids)
         return self.get_paginated_response(self._data([by_id[pk] for pk in ids], many=True))
 
     def retrieve(self, request, **kwargs):

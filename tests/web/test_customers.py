@@ -155,3 +155,82 @@ def test_customer_list_page_matches_full_query(manager_client, world, make_custo
 def test_customer_list_page_past_the_end_shows_last_page(manager_client, world):
     response = manager_client.get(reverse("customer_list"), {"page": 99})
     assert response.context["page"].number == 1 and len(names(response)) == 4
+
+
+# --- sorting and filtering by insights (driven by the published run's rows) --------------------
+
+def test_customer_list_sort_by_value_at_risk_returns_planted_order(manager_client, world):
+    # value at risk = churn x CLV: Zed 4500, Ada 700, Una 80, Bob 30
+    assert names(manager_client.get(reverse("customer_list"), {"sort": "-value_at_risk"})) == [
+        "Zed Secret", "Ada Lovelace", "Una Assigned", "Bob Builder"]
+    assert names(manager_client.get(reverse("customer_list"), {"sort": "value_at_risk"})) == [
+        "Bob Builder", "Una Assigned", "Ada Lovelace", "Zed Secret"]
+
+
+def test_customer_list_sort_by_insight_keeps_rep_rule(rep_client, world):
+    assert names(rep_client.get(reverse("customer_list"), {"sort": "-value_at_risk"})) == [
+        "Ada Lovelace", "Una Assigned", "Bob Builder"]
+    assert names(rep_client.get(reverse("customer_list"), {"sort": "-churn", "churn_band": "high"})) == [
+        "Ada Lovelace"]
+
+
+def test_customer_list_customers_without_forecast_sort_last_both_ways(manager_client, world):
+    Customer.objects.create(external_id="C-NEW", name="Newcomer")
+    for sort in ("churn", "-churn", "value_at_risk", "-clv"):
+        assert names(manager_client.get(reverse("customer_list"), {"sort": sort}))[-1] == "Newcomer"
+
+
+def test_customer_list_no_profiling_customer_has_no_insights_to_sort_or_filter(manager_client, world):
+    Customer.objects.filter(pk=world.zed.pk).update(no_profiling=True)
+
+    response = manager_client.get(reverse("customer_list"), {"sort": "-churn"})
+
+    assert names(response) == ["Ada Lovelace", "Una Assigned", "Bob Builder", "Zed Secret"]
+    zed = response.context["page"].object_list[-1]
+    assert (zed.churn_probability, zed.segment_name, zed.value_at_risk) == (None, None, None)
+    assert names(manager_client.get(reverse("customer_list"), {"churn_band": "high"})) == ["Ada Lovelace"]
+    assert "Zed Secret" not in names(manager_client.get(reverse("customer_list"), {"segment": world.sleepers.pk}))
+
+
+def test_customer_list_filter_segment_sorted_by_churn(manager_client, world):
+    got = names(manager_client.get(reverse("customer_list"), {"segment": world.sleepers.pk, "sort": "-churn"}))
+    assert got == ["Zed Secret", "Una Assigned"]
+
+
+@pytest.mark.parametrize("ordering", ["name", "-churn"])
+def test_customer_page_ids_segment_of_unpublished_run_matches_nobody(manager, world, ordering):
+    from crm.selectors import customer_page_ids
+
+    old = world.seg_old.segments.first()
+    assert customer_page_ids(manager, offset=0, limit=25, segment=old.pk, ordering=ordering) == ([], 0)
+
+
+@pytest.mark.parametrize("params", [{"sort": "churn"}, {"sort": "-churn"}, {"sort": "-value_at_risk"},
+                                    {"sort": "spend", "owner": "none"}, {"sort": "-clv", "segment": "champions"},
+                                    {"segment": "champions", "sort": "-name"}, {"clv_min": "50", "sort": "name"},
+                                    {"sort": "-segment"}])
+@pytest.mark.parametrize("role", ["rep_client", "manager_client"])
+def test_customer_list_insight_pages_match_full_query(request, world, make_customers, params, role):
+    """Pages across the boundary between customers with and without a forecast: no row lost or repeated."""
+    from crm.forms import CustomerFilterForm
+    from crm.selectors import customer_list
+    from ml.models import CustomerSegment
+
+    client = request.getfixturevalue(role)
+    extra = make_customers(40)
+    CustomerSegment.objects.bulk_create([CustomerSegment(run=world.seg_run, customer=c, segment=world.champions)
+                                         for c in extra[::3]])
+    Customer.objects.bulk_create([Customer(external_id=f"N{i:03d}", name=f"No forecast {i:03d}",
+                                           owner=world.rep if i % 3 else None) for i in range(30)])
+    Customer.objects.filter(external_id__in=["X0003", "X0004"]).update(no_profiling=True)
+    params = {**params, "segment": world.champions.pk} if "segment" in params else params
+    seen = []
+    for page in (1, 2, 3, 4):
+        response = client.get(reverse("customer_list"), {**params, "per_page": 25, "page": page})
+        if response.context["page"].number != page:
+            break
+        seen += names(response)
+    form = CustomerFilterForm(params, segments=[world.champions, world.sleepers])
+    full = customer_list(response.wsgi_request.user, **form.filters())
+    assert seen == [c.name for c in full]
+    assert response.context["page"].paginator.count == full.count()
