@@ -5,6 +5,7 @@ NotAllowed -> 403, refused or conflicting state -> 409, Django validation -> 400
 """
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -23,6 +24,17 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state."
     default_code = "conflict"
+
+
+class LockedOut(exceptions.APIException):
+    """Too many failed sign-ins for this username from this address (django-axes counts them)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "locked_out"
+
+    def __init__(self):
+        super().__init__(settings.AXES_COOLOFF_MESSAGE)
+        self.wait = int(settings.AXES_COOLOFF_TIME.total_seconds())  # the handler sends it as Retry-After
 
 
 def _as_api_exception(exc):
