@@ -384,5 +384,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # kombu warns that the embedded filesystem broker URL has no host name: it needs none.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "kombu.connection": {"level": "ERROR"}},
+    # axes logs every successful log-in at INFO; failures and lockouts (WARNING) are what matter.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "kombu.connection": {"level": "ERROR"},
+                "axes": {"level": "WARNING"}},
 }
