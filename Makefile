@@ -39,6 +39,8 @@ test: venv browser
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/bandit -q -c bandit.yaml -r crm ml
+	$(VENV)/bin/bandit -q -c bench/bandit.yaml -r bench
 
 bench-import: venv
 	$(PY) bench/import_bench.py

@@ -5,11 +5,13 @@ message that names the variable. See README.md ("Configuration") for the list.
 """
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
 import dj_database_url
 from celery.schedules import crontab
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -118,6 +120,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
+    "csp",
     "crm",
     "ml",
 ]
@@ -132,6 +136,15 @@ MIDDLEWARE = [
     "crm.audit.AuditContextMiddleware",  # the request's IP address for the audit trail
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last: it turns a login refused by the lockout into the lockout page (axes' documented place).
+    "axes.middleware.AxesMiddleware",
+]
+
+# The lockout backend goes first: it refuses a locked-out username+address before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "crm.urls"
@@ -359,6 +372,41 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_AGE = _env_int("SESSION_COOKIE_AGE", 12 * 3600, minimum=60)
 
+# Content-Security-Policy (django-csp): only this site's own files run, load or receive data.
+# Scripts are static files (static/crm/site.js, the vendored Chart.js); data for charts sits in
+# <script type="application/json"> blocks, which are never executed. An inline script or style
+# needs the request's nonce (`{{ request.csp_nonce }}`): only the API docs pages use one.
+# Inline style attributes are refused too; set styles from site.js (CSSOM is not inline).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],  # the admin's and Swagger UI's icons are data: URIs in their CSS
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- Login lockout (django-axes) ----------------------------------------------------------
+# Failed logins are counted per username *and* client address together: guessing one
+# account's password from one place is stopped, while nobody can lock a colleague out from
+# elsewhere by typing their username wrongly. Web login, admin login and POST
+# /api/v1/auth/token/ all go through django.contrib.auth.authenticate, so one counter guards all three.
+AXES_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_COOLOFF_MINUTES = _env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a person who mistypes now and then is never locked for old typos
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_COOLOFF_MESSAGE = (f"Too many failed log-ins: signing in to this account from your address is blocked "
+                        f"for {LOGIN_COOLOFF_MINUTES} minutes after the last attempt.")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -366,5 +414,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # kombu warns that the embedded filesystem broker URL has no host name: it needs none.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "kombu.connection": {"level": "ERROR"}},
+    # axes logs every successful log-in at INFO; failures and lockouts (WARNING) are what matter.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "kombu.connection": {"level": "ERROR"},
+                "axes": {"level": "WARNING"}},
 }

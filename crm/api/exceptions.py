@@ -6,6 +6,7 @@ unreachable -> 503 (the work stays queued).
 """
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -30,6 +31,17 @@ class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "Background work is unavailable right now."
     default_code = "background_unavailable"
+
+
+class LockedOut(exceptions.APIException):
+    """Too many failed sign-ins for this username from this address (django-axes counts them)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "locked_out"
+
+    def __init__(self):
+        super().__init__(settings.AXES_COOLOFF_MESSAGE)
+        self.wait = int(settings.AXES_COOLOFF_TIME.total_seconds())  # the handler sends it as Retry-After
 
 
 def _as_api_exception(exc):

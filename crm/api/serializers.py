@@ -261,7 +261,8 @@ class BulkInteractionItemSerializer(serializers.Serializer):
     attributes = JSONObjectField(required=False)
 
 
-assert set(BulkInteractionItemSerializer._declared_fields) == {*BULK_FIELDS, "attributes"}
+# An import-time consistency check of our own declarations (bandit: not input validation).
+assert set(BulkInteractionItemSerializer._declared_fields) == {*BULK_FIELDS, "attributes"}  # nosec B101
 
 
 @extend_schema_field(BulkInteractionItemSerializer(many=True))

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from crm import selectors, services
 from crm.api import serializers as s
+from crm.api.exceptions import LockedOut
 from crm.api.permissions import HasCrmRole, IsManager, ManagerWritesOnly
 from crm.models import Customer, Product
 from ml import selectors as ml_selectors
@@ -433,6 +434,8 @@ class TokenView(APIView):
             credentials.is_valid(raise_exception=True)
             user = authenticate(request, username=credentials.validated_data.get("username", ""),
                                 password=credentials.validated_data.get("password", ""))
+            if getattr(request, "axes_locked_out", False):  # django-axes flags the try that hit the limit
+                raise LockedOut()
             if user is None or not user.is_active:
                 raise exceptions.AuthenticationFailed("Unable to sign in with the given username and password.")
         return Response({"token": services.issue_token(user).key})

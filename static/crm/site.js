@@ -54,7 +54,16 @@
     setTimeout(tick, 2000);
   }
 
+  /* Progress bars carry their percentage in data-progress: the Content-Security-Policy refuses
+     inline style attributes, while a width set from this file is allowed. */
+  function sizeBars() {
+    document.querySelectorAll(".progress > span[data-progress]").forEach(function (bar) {
+      bar.style.width = (Number(bar.dataset.progress) || 0) + "%";
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    sizeBars();
     drawCharts();
     document.querySelectorAll("[data-poll]").forEach(poll);
   });
