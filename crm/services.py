@@ -368,7 +368,8 @@ class _Rejects:
 
 def _open_text(path: Path):
     binary = open(path, "rb")
-    return binary, io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+    # utf-8-sig: a byte-order mark is not part of the first column's name, even when that name is quoted.
+    return binary, io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def rejected_path_for(path: Path, rejected_dir: Path | None = None) -> Path:
