@@ -458,6 +458,37 @@ class _Lines:
         self.pos += size
 
 
+def more_rows_than(binary, limit: int) -> bool:
+    """Whether a CSV byte stream holds more than ``limit`` records after its header row.
+
+    Records are counted as the import counts ``rows_read`` (blank lines are not records, an
+    unreadable record is one). Counting line breaks bounds that from above at memory speed, so
+    a file under the limit costs one pass of ``bytes.count``; only a file with more lines than
+    the limit is parsed (a quoted cell may span lines), and only up to the limit.
+    """
+    breaks, previous = 0, b""
+    for chunk in iter(lambda: binary.read(_Lines.CHUNK), b""):
+        breaks += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+        if previous.endswith(b"\r") and chunk.startswith(b"\n"):
+            breaks -= 1
+        previous = chunk
+    if breaks <= limit:  # the header takes a line; a last line may lack its break
+        return False
+    binary.seek(0)
+    reader = csv.reader(_Lines(binary))
+    records = 0
+    while records <= limit + 1:  # the header and one row over the limit are enough
+        try:
+            raw = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            raw = [""]
+        if raw:
+            records += 1
+    return records - 1 > limit  # the first record is the header
+
+
 def read_batches(binary, spec: FileSpec, batch_size: int, tz=UTC):
     """Yield the header (list), then a :class:`Batch` per ``batch_size`` records of a binary stream.
 

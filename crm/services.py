@@ -377,6 +377,11 @@ def rejected_path_for(path: Path, rejected_dir: Path | None = None) -> Path:
     return (rejected_dir or path.parent) / f"{name}.rejected.csv"
 
 
+def row_limit_message(kind: str) -> str:
+    return (f"the {kind} file has more than {settings.IMPORT_MAX_ROWS:,} rows, the limit (IMPORT_MAX_ROWS); "
+            "split it into smaller files")
+
+
 def _check_files(files: dict) -> dict:
     """Open every file and check its header before anything is written: {kind: header}."""
     headers = {}
@@ -392,6 +397,9 @@ def _check_files(files: dict) -> dict:
             raise ImportFailed(f"{kind} file {path} cannot be read: {exc.strerror}") from None
         try:
             headers[kind] = importing.read_header(csv.reader(text), spec)
+            binary.seek(0)
+            if importing.more_rows_than(binary, settings.IMPORT_MAX_ROWS):
+                raise ImportFailed(f"{path}: {row_limit_message(kind)}")
         except importing.FileError as exc:
             raise ImportFailed(f"{path}: {exc}") from None
         except OSError as exc:

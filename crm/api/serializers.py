@@ -6,12 +6,12 @@ Insight names follow the contract (section 3): ``insights.segment.name``,
 """
 import json
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crm import selectors
+from crm.forms import import_upload_error
 from crm.models import INTERACTION_TYPES, Customer, ImportFile, ImportRun, Interaction, Product
 from crm.services import BULK_FIELDS, MAX_BULK_ITEMS
 from ml.models import Segment, Suggestion, SuggestionFeedback, TrainingRun
@@ -345,9 +345,10 @@ class ImportUploadSerializer(serializers.Serializer):
     def validate(self, data):
         if not data:
             raise serializers.ValidationError("upload at least one of customers, products, interactions")
-        limit = settings.IMPORT_MAX_UPLOAD_MB
-        if sum(upload.size for upload in data.values()) > limit * 1024 * 1024:
-            raise serializers.ValidationError(f"the files are larger than {limit} MB together (IMPORT_MAX_UPLOAD_MB)")
+        for kind, upload in data.items():
+            error = import_upload_error(kind, upload)
+            if error:
+                raise serializers.ValidationError(error)
         return data
 
 
