@@ -37,6 +37,16 @@ class JSONObjectField(serializers.JSONField):
 extend_schema_field({"type": "object", "additionalProperties": True})(JSONObjectField)
 
 
+class KeyField(serializers.SlugRelatedField):
+    """A lookup by key (username, sku) where a key with NUL is simply not found: PostgreSQL refuses
+    NUL in a text comparison, so the query would be a server error."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data.replace("\x00", "\\x00"))
+        return super().to_internal_value(data)
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -109,9 +119,8 @@ class RecommendationsSerializer(serializers.Serializer):
 # --- customers, products, interactions ------------------------------------------------------------
 
 class CustomerSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", queryset=get_user_model().objects.all(),
-                                         allow_null=True, required=False,
-                                         help_text="Username of the sales rep who owns the account.")
+    owner = KeyField(slug_field="username", queryset=get_user_model().objects.all(), allow_null=True, required=False,
+                     help_text="Username of the sales rep who owns the account.")
     attributes = JSONObjectField(required=False)
     insights = InsightsSerializer(read_only=True, help_text="The published models' insights (contract section 3).")
 
@@ -162,8 +171,8 @@ class InteractionSerializer(serializers.ModelSerializer):
     customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.none(),
                                                   help_text="The customer's id (one you can see).")
     customer_external_id = serializers.CharField(source="customer.external_id", read_only=True)
-    product = serializers.SlugRelatedField(slug_field="sku", queryset=Product.objects.all(), allow_null=True,
-                                           required=False, help_text="The product's sku.")
+    product = KeyField(slug_field="sku", queryset=Product.objects.all(), allow_null=True, required=False,
+                       help_text="The product's sku.")
     external_id = serializers.CharField(max_length=100, required=False, allow_blank=True,
                                         help_text="Unique key of the interaction; generated when left out.")
     occurred_at = serializers.DateTimeField(required=False, help_text="Default: now.")
@@ -354,7 +363,7 @@ class ImportUploadSerializer(serializers.Serializer):
 
 class FeedbackSerializer(serializers.ModelSerializer):
     customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.none())
-    sku = serializers.SlugRelatedField(source="product", slug_field="sku", queryset=Product.objects.all())
+    sku = KeyField(source="product", slug_field="sku", queryset=Product.objects.all())
     kind = serializers.ChoiceField(Suggestion.Kind.values)
     status = serializers.ChoiceField(SuggestionFeedback.Status.values)
 
