@@ -125,3 +125,9 @@ def test_api_key_with_nul_character_is_400_not_a_server_error(book, manager_clie
     response = getattr(manager_client, method)(path.format(mine=mine), body, format="json")
 
     assert response.status_code == 400, response.content
+
+
+def test_api_unknown_path_with_encoded_newline_is_the_json_404(book, manager_client):
+    response = manager_client.get("/api/v1/customers/a%0Ab/")
+
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
