@@ -26,9 +26,9 @@ from tests.conftest import read_rejects
 
 pytestmark = pytest.mark.django_db
 
-# Moderate counts: the whole file runs in well under a minute on SQLite. No example database
-# (the failing examples are printed; nothing is written outside var/).
-FUZZ = settings(max_examples=40, deadline=None, database=None,
+# Moderate counts: the whole file runs in well under a minute on SQLite. Derandomized, so a CI
+# run is reproducible; no example database (failing examples are printed, nothing is written).
+FUZZ = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 
@@ -107,8 +107,10 @@ def _defect(draw, cells, index, kind):
     if kind == "extra_column":
         return cells + draw(st.lists(free_text, min_size=1, max_size=3)), "columns, found"
     if kind == "huge_cell":
-        column = draw(st.integers(1, len(cells) - 1))
-        cells[column] = "x" * (importing.MAX_CELL_BYTES + draw(st.integers(1, 10)))
+        # In the last column: csv.reader gives up on a record at its over-long cell and goes on at
+        # the next line, so a quoted multi-line cell after it would come back as extra (rejected)
+        # fragments, one bad record reported as several.
+        cells[-1] = "x" * (importing.MAX_CELL_BYTES + draw(st.integers(1, 10)))
         return cells, "longer than 1000000 characters"
     raise AssertionError(kind)
 
@@ -383,7 +385,7 @@ def _assert_no_formula(text):
             assert not cell.startswith(_FORMULA_START) or _NUMBER.match(cell), cell
 
 
-@settings(max_examples=25, deadline=None, database=None,
+@settings(max_examples=25, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(values=st.lists(formula.map(str.strip).filter(lambda v: v and len(v) < 100), min_size=4, max_size=8,
                       unique=True))

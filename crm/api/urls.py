@@ -30,6 +30,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
-    # (?s): a path with an encoded newline is the API's JSON 404 too, not the site's HTML one.
-    re_path(r"^(?s:.*)$", views.NotFoundView.as_view(), name="api-not-found"),
+    # [\s\S], not ".": a path with an encoded newline gets the API's JSON 404 too, not the site's HTML one.
+    re_path(r"^[\s\S]*$", views.NotFoundView.as_view(), name="api-not-found"),
 ]
