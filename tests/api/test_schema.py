@@ -86,6 +86,7 @@ EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES") or 6)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600 + 6 * EXAMPLES)  # a deep run (200 examples) takes ~4 min on an idle 2-core machine
 def test_api_honours_its_schema(api_schema, manager):
     failures, statuses = [], Counter()
     for result in api_schema.get_all_operations():
@@ -131,3 +132,14 @@ def test_api_unknown_path_with_encoded_newline_is_the_json_404(book, manager_cli
     response = manager_client.get("/api/v1/customers/a%0Ab/")
 
     assert response.status_code == 404 and response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("action", ["prospects", "similar"])
+def test_product_list_actions_are_documented_as_the_plain_lists_they_return(book, manager_client, action):
+    schema = manager_client.get("/api/v1/schema/", {"format": "json"}).json()
+    documented = schema["paths"][f"/api/v1/products/{{sku}}/{action}/"]["get"]["responses"]["200"]
+
+    response = manager_client.get(f"/api/v1/products/TOY-1/{action}/")
+
+    assert documented["content"]["application/json"]["schema"]["type"] == "array"
+    assert response.status_code == 200 and isinstance(response.json(), list)
