@@ -2,7 +2,6 @@
 from pathlib import Path
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect
@@ -10,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from crm import services
+from crm.forms import import_upload_error
 from crm.models import AuditEvent, Customer, ImportFile, ImportRun, Interaction, Product
 
 
@@ -92,11 +92,10 @@ class ImportUploadForm(forms.Form):
         data = super().clean()
         if not any(data.get(k) for k in services.ORDER):
             raise forms.ValidationError("Choose at least one file.")
-        limit = settings.IMPORT_MAX_UPLOAD_MB * 1024 * 1024
         for kind in services.ORDER:
-            upload = data.get(kind)
-            if upload and upload.size > limit:
-                self.add_error(kind, f"This file is larger than the limit of {settings.IMPORT_MAX_UPLOAD_MB} MB.")
+            error = import_upload_error(kind, data[kind]) if data.get(kind) else None
+            if error:
+                self.add_error(kind, error)
         return data
 
 

@@ -2,8 +2,10 @@
 from datetime import datetime, time
 
 from django import forms
+from django.conf import settings
 from django.utils import timezone
 
+from crm import importing
 from crm.models import Customer, Interaction
 from crm.selectors import CHURN_BANDS, CUSTOMER_ORDERINGS
 from ml.models import Suggestion, SuggestionFeedback, TrainingRun
@@ -71,6 +73,26 @@ class FeedbackForm(forms.Form):
     status = forms.ChoiceField(label="Mark as", choices=SuggestionFeedback.Status.choices)
 
 
+def import_upload_error(kind: str, upload) -> str | None:
+    """Why an uploaded import file is refused before it is queued (over a limit), or None.
+
+    The same check for every upload door (pages, admin, API); ``import_files`` checks the row
+    limit again for the command line and for files queued before a limit was lowered.
+    """
+    limit_mb = settings.IMPORT_MAX_UPLOAD_MB
+    if upload.size > limit_mb * 1024 * 1024:
+        return f"The {kind} file is larger than the limit of {limit_mb} MB (IMPORT_MAX_UPLOAD_MB)."
+    upload.seek(0)
+    try:
+        too_many = importing.more_rows_than(upload, settings.IMPORT_MAX_ROWS)
+    finally:
+        upload.seek(0)
+    if too_many:
+        return (f"The {kind} file has more than {settings.IMPORT_MAX_ROWS:,} rows, the limit (IMPORT_MAX_ROWS); "
+                "split it into smaller files.")
+    return None
+
+
 class ImportForm(forms.Form):
     customers = forms.FileField(label="customers.csv", required=False)
     products = forms.FileField(label="products.csv", required=False)
@@ -80,6 +102,10 @@ class ImportForm(forms.Form):
         data = super().clean()
         if not any(data.get(k) for k in ("customers", "products", "interactions")):
             raise forms.ValidationError("Choose at least one CSV file.")
+        for kind in ("customers", "products", "interactions"):
+            error = import_upload_error(kind, data[kind]) if data.get(kind) else None
+            if error:
+                self.add_error(kind, error)
         return data
 
 

@@ -159,6 +159,9 @@ class FileSpec:
         for name in names:
             if any("\udc80" <= ch <= "\udcff" for ch in name):
                 raise FileError(f"{self.kind} file header is not valid UTF-8")
+            if "\x00" in name:  # every other byte NUL: UTF-16 text, which would match no column
+                raise FileError(f"{self.kind} file header contains NUL bytes: the file is not UTF-8 "
+                                "(UTF-16?); save it as UTF-8")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise FileError(f"{self.kind} file header repeats column(s): {', '.join(duplicates)}")
@@ -386,7 +389,7 @@ class _Lines:
     CHUNK = 1 << 20
 
     def __init__(self, binary):
-        self.binary, self.buf, self.pos, self.eof = binary, b"", 0, False
+        self.binary, self.buf, self.pos, self.eof, self.started = binary, b"", 0, False, False
         self.lines = []  # decoded, not yet read, in reverse order
 
     def fill(self) -> bool:
@@ -396,6 +399,11 @@ class _Lines:
         if not data:
             self.eof = True
             return False
+        if not self.started:
+            # A byte-order mark is not part of the first column's name, even when that name is
+            # quoted (after the mark, csv.reader would not see the opening quote).
+            self.started = True
+            data = data.removeprefix(b"\xef\xbb\xbf")
         self.buf, self.pos = self.buf[self.pos:] + data, 0
         return True
 
@@ -450,6 +458,37 @@ class _Lines:
         self.pos += size
 
 
+def more_rows_than(binary, limit: int) -> bool:
+    """Whether a CSV byte stream holds more than ``limit`` records after its header row.
+
+    Records are counted as the import counts ``rows_read`` (blank lines are not records, an
+    unreadable record is one). Counting line breaks bounds that from above at memory speed, so
+    a file under the limit costs one pass of ``bytes.count``; only a file with more lines than
+    the limit is parsed (a quoted cell may span lines), and only up to the limit.
+    """
+    breaks, previous = 0, b""
+    for chunk in iter(lambda: binary.read(_Lines.CHUNK), b""):
+        breaks += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+        if previous.endswith(b"\r") and chunk.startswith(b"\n"):
+            breaks -= 1
+        previous = chunk
+    if breaks <= limit:  # the header takes a line; a last line may lack its break
+        return False
+    binary.seek(0)
+    reader = csv.reader(_Lines(binary))
+    records = 0
+    while records <= limit + 1:  # the header and one row over the limit are enough
+        try:
+            raw = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            raw = [""]
+        if raw:
+            records += 1
+    return records - 1 > limit  # the first record is the header
+
+
 def read_batches(binary, spec: FileSpec, batch_size: int, tz=UTC):
     """Yield the header (list), then a :class:`Batch` per ``batch_size`` records of a binary stream.
 
@@ -479,6 +518,16 @@ def read_batches(binary, spec: FileSpec, batch_size: int, tz=UTC):
         yield batch
 
 
+HUGE_CELL = f"a cell is longer than {MAX_CELL_BYTES} characters"
+
+
+def _csv_error_reason(exc: csv.Error) -> str:
+    # The same reason whichever path read the row (the fast path checks the length itself).
+    if str(exc).startswith("field larger than field limit"):
+        return HUGE_CELL
+    return f"unreadable CSV record: {exc}"
+
+
 def _slow_batch(reader, lines, line, batch_size, names, extra, spec, tz):
     base = line - 1 - reader.line_num  # reader.line_num counts from where this reader started
     batch = Batch(0, [], [])
@@ -491,7 +540,7 @@ def _slow_batch(reader, lines, line, batch_size, names, extra, spec, tz):
             break
         except csv.Error as exc:
             batch.rows_read += 1
-            batch.rejected.append((line, f"unreadable CSV record: {exc}", []))
+            batch.rejected.append((line, _csv_error_reason(exc), []))
             line = base + reader.line_num + 1
             continue
         start, line = line, base + reader.line_num + 1
@@ -542,6 +591,15 @@ def _fast_batch(prefix, first_row, names, extra, spec, fast, tz):
         nonlocal ok
         ok &= np.asarray(mask.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
+    # csv.reader refuses a cell over MAX_CELL_BYTES characters; refuse it here too, so whether a
+    # row loads does not depend on the other rows of its batch (and its cell is not copied into
+    # the rejected rows' file, which csv.reader must read back).
+    huge = np.zeros(n, dtype=bool)
+    for i in range(width):
+        if table.column(i).num_chunks:
+            huge |= np.asarray(pc.greater(pc.utf8_length(table.column(i).chunk(0)), MAX_CELL_BYTES)
+                               .fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    ok &= ~huge
     staged = fast(col, check, n, tz)
     row_no = pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
     if extra:
@@ -556,6 +614,9 @@ def _fast_batch(prefix, first_row, names, extra, spec, fast, tz):
     flagged = np.flatnonzero(~ok)
     for i in flagged.tolist():
         row = first_row + i
+        if huge[i]:
+            batch.rejected.append((row, HUGE_CELL, []))
+            continue
         raw = batch.raw(row)
         try:
             batch.rows.append((row, *spec.parse(dict(zip(names, raw)), extra, tz)))

@@ -376,12 +376,18 @@ class _Rejects:
 
 def _open_text(path: Path):
     binary = open(path, "rb")
-    return binary, io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+    # utf-8-sig: a byte-order mark is not part of the first column's name, even when that name is quoted.
+    return binary, io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def rejected_path_for(path: Path, rejected_dir: Path | None = None) -> Path:
     name = path.name[:-4] if path.name.lower().endswith(".csv") else path.name
     return (rejected_dir or path.parent) / f"{name}.rejected.csv"
+
+
+def row_limit_message(kind: str) -> str:
+    return (f"the {kind} file has more than {settings.IMPORT_MAX_ROWS:,} rows, the limit (IMPORT_MAX_ROWS); "
+            "split it into smaller files")
 
 
 def _check_files(files: dict) -> dict:
@@ -399,6 +405,9 @@ def _check_files(files: dict) -> dict:
             raise ImportFailed(f"{kind} file {path} cannot be read: {exc.strerror}") from None
         try:
             headers[kind] = importing.read_header(csv.reader(text), spec)
+            binary.seek(0)
+            if importing.more_rows_than(binary, settings.IMPORT_MAX_ROWS):
+                raise ImportFailed(f"{path}: {row_limit_message(kind)}")
         except importing.FileError as exc:
             raise ImportFailed(f"{path}: {exc}") from None
         except OSError as exc:

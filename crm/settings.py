@@ -236,6 +236,9 @@ LOGOUT_REDIRECT_URL = "login"
 # trips, small enough that a batch stays a few MB and a crash loses at most one batch of work.
 IMPORT_BATCH_SIZE = _env_int("IMPORT_BATCH_SIZE", 20000, minimum=1)
 IMPORT_MAX_UPLOAD_MB = _env_int("IMPORT_MAX_UPLOAD_MB", 200, minimum=1)
+# Rows per file (every door): far above a real export, low enough that a runaway file is refused
+# up front instead of running for hours.
+IMPORT_MAX_ROWS = _env_int("IMPORT_MAX_ROWS", 5_000_000, minimum=1)
 RETRAIN_AFTER_IMPORT = _env_bool("RETRAIN_AFTER_IMPORT", True)
 
 # --- ML -----------------------------------------------------------------------------------

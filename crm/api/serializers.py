@@ -6,12 +6,12 @@ Insight names follow the contract (section 3): ``insights.segment.name``,
 """
 import json
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crm import selectors
+from crm.forms import import_upload_error
 from crm.models import INTERACTION_TYPES, Customer, ImportFile, ImportRun, Interaction, Product
 from crm.services import BULK_FIELDS, MAX_BULK_ITEMS
 from ml.models import Segment, Suggestion, SuggestionFeedback, TrainingRun
@@ -35,6 +35,16 @@ class JSONObjectField(serializers.JSONField):
 
 
 extend_schema_field({"type": "object", "additionalProperties": True})(JSONObjectField)
+
+
+class KeyField(serializers.SlugRelatedField):
+    """A lookup by key (username, sku) where a key with NUL is simply not found: PostgreSQL refuses
+    NUL in a text comparison, so the query would be a server error."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data.replace("\x00", "\\x00"))
+        return super().to_internal_value(data)
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -155,9 +165,8 @@ class RecommendationsSerializer(serializers.Serializer):
 # --- customers, products, interactions ------------------------------------------------------------
 
 class CustomerSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", queryset=get_user_model().objects.all(),
-                                         allow_null=True, required=False,
-                                         help_text="Username of the sales rep who owns the account.")
+    owner = KeyField(slug_field="username", queryset=get_user_model().objects.all(), allow_null=True, required=False,
+                     help_text="Username of the sales rep who owns the account.")
     attributes = JSONObjectField(required=False)
     insights = InsightsField(help_text="The published models' insights (contract section 3).")
 
@@ -208,8 +217,8 @@ class InteractionSerializer(serializers.ModelSerializer):
     customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.none(),
                                                   help_text="The customer's id (one you can see).")
     customer_external_id = serializers.CharField(source="customer.external_id", read_only=True)
-    product = serializers.SlugRelatedField(slug_field="sku", queryset=Product.objects.all(), allow_null=True,
-                                           required=False, help_text="The product's sku.")
+    product = KeyField(slug_field="sku", queryset=Product.objects.all(), allow_null=True, required=False,
+                       help_text="The product's sku.")
     external_id = serializers.CharField(max_length=100, required=False, allow_blank=True,
                                         help_text="Unique key of the interaction; generated when left out.")
     occurred_at = serializers.DateTimeField(required=False, help_text="Default: now.")
@@ -392,15 +401,16 @@ class ImportUploadSerializer(serializers.Serializer):
     def validate(self, data):
         if not data:
             raise serializers.ValidationError("upload at least one of customers, products, interactions")
-        limit = settings.IMPORT_MAX_UPLOAD_MB
-        if sum(upload.size for upload in data.values()) > limit * 1024 * 1024:
-            raise serializers.ValidationError(f"the files are larger than {limit} MB together (IMPORT_MAX_UPLOAD_MB)")
+        for kind, upload in data.items():
+            error = import_upload_error(kind, upload)
+            if error:
+                raise serializers.ValidationError(error)
         return data
 
 
 class FeedbackSerializer(serializers.ModelSerializer):
     customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.none())
-    sku = serializers.SlugRelatedField(source="product", slug_field="sku", queryset=Product.objects.all())
+    sku = KeyField(source="product", slug_field="sku", queryset=Product.objects.all())
     kind = serializers.ChoiceField(Suggestion.Kind.values)
     status = serializers.ChoiceField(SuggestionFeedback.Status.values)
 

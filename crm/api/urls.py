@@ -35,7 +35,8 @@ urlpatterns = [
     # this page alone allows inline styles and that worker (its scripts still need the nonce).
     path("redoc/", csp_update({"worker-src": [SELF, "blob:"]})(csp_replace({"style-src": [SELF, UNSAFE_INLINE]})(
         SpectacularRedocView.as_view(url_name="api-schema"))), name="api-redoc"),
-    re_path(r"^.*$", views.NotFoundView.as_view(), name="api-not-found"),
+    # [\s\S], not ".": a path with an encoded newline gets the API's JSON 404 too, not the site's HTML one.
+    re_path(r"^[\s\S]*$", views.NotFoundView.as_view(), name="api-not-found"),
 ]
 
 # Privacy (right of access and erasure): inserted before the catch-all 404, which must stay last.

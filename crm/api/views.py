@@ -204,13 +204,13 @@ class ProductViewSet(_LookupMixin, viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(summary="Products similar to this one", responses=s.SimilarProductSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # a plain list, as documented
     def similar(self, request, **kwargs):
         """Up to 10 products bought with or like this one, from the published recommendation model."""
         return Response(s.SimilarProductSerializer(ml_selectors.similar_products(self.get_object()), many=True).data)
 
     @extend_schema(summary="Customers worth pitching this product to", responses=s.ProspectSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # a plain list, as documented
     def prospects(self, request, **kwargs):
         """Up to 20 of the customers you may see, most likely buyers first."""
         rows = ml_selectors.visible_prospects(request.user, self.get_object())

@@ -1,6 +1,7 @@
 """The OpenAPI schema: generated without warnings, served with offline docs, and honoured by the
 API under Schemathesis (no 5xx, every response matching the schema)."""
 import json
+import os
 from collections import Counter
 
 import pytest
@@ -79,11 +80,13 @@ def api_schema(book, settings, tmp_path, monkeypatch):
         request_finished.connect(close_old_connections)
 
 
-# Examples per operation and mode: ~45 operations x 2 modes stay well under a minute.
-EXAMPLES = 6
+# Examples per operation and mode: the default (~45 operations x 2 modes) stays well under a
+# minute for `make test`; API_FUZZ_EXAMPLES asks for a deeper run (.ci/run's PostgreSQL pass).
+EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES") or 6)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600 + 6 * EXAMPLES)  # a deep run (200 examples) takes ~4 min on an idle 2-core machine
 def test_api_honours_its_schema(api_schema, manager):
     failures, statuses = [], Counter()
     for result in api_schema.get_all_operations():
@@ -107,3 +110,36 @@ def test_api_honours_its_schema(api_schema, manager):
     assert not failures, "\n\n".join(failures)
     # Authenticated and reaching the code: many cases succeed (random ids and keys are 404 / 400).
     assert statuses[2] > 60 and statuses[5] == 0, statuses
+
+
+# --- regressions: 5xx the deeper run (API_FUZZ_EXAMPLES) found ---------------------------------
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("patch", "/api/v1/customers/{mine}/", {"owner": "rep1\x00"}),
+    ("post", "/api/v1/interactions/", {"customer": "{mine}", "type": "call", "product": "FOOD-1\x00"}),
+    ("post", "/api/v1/feedback/", {"customer": "{mine}", "sku": "\x00", "kind": "reorder", "status": "declined"}),
+], ids=["customer-owner", "interaction-product", "feedback-sku"])
+def test_api_key_with_nul_character_is_400_not_a_server_error(book, manager_client, method, path, body):
+    mine = book["mine"].pk
+    body = {k: mine if v == "{mine}" else v for k, v in body.items()}
+
+    response = getattr(manager_client, method)(path.format(mine=mine), body, format="json")
+
+    assert response.status_code == 400, response.content
+
+
+def test_api_unknown_path_with_encoded_newline_is_the_json_404(book, manager_client):
+    response = manager_client.get("/api/v1/customers/a%0Ab/")
+
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("action", ["prospects", "similar"])
+def test_product_list_actions_are_documented_as_the_plain_lists_they_return(book, manager_client, action):
+    schema = manager_client.get("/api/v1/schema/", {"format": "json"}).json()
+    documented = schema["paths"][f"/api/v1/products/{{sku}}/{action}/"]["get"]["responses"]["200"]
+
+    response = manager_client.get(f"/api/v1/products/TOY-1/{action}/")
+
+    assert documented["content"]["application/json"]["schema"]["type"] == "array"
+    assert response.status_code == 200 and isinstance(response.json(), list)

@@ -28,7 +28,9 @@ class Command(BaseCommand):
             writer = csv.writer(f)
             writer.writerow(INSIGHT_COLUMNS)
             for row in insight_rows():
-                writer.writerow([safe_cell(row[0]), safe_cell(row[1]), *(_number(v) for v in row[2:7]), *row[7:]])
+                # Every text cell is defused, the SKU lists too: a SKU is whatever an import file said.
+                writer.writerow([safe_cell(row[0]), safe_cell(row[1]), *(_number(v) for v in row[2:7]),
+                                 safe_cell(row[7]), safe_cell(row[8]), *row[9:]])
                 count += 1
         record_export(None, f"insights of {count} customers (export_insights command)")
         self.stdout.write(f"Wrote {count:,} customers to {options['out']}")
