@@ -83,10 +83,15 @@ def own_redis(monkeypatch):
 
 def _use_broker(app, url, transport_options):
     # Producer pools are built on first use from the configured URL: drop them to switch broker.
+    # kombu also keeps producer pools per broker URL in a global registry: a closed one would be
+    # handed back when the URL is switched back, so the registry is emptied too.
+    from kombu import pools
+
     app.conf.broker_url = url
     app.conf.broker_transport_options = transport_options
     if app._pool is not None:
         app._pool.force_close_all()
+    pools.reset()
     app._pool = None
     app.amqp._producer_pool = None
 
