@@ -10,7 +10,7 @@ from django.db import connection
 from crm import services as crm_services
 from crm.models import Customer, ImportRun, Interaction, Product
 from ml import services as ml_services
-from ml.models import TrainingRun
+from ml.models import CustomerSegment, TrainingRun
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -137,3 +137,9 @@ def test_retrain_and_import_at_once_on_two_workers_both_finish(small_batches, st
     assert run.status == "succeeded", run.error
     assert ml_services.published_run("segmentation").pk == run.pk
     assert not TrainingRun.objects.filter(status__in=["queued", "running"]).exists()
+    # The insights come from one published run: no second live run of the kind, and every
+    # customer the run scored has exactly one segment row in it.
+    assert list(TrainingRun.objects.filter(kind="segmentation", is_published=True).values_list("pk", flat=True)) == [
+        run.pk]
+    rows = CustomerSegment.objects.filter(run=run)
+    assert rows.exists() and rows.count() == rows.values("customer_id").distinct().count()
