@@ -17,7 +17,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -221,15 +221,27 @@ def execute_run(run_id: int) -> TrainingRun | None:
     publish = outcome.pop("publish", True)
     reason = outcome.pop("reason", "")
     # Finishing and publishing in one transaction: nobody sees a succeeded run that is not yet live.
-    with transaction.atomic():
-        _finish(run, publish, reason, timings, outcome)
+    try:
+        with transaction.atomic():
+            _finish(run, publish, reason, timings, outcome)
+    except DatabaseError as exc:
+        if isinstance(exc, OperationalError):
+            raise  # the connection went away: the task retries, or the sweep takes the run over
+        # A deterministic failure would fail again on every attempt: say so once, with the reason.
+        log.exception("run %s could not be finished", run.pk)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=Status.FAILED, finished_at=timezone.now(), timings=timings,
+            error=f"the trained run could not be stored ({type(exc).__name__}: {exc}); "
+                  "the previous published insights are unchanged")
+        _delete_rows(run.pk)
     run.refresh_from_db()
     return run
 
 
 def _finish(run, publish, reason, timings, outcome) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(
-        status=Status.SUCCEEDED if publish else Status.REJECTED, progress=100, stage="done" if publish else reason,
+        status=Status.SUCCEEDED if publish else Status.REJECTED, progress=100,
+        stage="done" if publish else f"not published: {reason}"[:200],  # the whole reason is in error
         error="" if publish else reason, timings=timings, finished_at=timezone.now(), library_versions=library_versions(),
         **outcome)
     if publish:

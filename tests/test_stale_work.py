@@ -88,3 +88,17 @@ def test_dispatch_pending_lets_a_run_wait_behind_a_running_one_of_its_kind(db):
 
     assert ml_services.dispatch_pending()["runs"] == []
     assert TrainingRun.objects.get(pk=waiting.pk).dispatched_at == long_ago
+
+
+def test_execute_run_not_published_with_a_long_reason_is_rejected_not_stuck(db, monkeypatch):
+    # Found by the soak: a rejection reason longer than the stage column made storing the run fail
+    # on PostgreSQL, every attempt, and the run stayed "running" until the sweep gave up on it.
+    reason = "the model does not beat the naive baseline on the holdout: " + "details " * 60
+    monkeypatch.setitem(ml_services.TRAINERS, "forecast", lambda run, progress: {"publish": False, "reason": reason})
+    run = TrainingRun.objects.create(kind="forecast", dispatched_at=timezone.now())
+
+    finished = ml_services.execute_run(run.pk)
+
+    assert finished.status == "rejected" and finished.error == reason
+    assert len(finished.stage) <= 200 and finished.stage.startswith("not published: the model")
+    assert not TrainingRun.objects.filter(status="running").exists()
