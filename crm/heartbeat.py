@@ -6,11 +6,22 @@ one batch or one model fit can take longer than the stale limit.
 """
 import logging
 import threading
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
 log = logging.getLogger(__name__)
+
+
+def stale_after() -> timedelta:
+    """A running job whose heartbeat is older than this is taken as dead."""
+    return timedelta(seconds=settings.ML_STALE_AFTER_SECONDS)
+
+
+def heartbeat_seconds() -> float:
+    return min(5.0, settings.ML_STALE_AFTER_SECONDS / 4)
 
 
 class Heartbeat:

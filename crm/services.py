@@ -25,7 +25,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from crm import audit, importing
-from crm.heartbeat import Heartbeat
+from crm.heartbeat import Heartbeat, heartbeat_seconds, stale_after
 from crm.models import AuditEvent, Customer, ImportFile, ImportRun, Interaction, Product
 
 log = logging.getLogger(__name__)
@@ -620,14 +620,6 @@ IMPORT_MAX_ATTEMPTS = 3
 REQUEUABLE_SOURCES = ("upload", "api")
 
 
-def _stale_before():
-    return timezone.now() - timedelta(seconds=settings.ML_STALE_AFTER_SECONDS)
-
-
-def _heartbeat_seconds() -> float:
-    return min(5.0, settings.ML_STALE_AFTER_SECONDS / 4)
-
-
 def run_queued_import(run_id: int) -> ImportRun | None:
     """Claim a queued ImportRun, or a running one whose worker died (stale heartbeat), and run it.
 
@@ -635,13 +627,13 @@ def run_queued_import(run_id: int) -> ImportRun | None:
     nothing. Re-running a half-done import is safe: every batch is an idempotent upsert.
     """
     claimed = ImportRun.objects.filter(
-        Q(status=ImportRun.Status.QUEUED) | Q(status=ImportRun.Status.RUNNING, heartbeat_at__lt=_stale_before()),
+        Q(status=ImportRun.Status.QUEUED) | Q(status=ImportRun.Status.RUNNING, heartbeat_at__lt=timezone.now() - stale_after()),
         pk=run_id, attempts__lt=IMPORT_MAX_ATTEMPTS,
     ).update(status=ImportRun.Status.RUNNING, heartbeat_at=timezone.now(), attempts=F("attempts") + 1)
     if not claimed:
         return None
     try:
-        with Heartbeat(ImportRun, run_id, _heartbeat_seconds()):
+        with Heartbeat(ImportRun, run_id, heartbeat_seconds()):
             return run_saved_import(run_id)
     except ImportFailed:
         return ImportRun.objects.get(pk=run_id)
@@ -650,7 +642,7 @@ def run_queued_import(run_id: int) -> ImportRun | None:
 def sweep_stale_imports() -> dict:
     """Imports whose worker died (no heartbeat for ML_STALE_AFTER_SECONDS): queue saved uploads
     again for a worker, up to IMPORT_MAX_ATTEMPTS; fail the others with what to do."""
-    stale = _stale_before()
+    stale = timezone.now() - stale_after()
     requeued, failed = [], []
     running = ImportRun.objects.filter(status=ImportRun.Status.RUNNING, heartbeat_at__lt=stale)
     for pk, source, attempts in running.order_by("pk").values_list("pk", "source", "attempts"):
@@ -722,7 +714,7 @@ def redispatch_after() -> timedelta:
     killed while holding it, a broker restarted without persistence): it is sent again. A
     duplicate message is harmless (the claim is conditional), so the only cost of a short wait is
     a no-op task now and then."""
-    return 5 * timedelta(seconds=settings.ML_STALE_AFTER_SECONDS)
+    return 5 * stale_after()
 
 
 def release_overdue(model, pks) -> None:

@@ -12,17 +12,16 @@ import json
 import logging
 import time
 import traceback
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
-from django.conf import settings
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from crm import audit
-from crm.heartbeat import Heartbeat
+from crm.heartbeat import Heartbeat, heartbeat_seconds, stale_after
 from crm.models import AuditEvent, Customer
 from ml import data
 from ml.models import CustomerSegment, Forecast, Segment, TrainingRun
@@ -34,12 +33,6 @@ Status = TrainingRun.Status
 
 # A running run writes a heartbeat from a side thread; one silent for ML_STALE_AFTER_SECONDS
 # is considered dead (its worker was killed) and may be taken over.
-def stale_after() -> timedelta:
-    return timedelta(seconds=settings.ML_STALE_AFTER_SECONDS)
-
-
-def heartbeat_seconds() -> float:
-    return min(5.0, settings.ML_STALE_AFTER_SECONDS / 4)
 # A run is tried this many times in all (worker deaths included) before it is marked failed.
 MAX_ATTEMPTS = 3
 KIND_ORDER = (Kind.SEGMENTATION, Kind.FORECAST, Kind.RECOMMENDATION)
