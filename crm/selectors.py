@@ -5,8 +5,15 @@ own and unassigned ones; managers and admins see all" holds at every door.
 """
 from __future__ import annotations
 
-from django.db.models import Exists, F, FilteredRelation, OuterRef, Q, QuerySet
+import functools
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.db.models import Exists, F, FilteredRelation, OuterRef, Q, QuerySet
+from rest_framework.authtoken.models import Token
+
+from crm import sql
 from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP, Customer, Interaction, Product
 
 # Churn-risk bands shown as filters and worklist labels: (key, label, low, high), high exclusive.
@@ -70,6 +77,55 @@ def _visibility(user, prefix: str = "") -> Q | None:
     if not is_staff_member(user):
         return None
     return Q(**{f"{prefix}owner": user}) | Q(**{f"{prefix}owner__isnull": True})
+
+
+def visibility_sql(user, alias: str) -> tuple[str, list] | None:
+    """:func:`_visibility` as SQL on the customer table under ``alias``, for the prepared reads
+    (crm.sql): ("", []) for managers and admins, own-or-unassigned for reps, None for no customer."""
+    if sees_all_customers(user):
+        return "", []
+    if not is_staff_member(user):
+        return None
+    owner = sql.column(Customer, "owner")
+    return f"({alias}.{owner} = %s OR {alias}.{owner} IS NULL)", [user.pk]
+
+
+@functools.cache
+def _token_select():
+    """The user's columns and the query reading a token's user with their group names (one row per group)."""
+    user_model = get_user_model()
+    select = sql.Select([("u", user_model, [f.name for f in user_model._meta.concrete_fields])])
+    membership = user_model.groups.through
+    query = (  # nosec B608 - identifiers come from model metadata; the key is a parameter
+        f"SELECT {select.sql()}, g.{sql.column(Group, 'name')} FROM {sql.table(Token)} t "  # noqa: S608
+        f"JOIN {sql.table(user_model)} u ON u.{sql.column(user_model, 'id')} = t.{sql.column(Token, 'user')} "
+        f"LEFT JOIN {sql.table(membership)} ug ON ug.{sql.column(membership, 'user')} = u.{sql.column(user_model, 'id')} "
+        f"LEFT JOIN {sql.table(Group)} g ON g.{sql.column(Group, 'id')} = ug.{sql.column(membership, 'group')} "
+        f"WHERE t.{sql.column(Token, 'key')} = %s")
+    return select, query
+
+
+def user_by_token(key: str):
+    """The active or inactive user owning API token ``key``, with their CRM roles already read
+    (user_roles needs no further query), or None: one query for what authentication and the
+    role check otherwise read in two."""
+    if "\x00" in key:  # PostgreSQL refuses NUL in a text comparison: no token can match it
+        return None
+    user_model = get_user_model()
+    select, query = _token_select()
+    with connection.cursor() as cursor:
+        cursor.execute(query, [key])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    values = select.convert(rows[0])
+    fields = user_model._meta.concrete_fields
+    user = user_model.from_db(connection.alias, [f.attname for f in fields], [values[k] for k in select.keys])
+    roles = {row[-1] for row in rows if row[-1] is not None}
+    if user.is_superuser:
+        roles.add(ROLE_ADMIN)
+    user._crm_roles = roles
+    return user
 
 
 def visible_customers(user) -> QuerySet:

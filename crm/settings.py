@@ -320,7 +320,7 @@ else:
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes unauthenticated requests 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "crm.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["crm.api.permissions.HasCrmRole"],

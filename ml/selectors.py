@@ -1,8 +1,11 @@
 """Reads of published insights: never recomputed on a request, always from the live runs."""
 from __future__ import annotations
 
+import functools
+
 from django.db import connection
 
+from crm import sql
 from crm.models import Customer, Product
 from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 
@@ -290,3 +293,143 @@ def customer_suggestions(customer: Customer, run: TrainingRun | None) -> dict:
               .order_by("kind", "rank")):
         out[_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
     return out
+
+
+# --- prepared reads for the API's customer resource (crm.sql) ------------------------------------
+
+_RUN_ALIASES = (("sr", TrainingRun.Kind.SEGMENTATION), ("fr", TrainingRun.Kind.FORECAST),
+                ("rr", TrainingRun.Kind.RECOMMENDATION))
+CUSTOMER_RECORD_FIELDS = ("id", "external_id", "name", "email", "phone", "company", "country", "city", "signup_date",
+                          "attributes", "no_profiling", "last_purchase_at", "created_at", "updated_at")
+_FORECAST_FIELDS = ("expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
+                    "purchases_p10", "purchases_p90", "spend_p10", "spend_p90", "basis", "factors")
+
+
+@functools.cache
+def _record_selects():
+    from django.contrib.auth import get_user_model
+
+    customers = sql.Select([
+        ("c", Customer, CUSTOMER_RECORD_FIELDS), ("o", get_user_model(), ("username",)),
+        ("sr", TrainingRun, ("id", "finished_at")), ("fr", TrainingRun, ("id", "finished_at", "as_of", "horizon_days")),
+        ("rr", TrainingRun, ("id", "finished_at")),
+        ("s", Segment, ("id", "key", "name", "profile", "size", "figures")),
+        ("f", Forecast, ("customer",) + _FORECAST_FIELDS),
+    ])
+    suggestions = sql.Select([("sg", Suggestion, ("customer", "kind", "rank", "score", "reason", "evidence", "basis")),
+                              ("p", Product, ("id", "sku", "name"))])
+    return customers, suggestions
+
+
+@functools.lru_cache(maxsize=512)
+def _record_query(pinned: bool, key: str, n_ids: int, rule: str) -> str:
+    """The customers' query: by pinned run ids or the published runs, by ``n_ids`` ids or one
+    ``key`` value, with the row-level ``rule`` (SQL text from crm.selectors.visibility_sql)."""
+    customers, _ = _record_selects()
+    user_model = customers.fields[len(CUSTOMER_RECORD_FIELDS)][1].model
+    T, q = sql.table, sql.column
+    joins = [f"LEFT JOIN {T(user_model)} o ON o.{q(user_model, 'id')} = c.{q(Customer, 'owner')}"]
+    for alias, _kind in _RUN_ALIASES:
+        if pinned:
+            joins.append(f"LEFT JOIN {T(TrainingRun)} {alias} ON {alias}.{q(TrainingRun, 'id')} = %s")
+        else:
+            joins.append(f"LEFT JOIN {T(TrainingRun)} {alias} ON {alias}.{q(TrainingRun, 'kind')} = %s "
+                         f"AND {alias}.{q(TrainingRun, 'is_published')} = %s")
+    joins += [
+        f"LEFT JOIN {T(CustomerSegment)} cs ON cs.{q(CustomerSegment, 'run')} = sr.{q(TrainingRun, 'id')} "
+        f"AND cs.{q(CustomerSegment, 'customer')} = c.{q(Customer, 'id')}",
+        f"LEFT JOIN {T(Segment)} s ON s.{q(Segment, 'id')} = cs.{q(CustomerSegment, 'segment')}",
+        f"LEFT JOIN {T(Forecast)} f ON f.{q(Forecast, 'run')} = fr.{q(TrainingRun, 'id')} "
+        f"AND f.{q(Forecast, 'customer')} = c.{q(Customer, 'id')}",
+    ]
+    where = (f"c.{q(Customer, key)} IN ({', '.join(['%s'] * n_ids)})" if n_ids else f"c.{q(Customer, key)} = %s")
+    if rule:
+        where = f"{where} AND {rule}"
+    return (f"SELECT {customers.sql()} FROM {T(Customer)} c {' '.join(joins)} "  # nosec B608 - identifiers
+            f"WHERE {where}")                                                    # noqa: S608 (model metadata)
+
+
+@functools.lru_cache(maxsize=512)
+def _suggestion_query(n_customers: int) -> str:
+    _, suggestions = _record_selects()
+    T, q = sql.table, sql.column
+    return (f"SELECT {suggestions.sql()} FROM {T(Suggestion)} sg "  # nosec B608 - identifiers only
+            f"JOIN {T(Product)} p ON p.{q(Product, 'id')} = sg.{q(Suggestion, 'product')} "  # noqa: S608
+            f"WHERE sg.{q(Suggestion, 'run')} = %s AND sg.{q(Suggestion, 'customer')} "
+            f"IN ({', '.join(['%s'] * n_customers)}) "
+            f"ORDER BY sg.{q(Suggestion, 'customer')}, sg.{q(Suggestion, 'kind')}, sg.{q(Suggestion, 'rank')}")
+
+
+def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | None = None) -> list[dict]:
+    """Customers the user may see, by ``ids`` (in that order), ``pk`` or ``external_id``, each as
+    {"id", "external_id", ..., "owner": username, "insights": {...}} with the insights in
+    :func:`insights_by_customer`'s shape: the API's customer resource in two prepared queries
+    (customers with owner, runs, segment and forecast; then suggestions), none compiled by the ORM.
+
+    ``runs`` ({kind: run}) pins the runs read (a list page sorted by one run's forecasts shows
+    that run's values); without it the published runs are joined in the same query.
+    """
+    from crm.selectors import visibility_sql
+
+    rule = visibility_sql(user, "c")
+    if rule is None or (ids is not None and not ids):
+        return []
+    customers, suggestions = _record_selects()
+    params = []
+    for _alias, kind in _RUN_ALIASES:
+        if runs is None:
+            params += [kind.value, True]
+        else:
+            run = runs.get(kind)
+            params.append(run.pk if run is not None else None)
+    if ids is not None:
+        where_params = [int(i) for i in ids]
+        key, ids = ("id", len(where_params)), where_params
+    elif pk is not None:
+        if not 0 < int(pk) < 2**63:  # beyond the id column's range: no such customer (not a database error)
+            return []
+        key, where_params = ("id", 0), [int(pk)]
+    else:
+        if "\x00" in external_id:  # PostgreSQL refuses NUL in a text comparison: nothing can match
+            return []
+        key, where_params = ("external_id", 0), [external_id]
+    query = _record_query(runs is not None, *key, rule[0])
+    with connection.cursor() as cursor:
+        cursor.execute(query, params + where_params + rule[1])
+        rows = cursor.fetchall()
+    records, rec_run = {}, None
+    for row in rows:
+        v = customers.convert(row)
+        computed = {kind.value: v[f"{alias}.finished_at"] for alias, kind in _RUN_ALIASES
+                    if v[f"{alias}.id"] is not None}
+        insights = {"segment": None, "forecast": None, "recommendations": [], "reorder": [],
+                    "computed_at": computed, "no_profiling": v["c.no_profiling"]}
+        if not v["c.no_profiling"]:
+            if v["s.id"] is not None:
+                insights["segment"] = {"id": v["s.id"], "key": v["s.key"], "name": v["s.name"],
+                                       "profile": v["s.profile"], "size": v["s.size"], "figures": v["s.figures"],
+                                       "run_id": v["sr.id"]}
+            if v["f.customer"] is not None:
+                insights["forecast"] = {"as_of": v["fr.as_of"], "horizon_days": v["fr.horizon_days"],
+                                        **{name: v[f"f.{name}"] for name in _FORECAST_FIELDS},
+                                        "run_id": v["fr.id"]}
+        rec_run = v["rr.id"]
+        record = {name: v[f"c.{name}"] for name in CUSTOMER_RECORD_FIELDS}
+        record["owner"] = v["o.username"]
+        record["insights"] = insights
+        records[record["id"]] = record
+    profiled = [cid for cid, r in records.items() if not r["no_profiling"]]
+    if rec_run is not None and profiled:
+        query = _suggestion_query(len(profiled))
+        with connection.cursor() as cursor:
+            cursor.execute(query, [rec_run, *profiled])
+            rows = cursor.fetchall()
+        for row in rows:
+            v = suggestions.convert(row)
+            records[v["sg.customer"]]["insights"][_SUGGESTION_KEYS[v["sg.kind"]]].append({
+                "sku": v["p.sku"], "name": v["p.name"], "product_id": v["p.id"], "kind": v["sg.kind"],
+                "score": v["sg.score"], "reason": v["sg.reason"], "evidence": v["sg.evidence"],
+                "basis": v["sg.basis"], "rank": v["sg.rank"]})
+    if ids is not None:
+        return [records[i] for i in ids if i in records]
+    return list(records.values())

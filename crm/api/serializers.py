@@ -4,6 +4,7 @@ Insight names follow the contract (section 3): ``insights.segment.name``,
 ``insights.forecast.{as_of, horizon_days, expected_purchases, ...}``,
 ``insights.recommendations[].{sku, score, reason}``, ``insights.reorder[]``.
 """
+import functools
 import json
 
 from django.contrib.auth import get_user_model
@@ -175,6 +176,26 @@ class CustomerSerializer(serializers.ModelSerializer):
         fields = ("id", "external_id", "name", "email", "phone", "company", "country", "city", "signup_date",
                   "owner", "attributes", "no_profiling", "last_purchase_at", "created_at", "updated_at", "insights")
         read_only_fields = ("last_purchase_at", "created_at", "updated_at")
+
+
+@functools.cache
+def _customer_converter():
+    converters = []
+    for name, field in CustomerSerializer().fields.items():
+        if name == "owner":
+            converters.append((name, str))  # the record carries the owner's username
+        elif name == "insights":
+            converters.append((name, _plain_serializer(InsightsSerializer)))
+        else:
+            converters.append((name, _plain_value(field)))
+    return converters
+
+
+def customer_representation(record: dict) -> dict:
+    """CustomerSerializer's output for a record of ml.selectors.customer_records, built without
+    serializer instances (the customer detail and list are the API's hottest requests)."""
+    return {name: None if record.get(name) is None else to_plain(record[name])
+            for name, to_plain in _customer_converter()}
 
 
 class CustomerQuerySerializer(serializers.Serializer):

@@ -54,8 +54,43 @@ def test_throttle_counts_are_seen_by_another_process(book, manager_client, manag
     for _ in range(2):
         assert manager_client.get("/api/v1/products/").status_code == 200
     code = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'crm.settings'); django.setup();"
-            f"from django.core.cache import cache; print(len(cache.get('throttle_user_{manager.pk}', [])))")
+            f"from crm.api.throttling import UserRateThrottle; print(UserRateThrottle().counted('throttle_user_{manager.pk}'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ, capture_output=True, text=True,
                             timeout=120)
 
     assert result.stdout.strip() == "2", result.stderr[-2000:]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The throttles' clock, set by the test (seconds since the epoch)."""
+    from rest_framework.throttling import SimpleRateThrottle
+
+    now = [0.0]
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"user": "3/min", "anon": "2/min"})
+    monkeypatch.setattr(SimpleRateThrottle, "timer", lambda self: now[0])
+    return now
+
+
+def test_throttle_window_boundary_does_not_reset_the_count(book, rep_client, other_rep, client_for, clock):
+    """Three requests just before a minute ends and one just after: the fourth is refused (a plain
+    per-minute counter would let it through), and Retry-After says when the next one is allowed."""
+    clock[0] = 6_000_000 * 60 + 59.0
+    assert [rep_client.get("/api/v1/products/").status_code for _ in range(3)] == [200, 200, 200]
+    clock[0] += 1.5  # 0.5 s into the next minute
+    refused = rep_client.get("/api/v1/products/")
+    assert refused.status_code == 429
+    wait = int(refused.headers["Retry-After"])
+    assert 10 <= wait <= 60
+    assert client_for(other_rep).get("/api/v1/products/").status_code == 200  # counted per user
+    clock[0] += wait - 5
+    assert rep_client.get("/api/v1/products/").status_code == 429  # still too early
+    clock[0] += 5 + 2
+    assert rep_client.get("/api/v1/products/").status_code == 200
+
+
+def test_throttle_allows_the_rate_again_after_a_quiet_minute(book, rep_client, clock):
+    clock[0] = 6_000_000 * 60 + 10.0
+    assert [rep_client.get("/api/v1/products/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    clock[0] += 120
+    assert [rep_client.get("/api/v1/products/").status_code for _ in range(4)] == [200, 200, 200, 429]
