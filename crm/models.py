@@ -51,6 +51,9 @@ class Customer(models.Model):
             models.Index(fields=["name", "external_id"], name="customer_name_idx"),
             models.Index(fields=["email"]),
             models.Index(fields=["company"]),
+            # The few customers who objected to profiling: counting a segment's other members looks
+            # them up here instead of scanning every customer.
+            models.Index(fields=["id"], condition=Q(no_profiling=True), name="customer_no_profiling_idx"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["external_id"], name="customer_external_id_unique"),
