@@ -253,6 +253,12 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "").strip() or REDIS_URL
 # The longest task (a full retrain at the largest scale) must finish well inside this limit.
 CELERY_TASK_TIME_LIMIT = _env_int("CELERY_TASK_TIME_LIMIT", 2 * 3600, minimum=60)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+# Redis redelivers an unacknowledged task after the visibility timeout: keep it above the
+# longest task so a slow run is never started twice.
+# The socket timeouts bound a publish to a Redis that accepts connections but hangs (the
+# workers' blocking reads wait 1 s at a time, well inside them); tests/test_hung_redis.py.
+REDIS_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600,
+                                  "socket_timeout": 5, "socket_connect_timeout": 3}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
@@ -266,12 +272,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "polling_interval": 0.05,
     }
 else:
-    # Redis redelivers an unacknowledged task after the visibility timeout: keep it above the
-    # longest task so a slow run is never started twice.
-    # The socket timeouts bound a publish to a Redis that accepts connections but hangs (the
-    # workers' blocking reads wait 1 s at a time, well inside them).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600,
-                                       "socket_timeout": 10, "socket_connect_timeout": 3}
+    CELERY_BROKER_TRANSPORT_OPTIONS = REDIS_BROKER_TRANSPORT_OPTIONS
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "crm")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -35,17 +35,20 @@ class Select:
 
     @cached_property
     def _converters(self):
-        # The same converters SQLCompiler.apply_converters uses: the backend's, then the field's.
+        # The same converters SQLCompiler.apply_converters uses: the backend's, then the field's;
+        # only for the columns that have any (on PostgreSQL mostly the JSON ones).
         out = []
-        for alias, field in self.fields:
+        for key, (alias, field) in zip(self.keys, self.fields):
             expression = field.get_col(alias)
             functions = connection.ops.get_db_converters(expression) + field.get_db_converters(connection)
-            out.append((functions, expression))
+            if functions:
+                out.append((key, functions, expression))
         return out
 
-    def convert(self, row, offset: int = 0) -> dict:
-        values = {}
-        for key, value, (functions, expression) in zip(self.keys, row[offset:], self._converters):
+    def convert(self, row) -> dict:
+        values = dict(zip(self.keys, row))
+        for key, functions, expression in self._converters:
+            value = values[key]
             for function in functions:
                 value = function(value, expression, connection)
             values[key] = value
