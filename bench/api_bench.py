@@ -121,11 +121,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(port: int) -> subprocess.Popen:
+def start_gunicorn(port: int, threads: int) -> subprocess.Popen:
+    # The deployed settings (gunicorn.conf.py: 2 workers, gthread); --threads 1 runs sync workers.
     env = {**os.environ, "DEBUG": "false", "API_USER_RATE_PER_MINUTE": "10000000", "LOG_LEVEL": "WARNING"}
+    workers = ["--worker-class", "sync", "--threads", "1"] if threads == 1 else ["--threads", str(threads)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "crm.wsgi:application", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "--access-logfile", "/dev/null"],
+        [sys.executable, "-m", "gunicorn", "crm.wsgi:application", "--workers", "2", *workers,
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--access-logfile", "/dev/null"],
         cwd=ROOT, env=env, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -178,6 +180,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=15, help="duration of each scenario (default 15)")
     parser.add_argument("--connections", type=int, default=4, help="concurrent connections (default 4)")
     parser.add_argument("--items", type=int, default=100, help="items per bulk request (default 100)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads per gunicorn worker (default 2, as gunicorn.conf.py; 1 = sync workers)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
@@ -186,7 +190,7 @@ def main():
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     load_before = os.getloadavg()
-    gunicorn = start_gunicorn(port)
+    gunicorn = start_gunicorn(port, args.threads)
     results = {}
     try:
         seg_id, seg_name, seg_size = data["segment"]
@@ -212,7 +216,7 @@ def main():
             os.killpg(gunicorn.pid, 9)
         load_after = os.getloadavg()
         removed = cleanup()
-    print(f"API benchmark: gunicorn 2 workers, wrk {args.connections} connections, {args.seconds} s per scenario, "
+    print(f"API benchmark: gunicorn 2 workers x {args.threads} thread(s), wrk {args.connections} connections, {args.seconds} s per scenario, "
           f"PostgreSQL, {data['customers']:,} customers; {os.cpu_count()} CPUs")
     print(f"load average before {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")

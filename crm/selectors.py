@@ -113,9 +113,7 @@ def user_by_token(key: str):
         return None
     user_model = get_user_model()
     select, query = _token_select()
-    with connection.cursor() as cursor:
-        cursor.execute(query, [key])
-        rows = cursor.fetchall()
+    rows = sql.fetchall(query, [key])
     if not rows:
         return None
     values = select.convert(rows[0])

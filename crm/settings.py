@@ -191,6 +191,14 @@ def _database():
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
         }
+    else:
+        # The API's hottest reads (crm.sql.fetchall) bind on the server: psycopg prepares one
+        # after this many runs on a connection, so PostgreSQL plans it once per connection. The
+        # ORM's own queries bind on the client and are never prepared. 0 = prepare at once;
+        # "off" for PgBouncer in transaction mode older than 1.21.
+        threshold = os.environ.get("DB_PREPARE_THRESHOLD", "5").strip().lower()
+        config.setdefault("OPTIONS", {})["prepare_threshold"] = (
+            None if threshold in {"off", "none", ""} else _env_int("DB_PREPARE_THRESHOLD", 5, minimum=0))
     test_name = os.environ.get("TEST_DATABASE_NAME") or None
     if config["ENGINE"] == "django.db.backends.sqlite3" and test_name is None:
         # A file, not memory: the integration tests' Celery worker process must see the test data.

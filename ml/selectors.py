@@ -394,9 +394,7 @@ def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | 
             return []
         key, where_params = ("external_id", 0), [external_id]
     query = _record_query(runs is not None, *key, rule[0])
-    with connection.cursor() as cursor:
-        cursor.execute(query, params + where_params + rule[1])
-        rows = cursor.fetchall()
+    rows = sql.fetchall(query, params + where_params + rule[1])
     records, rec_run = {}, None
     for row in rows:
         v = customers.convert(row)
@@ -421,10 +419,7 @@ def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | 
     profiled = [cid for cid, r in records.items() if not r["no_profiling"]]
     if rec_run is not None and profiled:
         query = _suggestion_query(len(profiled))
-        with connection.cursor() as cursor:
-            cursor.execute(query, [rec_run, *profiled])
-            rows = cursor.fetchall()
-        for row in rows:
+        for row in sql.fetchall(query, [rec_run, *profiled]):
             v = suggestions.convert(row)
             records[v["sg.customer"]]["insights"][_SUGGESTION_KEYS[v["sg.kind"]]].append({
                 "sku": v["p.sku"], "name": v["p.name"], "product_id": v["p.id"], "kind": v["sg.kind"],

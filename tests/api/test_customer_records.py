@@ -162,3 +162,20 @@ def test_list_pages_are_the_documented_serializer(varied, manager):
     assert [c["id"] for c in body["results"]] and len(body["results"]) == 4
     for item in body["results"]:
         assert item == documented(item["id"])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="not applicable on SQLite: prepared statements are a "
+                    "PostgreSQL server feature")
+def test_hot_reads_are_planned_once_per_connection_on_postgresql(varied, rep):
+    """After a few requests the token, customer and suggestion reads run as prepared statements
+    (planned once per connection); the ORM's queries are never prepared."""
+    client = token_client(rep)
+    bodies = {client.get(f"/api/v1/customers/{varied['rich'].pk}/").content for _ in range(8)}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+
+    assert len(bodies) == 1  # the prepared statements give the same answer as the first, unprepared runs
+    assert len(prepared) == 3, prepared
+    assert {text.split(" FROM ")[1].split()[0] for text in prepared} == {
+        '"authtoken_token"', '"crm_customer"', '"ml_suggestion"'}
