@@ -14,4 +14,5 @@ RUN CRM_ENV=production ALLOWED_HOSTS=build SECRET_KEY=build-only-not-used-at-run
     && mkdir -p /app/var && chown -R crm /app/var
 USER crm
 EXPOSE 8000
-CMD ["gunicorn", "crm.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-"]
+# Bind address, processes, threads and logs: gunicorn.conf.py.
+CMD ["gunicorn", "crm.wsgi"]
