@@ -165,6 +165,41 @@ def warm(url: str, path: str, token: str, n: int = 20):
             response.read()
 
 
+def _ticks(pids) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+def _app_and_db_pids(master: int) -> tuple[list, list]:
+    """gunicorn's processes, and the PostgreSQL backends connected to this database (not ours)."""
+    from django.db import connection
+
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid()")
+        backends = [row[0] for row in cursor.fetchall()]
+    return [master, *map(int, children)], backends
+
+
+def measured(master: int, run):
+    """run() -> wrk result, plus the CPU time gunicorn and PostgreSQL spent per request (a figure
+    that other load on the machine changes far less than requests/s)."""
+    app, db = _app_and_db_pids(master)
+    before = _ticks(app), _ticks(db)
+    result = run()
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    result["app_cpu_ms"] = (_ticks(app) - before[0]) * tick_ms / max(result["requests"], 1)
+    result["db_cpu_ms"] = (_ticks(db) - before[1]) * tick_ms / max(result["requests"], 1)
+    return result
+
+
 def cleanup():
     from crm.models import Interaction
     from crm.services import refresh_last_purchase
@@ -198,14 +233,15 @@ def main():
         warm(url, data["detail_paths"][0], data["token"])
         warm(url, list_path, data["token"], 5)
         quoted = ", ".join(f'"{p}"' for p in data["detail_paths"])
-        results["customer detail with insights"] = run_wrk(
-            url, script(LUA_GET, paths=quoted, token=data["token"]), args.seconds, args.connections)
+        results["customer detail with insights"] = measured(gunicorn.pid, lambda: run_wrk(
+            url, script(LUA_GET, paths=quoted, token=data["token"]), args.seconds, args.connections))
         pages = ", ".join(f'"{list_path}&page={n}"' for n in range(1, max(2, min(seg_size // 50, 200)) + 1))
-        results[f"customer list, segment {seg_name!r} ({seg_size:,}), 50/page"] = run_wrk(
-            url, script(LUA_GET, paths=pages, token=data["token"]), args.seconds, args.connections)
+        results[f"customer list, segment {seg_name!r} ({seg_size:,}), 50/page"] = measured(gunicorn.pid, lambda: run_wrk(
+            url, script(LUA_GET, paths=pages, token=data["token"]), args.seconds, args.connections))
         customers = ", ".join(json.dumps(c) for c in data["bulk_customers"])
-        bulk = run_wrk(url, script(LUA_BULK, customers=customers, token=data["token"], items=args.items,
-                                   sku=data["sku"]), args.seconds, args.connections)
+        bulk = measured(gunicorn.pid, lambda: run_wrk(
+            url, script(LUA_BULK, customers=customers, token=data["token"], items=args.items, sku=data["sku"]),
+            args.seconds, args.connections))
         bulk["items_per_s"] = bulk["rps"] * args.items
         results[f"bulk interaction create, {args.items} items/request"] = bulk
     finally:
@@ -220,11 +256,12 @@ def main():
           f"PostgreSQL, {data['customers']:,} customers; {os.cpu_count()} CPUs")
     print(f"load average before {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
-    print(f"{'scenario':58} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'scenario':58} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} "
+          f"{'app CPU':>8} {'DB CPU':>7}  (ms per request)")
     for name, r in results.items():
         extra = f"  ({r['items_per_s']:,.0f} items/s)" if "items_per_s" in r else ""
         print(f"{name:58} {r['rps']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f} "
-              f"{r['errors']:7d}{extra}")
+              f"{r['errors']:7d} {r['app_cpu_ms']:8.2f} {r['db_cpu_ms']:7.2f}{extra}")
     print(f"(removed {removed:,} interactions the bulk scenario created)")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 from django.db import connection
 
@@ -345,8 +346,29 @@ def _record_query(pinned: bool, key: str, n_ids: int, rule: str) -> str:
     where = (f"c.{q(Customer, key)} IN ({', '.join(['%s'] * n_ids)})" if n_ids else f"c.{q(Customer, key)} = %s")
     if rule:
         where = f"{where} AND {rule}"
-    return (f"SELECT {customers.sql()} FROM {T(Customer)} c {' '.join(joins)} "  # nosec B608 - identifiers
-            f"WHERE {where}")                                                    # noqa: S608 (model metadata)
+    return (f"SELECT {customers.sql()}{_suggestions_column()} FROM {T(Customer)} c {' '.join(joins)} "  # nosec B608
+            f"WHERE {where}")                                         # noqa: S608 (identifiers from model metadata)
+
+
+_SUGGESTION_ITEM = (("sku", "p", Product, "sku"), ("name", "p", Product, "name"), ("product_id", "p", Product, "id"),
+                    ("kind", "sg", Suggestion, "kind"), ("score", "sg", Suggestion, "score"),
+                    ("reason", "sg", Suggestion, "reason"), ("evidence", "sg", Suggestion, "evidence"),
+                    ("basis", "sg", Suggestion, "basis"), ("rank", "sg", Suggestion, "rank"))
+
+
+def _suggestions_column() -> str:
+    """On PostgreSQL, each customer's suggestions of the recommendation run as one JSON array
+    column of the customers' query (one round trip less per request); elsewhere nothing, and
+    :func:`_suggestion_query` reads them."""
+    if connection.vendor != "postgresql":
+        return ""
+    T, q = sql.table, sql.column
+    items = ", ".join(f"'{name}', {alias}.{q(model, field)}" for name, alias, model, field in _SUGGESTION_ITEM)
+    return (f", CASE WHEN c.{q(Customer, 'no_profiling')} THEN NULL ELSE ("
+            f"SELECT json_agg(json_build_object({items}) ORDER BY sg.{q(Suggestion, 'kind')}, sg.{q(Suggestion, 'rank')}) "
+            f"FROM {T(Suggestion)} sg JOIN {T(Product)} p ON p.{q(Product, 'id')} = sg.{q(Suggestion, 'product')} "
+            f"WHERE sg.{q(Suggestion, 'run')} = rr.{q(TrainingRun, 'id')} "
+            f"AND sg.{q(Suggestion, 'customer')} = c.{q(Customer, 'id')}) END")
 
 
 @functools.lru_cache(maxsize=512)
@@ -395,7 +417,7 @@ def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | 
         key, where_params = ("external_id", 0), [external_id]
     query = _record_query(runs is not None, *key, rule[0])
     rows = sql.fetchall(query, params + where_params + rule[1])
-    records, rec_run = {}, None
+    records, rec_run, joined = {}, None, connection.vendor == "postgresql"
     for row in rows:
         v = customers.convert(row)
         computed = {kind.value: v[f"{alias}.finished_at"] for alias, kind in _RUN_ALIASES
@@ -416,8 +438,12 @@ def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | 
         record["owner"] = v["o.username"]
         record["insights"] = insights
         records[record["id"]] = record
+        if joined and row[len(customers)] is not None:
+            items = row[len(customers)]
+            for item in json.loads(items) if isinstance(items, str) else items:
+                insights[_SUGGESTION_KEYS[item["kind"]]].append(item)
     profiled = [cid for cid, r in records.items() if not r["no_profiling"]]
-    if rec_run is not None and profiled:
+    if rec_run is not None and profiled and not joined:
         query = _suggestion_query(len(profiled))
         for row in sql.fetchall(query, [rec_run, *profiled]):
             v = suggestions.convert(row)

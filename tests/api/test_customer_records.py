@@ -116,14 +116,15 @@ def token_client(user):
     return client
 
 
-def test_detail_over_a_token_is_three_queries_and_the_documented_body(varied, rep):
+def test_detail_over_a_token_is_two_or_three_queries_and_the_documented_body(varied, rep):
     client = token_client(rep)
     with CaptureQueriesContext(connection) as queries:
         response = client.get(f"/api/v1/customers/{varied['rich'].pk}/")
     assert response.status_code == 200
     assert response.json() == documented(varied["rich"].pk)
-    # token + user + roles; the customer with owner, runs, segment and forecast; suggestions
-    assert len(queries) == 3, [q["sql"] for q in queries.captured_queries]
+    # token + user + roles; the customer with owner, runs, segment and forecast; its suggestions
+    # (on PostgreSQL a JSON column of the customer's query)
+    assert len(queries) == (2 if connection.vendor == "postgresql" else 3), [q["sql"] for q in queries.captured_queries]
     by_key = client.get(f"/api/v1/customers/by-external-id/{varied['rich'].external_id}/")
     assert by_key.status_code == 200 and by_key.json() == response.json()
 
@@ -167,8 +168,8 @@ def test_list_pages_are_the_documented_serializer(varied, manager):
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="not applicable on SQLite: prepared statements are a "
                     "PostgreSQL server feature")
 def test_hot_reads_are_planned_once_per_connection_on_postgresql(varied, rep):
-    """After a few requests the token, customer and suggestion reads run as prepared statements
-    (planned once per connection); the ORM's queries are never prepared."""
+    """After a few requests the token read and the customer read (with its suggestions) run as
+    prepared statements (planned once per connection); the ORM's queries are never prepared."""
     client = token_client(rep)
     bodies = {client.get(f"/api/v1/customers/{varied['rich'].pk}/").content for _ in range(8)}
     with connection.cursor() as cursor:
@@ -176,6 +177,5 @@ def test_hot_reads_are_planned_once_per_connection_on_postgresql(varied, rep):
         prepared = [row[0] for row in cursor.fetchall()]
 
     assert len(bodies) == 1  # the prepared statements give the same answer as the first, unprepared runs
-    assert len(prepared) == 3, prepared
-    assert {text.split(" FROM ")[1].split()[0] for text in prepared} == {
-        '"authtoken_token"', '"crm_customer"', '"ml_suggestion"'}
+    assert len(prepared) == 2, prepared
+    assert sorted(text.split(" FROM ")[-1].split()[0] for text in prepared) == ['"authtoken_token"', '"crm_customer"']
