@@ -122,7 +122,7 @@ def free_port() -> int:
 
 
 def start_gunicorn(port: int, threads: int) -> subprocess.Popen:
-    # The deployed settings (gunicorn.conf.py: 2 workers, gthread); --threads 1 runs sync workers.
+    # The deployed settings (gunicorn.conf.py: 2 sync workers); --threads N > 1 runs threaded workers.
     env = {**os.environ, "DEBUG": "false", "API_USER_RATE_PER_MINUTE": "10000000", "LOG_LEVEL": "WARNING"}
     workers = ["--worker-class", "sync", "--threads", "1"] if threads == 1 else ["--threads", str(threads)]
     proc = subprocess.Popen(
@@ -215,8 +215,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=15, help="duration of each scenario (default 15)")
     parser.add_argument("--connections", type=int, default=4, help="concurrent connections (default 4)")
     parser.add_argument("--items", type=int, default=100, help="items per bulk request (default 100)")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="threads per gunicorn worker (default 2, as gunicorn.conf.py; 1 = sync workers)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per gunicorn worker (default 1: sync workers, as gunicorn.conf.py)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")

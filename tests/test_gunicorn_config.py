@@ -7,14 +7,23 @@ import sys
 from tests.conftest import ROOT
 
 
-def test_gunicorn_config_is_valid_and_uses_threads():
-    env = {**os.environ, "WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "4"}
+def gunicorn_config(**env) -> dict:
+    environ = {k: v for k, v in os.environ.items() if k not in {"WEB_CONCURRENCY", "GUNICORN_THREADS"}}
     result = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "--print-config", "crm.wsgi"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
+                            cwd=ROOT, env={**environ, **env}, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    config = {name.strip(): value.strip() for name, value in
-              (line.split(" = ", 1) for line in result.stdout.splitlines() if " = " in line)}
-    assert config["workers"] == "3" and config["threads"] == "4"
-    assert config["worker_class"] == "gthread" and config["bind"] == "['0.0.0.0:8000']"
-    assert config["keepalive"] == "5"
+    return {name.strip(): value.strip() for name, value in
+            (line.split(" = ", 1) for line in result.stdout.splitlines() if " = " in line)}
+
+
+def test_gunicorn_config_defaults_to_two_sync_processes():
+    config = gunicorn_config()
+
+    assert (config["workers"], config["threads"], config["worker_class"]) == ("2", "1", "sync")
+    assert config["bind"] == "['0.0.0.0:8000']" and config["accesslog"] == "-"
+
+
+def test_gunicorn_config_threads_switch_to_threaded_workers():
+    config = gunicorn_config(WEB_CONCURRENCY="3", GUNICORN_THREADS="4")
+
+    assert (config["workers"], config["threads"], config["worker_class"]) == ("3", "4", "gthread")
