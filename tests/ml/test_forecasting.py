@@ -58,6 +58,18 @@ def fitted(log):
     return model, model.predict(log, AS_OF)
 
 
+@pytest.fixture(scope="module")
+def holdout(log):
+    """evaluate_holdout as of AS_OF + 90 days (scored on the 90 days after AS_OF), computed once."""
+    return evaluate_holdout(log, AS_OF + pd.Timedelta(days=90), horizon_days=90, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fit_evaluated(log):
+    """fit_evaluate as of AS_OF + 90 days: the published model and its holdout report, computed once."""
+    return fit_evaluate(log, AS_OF + pd.Timedelta(days=90), horizon_days=90, random_state=0)
+
+
 def test_forecaster_weekly_buyer_gets_horizon_over_seven(fitted):
     _, pred = fitted
     row = pred.loc[WEEKLY]
@@ -141,9 +153,9 @@ def test_forecaster_short_history_falls_back_without_error():
     assert np.isfinite(pred["expected_purchases"]).all()
 
 
-def test_evaluate_holdout_beats_naive_and_covers_about_80_percent(log):
+def test_evaluate_holdout_beats_naive_and_covers_about_80_percent(holdout):
     # when: fit as of AS_OF, scored on the next 90 days that really happened
-    res = evaluate_holdout(log, AS_OF + pd.Timedelta(days=90), horizon_days=90, random_state=0)
+    res = holdout
     # then
     json.dumps(res)
     assert res["beats_naive"] is True
@@ -169,18 +181,17 @@ def test_daily_purchases_counts_an_order_once_on_its_first_day():
     assert daily["spend"].tolist() == [1.0, 6.0]
 
 
-def test_fit_evaluate_report_equals_evaluate_holdout(log):
-    as_of = AS_OF + pd.Timedelta(days=90)
+def test_fit_evaluate_report_equals_evaluate_holdout(fit_evaluated, holdout):
     # when
-    _, report = fit_evaluate(log, as_of, horizon_days=90, random_state=0)
+    _, report = fit_evaluated
     # then: the shared computations change nothing in the holdout
-    assert report == evaluate_holdout(log, as_of, horizon_days=90, random_state=0)
+    assert report == holdout
 
 
-def test_fit_evaluate_model_is_the_plain_fit(log):
+def test_fit_evaluate_model_is_the_plain_fit(log, fit_evaluated):
     as_of = AS_OF + pd.Timedelta(days=90)
     # when
-    model, report = fit_evaluate(log, as_of, horizon_days=90, random_state=0)
+    model, report = fit_evaluated
     # then: the published model is exactly what fit gives as of as_of
     plain = CustomerForecaster(horizon_days=90, random_state=0).fit(log, as_of)
     assert model.as_of_ == as_of and model.candidates_ == plain.candidates_
