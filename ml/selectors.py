@@ -385,8 +385,9 @@ def _suggestion_query(n_customers: int) -> str:
 def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | None = None) -> list[dict]:
     """Customers the user may see, by ``ids`` (in that order), ``pk`` or ``external_id``, each as
     {"id", "external_id", ..., "owner": username, "insights": {...}} with the insights in
-    :func:`insights_by_customer`'s shape: the API's customer resource in two prepared queries
-    (customers with owner, runs, segment and forecast; then suggestions), none compiled by the ORM.
+    :func:`insights_by_customer`'s shape: the API's customer resource in one prepared query on
+    PostgreSQL (customers with owner, runs, segment, forecast and suggestions as JSON), two
+    elsewhere (suggestions apart), none compiled by the ORM.
 
     ``runs`` ({kind: run}) pins the runs read (a list page sorted by one run's forecasts shows
     that run's values); without it the published runs are joined in the same query.

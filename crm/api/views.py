@@ -99,7 +99,7 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
         runs = {kind: run.pk for kind, run in insight_runs.items()}
         filters = query.to_selector_kwargs()
         # The page's ids and the count from the indexes (customer_page_ids), then only those
-        # customers with the same runs' insights, in two prepared queries (customer_records).
+        # customers with the same runs' insights (customer_records: one query on PostgreSQL).
         ids = self.paginator.paginate_fetched(
             lambda offset, limit: selectors.customer_page_ids(request.user, offset=offset, limit=limit, runs=runs,
                                                               **filters), request, view=self)
@@ -109,7 +109,7 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
     def retrieve(self, request, **kwargs):
         """One customer with segment, forecast, recommendations and reorder suggestions."""
         # The hottest request of the API: token, user and roles in one query (crm.api.authentication),
-        # then the customer with its insights in two prepared ones (customer_records).
+        # then the customer with its insights in one more (customer_records; two on SQLite).
         value = str(self.kwargs[self.lookup_url_kwarg or self.lookup_field])
         key = {"external_id": value} if self.lookup_field == "external_id" else {"pk": value}
         records = ml_selectors.customer_records(request.user, **key)
