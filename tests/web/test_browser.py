@@ -1,36 +1,20 @@
-"""End-to-end: a real browser (Debian's Chromium through Playwright) against the live server.
-
-`make test` installs both (requirements-dev.txt, and Debian's chromium via `make browser`); a
-missing browser is a failure, never a skip. Screenshots of each main page go to
-test-output/screenshots/.
+"""End-to-end: a real browser (Debian's Chromium through Playwright, see tests/web/chromium.py)
+against the live server. Screenshots of each main page go to test-output/screenshots/.
 """
-import os
-from pathlib import Path
-
 import pytest
-from playwright import sync_api as playwright_api  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-assert Path(CHROMIUM).exists(), "Debian's chromium is needed for the browser tests: run `make browser`"
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls of the fixtures are safe.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-from crm.models import ImportRun, Interaction  # noqa: E402
-from ml.models import SuggestionFeedback, TrainingRun  # noqa: E402
-from tests.conftest import ROOT, wait_for  # noqa: E402
+from crm.models import ImportRun, Interaction
+from ml.models import SuggestionFeedback, TrainingRun
+from tests.conftest import ROOT, wait_for
+from tests.web import chromium
 
 SHOTS = ROOT / "test-output" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium.launched() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -4,19 +4,10 @@ render and run their scripts (charts, polling, Swagger UI, Redoc) with no violat
 A violation shows in two places: Chromium's console ("Refused to ... Content Security Policy")
 and the page's `securitypolicyviolation` event; both are collected.
 """
-import os
-from pathlib import Path
-
 import pytest
-from playwright import sync_api as playwright_api
 
-CHROMIUM = "/usr/bin/chromium"
-assert Path(CHROMIUM).exists(), "Debian's chromium is needed for the browser tests: run `make browser`"
-# Playwright's sync API runs an event loop in this thread; the ORM calls of the fixtures are safe.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+from tests.web import chromium
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RECORD_VIOLATIONS = """
 window.__cspViolations = [];
 document.addEventListener("securitypolicyviolation", (e) => {
@@ -27,10 +18,8 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium.launched() as browser:
         yield browser
-        browser.close()
 
 
 class Watched:
