@@ -326,8 +326,10 @@ def _record_selects():
 def _record_query(pinned: bool, key: str, n_ids: int, rule: str) -> str:
     """The customers' query: by pinned run ids or the published runs, by ``n_ids`` ids or one
     ``key`` value, with the row-level ``rule`` (SQL text from crm.selectors.visibility_sql)."""
+    from django.contrib.auth import get_user_model
+
     customers, _ = _record_selects()
-    user_model = customers.fields[len(CUSTOMER_RECORD_FIELDS)][1].model
+    user_model = get_user_model()
     T, q = sql.table, sql.column
     joins = [f"LEFT JOIN {T(user_model)} o ON o.{q(user_model, 'id')} = c.{q(Customer, 'owner')}"]
     for alias, _kind in _RUN_ALIASES:
@@ -406,8 +408,8 @@ def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | 
             run = runs.get(kind)
             params.append(run.pk if run is not None else None)
     if ids is not None:
-        where_params = [int(i) for i in ids]
-        key, ids = ("id", len(where_params)), where_params
+        ids = [int(i) for i in ids]
+        key, where_params = ("id", len(ids)), ids
     elif pk is not None:
         if not 0 < int(pk) < 2**63:  # beyond the id column's range: no such customer (not a database error)
             return []
