@@ -73,7 +73,10 @@ def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_cus
         params.append(cutoff(as_of))
     sql = (f"SELECT customer_id, COALESCE(product_id, {NO_PRODUCT}), type, occurred_at, quantity, "
            f"COALESCE(amount, 0), CASE WHEN order_ref = '' THEN 'row:' || CAST(id AS TEXT) ELSE order_ref END "
-           f"FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else ""))
+           f"FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+           # A fixed row order: the same data gives the same frame (and the same sums, to the last
+           # bit) whatever order the database happens to keep its rows in after updates.
+           + " ORDER BY id")
     columns = ["customer_id", "product_id", "type", "occurred_at", "quantity", "amount", "order_ref"]
     frame = _read(sql, params, columns, {"customer_id": "int64", "product_id": "int64", "type": str,
                                          "quantity": "int64", "amount": "float64", "order_ref": str})

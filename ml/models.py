@@ -23,6 +23,7 @@ class TrainingRun(models.Model):
         RUNNING = "running"
         SUCCEEDED = "succeeded"     # trained and published (or publishable, for rollback)
         REJECTED = "rejected"       # trained, but did not beat the naive baseline: not published
+        SKIPPED = "skipped"         # the data cannot support this kind (the reason is in error): nothing trained
         FAILED = "failed"
         CANCELLED = "cancelled"
 

@@ -46,6 +46,11 @@ class RunNotPublishable(Exception):
     pass
 
 
+class KindNotSupported(Exception):
+    """This data cannot support the kind at all (no product catalogue, no purchase at all...):
+    the run is skipped with the message as its reason, and the published insights stay."""
+
+
 def library_versions() -> dict:
     import scipy
     import sklearn
@@ -198,6 +203,13 @@ def execute_run(run_id: int) -> TrainingRun | None:
     try:
         with Heartbeat(TrainingRun, run.pk, heartbeat_seconds()):
             outcome = TRAINERS[run.kind](run, progress)
+    except KindNotSupported as exc:
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=Status.SKIPPED, error=str(exc), stage=f"skipped: {exc}"[:200], progress=100,
+            finished_at=timezone.now(), timings={**progress.finish(), "total": round(time.monotonic() - started, 3)})
+        _delete_rows(run.pk)
+        run.refresh_from_db()
+        return run
     except Exception as exc:
         if isinstance(exc, RetrainRefused):  # nothing to train on: a plain message, no traceback
             error = str(exc)

@@ -35,23 +35,31 @@ class Command(BaseCommand):
                 if options["sync"]:
                     run = services.run_now(kind, trigger="command", **common)
                     self._print_run(run)
-                    if run.status == TrainingRun.Status.FAILED:
-                        failed.append(f"{kind}: {run.error.splitlines()[0] if run.error else 'failed'}")
+                    if run.status not in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.SKIPPED):
+                        failed.append(f"{kind}: {run.error.splitlines()[0] if run.error else run.status}")
                 else:
                     run, created = services.request_retrain(kind, trigger="command", **common)
                     self.stdout.write(f"{kind}: run {run.pk} {'queued' if created else 'already queued'}")
             except (services.RetrainRefused, BackgroundUnavailable) as exc:
+                self.stdout.write(f"{kind}: failed: {exc}")
                 failed.append(f"{kind}: {exc}")
         if failed:
+            # Exit 1 when a kind failed; a kind skipped for a stated reason (the data cannot support
+            # it) is an outcome, not a failure.
             raise CommandError("; ".join(failed))
 
     def _print_run(self, run):
-        self.stdout.write(f"{run.kind}: run {run.pk} {run.status}"
-                          + (f" (published, {run.chosen_algorithm})" if run.is_published else "")
-                          + f" as of {run.as_of}, horizon {run.horizon_days} days, "
-                            f"{run.timings.get('total', 0):.1f} s")
-        if run.error:
-            self.stdout.write(f"  {run.error.splitlines()[0]}")
+        """One line per kind: what happened and why; then its holdout figures."""
+        took = f"{run.timings.get('total', 0):.1f} s"
+        head = f"{run.kind}: run {run.pk} "
+        if run.status == TrainingRun.Status.SUCCEEDED:
+            summary = (run.metrics or {}).get("outcome", {}).get("summary") or run.chosen_algorithm
+            line = (f"{head}{'published' if run.is_published else 'succeeded'}: {summary}; "
+                    f"as of {run.as_of}, horizon {run.horizon_days} days, {took}")
+        else:
+            reason = run.error.splitlines()[0] if run.error else ""
+            line = f"{head}{run.status}" + (f": {reason}" if reason else "") + f" ({took})"
+        self.stdout.write(line)
         summary = holdout_summary(run)
         if summary:
             self.stdout.write("  holdout: " + json.dumps(summary))
