@@ -131,7 +131,7 @@ def main(argv=None):
         model, report = fit_evaluate(frame, pd.Timestamp(AS_OF), horizon_days=90, algorithm=args.algorithm,
                                      random_state=0)
         m = report["model"]
-        print(f"fit_evaluate holdout (cut {report['cut']}, chosen {report['chosen']}): orders RMSE "
+        print(f"fit_evaluate, latest backtest window (cut {report['cut']}, chosen {report['chosen']}): orders RMSE "
               f"{m['orders']['rmse']:.4f}, spend RMSE {m['spend']['rmse']:.2f}, churn AUC {m['churn']['auc']:.4f}, "
               f"beats naive {report['beats_naive']}")
     else:
@@ -145,13 +145,13 @@ def main(argv=None):
 
     print(f"chosen: {model.chosen_}   label window: {model.window_days_} days   "
           f"{'fit_evaluate' if args.fit_evaluate else 'fit'} {t1 - t0:.2f} s, predict {t2 - t1:.2f} s")
-    print(f"ensemble weights: {json.dumps(model.ensemble_weights_, default=float)}")
-    print("\ninner validation (window before as_of):")
-    print(f"  {'candidate':<12} {'ord RMSE':>9} {'ord tot%':>9} {'ord rho':>8} {'sp RMSE':>8} {'AUC':>7} {'Brier':>7}")
-    for name, c in model.candidates_.items():
-        print(f"  {name:<12} {c['orders']['rmse']:9.4f} {c['orders']['total_pct_error']:9.2f} "
-              f"{c['orders']['spearman']:8.4f} {c['spend']['rmse']:8.2f} {c['churn']['auc']:7.4f} "
-              f"{c['churn']['brier']:7.4f}")
+    print(f"outcome: {model.report_['outcome']['summary']}")
+    print(f"ensemble weights: {json.dumps(model.final_.weights, default=float)}")
+    for target, c in model.report_["backtest"]["choice"].items():
+        print(f"\nbacktest, {c['metric']} per window ({', '.join(o['cut'] for o in model.report_['backtest']['origins'])}):")
+        for name, values in c["origins"].items():
+            mark = " <- published" if name == c["chosen"] else (" (best)" if name == c["best"] else "")
+            print(f"  {name:<12} " + " ".join(f"{v:8.4f}" if v is not None else "       -" for v in values) + mark)
     print(f"\nComplete Journey, as_of {AS_OF}, window {WINDOW[0]}..{WINDOW[1]}, {res['n_households']} households")
     print(f"  {'metric':<28} {'ours':>9} {'anchor':>9}  {'beats':<5} best anchor")
     all_beat = True
@@ -168,9 +168,12 @@ def main(argv=None):
     truth = score_truth_intervals(out, args.data_dir)
     print(f"  P10-P90 coverage: purchases {truth[0]:.3f}, spend {truth[1]:.3f}")
     print(f"\nbeats every anchor at once: {'YES' if all_beat else 'NO'}")
-    print("\nevery candidate on the window (for information only; the choice used the inner validation):")
+    print("\nevery candidate on the window (for information only; the choice used the backtests):")
     for name, df in model.predict_candidates(frame, pd.Timestamp(AS_OF)).items():
         r = score_forecasts(df.reset_index().rename(columns={"customer_id": "external_id"}), args.data_dir)
+        if df["expected_purchases"].isna().all():  # the churn-only base rate
+            print(f"  {name:<12} churn only: AUC {r['churn_auc']:.4f} Brier {r['churn_brier']:.4f}")
+            continue
         print(f"  {name:<12} ord RMSE {r['orders_rmse']:.4f} |tot%| {r['orders_abs_total_pct_error']:.2f} "
               f"rho {r['orders_spearman']:.4f}  spend RMSE {r['spend_rmse']:.2f}  AUC {r['churn_auc']:.4f} "
               f"Brier {r['churn_brier']:.4f}")

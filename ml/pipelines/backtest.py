@@ -18,9 +18,10 @@ Choice (:func:`choose`): the candidate with the lowest mean loss over the origin
 *best*; the published one is the *simplest* candidate (first in the given order, baselines
 first) whose loss is within the spread between origins of the best's: the mean of its
 per-origin loss differences to the best is no more than their standard error (the
-"one-standard-error rule" of cross-validation). With two origins that means a more complex
-model is taken only when it beats the simpler one on both. Nothing here is random: the same
-scores give the same choice.
+"one-standard-error rule" of cross-validation), and that is no worse on average than any
+simpler candidate passed over. With two origins that means a more complex model is taken only
+when it beats the simpler one on both. Nothing here is random: the same scores give the same
+choice.
 """
 
 from __future__ import annotations
@@ -114,10 +115,15 @@ def choose(losses: dict, order, label: str = "loss") -> dict | None:
             continue
         d = table[n] - table[best]
         spread[n] = float(d.std(ddof=1) / np.sqrt(k)) if k > 1 else 0.0
-    for n in eligible:  # simplest first: the first one within the spread of the best wins
-        if n == best or mean[n] - mean[best] <= spread[n]:
+    # Simplest first: the first one within the spread of the best wins, provided it is no worse
+    # on average than any simpler candidate already passed over (a noisy candidate with a wide
+    # spread must not slip in ahead of a steadier one).
+    passed = np.inf
+    for n in eligible:
+        if n == best or (mean[n] - mean[best] <= spread[n] and mean[n] <= passed):
             chosen = n
             break
+        passed = min(passed, mean[n])
     if chosen == best:
         reason = (f"{best}: the lowest mean {label} over {k} backtest window{'s' if k != 1 else ''}"
                   + ("" if len(eligible) == 1 else

@@ -149,7 +149,14 @@ class BetaGeoModel:
             a = 1.0 + 1e-7
         z = t / (alpha + T + t)
         c = a + b + x - 1
-        tail = (1 - z) ** (a - 1) * special.hyp2f1(a + b - 1 - r, a - 1, c, z)
+        with np.errstate(all="ignore"):
+            tail = (1 - z) ** (a - 1) * special.hyp2f1(a + b - 1 - r, a - 1, c, z)
+            # With a and b both large (dropout nearly certain to stay low, seen on data where nobody
+            # buys the same thing twice) the Euler form is 0 x inf; the textbook form is finite there.
+            bad = ~np.isfinite(tail)
+            if np.any(bad):
+                textbook = (1 - z) ** (r + x) * special.hyp2f1(r + x, b + x, c, z)
+                tail = np.where(bad, textbook, tail)
         num = c / (a - 1) * (1 - tail)
         return num * self.probability_alive(x, t_x, T)
 

@@ -10,68 +10,103 @@ For every customer with a purchase on or before ``as_of`` the forecast covers th
 purchase rows, counted on the first day it appears; a *purchase day* is a day with at
 least one purchase row.
 
-How the model is chosen (an inner backtest, nothing tuned by hand on a test set):
+Candidates, for each of the three targets (orders, spend, churn):
 
-1. label window L = horizon_days, shortened when the history is too short for three
-   windows (L = history / 3; forecasts are then scaled by horizon / L);
-2. the regressors learn "features as of A - 2L -> what happened in (A - 2L, A - L]";
-   BTYD models are fitted on data up to A - L;
-3. every candidate forecasts (A - L, A], which has really happened: these are the
-   validation figures in ``candidates_``. An ensemble (non-negative least squares weights
-   for orders and spend, a logistic stack for churn) is scored by 2-fold cross-fitting
-   over customers so that its figures are as honest as the single models';
-4. the regressors are refitted on "features as of A - L -> (A - L, A]", the BTYD models
-   on everything up to A, and the chosen candidate forecasts from A.
+- baselines: the *naive rate* (a customer's repeat rate since the first purchase, times the
+  window; churn = exp(-expected purchase days)) and, for churn, the *base rate* (the share
+  of customers who did not buy in the last window, the same for everyone);
+- BG/NBD and Pareto/NBD (spend: x Gamma-Gamma), fitted on the purchases up to the cut;
+- linear, polynomial (degree 2, ridge), Poisson / Tweedie GLM, SVR and gradient boosting
+  regressions of "history as of a cut -> the next window", with churn from the implied
+  purchase days, calibrated;
+- an ensemble of all the models (mixture weights for counts, a logistic stack for churn).
 
-A retrain needs honest holdout metrics (a model fitted as of A - horizon, scored on the
-horizon that followed) and the model to publish: ``fit_evaluate`` returns both from one
-pass. The holdout fit's final BTYD models are the published fit's validation ones (and so
-are its regressors once both fits use the full lookback), so that work is shared.
+How the published forecast is chosen (:mod:`ml.pipelines.backtest`): every candidate is
+fitted as of each rolling origin (``as_of - W``, ``as_of - 2W``, ...) on the data up to it and
+scored on the ``W`` days after it, which really happened. Per target, the simplest candidate
+within the spread between origins of the best one is published (orders and spend by RMSE
+relative to the naive rate's on the same window, churn by ROC AUC): a baseline whenever no
+model beats it consistently, so a run always publishes. Inside one fit as of a cut, the
+regressors learn on the window just before the cut (label window L = min(W, history / 3),
+forecasts scaled from L to the window) and the churn calibrators and the ensemble on the
+one before that. With fewer than three weeks of history nothing can be held back: BG/NBD with
+Gamma-Gamma is fitted on everything and the forecast is published as "not yet validated".
+
+Spend, CLV and the refund rate need amounts: when fewer than half the purchase rows carry an
+amount, those three are not forecast (NaN, with the reason in ``targets_``); orders and churn
+still are.
 
 Cost (100k customers, 2M rows, one thread): the log is reduced once per call to one row
 per customer-day with a single sort; regressors train on at most ``MAX_TRAIN_ROWS``
-customers and BTYD models on at most ``btyd.MAX_FIT_CUSTOMERS``; prediction touches every
-customer. ``bench/forecast_speed.py`` measures it.
+customers and BTYD models on at most ``btyd.MAX_FIT_CUSTOMERS``; every summary, design and
+model is memoised per cut, so origins share what they have in common.
+``bench/forecast_speed.py`` measures it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
+from scipy import optimize, special, stats
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, TweedieRegressor
+from sklearn.linear_model import (
+    LinearRegression,
+    LogisticRegression,
+    PoissonRegressor,
+    RidgeCV,
+    TweedieRegressor,
+)
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 from sklearn.svm import SVR
 from threadpoolctl import threadpool_limits
 
 from ml.pipelines import metrics as M
+from ml.pipelines.backtest import MAX_ORIGINS, MIN_WINDOW_DAYS, choose, plan_backtest, relative
 from ml.pipelines.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
 
-REGRESSORS = ("linear", "svr", "gbm", "glm")
+TARGETS = ("orders", "spend", "churn")
+BASELINES = ("naive rate", "base rate")
+REGRESSORS = ("linear", "polynomial", "glm", "svr", "gbm")
 BTYD = ("bgnbd", "paretonbd")
-ALGORITHMS = REGRESSORS + BTYD + ("ensemble",)
+MODELS = BTYD + REGRESSORS + ("ensemble",)
+ALGORITHMS = BASELINES + MODELS
+# Simplest first: the choice keeps the simplest candidate whose backtest scores are within the
+# spread of the best's. The baselines have no parameter, BTYD models four population
+# parameters, the regressions 16 coefficients and up (polynomial: 152), boosting and the
+# ensemble many.
+ORDER = {
+    "orders": ("naive rate", "bgnbd", "paretonbd", "linear", "glm", "polynomial", "svr", "gbm", "ensemble"),
+    "spend": ("naive rate", "bgnbd", "paretonbd", "linear", "glm", "polynomial", "svr", "gbm", "ensemble"),
+    "churn": ("base rate", "naive rate", "bgnbd", "paretonbd", "linear", "glm", "polynomial", "svr", "gbm",
+              "ensemble"),
+}
+BASELINE_OF = {"orders": "naive rate", "spend": "naive rate", "churn": "base rate"}
+# When nothing can be held back, the textbook model that needs no labelled window.
+UNVALIDATED = "bgnbd"
 
-# Below a week a window holds too few purchases to compare models on; the forecaster then
-# falls back to BG/NBD, which needs no labelled window.
-MIN_WINDOW_DAYS = 7
 # Regressors learn a handful of coefficients or shallow trees, so a seeded subsample of
 # 50k customers estimates them about as well as all of them: on a 100k-customer synthetic
 # log the inner validation moved by under 1% for every candidate (gbm orders RMSE 1.580 ->
-# 1.585, ensemble 1.5709 -> 1.5708) and the chosen model did not change, while the
-# gradient boosting fits (the largest cost of a fit) took half the time.
+# 1.585) and the chosen model did not change, while the gradient boosting fits (the
+# largest cost of a fit) took half the time.
 MAX_TRAIN_ROWS = 50_000
 # SVR training is O(n^2) and its prediction O(n x support vectors); 500 rows keep both
-# to about a second for 100k customers (SVR rarely earns ensemble weight anyway).
+# to about a second for 100k customers.
 MAX_SVR_ROWS = 500
+# A regression of "history -> next window" needs some customers to learn from; below this
+# many at the training cut only the baselines and the BTYD models (population parameters) run.
+MIN_TRAIN_CUSTOMERS = 10
 # Regression features look back at most two years: older behaviour says little about the
 # next window, and the training cut must be able to see the same span.
 MAX_LOOKBACK_DAYS = 730
 # Pseudo purchase days behind a customer's orders-per-day ratio: with 2-3 days of history
 # the raw ratio is mostly noise, so it is pulled towards the population ratio.
 RATIO_PRIOR_DAYS = 5.0
+# Spend is forecast only when at least this share of purchase rows carries an amount: below
+# it, a customer's total says more about which rows happen to carry amounts than about spend.
+MIN_AMOUNT_SHARE = 0.5
 # Churn is modelled on the log-odds scale; probabilities are kept off 0 and 1.
 EPS = 1e-6
 
@@ -120,15 +155,14 @@ def daily_purchases(interactions: pd.DataFrame, as_of) -> pd.DataFrame:
     is_start = np.r_[True, key[1:] != key[:-1]]
     starts = np.flatnonzero(is_start)
     group = np.cumsum(is_start) - 1
-    # Money: pandas' compensated sum over the rows in input order. A plain sum in sorted
-    # order differs by ~1e-14, enough to break ties between customers' totals and move a
-    # tree split, so results would depend on how rows happen to be grouped.
+    # Money in whole cents (amounts carry at most two decimals): integer sums are exact, so a
+    # customer's total does not depend on the order the rows came in (a float sum differs in
+    # its last bits with the order, enough to break ties and move a tree split).
     row_group = np.empty_like(group)
     row_group[order] = group
-    money = pd.DataFrame({"spend": interactions["amount"].to_numpy(float)[mask],
-                          "quantity": interactions["quantity"].to_numpy(float)[mask]})
-    money = money.groupby(row_group, sort=True).sum()
-    spend, quantity = money["spend"].to_numpy(), money["quantity"].to_numpy()
+    cents = _cents(interactions["amount"].to_numpy(float)[mask])
+    spend = _exact_sum(cents, row_group, len(starts)) / 100.0
+    quantity = np.bincount(row_group, weights=interactions["quantity"].to_numpy(float)[mask], minlength=len(starts))
     # An order whose lines span midnight counts once, on the day it started: rows are in
     # day order within a customer, so an order's first row in this order is its first day.
     n_refs = int(ref.max()) + 1
@@ -145,11 +179,29 @@ def daily_purchases(interactions: pd.DataFrame, as_of) -> pd.DataFrame:
 
 
 def refunds_by_customer(interactions: pd.DataFrame, as_of) -> pd.Series:
-    """Refunded amount (positive) per customer up to ``as_of`` inclusive."""
+    """Refunded amount (positive) per customer up to ``as_of`` inclusive (exact cent sums)."""
     mask = ((interactions["type"] == "refund") & (interactions["occurred_at"] < _cutoff(as_of))).to_numpy()
-    amounts = pd.Series(interactions["amount"].to_numpy()[mask].astype(float),
-                        index=interactions["customer_id"].to_numpy()[mask])
-    return amounts.abs().groupby(level=0).sum()
+    ids, codes = np.unique(interactions["customer_id"].to_numpy()[mask], return_inverse=True)
+    cents = _cents(np.abs(interactions["amount"].to_numpy(float)[mask]))
+    return pd.Series(_exact_sum(cents, codes.ravel(), len(ids)) / 100.0, index=ids)
+
+
+def amount_share(interactions: pd.DataFrame, as_of) -> float:
+    """Share of the purchase rows up to ``as_of`` (inclusive) that carry an amount (> 0)."""
+    mask = ((interactions["type"] == "purchase") & (interactions["occurred_at"] < _cutoff(as_of))).to_numpy()
+    if not mask.any():
+        return 0.0
+    return float((np.nan_to_num(interactions["amount"].to_numpy(float)[mask]) > 0).mean())
+
+
+def _cents(amounts: np.ndarray) -> np.ndarray:
+    return np.rint(np.nan_to_num(amounts) * 100).astype(np.int64)
+
+
+def _exact_sum(cents: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    """Sums of whole cents per group 0..n-1: every partial sum is an integer below 2**53, so the
+    float64 bincount is exact whatever the order of the rows."""
+    return np.bincount(groups, weights=cents.astype(np.float64), minlength=n)
 
 
 def customer_summaries(daily: pd.DataFrame, cut_day: int, window: int) -> pd.DataFrame:
@@ -278,6 +330,11 @@ class SubsampledSVR(BaseEstimator, RegressorMixin):
 def _regressor(name: str, target: str, random_state):
     if name == "linear":
         return make_pipeline(StandardScaler(), LinearRegression())
+    if name == "polynomial":
+        # Degree 2 on 16 features gives 152 terms: the ridge penalty is chosen by efficient
+        # leave-one-out on the training window itself, so it is fitted, not set by hand.
+        return make_pipeline(PolynomialFeatures(2, include_bias=False), StandardScaler(),
+                             RidgeCV(alphas=np.logspace(-2, 4, 13)))
     if name == "svr":
         return SubsampledSVR(random_state=random_state)
     if name == "gbm":
@@ -291,6 +348,17 @@ def _regressor(name: str, target: str, random_state):
                else TweedieRegressor(power=1.5, link="log", alpha=1e-4, solver="newton-cholesky", max_iter=100))
         return make_pipeline(StandardScaler(), glm)
     raise ValueError(f"unknown regressor {name!r}")
+
+
+class _Zero(BaseEstimator, RegressorMixin):
+    """Predicts 0: what every regression learns from a window in which nobody bought (the
+    Poisson and Tweedie losses refuse an all-zero target)."""
+
+    def fit(self, X, y):
+        return self
+
+    def predict(self, X):
+        return np.zeros(len(X))
 
 
 def _mixture_weights(preds: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -347,326 +415,542 @@ class _RatioQuantiles:
         return pred * self.low_[bins], pred * self.high_[bins]
 
 
+# --------------------------------------------------------------------------- candidate outputs
+
+
+def _fit_btyd(s: pd.DataFrame, random_state, with_spend: bool) -> dict:
+    x = s["purchase_days"].to_numpy() - 1
+    bg = BetaGeoModel(random_state).fit(x, s["active_span"], s["tenure"])
+    pn = ParetoNBDModel(random_state).fit(x, s["active_span"], s["tenure"])
+    gg = None
+    if with_spend and (s["purchase_days"].to_numpy() > 1).any():  # Gamma-Gamma learns from repeat purchases
+        repeat_value = (s["spend"] - s["first_day_spend"]).to_numpy() / np.maximum(x, 1)
+        gg = GammaGammaModel(random_state).fit(x, repeat_value)
+    pop_ratio = float(s["orders"].sum() / s["purchase_days"].sum()) if len(s) else 1.0
+    return {"bgnbd": bg, "paretonbd": pn, "gg": gg, "orders_per_day": pop_ratio}
+
+
+def _orders_per_day(s: pd.DataFrame, population: float) -> np.ndarray:
+    return ((s["orders"].to_numpy() + RATIO_PRIOR_DAYS * population)
+            / (s["purchase_days"].to_numpy() + RATIO_PRIOR_DAYS))
+
+
+def _btyd_outputs(models: dict, s: pd.DataFrame, window: int) -> dict:
+    """Orders, spend (None without amounts) and raw P(no purchase) over ``window`` days."""
+    x = s["purchase_days"].to_numpy() - 1
+    t_x, T = s["active_span"].to_numpy(), s["tenure"].to_numpy()
+    ratio = _orders_per_day(s, models["orders_per_day"])
+    value = None
+    if models["gg"] is not None:
+        value = models["gg"].conditional_expected_value(
+            x, (s["spend"] - s["first_day_spend"]).to_numpy() / np.maximum(x, 1))
+        if not np.all(np.isfinite(value)):  # q <= 1 (or nobody repeated): the prior mean is infinite
+            value = np.where(np.isfinite(value), value, s["spend_per_day"].to_numpy())
+    out = {}
+    for name in BTYD:
+        m = models[name]
+        days = np.nan_to_num(m.conditional_expected_purchases(window, x, t_x, T), nan=0.0)
+        p0 = np.nan_to_num(m.probability_no_purchase(window, x, t_x, T), nan=1.0)
+        out[name] = {"orders": days * ratio, "days": days, "spend": None if value is None else days * value,
+                     "p0": np.clip(p0, 0, 1)}
+    return out
+
+
+def _fit_regressors(X, y: pd.DataFrame, random_state, with_spend: bool) -> dict:
+    if len(X) > MAX_TRAIN_ROWS:
+        idx = np.random.default_rng(random_state).choice(len(X), MAX_TRAIN_ROWS, replace=False)
+        X, y = X[idx], y.iloc[idx]
+    models = {}
+    for target in ("orders", "spend") if with_spend else ("orders",):
+        target_y = y[target].to_numpy()
+        for name in REGRESSORS:
+            model = _Zero() if target_y.sum() <= 0 else _regressor(name, target, random_state)
+            models[name, target] = model.fit(X, target_y)
+        # No prediction above the largest outcome seen in the training window: a log-link GLM
+        # or a polynomial extrapolating from a short history can otherwise run to millions.
+        models["cap", target] = float(target_y.max(initial=0.0))
+    return models
+
+
+def _regressor_outputs(models: dict, X, s: pd.DataFrame, orders_per_day: float) -> dict:
+    ratio = _orders_per_day(s, orders_per_day)
+    out = {}
+    for name in REGRESSORS:
+        orders = np.clip(models[name, "orders"].predict(X), 0, models["cap", "orders"])
+        spend = (np.clip(models[name, "spend"].predict(X), 0, models["cap", "spend"]) if (name, "spend") in models
+                 else None)
+        # Poisson P(0) of the implied purchase days: a score, calibrated afterwards.
+        out[name] = {"orders": orders, "spend": spend, "p0": np.exp(-orders / ratio)}
+    return out
+
+
+def _stack_inputs(raw: dict, calibrators: dict, names) -> tuple:
+    orders = np.column_stack([raw[n]["orders"] for n in names])
+    spend = (np.column_stack([raw[n]["spend"] for n in names]) if raw[names[0]]["spend"] is not None else None)
+    logits = np.column_stack([special.logit(np.clip(calibrators[n].transform(raw[n]["p0"]), EPS, 1 - EPS))
+                              for n in names])
+    return orders, spend, logits
+
+
+def _fit_stack(orders, spend, logits, y: pd.DataFrame) -> tuple:
+    w_orders = _mixture_weights(orders, y["orders"].to_numpy())
+    w_spend = _mixture_weights(spend, y["spend"].to_numpy()) if spend is not None else None
+    churned = (y["orders"].to_numpy() == 0).astype(int)
+    stack = LogisticRegression(C=1.0).fit(logits, churned) if len(np.unique(churned)) == 2 else None
+    return w_orders, w_spend, stack
+
+
+def _apply_stack(fitted, orders, spend, logits) -> dict:
+    w_orders, w_spend, stack = fitted
+    p0 = stack.predict_proba(logits)[:, 1] if stack is not None else special.expit(logits.mean(axis=1))
+    return {"orders": orders @ w_orders, "spend": None if spend is None else spend @ w_spend, "p0": p0}
+
+
+def _naive_rate(s: pd.DataFrame, window: int) -> dict:
+    """Repeat rate since the first purchase x window; churn = exp(-expected purchase days)."""
+    tenure = np.maximum(s["tenure"].to_numpy(), 1.0)
+    days = (s["purchase_days"].to_numpy() - 1) / tenure * window
+    return {"orders": (s["orders"].to_numpy() - 1) / tenure * window,
+            "spend": (s["spend"] - s["first_day_spend"]).to_numpy() / tenure * window,
+            "p0": np.exp(-days)}
+
+
+def _no_change(s: pd.DataFrame) -> dict:
+    """The last window repeated; churn score = exp(-purchase days in the last window)."""
+    return {"orders": s["orders_recent"].to_numpy(), "spend": s["spend_recent"].to_numpy(),
+            "p0": np.exp(-s["days_recent"].to_numpy())}
+
+
+def _scaled(out: dict, k: float) -> dict:
+    """Window-L outputs scaled to k x L days: counts linearly, P(none) as a power."""
+    return {"orders": None if out["orders"] is None else out["orders"] * k,
+            "spend": None if out["spend"] is None else out["spend"] * k,
+            "p0": None if out["p0"] is None else np.clip(out["p0"], 0, 1) ** k}
+
+
+class _CandidateFit:
+    """Every candidate fitted as of one cut (a day number).
+
+    With history ``D`` days up to the cut and L = min(horizon, D // 3): BTYD models on all the
+    purchases up to the cut; regressions learning "features as of cut - L -> the L days up to
+    the cut". The churn calibrators and the ensemble learn on what the same candidates fitted
+    one window earlier (BTYD on the data up to cut - L, regressions trained on cut - 2L ->
+    cut - L) said about those L days: the way the published models are used, trained on one
+    window and applied to the next. Features look back over the history their training cut
+    has (capped at ``MAX_LOOKBACK_DAYS``), and a model is applied with the span it learned on.
+    Below a week of L only the baselines and the uncalibrated BTYD models are available.
+    """
+
+    def __init__(self, ws, cut: int, horizon: int, random_state, with_spend: bool):
+        first = ws.first_day(cut)
+        if first is None:
+            raise ValueError("no purchases on or before the cut")
+        self.cut, self.horizon, self.with_spend = cut, horizon, with_spend
+        L = int(min(horizon, (cut - first + 1) // 3))
+        self.window = max(L, 1)
+        self.btyd = ws.btyd(cut, random_state, with_spend)
+        self.regressors, self.lookback, self.calibrators, self.stack, self.base_p0 = None, None, {}, None, None
+        self.weights = {}
+        if L < MIN_WINDOW_DAYS:
+            return
+        c1, c2 = cut - L, cut - 2 * L
+        s1 = ws.summaries(c1, L)
+        if s1.empty:
+            return
+        y1 = ws.outcomes(c1, cut, s1.index)
+        churned = (y1["orders"].to_numpy() == 0).astype(int)
+        # P(no purchase in L days) among the customers known L days before the cut.
+        self.base_p0 = float(np.clip(churned.mean(), EPS, 1 - EPS))
+        btyd_val = ws.btyd(c1, random_state, with_spend)
+        trainable = len(ws.summaries(c2, L)) >= MIN_TRAIN_CUSTOMERS
+        if trainable:
+            lb_val = int(min(c2 - first + 1, MAX_LOOKBACK_DAYS))
+            lb = int(min(c1 - first + 1, MAX_LOOKBACK_DAYS))
+            reg_val = ws.regressors(c2, L, lb_val, random_state, with_spend)
+            raw = ws.raw_outputs(reg_val, btyd_val, c1, L, lb_val)
+            names = BTYD + REGRESSORS
+        else:
+            raw = _btyd_outputs(btyd_val, s1, L)
+            names = BTYD
+        self.calibrators = {n: _PlattCalibrator().fit(raw[n]["p0"], churned) for n in names}
+        if trainable:
+            self.stack = _fit_stack(*_stack_inputs(raw, self.calibrators, names), y1)
+            self.weights = {"orders": dict(zip(names, map(float, self.stack[0])))}
+            if self.stack[1] is not None:
+                self.weights["spend"] = dict(zip(names, map(float, self.stack[1])))
+            self.regressors = ws.regressors(c1, L, lb, random_state, with_spend)
+            self.lookback = lb
+
+    def outputs(self, ws, cut: int, horizon: int) -> tuple[pd.DataFrame, dict]:
+        """(summaries as of ``cut``, name -> {"orders", "spend", "p0"} over the ``horizon`` days
+        after it); arrays follow the summaries' index, None where a candidate has no such output."""
+        L = self.window
+        s = ws.summaries(cut, L)
+        out = {"naive rate": _naive_rate(s, L)}
+        if not self.with_spend:
+            out["naive rate"]["spend"] = None
+        if self.base_p0 is not None:
+            out["base rate"] = {"orders": None, "spend": None, "p0": np.full(len(s), self.base_p0)}
+        if self.regressors is not None:
+            raw = ws.raw_outputs(self.regressors, self.btyd, cut, L, self.lookback)
+        else:
+            raw = _btyd_outputs(self.btyd, s, L)
+        for name, r in raw.items():
+            cal = self.calibrators.get(name)
+            out[name] = {"orders": r["orders"], "spend": r["spend"],
+                         "p0": cal.transform(r["p0"]) if cal is not None else r["p0"]}
+        if self.stack is not None:
+            names = BTYD + REGRESSORS
+            out["ensemble"] = _apply_stack(self.stack, *_stack_inputs(raw, self.calibrators, names))
+        return s, {name: _scaled(o, horizon / L) for name, o in out.items()}
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _scores(out: dict, y: pd.DataFrame) -> dict:
+    """One candidate's figures on a window: {"orders", "spend", "churn"} (None where it has none)."""
+    churned = (y["orders"].to_numpy() == 0).astype(int)
+    return {
+        "orders": None if out["orders"] is None else M.count_metrics(out["orders"], y["orders"]),
+        "spend": None if out["spend"] is None else M.count_metrics(out["spend"], y["spend"]),
+        "churn": None if out["p0"] is None else M.churn_metrics(out["p0"], churned),
+    }
+
+
+def _flat(scores: dict) -> dict:
+    """{"orders_rmse": ..., "churn_auc": ...} for the backtest table."""
+    out = {}
+    for target, keys in (("orders", ("rmse", "mae", "total_pct_error", "spearman")),
+                         ("spend", ("rmse", "mae", "total_pct_error", "spearman")),
+                         ("churn", ("auc", "brier"))):
+        figures = scores.get(target)
+        if figures is not None:
+            out.update({f"{target}_{k}": figures[k] for k in keys})
+    return out
+
+
+def _choose_targets(origins: list, with_spend: bool) -> dict:
+    """Per target, the candidate to publish from the per-origin scores (see the module doc)."""
+    choice = {}
+    for target in TARGETS:
+        if target == "spend" and not with_spend:
+            continue
+        order = ORDER[target]
+        names = [n for n in order if all(n in o["scores"] and o["scores"][n][target] is not None for o in origins)]
+        # Orders and spend by RMSE, churn by the Brier score (a proper score: the published
+        # churn is a probability, and it is what the base rate is a baseline for), each relative
+        # to its baseline's on the same window so that windows of different levels weigh alike.
+        key, stat = (target, "rmse") if target != "churn" else ("churn", "brier")
+        values = {n: [o["scores"][n][key][stat] for o in origins] for n in names}
+        baseline = BASELINE_OF[target]
+        losses = relative(values, baseline) if baseline in values else values
+        label = f"{target} RMSE" if target != "churn" else "churn Brier score"
+        picked = choose(losses, order, label=f"{label} relative to the {baseline}'s")
+        metric = f"{label} ÷ the {baseline}'s" if baseline in values else label
+        if picked is None:
+            continue
+        choice[target] = {
+            "metric": metric, "lower_is_better": True, "chosen": picked["chosen"], "best": picked["best"],
+            "baseline": BASELINE_OF[target], "is_baseline": picked["chosen"] in BASELINES,
+            "mean": picked["mean"], "spread": picked["spread"], "origins": picked["origins"],
+            "reason": picked["reason"],
+        }
+    return choice
+
+
 # --------------------------------------------------------------------------- forecaster
 
 
 class CustomerForecaster(BaseEstimator):
-    """Per-customer forecasts over (as_of, as_of + horizon_days].
+    """Per-customer forecasts over (as_of, as_of + horizon_days], chosen on rolling backtests.
 
     Parameters
     ----------
     horizon_days : forecast window length in days.
-    algorithm : "auto" (best candidate on the inner validation window) or one of
-        ``ALGORITHMS``: linear, svr, gbm, glm, bgnbd, paretonbd, ensemble.
+    algorithm : "auto" (per target, the simplest candidate within the spread of the best on
+        the backtest windows) or one of ``ALGORITHMS`` for every target it has an output for.
     clv_days : the CLV window (expected purchase amount in the next ``clv_days`` days).
     random_state : seed for every subsample and tree model.
     n_threads : BLAS / OpenMP threads while fitting and predicting (None: the libraries'
         default). 1 by default: on a shared 2-core worker OpenMP spin-waiting made a fit
         up to 80x slower under load, while a second thread gains under 2x when idle.
+    max_origins : at most this many backtest windows.
 
-    Learned attributes: ``as_of_``, ``window_days_`` (label window L), ``lookback_days_`` (days
-    behind the regression features), ``candidates_``
-    (name -> validation metrics), ``chosen_``, ``ensemble_weights_``, ``btyd_params_``,
-    ``validation_`` (the chosen model's interval coverage on the validation window).
+    Learned attributes: ``as_of_``, ``plan_`` (the :class:`~ml.pipelines.backtest.BacktestPlan`),
+    ``with_spend_`` (amounts present), ``choice_`` (target -> choice record), ``chosen_``
+    (target -> published candidate), ``targets_`` (target -> what is forecast and why),
+    ``report_`` (JSON-ready backtest report: per-origin scores of every candidate, the choice,
+    the published forecast's figures on the most recent window), ``window_days_`` (label window
+    of the final fit).
     """
 
-    def __init__(self, horizon_days=90, algorithm="auto", clv_days=365, random_state=0, n_threads=1):
+    def __init__(self, horizon_days=90, algorithm="auto", clv_days=365, random_state=0, n_threads=1,
+                 max_origins=MAX_ORIGINS):
         self.horizon_days = horizon_days
         self.algorithm = algorithm
         self.clv_days = clv_days
         self.random_state = random_state
         self.n_threads = n_threads
-
-    # ------------------------------------------------------------------ candidate outputs
-
-    @staticmethod
-    def _fit_btyd(s, random_state):
-        x = s["purchase_days"].to_numpy() - 1
-        bg = BetaGeoModel(random_state).fit(x, s["active_span"], s["tenure"])
-        pn = ParetoNBDModel(random_state).fit(x, s["active_span"], s["tenure"])
-        repeat_value = (s["spend"] - s["first_day_spend"]).to_numpy() / np.maximum(x, 1)
-        gg = GammaGammaModel(random_state).fit(x, repeat_value)
-        pop_ratio = float(s["orders"].sum() / s["purchase_days"].sum())
-        return {"bgnbd": bg, "paretonbd": pn, "gg": gg, "orders_per_day": pop_ratio}
-
-    @staticmethod
-    def _btyd_outputs(models, s, window):
-        """Orders, spend and raw P(no purchase) over ``window`` days for each BTYD model."""
-        x = s["purchase_days"].to_numpy() - 1
-        t_x, T = s["active_span"].to_numpy(), s["tenure"].to_numpy()
-        ratio = ((s["orders"].to_numpy() + RATIO_PRIOR_DAYS * models["orders_per_day"])
-                 / (s["purchase_days"].to_numpy() + RATIO_PRIOR_DAYS))
-        gg = models["gg"]
-        value = gg.conditional_expected_value(x, (s["spend"] - s["first_day_spend"]).to_numpy() / np.maximum(x, 1))
-        if not np.all(np.isfinite(value)):  # q <= 1: the prior mean is infinite
-            value = np.where(np.isfinite(value), value, s["spend_per_day"].to_numpy())
-        out = {}
-        for name in BTYD:
-            m = models[name]
-            days = np.nan_to_num(m.conditional_expected_purchases(window, x, t_x, T), nan=0.0)
-            p0 = np.nan_to_num(m.probability_no_purchase(window, x, t_x, T), nan=1.0)
-            out[name] = {"orders": days * ratio, "days": days, "spend": days * value,
-                         "p0": np.clip(p0, 0, 1)}
-        return out
-
-    def _fit_regressors(self, X, y):
-        if len(X) > MAX_TRAIN_ROWS:
-            idx = np.random.default_rng(self.random_state).choice(len(X), MAX_TRAIN_ROWS, replace=False)
-            X, y = X[idx], y.iloc[idx]
-        models = {}
-        for name in REGRESSORS:
-            for target in ("orders", "spend"):
-                models[name, target] = _regressor(name, target, self.random_state).fit(X, y[target].to_numpy())
-        return models
-
-    @staticmethod
-    def _regressor_outputs(models, X, s, orders_per_day):
-        ratio = ((s["orders"].to_numpy() + RATIO_PRIOR_DAYS * orders_per_day)
-                 / (s["purchase_days"].to_numpy() + RATIO_PRIOR_DAYS))
-        out = {}
-        for name in REGRESSORS:
-            orders = np.clip(models[name, "orders"].predict(X), 0, None)
-            spend = np.clip(models[name, "spend"].predict(X), 0, None)
-            # Poisson P(0) of the implied purchase days: a score, calibrated afterwards.
-            out[name] = {"orders": orders, "spend": spend, "p0": np.exp(-orders / ratio)}
-        return out
-
-    def _raw_outputs(self, reg_models, btyd_models, X, s, window):
-        out = self._regressor_outputs(reg_models, X, s, btyd_models["orders_per_day"])
-        out.update(self._btyd_outputs(btyd_models, s, window))
-        return out
-
-    # ------------------------------------------------------------------ ensemble
-
-    @staticmethod
-    def _stack_inputs(raw, calibrators):
-        names = REGRESSORS + BTYD
-        orders = np.column_stack([raw[n]["orders"] for n in names])
-        spend = np.column_stack([raw[n]["spend"] for n in names])
-        logits = np.column_stack([special.logit(np.clip(calibrators[n].transform(raw[n]["p0"]), EPS, 1 - EPS))
-                                  for n in names])
-        return orders, spend, logits
-
-    @staticmethod
-    def _fit_stack(orders, spend, logits, y):
-        w_orders = _mixture_weights(orders, y["orders"].to_numpy())
-        w_spend = _mixture_weights(spend, y["spend"].to_numpy())
-        churned = (y["orders"].to_numpy() == 0).astype(int)
-        if len(np.unique(churned)) < 2:
-            stack = None
-        else:
-            stack = LogisticRegression(C=1.0).fit(logits, churned)
-        return w_orders, w_spend, stack
-
-    @staticmethod
-    def _apply_stack(fitted, orders, spend, logits):
-        w_orders, w_spend, stack = fitted
-        p0 = (stack.predict_proba(logits)[:, 1] if stack is not None
-              else special.expit(logits.mean(axis=1)))
-        return {"orders": orders @ w_orders, "spend": spend @ w_spend, "p0": p0}
+        self.max_origins = max_origins
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, interactions: pd.DataFrame, as_of) -> CustomerForecaster:
-        """Learn from purchase rows with occurred_at < as_of + 1 day (see the module doc)."""
-        with threadpool_limits(limits=self.n_threads):
-            return self._fit(_Workspace(interactions, as_of), as_of)
+    def fit(self, interactions: pd.DataFrame, as_of, progress=None) -> CustomerForecaster:
+        """Backtest every candidate, choose, and fit on purchase rows with occurred_at < as_of + 1 day.
 
-    def _fit(self, ws, as_of):
-        """Fit as of ``as_of`` from a workspace whose daily table reaches at least as_of.
-
-        Every summary, design matrix and model goes through ``ws``'s memo, so a second fit
-        on the same workspace (fit_evaluate: the holdout fit one window earlier) reuses what
-        the two fits have in common instead of recomputing it.
+        ``progress``: optional callable(fraction done 0..1, stage in words), called between steps.
         """
+        with threadpool_limits(limits=self.n_threads):
+            return self._fit(_Workspace(interactions, as_of), as_of, progress or (lambda fraction, stage: None))
+
+    def _fit(self, ws, as_of, progress):
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be 'auto' or one of {ALGORITHMS}")
         self.as_of_ = pd.Timestamp(as_of).normalize()
         a = _day_number(self.as_of_)
-        first_day = ws.first_day(a)
-        if first_day is None:
+        first = ws.first_day(a)
+        if first is None:
             raise ValueError("no purchases on or before as_of")
-        history = a - first_day + 1
-        L = int(min(self.horizon_days, history // 3))
-        self.window_days_ = max(L, 1)
-        self.candidates_ = {}
-        self.btyd_ = ws.btyd(a, self.window_days_, self.random_state)
-        self.btyd_params_ = {n: self.btyd_[n].params_ for n in ("bgnbd", "paretonbd", "gg")}
-        self.lookback_days_ = None
-        if L < MIN_WINDOW_DAYS:
-            return self._fallback()
+        H = int(self.horizon_days)
+        share = amount_share(ws.interactions, self.as_of_)
+        self.with_spend_ = share >= MIN_AMOUNT_SHARE
+        self.plan_ = plan_backtest(pd.Timestamp(first, unit="D"), self.as_of_, H, max_origins=self.max_origins)
+        W = self.plan_.window_days
 
-        c1, c2 = a - L, a - 2 * L
-        s2 = ws.summaries(c2, L)
-        s1 = ws.summaries(c1, L)
-        if len(s2) < 10:  # too few customers to learn "history -> next window" from
-            return self._fallback()
-        y1 = ws.outcomes(c1, a, s1.index)
+        origins, recent = [], []
+        steps = len(self.plan_.cuts) + 1
+        for k, cut in enumerate(self.plan_.cuts):
+            progress(k / steps, f"backtest {k + 1} of {steps - 1}: every candidate trained up to {cut.date()}, "
+                                f"scored on the next {W} days")
+            c = _day_number(cut)
+            fit = _CandidateFit(ws, c, W, self.random_state, self.with_spend_)
+            s, outs = fit.outputs(ws, c, W)
+            y = ws.outcomes(c, c + W, s.index)
+            origins.append({"cut": c, "customers": int(len(s)),
+                            "scores": {n: _scores(o, y) for n, o in outs.items()}})
+            recent.append((s, outs, y))
+        self.choice_ = _choose_targets(origins, self.with_spend_) if origins else {}
+        progress((steps - 1) / steps, "training the chosen candidates on all the history")
+        self.final_ = _CandidateFit(ws, a, H, self.random_state, self.with_spend_)
+        self.window_days_ = self.final_.window
+        _, final_outs = self.final_.outputs(ws, a, H)
+        self.chosen_, notes = self._published(final_outs)
+        self.targets_ = self._targets(share, notes, ws)
 
-        # The history the training cut c2 has (capped): both cuts see the same span.
-        self.lookback_days_ = lb = int(min(max(c2 - first_day + 1, L), MAX_LOOKBACK_DAYS))
-
-        # Validation: regressors learned on (c2 -> c2 + L], BTYD on data up to c1.
-        reg_val = ws.regressors(self, c2, L, lb)
-        btyd_val = ws.btyd(c1, L, self.random_state)
-        raw = ws.raw_outputs(self, reg_val, btyd_val, c1, L, lb)
-        churned = (y1["orders"].to_numpy() == 0).astype(int)
-
-        # 2-fold cross-fitting: calibrators and stack are scored on customers they did not see.
-        fold = np.random.default_rng(self.random_state).integers(0, 2, len(s1))
-        names = REGRESSORS + BTYD
-        honest = {n: {"orders": raw[n]["orders"], "spend": raw[n]["spend"], "p0": np.empty(len(s1))} for n in names}
-        honest["ensemble"] = {k: np.empty(len(s1)) for k in ("orders", "spend", "p0")}
-        for f in (0, 1):
-            tr, te = fold != f, fold == f
-            cal = {n: _PlattCalibrator().fit(raw[n]["p0"][tr], churned[tr]) for n in names}
-            for n in names:
-                honest[n]["p0"][te] = cal[n].transform(raw[n]["p0"][te])
-            sub = {n: {k: v[tr] for k, v in raw[n].items()} for n in names}
-            o, sp, lg = self._stack_inputs(sub, cal)
-            fitted = self._fit_stack(o, sp, lg, y1[tr])
-            sub_te = {n: {k: v[te] for k, v in raw[n].items()} for n in names}
-            ens = self._apply_stack(fitted, *self._stack_inputs(sub_te, cal))
-            for k in ("orders", "spend", "p0"):
-                honest["ensemble"][k][te] = ens[k]
-
-        for n, out in honest.items():
-            self.candidates_[n] = {
-                "orders": M.count_metrics(out["orders"], y1["orders"]),
-                "spend": M.count_metrics(out["spend"], y1["spend"]),
-                "churn": M.churn_metrics(out["p0"], churned),
-            }
-        self.candidates_["naive rate"] = _baseline_metrics(
-            _naive_rate(s1, L), y1)
-
-        self.calibrators_ = {n: _PlattCalibrator().fit(raw[n]["p0"], churned) for n in names}
-        o, sp, lg = self._stack_inputs(raw, self.calibrators_)
-        self.stack_ = self._fit_stack(o, sp, lg, y1)
-        self.ensemble_weights_ = {
-            "orders": dict(zip(names, map(float, self.stack_[0]))),
-            "spend": dict(zip(names, map(float, self.stack_[1]))),
-        }
-        self.chosen_ = self.algorithm if self.algorithm != "auto" else _choose(self.candidates_)
-
-        chosen = honest[self.chosen_]
-        self.intervals_ = {
-            "orders": _RatioQuantiles().fit(chosen["orders"], y1["orders"]),
-            "spend": _RatioQuantiles().fit(chosen["spend"], y1["spend"]),
-        }
-        lo_o, hi_o = self.intervals_["orders"].transform(chosen["orders"])
-        lo_s, hi_s = self.intervals_["spend"].transform(chosen["spend"])
-        self.validation_ = {
-            "window_days": L,
-            "purchases_coverage": M.interval_coverage(lo_o, hi_o, y1["orders"]),
-            "spend_coverage": M.interval_coverage(lo_s, hi_s, y1["spend"]),
-        }
-
-        # Final: regressors relearned on the latest labelled window, BTYD on all the data.
-        self.regressors_ = ws.regressors(self, c1, L, lb)
+        # P10-P90: the chosen candidate's errors on the most recent backtest window (scale-free
+        # ratios, so they carry over to the horizon); the report scores bands learned on the
+        # window before it on that window, so that its coverage is an honest one.
+        self.intervals_ = self._intervals(*recent[0]) if recent else None
+        report_bands = self._intervals(*recent[1]) if len(recent) > 1 else None
+        self.report_ = self._report(origins, recent, report_bands)
         return self
 
-    def _fallback(self):
-        self.chosen_ = "bgnbd"
-        self.regressors_, self.calibrators_, self.stack_, self.intervals_ = None, None, None, None
-        self.ensemble_weights_, self.validation_ = {}, {}
-        return self
+    def _published(self, outs: dict) -> tuple[dict, dict]:
+        """Target -> candidate to publish, and a note where it differs from the backtest's choice."""
+        chosen, notes = {}, {}
+        for target in TARGETS:
+            if target == "spend" and not self.with_spend_:
+                continue
+            key = "p0" if target == "churn" else target
+            if self.algorithm != "auto" and outs.get(self.algorithm, {}).get(key) is not None:
+                chosen[target] = self.algorithm
+                notes[target] = "set by the caller"
+                continue
+            if not self.plan_.validated:
+                chosen[target] = UNVALIDATED
+                notes[target] = self.plan_.reason
+                continue
+            pick = self.choice_.get(target, {}).get("chosen")
+            if pick is None or outs.get(pick, {}).get(key) is None:
+                # Cannot happen with the windows of plan_backtest (the final fit sees more history
+                # than any backtest one), but a forecast must never be missing: the baseline.
+                notes[target] = f"{pick or 'no candidate'} could not be fitted on all the history; baseline instead"
+                pick = BASELINE_OF[target] if outs.get(BASELINE_OF[target], {}).get(key) is not None else "naive rate"
+            chosen[target] = pick
+        return chosen, notes
+
+    def _targets(self, share: float, notes: dict, ws) -> dict:
+        targets = {}
+        no_amounts = (f"no amounts: {100 * share:.0f} % of purchases carry an amount (at least "
+                      f"{100 * MIN_AMOUNT_SHARE:.0f} % needed), so spend, CLV and refund rate are not forecast")
+        for target in TARGETS:
+            if target not in self.chosen_:
+                targets[target] = {"forecast": False, "reason": no_amounts}
+                continue
+            name = self.chosen_[target]
+            basis = ("not validated" if not self.plan_.validated and self.algorithm == "auto"
+                     else "baseline" if name in BASELINES else "model")
+            reason = notes.get(target) or self.choice_.get(target, {}).get("reason", "")
+            targets[target] = {"forecast": True, "algorithm": name, "basis": basis, "reason": reason}
+        if self.with_spend_:
+            targets["clv"] = {"forecast": True, "algorithm": f"{self.chosen_['spend']} x BG/NBD's {self.clv_days}-day "
+                              "stretch", "basis": targets["spend"]["basis"]}
+            has_refunds = len(ws.refunds(self.as_of_)) > 0
+            targets["refund_rate"] = {
+                "forecast": True, "algorithm": "own refunded share, shrunk to the base rate",
+                "basis": "model" if has_refunds else "baseline",
+                "reason": "" if has_refunds else "no refunds recorded: 0 for everyone"}
+        else:
+            targets["clv"] = {"forecast": False, "reason": no_amounts}
+            targets["refund_rate"] = {"forecast": False, "reason": no_amounts}
+        return targets
+
+    def _intervals(self, s, outs, y) -> dict:
+        out = {"orders": _RatioQuantiles().fit(outs[self.chosen_["orders"]]["orders"], y["orders"])}
+        if "spend" in self.chosen_:
+            out["spend"] = _RatioQuantiles().fit(outs[self.chosen_["spend"]]["spend"], y["spend"])
+        return out
+
+    def basis_label(self) -> str:
+        """What produced the forecast, in a few words: "model: ensemble", "baseline: naive rate",
+        "models: ensemble for orders, bgnbd for spend and churn", "not yet validated: 18 days of history"."""
+        if not self.plan_.validated and self.algorithm == "auto":
+            return f"not yet validated: {self.plan_.history_days} days of history"
+        by_name: dict = {}
+        for target, name in self.chosen_.items():
+            by_name.setdefault(name, []).append(target)
+        if len(by_name) == 1:
+            name = next(iter(by_name))
+            return f"baseline: {name}" if name in BASELINES else f"model: {name}"
+        return "models: " + ", ".join(
+            f"{name}{' (baseline)' if name in BASELINES else ''} for {' and '.join(targets)}"
+            for name, targets in by_name.items())
+
+    def summary(self) -> str:
+        """One line for the run: what is published, on which evidence."""
+        basis = {self.targets_[t]["basis"] for t in self.chosen_}
+        label = self.basis_label()
+        missing = [t for t in ("spend",) if not self.targets_[t]["forecast"]]
+        tail = "; spend, CLV and refund rate not forecast (no amounts)" if missing else ""
+        if "not validated" in basis:
+            return f"{label}; BG/NBD fitted on all the history{tail}"
+        verdict = ("the baseline: no model beat it consistently" if basis == {"baseline"}
+                   else label)
+        return f"{verdict}; {self.plan_.reason}{tail}"
+
+    # ------------------------------------------------------------------ report
+
+    def _report(self, origins: list, recent: list, bands) -> dict:
+        """JSON-ready: the backtest table and choice, and the published forecast's figures on the
+        most recent backtest window (what the pages call its accuracy)."""
+        plan = self.plan_.to_json()
+        for entry, o in zip(plan["origins"], origins):
+            entry["customers"] = o["customers"]
+            entry["scores"] = {n: _flat(sc) for n, sc in o["scores"].items()}
+        plan["choice"] = self.choice_
+        report = {"as_of": str(self.as_of_.date()), "horizon_days": int(self.horizon_days),
+                  "window_days": int(self.plan_.window_days), "backtest": plan,
+                  "chosen": dict(self.chosen_), "targets": self.targets_,
+                  "outcome": {"basis": ("not validated" if not self.plan_.validated and self.algorithm == "auto"
+                                        else "baseline" if all(self.chosen_[t] in BASELINES for t in self.chosen_)
+                                        else "model"),
+                              "summary": self.summary()}}
+        if not recent:
+            return report
+        s, outs, y = recent[0]
+        published = {"orders": outs[self.chosen_["orders"]]["orders"],
+                     "spend": outs[self.chosen_["spend"]]["spend"] if "spend" in self.chosen_ else None,
+                     "p0": outs[self.chosen_["churn"]]["p0"]}
+        model = _scores(published, y)
+        churned = (y["orders"].to_numpy() == 0).astype(int)
+        model["churn"]["reliability"] = M.reliability_table(published["p0"], churned)
+        if bands is not None:
+            lo, hi = bands["orders"].transform(published["orders"])
+            model["coverage"] = {"purchases_p10_p90": M.interval_coverage(lo, hi, y["orders"])}
+            if published["spend"] is not None:
+                lo, hi = bands["spend"].transform(published["spend"])
+                model["coverage"]["spend_p10_p90"] = M.interval_coverage(lo, hi, y["spend"])
+        naive = _scores(outs["naive rate"], y)
+        change = _no_change(s)
+        if published["spend"] is None:
+            change["spend"] = None
+        report.update({
+            "cut": self.plan_.cuts[0].date().isoformat(), "n_customers": int(len(s)),
+            "model": model,
+            "candidates": {n: _scores(o, y) for n, o in outs.items()},
+            "baselines": {"naive rate": naive, "no change": _scores(change, y)},
+            "series": {"orders": M.decile_series(published["orders"], y["orders"])},
+            "beats_naive": bool(model["orders"]["rmse"] <= naive["orders"]["rmse"]),
+        })
+        if published["spend"] is not None:
+            report["series"]["spend"] = M.decile_series(published["spend"], y["spend"])
+        return report
 
     # ------------------------------------------------------------------ predict
 
-    def _candidate_outputs(self, ws, cut, s):
-        """Calibrated window-L outputs of every candidate (or BG/NBD alone in fallback)."""
-        L = self.window_days_
-        if self.regressors_ is None:
-            return {"bgnbd": self._btyd_outputs(self.btyd_, s, L)["bgnbd"]}
-        raw = ws.raw_outputs(self, self.regressors_, self.btyd_, cut, L, self.lookback_days_)
-        out = {n: {"orders": raw[n]["orders"], "spend": raw[n]["spend"],
-                   "p0": self.calibrators_[n].transform(raw[n]["p0"])} for n in REGRESSORS + BTYD}
-        out["ensemble"] = self._apply_stack(self.stack_, *self._stack_inputs(raw, self.calibrators_))
-        return out
-
-    def _to_horizon(self, out):
-        """Scale window-L outputs to the horizon: counts linearly, P(none) as a power."""
-        k = self.horizon_days / self.window_days_
-        return {"orders": out["orders"] * k, "spend": out["spend"] * k,
-                "p0": np.clip(out["p0"], 0, 1) ** k}
-
     def predict_candidates(self, interactions: pd.DataFrame, as_of) -> dict:
-        """name -> DataFrame(expected_purchases, expected_spend, churn_probability), index customer_id."""
+        """name -> DataFrame(expected_purchases, expected_spend, churn_probability), index customer_id
+        (NaN where a candidate has no such output), from the final fit."""
         with threadpool_limits(limits=self.n_threads):
-            return self._predict_candidates(_Workspace(interactions, as_of), as_of)
-
-    def _predict_candidates(self, ws, as_of):
-        cut = _day_number(as_of)
-        s = ws.summaries(cut, self.window_days_)
-        res = {}
-        for name, out in self._candidate_outputs(ws, cut, s).items():
-            h = self._to_horizon(out)
-            res[name] = pd.DataFrame({"expected_purchases": h["orders"], "expected_spend": h["spend"],
-                                      "churn_probability": h["p0"]}, index=s.index)
-        return res
+            ws = _Workspace(interactions, as_of)
+            s, outs = self.final_.outputs(ws, _day_number(as_of), int(self.horizon_days))
+            nan = np.full(len(s), np.nan)
+            return {n: pd.DataFrame({"expected_purchases": nan if o["orders"] is None else o["orders"],
+                                     "expected_spend": nan if o["spend"] is None else o["spend"],
+                                     "churn_probability": nan if o["p0"] is None else o["p0"]}, index=s.index)
+                    for n, o in outs.items()}
 
     def predict(self, interactions: pd.DataFrame, as_of) -> pd.DataFrame:
         """Forecasts as of ``as_of`` for every customer with a purchase on or before it.
 
         Index customer_id; columns expected_purchases (orders), expected_spend, churn_probability,
         clv (purchase amount over ``clv_days``), expected_refund_rate, purchases_p10/p90,
-        spend_p10/p90, basis, factors (list of short strings).
+        spend_p10/p90 (NaN for the money columns when spend is not forecast), basis, factors
+        (list of short strings).
         """
         with threadpool_limits(limits=self.n_threads):
             return self._predict(_Workspace(interactions, as_of), as_of)
 
-    def _predict(self, ws, as_of, details=True):
-        """The forecast frame; ``details=False`` leaves out clv, refund rate, basis and
-        factors (the holdout scores none of them)."""
+    def _predict(self, ws, as_of):
         cut = _day_number(pd.Timestamp(as_of).normalize())
-        s = ws.summaries(cut, self.window_days_)
+        H = int(self.horizon_days)
+        s, outs = self.final_.outputs(ws, cut, H)
+        columns = ["expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
+                   "purchases_p10", "purchases_p90", "spend_p10", "spend_p90", "basis", "factors"]
         if s.empty:
-            return pd.DataFrame(columns=["expected_purchases", "expected_spend", "churn_probability", "clv",
-                                         "expected_refund_rate", "purchases_p10", "purchases_p90",
-                                         "spend_p10", "spend_p90", "basis", "factors"])
-        out = self._candidate_outputs(ws, cut, s)[self.chosen_]
-        h = self._to_horizon(out)
-        k = self.horizon_days / self.window_days_
+            return pd.DataFrame(columns=columns)
+        nan = np.full(len(s), np.nan)
+        orders = outs[self.chosen_["orders"]]["orders"]
+        p0 = np.clip(outs[self.chosen_["churn"]]["p0"], 0, 1)
+        spend = outs[self.chosen_["spend"]]["spend"] if "spend" in self.chosen_ else nan
         if self.intervals_ is not None:
-            p10, p90 = (v * k for v in self.intervals_["orders"].transform(out["orders"]))
-            s10, s90 = (v * k for v in self.intervals_["spend"].transform(out["spend"]))
-        else:  # no validation window: Poisson band, spend scaled alongside
-            from scipy import stats
-            p10 = stats.poisson.ppf(0.1, h["orders"])
-            p90 = stats.poisson.ppf(0.9, h["orders"])
-            unit = np.divide(h["spend"], h["orders"], out=np.zeros_like(h["spend"]), where=h["orders"] > 0)
+            p10, p90 = self.intervals_["orders"].transform(orders)
+            s10, s90 = self.intervals_["spend"].transform(spend) if "spend" in self.intervals_ else (nan, nan)
+        else:  # nothing held back: a Poisson band, spend scaled alongside
+            p10, p90 = stats.poisson.ppf(0.1, orders), stats.poisson.ppf(0.9, orders)
+            unit = np.divide(spend, orders, out=np.zeros_like(orders), where=orders > 0)
             s10, s90 = p10 * unit, p90 * unit
         res = pd.DataFrame({
-            "expected_purchases": h["orders"],
-            "expected_spend": h["spend"],
-            "churn_probability": np.clip(h["p0"], 0, 1),
-            "purchases_p10": np.minimum(p10, h["orders"]),
-            "purchases_p90": np.maximum(p90, h["orders"]),
-            "spend_p10": np.minimum(s10, h["spend"]),
-            "spend_p90": np.maximum(s90, h["spend"]),
+            "expected_purchases": orders,
+            "expected_spend": spend,
+            "churn_probability": p0,
+            "purchases_p10": np.minimum(p10, orders),
+            "purchases_p90": np.maximum(p90, orders),
+            "spend_p10": np.minimum(s10, spend),
+            "spend_p90": np.maximum(s90, spend),
         }, index=s.index)
-        if not details:
-            return res
-
-        # CLV: this forecast's spend, stretched to clv_days by BG/NBD's own ratio of
-        # expected purchases over clv_days to those over the horizon (it accounts for dropout).
+        # CLV: this forecast's spend, stretched to clv_days by BG/NBD's own ratio of expected
+        # purchases over clv_days to those over the horizon (it accounts for dropout).
         x = s["purchase_days"].to_numpy() - 1
-        bg = self.btyd_["bgnbd"]
-        e_h = bg.conditional_expected_purchases(self.horizon_days, x, s["active_span"], s["tenure"])
+        bg = self.final_.btyd["bgnbd"]
+        e_h = bg.conditional_expected_purchases(H, x, s["active_span"], s["tenure"])
         e_clv = bg.conditional_expected_purchases(self.clv_days, x, s["active_span"], s["tenure"])
-        stretch = np.divide(e_clv, e_h, out=np.full(len(s), self.clv_days / self.horizon_days), where=e_h > 1e-12)
-
-        refunds = ws.refunds(pd.Timestamp(as_of).normalize()).reindex(s.index, fill_value=0.0).to_numpy()
-        spend_hist = s["spend"].to_numpy()
-        base = refunds.sum() / spend_hist.sum() if spend_hist.sum() > 0 else 0.0
-        # Shrink towards the base rate with the weight of a median customer's spend.
-        prior = float(np.median(spend_hist))
-        refund_rate = np.clip((refunds + prior * base) / np.maximum(spend_hist + prior, 1e-12), 0, 1)
-
-        res.insert(3, "clv", h["spend"] * stretch)
+        stretch = np.divide(e_clv, e_h, out=np.full(len(s), self.clv_days / H), where=e_h > 1e-12)
+        if self.with_spend_:
+            refunds = ws.refunds(pd.Timestamp(as_of).normalize()).reindex(s.index, fill_value=0.0).to_numpy()
+            spend_hist = s["spend"].to_numpy()
+            base = refunds.sum() / spend_hist.sum() if spend_hist.sum() > 0 else 0.0
+            # Shrink towards the base rate with the weight of a median customer's spend.
+            prior = float(np.median(spend_hist))
+            refund_rate = np.clip((refunds + prior * base) / np.maximum(spend_hist + prior, 1e-12), 0, 1)
+        else:
+            refund_rate = nan
+        res.insert(3, "clv", spend * stretch)
         res.insert(4, "expected_refund_rate", refund_rate)
-        res["basis"] = np.where(s["purchase_days"].to_numpy() >= 2, "own history", "segment/base averages")
-        res["factors"] = explain_factors(s, self.window_days_, self.horizon_days)
+        own = np.where(s["purchase_days"].to_numpy() >= 2, "own history", "population averages")
+        res["basis"] = [f"{self.basis_label()} · {o}"[:100] for o in own]
+        res["factors"] = explain_factors(s, self.window_days_, H, with_spend=self.with_spend_)
         return res
 
 
@@ -676,8 +960,8 @@ class _Workspace:
     (training cut, window, lookback) and their outputs per application cut.
 
     Everything memoised depends only on the data up to its own cut and on the parameters in
-    its key (and the forecaster's random_state / horizon, which the callers share), so a
-    memo hit returns exactly what a fresh computation would.
+    its key, so a memo hit returns exactly what a fresh computation would; the backtest
+    origins and the final fit share whatever they have in common.
     """
 
     def __init__(self, interactions, as_of):
@@ -710,71 +994,32 @@ class _Workspace:
         return self._get(("features", cut, window, lookback),
                          lambda: regression_features(self.daily, cut, window, lookback, customers))
 
-    def btyd(self, cut, window, random_state):
+    def btyd(self, cut, random_state, with_spend):
         # BTYD uses only the window-independent columns of the summaries: keyed on the cut.
-        return self._get(("btyd", cut, random_state),
-                         lambda: CustomerForecaster._fit_btyd(self.summaries(cut, window), random_state))
+        return self._get(("btyd", cut, random_state, with_spend),
+                         lambda: _fit_btyd(self.summaries(cut, 1), random_state, with_spend))
 
-    def regressors(self, est, train_cut, window, lookback):
+    def regressors(self, train_cut, window, lookback, random_state, with_spend):
         """Regressors learning "features as of train_cut -> (train_cut, train_cut + window]"."""
         def make():
             X = self.features(train_cut, window, lookback)
             y = self.outcomes(train_cut, train_cut + window, self.summaries(train_cut, window).index)
-            return est._fit_regressors(X, y)
-        return self._get(("regressors", train_cut, window, lookback, est.random_state), make)
+            return _fit_regressors(X, y, random_state, with_spend)
+        return self._get(("regressors", train_cut, window, lookback, random_state, with_spend), make)
 
-    def raw_outputs(self, est, reg_models, btyd_models, cut, window, lookback):
+    def raw_outputs(self, reg_models, btyd_models, cut, window, lookback):
+        """Every model's window outputs as of ``cut``: regressions (features over ``lookback``) and BTYD."""
         # The models are kept in the value so that their ids stay theirs while memoised.
-        key = ("raw", id(reg_models), id(btyd_models), cut, window, lookback)
-        return self._get(key, lambda: (reg_models, btyd_models, est._raw_outputs(
-            reg_models, btyd_models, self.features(cut, window, lookback), self.summaries(cut, window),
-            window)))[2]
+        def make():
+            s = self.summaries(cut, window)
+            out = _regressor_outputs(reg_models, self.features(cut, window, lookback), s,
+                                     btyd_models["orders_per_day"])
+            out.update(_btyd_outputs(btyd_models, s, window))
+            return reg_models, btyd_models, out
+        return self._get(("raw", id(reg_models), id(btyd_models), cut, window, lookback), make)[2]
 
     def refunds(self, as_of):
         return self._get(("refunds", as_of), lambda: refunds_by_customer(self.interactions, as_of))
-
-
-# --------------------------------------------------------------------------- choice, baselines
-
-
-def _choose(candidates: dict) -> str:
-    """Lowest mean of orders RMSE, spend RMSE and churn (1 - AUC), each relative to naive rate."""
-    base = candidates["naive rate"]
-
-    def rel(c, key, metric):
-        b = base[key][metric]
-        v = c[key][metric]
-        return v / b if b and v is not None else 1.0
-
-    def score(c):
-        auc, b_auc = c["churn"]["auc"], base["churn"]["auc"]
-        churn = (1 - auc) / (1 - b_auc) if auc is not None and b_auc is not None and b_auc < 1 else 1.0
-        return (rel(c, "orders", "rmse") + rel(c, "spend", "rmse") + churn) / 3
-
-    names = [n for n in candidates if n in ALGORITHMS]
-    return min(names, key=lambda n: score(candidates[n]))
-
-
-def _naive_rate(s: pd.DataFrame, window: int) -> dict:
-    """Repeat rate since the first purchase x window; churn = exp(-expected purchase days)."""
-    tenure = np.maximum(s["tenure"].to_numpy(), 1.0)
-    days = (s["purchase_days"].to_numpy() - 1) / tenure * window
-    return {"orders": (s["orders"].to_numpy() - 1) / tenure * window,
-            "spend": (s["spend"] - s["first_day_spend"]).to_numpy() / tenure * window,
-            "p0": np.exp(-days)}
-
-
-def _no_change(s: pd.DataFrame) -> dict:
-    """The last window repeated; churn score = exp(-purchase days in the last window)."""
-    return {"orders": s["orders_recent"].to_numpy(), "spend": s["spend_recent"].to_numpy(),
-            "p0": np.exp(-s["days_recent"].to_numpy())}
-
-
-def _baseline_metrics(out: dict, y: pd.DataFrame) -> dict:
-    churned = (y["orders"].to_numpy() == 0).astype(int)
-    return {"orders": M.count_metrics(out["orders"], y["orders"]),
-            "spend": M.count_metrics(out["spend"], y["spend"]),
-            "churn": M.churn_metrics(out["p0"], churned)}
 
 
 # --------------------------------------------------------------------------- factors
@@ -798,13 +1043,13 @@ def _fmt(v, digits=0):
     return txt
 
 
-def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3) -> list[list[str]]:
+def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3, with_spend=True) -> list[list[str]]:
     """The ``top`` statements that set this customer furthest from the median customer.
 
     Each candidate statement gets a strength = |log of the customer's value / the median|;
     the strongest ones are kept. Built column-wise (no loop over customers): the strengths
     pick each customer's statements first, and a statement's text is only built for the
-    customers who get it.
+    customers who get it. Without amounts (``with_spend`` False) order value is never quoted.
     """
     n = len(s)
     if not n:
@@ -859,7 +1104,7 @@ def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3) -> list[l
     strength = np.column_stack([
         np.abs(ratio(recent, med_recent)),
         np.abs(ratio(recency, np.maximum(own_gap, 1))) * 1.2,
-        np.abs(ratio(value, med_value)),
+        np.abs(ratio(value, med_value)) if with_spend else np.full(n, -np.inf),
         np.abs(ratio(recent, prev)) * 0.8,
         np.abs(ratio(days, float(med["purchase_days"]))) * 0.6,
     ])
@@ -872,88 +1117,22 @@ def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3) -> list[l
     return out.tolist()
 
 
-# --------------------------------------------------------------------------- holdout
+# --------------------------------------------------------------------------- retrain entry point
+
+
+def fit_evaluate(interactions: pd.DataFrame, as_of, horizon_days=90, progress=None,
+                 **params) -> tuple[CustomerForecaster, dict]:
+    """``CustomerForecaster(horizon_days, **params).fit(interactions, as_of)`` and its report.
+
+    What a retrain needs: the model to publish and its backtest report (``report_``): every
+    candidate's figures on each rolling origin, the choice per target and why, what is
+    forecast and on which basis, and the published combination's figures on the most recent
+    held-back window ("model", next to the "baselines" and every "candidate" there).
+    """
+    model = CustomerForecaster(horizon_days=horizon_days, **params).fit(interactions, as_of, progress=progress)
+    return model, model.report_
 
 
 def evaluate_holdout(interactions: pd.DataFrame, as_of, horizon_days=90, **params) -> dict:
-    """Fit as of (as_of - horizon_days), score on (as_of - horizon_days, as_of].
-
-    Scored: customers with a purchase on or before the cut. Truth: orders (distinct
-    order_ref), spend (sum of amount), churned (no order). Returns JSON-ready metrics for
-    the chosen model, every candidate, the "naive rate" and "no change" baselines, P10-P90
-    coverage, a per-decile forecast-vs-actual series, and ``beats_naive``.
-
-    To publish a model as of ``as_of`` as well, call :func:`fit_evaluate` instead: it
-    returns the same report and the fitted model for less than the two calls cost apart.
-    """
-    with threadpool_limits(limits=params.get("n_threads", 1)):
-        ws = _Workspace(interactions, as_of)
-        return _holdout(ws, as_of, horizon_days, params)[1]
-
-
-def fit_evaluate(interactions: pd.DataFrame, as_of, horizon_days=90, **params) -> tuple[CustomerForecaster, dict]:
-    """(``CustomerForecaster(horizon_days, **params).fit(interactions, as_of)``,
-    ``evaluate_holdout(interactions, as_of, horizon_days, **params)``) in one call.
-
-    What a retrain needs: honest metrics on the last ``horizon_days`` (a model fitted as of
-    as_of - horizon_days, which chose and calibrated its ensemble on the window before
-    that, scored on the horizon that followed) and the model to publish. Both results are
-    exactly those of the two separate calls; they are computed on one workspace, so the
-    log is reduced to daily rows once, the holdout is scored without a separate predict,
-    and every summary, design and model the two fits have in common is computed once: the
-    BTYD models up to as_of - horizon always (the holdout's final models are the published
-    fit's validation models), the regressors as well once the history is long enough for
-    both fits to use the full ``MAX_LOOKBACK_DAYS`` lookback.
-    """
-    as_of = pd.Timestamp(as_of).normalize()
-    with threadpool_limits(limits=params.get("n_threads", 1)):
-        ws = _Workspace(interactions, as_of)
-        _, report = _holdout(ws, as_of, horizon_days, params)
-        model = CustomerForecaster(horizon_days=horizon_days, **params)._fit(ws, as_of)
-    return model, report
-
-
-def _holdout(ws: _Workspace, as_of, horizon_days, params) -> tuple[CustomerForecaster, dict]:
-    as_of = pd.Timestamp(as_of).normalize()
-    cut = as_of - pd.Timedelta(days=horizon_days)
-    model = CustomerForecaster(horizon_days=horizon_days, **params)._fit(ws, cut)
-    pred = model._predict(ws, cut, details=False)
-    c = _day_number(cut)
-    y = ws.outcomes(c, _day_number(as_of), pred.index)
-    churned = (y["orders"].to_numpy() == 0).astype(int)
-    s = ws.summaries(c, horizon_days)
-
-    def score(df):
-        return {"orders": M.count_metrics(df["expected_purchases"], y["orders"]),
-                "spend": M.count_metrics(df["expected_spend"], y["spend"]),
-                "churn": M.churn_metrics(df["churn_probability"], churned)}
-
-    chosen = score(pred)
-    chosen["churn"]["reliability"] = M.reliability_table(pred["churn_probability"], churned)
-    chosen["coverage"] = {
-        "purchases_p10_p90": M.interval_coverage(pred["purchases_p10"], pred["purchases_p90"], y["orders"]),
-        "spend_p10_p90": M.interval_coverage(pred["spend_p10"], pred["spend_p90"], y["spend"]),
-    }
-    naive = _baseline_metrics(_naive_rate(s, horizon_days), y)
-    rule = "orders RMSE, spend RMSE <= naive rate's and churn AUC >= naive rate's"
-    beats = bool(
-        chosen["orders"]["rmse"] is not None
-        and chosen["orders"]["rmse"] <= naive["orders"]["rmse"]
-        and chosen["spend"]["rmse"] <= naive["spend"]["rmse"]
-        and (chosen["churn"]["auc"] or 0) >= (naive["churn"]["auc"] or 0)
-    )
-    return model, {
-        "as_of": str(as_of.date()), "cut": str(cut.date()), "horizon_days": int(horizon_days),
-        "n_customers": int(len(pred)),
-        "chosen": model.chosen_,
-        "model": chosen,
-        "candidates": {n: score(df) for n, df in model._predict_candidates(ws, cut).items()},
-        "validation": model.candidates_,
-        "baselines": {"naive rate": naive, "no change": _baseline_metrics(_no_change(s), y)},
-        "series": {
-            "orders": M.decile_series(pred["expected_purchases"], y["orders"]),
-            "spend": M.decile_series(pred["expected_spend"], y["spend"]),
-        },
-        "beats_naive": beats,
-        "beats_naive_rule": rule,
-    }
+    """The backtest report of a fit as of ``as_of`` (see :func:`fit_evaluate`)."""
+    return fit_evaluate(interactions, as_of, horizon_days, **params)[1]

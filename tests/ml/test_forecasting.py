@@ -75,7 +75,7 @@ def test_forecaster_weekly_buyer_gets_horizon_over_seven(fitted):
     row = pred.loc[WEEKLY]
     assert row["expected_purchases"] == pytest.approx(90 / 7, rel=0.3)
     assert row["churn_probability"] < 0.1
-    assert row["basis"] == "own history"
+    assert row["basis"].endswith("· own history")
 
 
 def test_forecaster_lapsed_customer_gets_high_churn(fitted):
@@ -96,16 +96,38 @@ def test_forecaster_outputs_are_finite_and_in_range(fitted, log):
     assert (pred["expected_purchases"] <= pred["purchases_p90"]).all()
     assert (pred["clv"] >= pred["expected_spend"] - 1e-9).all()  # 365 days >= 90 days
     assert (pred["expected_refund_rate"] == 0).all()  # no refunds in the data
-    assert set(pred["basis"]) <= {"own history", "segment/base averages"}
+    assert {b.split(" · ")[1] for b in pred["basis"]} == {"own history", "population averages"}
     factors = pred.loc[WEEKLY, "factors"]
     assert 2 <= len(factors) <= 4 and all(isinstance(f, str) and f for f in factors)
 
 
-def test_forecaster_records_candidates_and_choice(fitted):
+def test_forecaster_scores_every_candidate_on_each_backtest_window(fitted):
     model, _ = fitted
-    assert {"linear", "svr", "gbm", "glm", "bgnbd", "paretonbd", "ensemble"} <= set(model.candidates_)
-    assert model.chosen_ in model.candidates_
-    json.dumps(model.candidates_)
+    report = model.report_
+    json.dumps(report)
+    origins = report["backtest"]["origins"]
+    # 365 days of history and a 90-day horizon: three rolling windows of 90 days
+    assert [o["cut"] for o in origins] == ["2023-10-02", "2023-07-04", "2023-04-05"]
+    for o in origins:
+        assert {"naive rate", "base rate", "linear", "polynomial", "glm", "svr", "gbm", "bgnbd", "paretonbd",
+                "ensemble"} <= set(o["scores"])
+        assert o["scores"]["polynomial"]["orders_rmse"] > 0
+    for target in ("orders", "spend", "churn"):
+        choice = report["backtest"]["choice"][target]
+        assert model.chosen_[target] == choice["chosen"] and choice["reason"]
+        assert len(choice["origins"][choice["chosen"]]) == 3
+
+
+def test_forecaster_beats_the_baselines_where_a_model_is_planted(fitted):
+    # given: Pareto/NBD-like customers, so a buy-till-you-die model has real signal to find
+    model, _ = fitted
+    choice = model.report_["backtest"]["choice"]
+    # then: a model, not a baseline, wins each target, and it beat the baseline on every window
+    for target in ("orders", "spend", "churn"):
+        c = choice[target]
+        assert not c["is_baseline"], c["reason"]
+        assert all(m < b for m, b in zip(c["origins"][c["chosen"]], c["origins"][c["baseline"]]))
+    assert model.report_["outcome"]["basis"] == "model"
 
 
 def test_forecaster_ignores_rows_after_as_of(log, fitted):
@@ -141,32 +163,40 @@ def test_forecaster_single_purchase_customer_uses_base_averages(fitted, log):
     counts = log[log["occurred_at"] <= AS_OF].groupby("customer_id")["occurred_at"].apply(
         lambda s: s.dt.normalize().nunique())
     once = counts[counts == 1].index
-    assert len(once) and (pred.loc[once, "basis"] == "segment/base averages").all()
+    assert len(once) and pred.loc[once, "basis"].str.endswith("· population averages").all()
 
 
-def test_forecaster_short_history_falls_back_without_error():
+def test_forecaster_short_history_is_published_as_not_yet_validated():
+    # given: ten days of history, too little to hold a window back
     frame = _rows([1, 1, 2, 3, 3], [0, 3, 5, 1, 9], [5.0] * 5)
     as_of = START + pd.Timedelta(days=10)
+    # when
     model = CustomerForecaster().fit(frame, as_of)
     pred = model.predict(frame, as_of)
-    assert model.chosen_ == "bgnbd" and len(pred) == 3
-    assert np.isfinite(pred["expected_purchases"]).all()
+    # then: BG/NBD on all the history, labelled as such, for every customer
+    assert model.chosen_ == {"orders": "bgnbd", "spend": "bgnbd", "churn": "bgnbd"}
+    assert model.report_["outcome"]["basis"] == "not validated"
+    assert "not yet validated: 11 days of history" in model.report_["backtest"]["reason"]
+    assert len(pred) == 3 and np.isfinite(pred["expected_purchases"]).all()
+    assert pred["basis"].str.startswith("not yet validated: 11 days of history").all()
 
 
 def test_evaluate_holdout_beats_naive_and_covers_about_80_percent(holdout):
-    # when: fit as of AS_OF, scored on the next 90 days that really happened
+    # when: scored on the most recent 90 days held back, which really happened
     res = holdout
     # then
     json.dumps(res)
     assert res["beats_naive"] is True
     naive = res["baselines"]["naive rate"]
     assert res["model"]["orders"]["rmse"] <= naive["orders"]["rmse"]
+    assert res["model"]["spend"]["rmse"] <= naive["spend"]["rmse"]
     assert res["model"]["churn"]["auc"] > 0.7
+    assert res["model"]["churn"]["brier"] <= res["candidates"]["base rate"]["churn"]["brier"]
     cov = res["model"]["coverage"]
     assert 0.65 <= cov["purchases_p10_p90"] <= 0.95
     assert 0.65 <= cov["spend_p10_p90"] <= 0.95
     assert len(res["series"]["orders"]) == 10
-    assert {"linear", "bgnbd", "ensemble"} <= set(res["candidates"])
+    assert {"linear", "polynomial", "bgnbd", "ensemble", "naive rate"} <= set(res["candidates"])
 
 
 def test_daily_purchases_counts_an_order_once_on_its_first_day():
@@ -181,11 +211,16 @@ def test_daily_purchases_counts_an_order_once_on_its_first_day():
     assert daily["spend"].tolist() == [1.0, 6.0]
 
 
-def test_fit_evaluate_report_equals_evaluate_holdout(fit_evaluated, holdout):
+def test_fit_evaluate_is_deterministic_whatever_the_row_order(log, fit_evaluated):
+    # given: the same rows in another order
+    shuffled = log.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    as_of = AS_OF + pd.Timedelta(days=90)
     # when
-    _, report = fit_evaluated
-    # then: the shared computations change nothing in the holdout
-    assert report == holdout
+    model, report = fit_evaluate(shuffled, as_of, horizon_days=90, random_state=0)
+    # then: the same choice and the same numbers, to the last bit
+    first_model, first_report = fit_evaluated
+    assert report == first_report
+    pd.testing.assert_frame_equal(model.predict(shuffled, as_of), first_model.predict(log, as_of))
 
 
 def test_fit_evaluate_model_is_the_plain_fit(log, fit_evaluated):
@@ -194,6 +229,6 @@ def test_fit_evaluate_model_is_the_plain_fit(log, fit_evaluated):
     model, report = fit_evaluated
     # then: the published model is exactly what fit gives as of as_of
     plain = CustomerForecaster(horizon_days=90, random_state=0).fit(log, as_of)
-    assert model.as_of_ == as_of and model.candidates_ == plain.candidates_
+    assert model.as_of_ == as_of and model.chosen_ == plain.chosen_
     pd.testing.assert_frame_equal(model.predict(log, as_of), plain.predict(log, as_of))
-    assert report["cut"] == str(AS_OF.date())
+    assert report["cut"] == str(AS_OF.date()) and report == plain.report_
