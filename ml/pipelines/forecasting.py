@@ -487,23 +487,24 @@ def _regressor_outputs(models: dict, X, s: pd.DataFrame, orders_per_day: float) 
 def _stack_inputs(raw: dict, calibrators: dict, names) -> tuple:
     orders = np.column_stack([raw[n]["orders"] for n in names])
     spend = (np.column_stack([raw[n]["spend"] for n in names]) if raw[names[0]]["spend"] is not None else None)
-    logits = np.column_stack([special.logit(np.clip(calibrators[n].transform(raw[n]["p0"]), EPS, 1 - EPS))
-                              for n in names])
-    return orders, spend, logits
+    probs = np.column_stack([calibrators[n].transform(raw[n]["p0"]) for n in names])
+    return orders, spend, probs
 
 
-def _fit_stack(orders, spend, logits, y: pd.DataFrame) -> tuple:
-    w_orders = _mixture_weights(orders, y["orders"].to_numpy())
-    w_spend = _mixture_weights(spend, y["spend"].to_numpy()) if spend is not None else None
-    churned = (y["orders"].to_numpy() == 0).astype(int)
-    stack = LogisticRegression(C=1.0).fit(logits, churned) if len(np.unique(churned)) == 2 else None
-    return w_orders, w_spend, stack
+def _fit_stack(orders, spend, probs, y: pd.DataFrame) -> tuple:
+    """Mixture weights (non-negative, summing to 1) per target, by least squares on the window:
+    for churn that is the Brier score of the mixed calibrated probabilities. A mixture cannot
+    amplify one model's noise the way free stacking coefficients can."""
+    churned = (y["orders"].to_numpy() == 0).astype(float)
+    return (_mixture_weights(orders, y["orders"].to_numpy()),
+            _mixture_weights(spend, y["spend"].to_numpy()) if spend is not None else None,
+            _mixture_weights(probs, churned))
 
 
-def _apply_stack(fitted, orders, spend, logits) -> dict:
-    w_orders, w_spend, stack = fitted
-    p0 = stack.predict_proba(logits)[:, 1] if stack is not None else special.expit(logits.mean(axis=1))
-    return {"orders": orders @ w_orders, "spend": None if spend is None else spend @ w_spend, "p0": p0}
+def _apply_stack(fitted, orders, spend, probs) -> dict:
+    w_orders, w_spend, w_churn = fitted
+    return {"orders": orders @ w_orders, "spend": None if spend is None else spend @ w_spend,
+            "p0": np.clip(probs @ w_churn, 0, 1)}
 
 
 def _naive_rate(s: pd.DataFrame, window: int) -> dict:
@@ -575,7 +576,8 @@ class _CandidateFit:
         self.calibrators = {n: _PlattCalibrator().fit(raw[n]["p0"], churned) for n in names}
         if trainable:
             self.stack = _fit_stack(*_stack_inputs(raw, self.calibrators, names), y1)
-            self.weights = {"orders": dict(zip(names, map(float, self.stack[0])))}
+            self.weights = {"orders": dict(zip(names, map(float, self.stack[0]))),
+                            "churn": dict(zip(names, map(float, self.stack[2])))}
             if self.stack[1] is not None:
                 self.weights["spend"] = dict(zip(names, map(float, self.stack[1])))
             self.regressors = ws.regressors(c1, L, lb, random_state, with_spend)
