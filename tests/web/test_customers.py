@@ -275,3 +275,28 @@ def test_customer_list_values_not_forecast_sort_last_and_pages_match_full_query(
     first_null = next(i for i, v in enumerate(values) if v is None) if None in values else len(values)
     assert all(v is None for v in values[first_null:]), "a value after a NULL"
     assert any(v is None for v in values) or "clv_min" in params
+
+
+def test_customer_list_says_which_targets_are_not_forecast(rep_client, world):
+    from ml.models import TrainingRun
+
+    from .run_metrics import NO_AMOUNTS, forecast_metrics
+
+    TrainingRun.objects.filter(pk=world.fc_run.pk).update(metrics=forecast_metrics(spend=False))
+    Forecast.objects.filter(run=world.fc_run).update(expected_spend=None, clv=None)
+
+    response = rep_client.get(reverse("customer_list"), {"sort": "-clv"})
+    html = response.content.decode()
+
+    assert f"Spend and lifetime value: not forecast ({NO_AMOUNTS})." in html
+    assert {(c.expected_spend, c.clv, c.value_at_risk) for c in response.context["page"].object_list} == {
+        (None, None, None)}
+
+
+def test_customer_export_leaves_values_not_forecast_empty(rep_client, world):
+    Forecast.objects.filter(run=world.fc_run).update(expected_spend=None, clv=None)
+
+    rows = export_rows(rep_client.get(reverse("customer_export"), {"q": "C-ADA"}))
+
+    assert (rows[0]["expected_spend"], rows[0]["clv"], rows[0]["value_at_risk"]) == ("", "", "")
+    assert float(rows[0]["expected_purchases"]) == 2.5 and float(rows[0]["churn_probability"]) == 0.7
