@@ -76,6 +76,8 @@ def home(request):
         "not_forecast": ml_selectors.targets_not_forecast(
             runs[TrainingRun.Kind.FORECAST].metrics if TrainingRun.Kind.FORECAST in runs else None),
         "rec_outcome": ml_selectors.run_outcome(runs.get(TrainingRun.Kind.RECOMMENDATION)),
+        # Why a kind has no live run, when its latest run was skipped (one query per such kind).
+        "skipped": {kind: ml_selectors.skipped_reason(kind) for kind in TrainingRun.Kind.values if kind not in runs},
     }
     segments = selectors.segment_sizes(user)
     churn = selectors.churn_distribution(user)

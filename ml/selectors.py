@@ -170,7 +170,11 @@ def _metric_text(value) -> str:
     if value is None:
         return "–"
     value = float(value)
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) < 1e-4:  # rounding noise of a difference (e.g. 7e-18) reads as what it is, no exponent
+        return "0" if abs(value) < 1e-9 else "≈ 0"
+    return f"{value:.4g}"
 
 
 def backtest_tables(backtest: dict | None) -> list[dict]:

@@ -92,3 +92,13 @@ def test_home_empty_reorder_worklist_gives_the_runs_reason(rep_client, world):
     html = rep_client.get(reverse("home")).content.decode()
 
     assert "Nobody bought a product twice: no reorder lists." in html
+
+
+def test_home_kind_skipped_without_a_live_run_says_why(rep_client, world):
+    TrainingRun.objects.filter(kind="segmentation").update(is_published=False)
+    TrainingRun.objects.create(kind="segmentation", status="skipped", error="20 customers: too few to tell segments apart.")
+
+    html = rep_client.get(reverse("home")).content.decode()
+
+    assert "No segmentation: 20 customers: too few to tell segments apart." in html
+    assert "No segmentation yet" not in html

@@ -126,7 +126,7 @@ def test_model_list_shows_the_per_origin_backtest_table_with_choice_and_reason(r
     assert '<tr class="chosen"><th scope="row">ensemble <span class="badge chosen">chosen</span> ' \
            '<span class="badge best">best</span></th>' in block
     assert 'naive rate <span class="badge basis-baseline">baseline</span>' in block
-    assert "Why ensemble: ensemble: the lowest mean orders RMSE over 2 backtest windows." in block
+    assert "<strong>Choice:</strong> ensemble: the lowest mean orders RMSE over 2 backtest windows." in block
 
 
 def test_model_list_marks_a_simpler_candidate_kept_within_the_spread(rep_client, world):
