@@ -350,6 +350,8 @@ def model_list(request):
     feedback_live = ml_services.feedback_counts(rec_run.pk) if rec_run else {}
     series_charts = []
     for key, title in (("orders", "Purchases per customer"), ("spend", "Spend per customer")):
+        if key in (accuracy or {}).get("not_forecast", {}):
+            continue
         series = ((accuracy or {}).get("series") or {}).get(key) or []
         if series:
             series_charts.append((f"chart-series-{key}", title, chart(

@@ -6,6 +6,8 @@ import copy
 import statistics
 from datetime import date, timedelta
 
+from .conftest import FORECAST_METRICS
+
 AS_OF = date(2026, 1, 31)
 NO_AMOUNTS = "no amounts: purchases carry no amount, so spend and CLV are not forecast"
 SHORT_HISTORY = "not yet validated: 18 days of history"
@@ -42,16 +44,7 @@ def choice(metric: str, per_origin: dict, *, chosen: str, baseline: str, lower_i
 
 
 # The holdout figures of the most recent window (the keys the pages read before issue 12).
-HOLDOUT = {
-    "chosen": "ensemble",
-    "model": {"orders": {"mae": 0.8, "rmse": 1.2, "total_pct_error": -5.0},
-              "spend": {"mae": 70.0, "rmse": 200.0, "total_pct_error": -10.0},
-              "churn": {"auc": 0.91, "brier": 0.1}, "coverage": {"purchases_p10_p90": 0.79}},
-    "baselines": {"naive rate": {"orders": {"mae": 0.95, "rmse": 1.4}, "spend": {"mae": 80.0, "rmse": 215.0},
-                                 "churn": {"auc": 0.85, "brier": 0.16}}},
-    "series": {"orders": [{"bin": 1, "count": 2, "mean_predicted": 0.5, "mean_actual": 0.4},
-                          {"bin": 2, "count": 1, "mean_predicted": 2.0, "mean_actual": 2.5}]},
-}
+HOLDOUT = {key: FORECAST_METRICS[key] for key in ("chosen", "model", "baselines", "series")}
 
 
 def forecast_metrics(*, basis: str = "model", spend: bool = True, windows: int = 2) -> dict:

@@ -166,6 +166,7 @@ def test_model_list_forecast_without_spend_drops_spend_rows_and_says_why(rep_cli
         "Purchases: mean abs. error", "Purchases: RMSE", "Churn: AUC", "Churn: Brier score"]
     assert f"Spend and lifetime value: not forecast ({NO_AMOUNTS})." in html
     assert 'id="backtest-forecast-spend"' not in html
+    assert 'id="chart-series-orders"' in html and 'id="chart-series-spend"' not in html
 
 
 def test_model_list_gate_sentence_only_when_the_run_has_a_gate(rep_client, world):
