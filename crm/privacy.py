@@ -39,12 +39,15 @@ def _run(run) -> dict:
 def personal_data(customer: Customer) -> dict:
     """Everything stored about one customer, from every stored model run, as a JSON-ready dict.
 
-    Sections: customer (profile), interactions, segments, forecasts (with their factors),
+    Sections: customer (profile), interactions, segments, forecasts (with their factors, and
+    why a value is null: {target: reason} of the targets not forecast),
     suggestions (with reasons and evidence), prospects (products they were listed as a
     likely buyer of), suggestion_feedback, audit_events (what staff did with their record).
     A fixed number of queries whatever the customer's history.
     """
+    # ml builds on crm: read at call time, so importing crm never loads ml.
     from ml.models import CustomerSegment, Forecast, Prospect, Suggestion, SuggestionFeedback
+    from ml.selectors import targets_not_forecast
 
     c = Customer.objects.select_related("owner").get(pk=customer.pk)
     interactions = Interaction.objects.filter(customer=c).select_related("product").order_by("occurred_at", "id")
@@ -77,7 +80,9 @@ def personal_data(customer: Customer) -> dict:
                        "churn_probability": f.churn_probability, "clv": f.clv,
                        "expected_refund_rate": f.expected_refund_rate, "purchases_p10": f.purchases_p10,
                        "purchases_p90": f.purchases_p90, "spend_p10": f.spend_p10, "spend_p90": f.spend_p90,
-                       "basis": f.basis, "factors": f.factors} for f in forecasts],
+                       "basis": f.basis, "factors": f.factors,
+                       # Why a null value is null: the target was not forecast for the data (e.g. no amounts).
+                       "not_forecast": targets_not_forecast(f.run.metrics)} for f in forecasts],
         "suggestions": [{**_run(s.run), "kind": s.kind, "rank": s.rank, "product_sku": s.product.sku,
                          "product_name": s.product.name, "score": s.score, "reason": s.reason,
                          "evidence": s.evidence, "basis": s.basis} for s in suggestions],

@@ -23,7 +23,8 @@ CHURN_BANDS = (
     ("high", "High (≥ 60 %)", 0.6, 1.01),
 )
 # Sortable insight -> its Forecast column. Customers without that insight (no published forecast
-# for them, or no_profiling) sort last in both directions; the id breaks ties, so pages never overlap.
+# for them, no_profiling, or a NULL value: the target was not forecast for this data) sort last in
+# both directions; the id breaks ties, so pages never overlap.
 INSIGHT_SORTS = {"churn": "churn_probability", "clv": "clv", "spend": "expected_spend",
                  "purchases": "expected_purchases", "value_at_risk": "value_at_risk"}
 
@@ -469,8 +470,8 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
     - no insight in the filters or the order: the customers table alone;
     - sorted by or filtered on a forecast value: the published run's Forecast rows in the order
       of their (run, value, customer) index, joined to their customers for the row-level rule
-      and the other filters; the read stops after the page. When only the order involves the
-      forecast, customers without one (none yet, or no_profiling) follow, by id;
+      and the other filters; the read stops after the page. Customers without the sorted value
+      (no forecast yet, no_profiling, or a target not forecast for this data) follow, by id;
     - filtered by segment: the published run's CustomerSegment rows of that segment.
 
     Sorting by segment name reads customer_list (every customer's insights). ``runs``: the
@@ -516,33 +517,44 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
         forecasts = forecasts.filter(forecast_filter)
     counted = forecasts.filter(for_count)
     forecasts = forecasts.filter(for_page)
-    if key in INSIGHT_SORTS:
-        # Plain DESC (no NULLS LAST): the column is never null, and PostgreSQL reads a plain
-        # index backwards only for that order.
-        sign = "-" if descending else ""
-        forecasts = forecasts.order_by(f"{sign}{INSIGHT_SORTS[key]}", f"{sign}customer_id")
-    else:
+    if key not in INSIGHT_SORTS:
+        # Filtered on forecast values, sorted by a customer field: only customers with a
+        # forecast can match a filter on its values.
         forecasts = forecasts.order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__"))
-    ids = list(forecasts.values_list("customer_id", flat=True)[offset:offset + limit])
+        return list(forecasts.values_list("customer_id", flat=True)[offset:offset + limit]), counted.count()
+
+    # Sorted by a forecast value. A value may be NULL (a target not forecast for this data,
+    # e.g. spend without amounts): such rows sort last in both directions, with the customers
+    # who have no forecast, as in customer_list. The rows holding a value are read in index
+    # order with "IS NOT NULL" as an index condition (PostgreSQL keeps NULLs at the high end of
+    # the index, so a backward read for DESC would meet them first; SQLite at the low end), in
+    # plain ASC/DESC, which PostgreSQL reads forwards or backwards from one index.
+    column = INSIGHT_SORTS[key]
+    has_value = Q(**{f"{column}__isnull": False})
+    sign = "-" if descending else ""
+    valued = forecasts.filter(has_value).order_by(f"{sign}{column}", f"{sign}customer_id")
+    ids = list(valued.values_list("customer_id", flat=True)[offset:offset + limit])
     if forecast_filter is not None:
-        # Only customers with a forecast can match a filter on its values.
-        return ids, counted.count()
-    # Sorted by a forecast value: every matching customer counts; those without a (visible)
-    # forecast come after the forecast rows, by id.
-    matching = plain
-    if segment:
-        matching = plain.filter(no_profiling=False, segment_history__run_id=runs.get("segmentation", -1),
-                                segment_history__segment_id=segment)
-    total = matching.count()
-    if len(ids) < limit:
-        with_forecast = offset + len(ids) if ids else counted.count()
-        if with_forecast >= total:
-            return ids, total
+        # Only customers with a forecast can match a filter on its values; those whose sorted
+        # value is NULL follow, by id.
+        total = counted.count()
+        rest = forecasts.filter(~has_value).order_by(f"{sign}customer_id").values_list("customer_id", flat=True)
+    else:
+        # Every matching customer counts; those without a (visible) value follow, by id.
+        matching = plain
+        if segment:
+            matching = plain.filter(no_profiling=False, segment_history__run_id=runs.get("segmentation", -1),
+                                    segment_history__segment_id=segment)
+        total = matching.count()
         rest = matching.filter(Q(no_profiling=True) | ~Exists(Forecast.objects.filter(
-            run_id=runs.get("forecast", -1), customer_id=OuterRef("pk"))))
-        start = max(0, offset - with_forecast)
-        ids += list(rest.order_by("-pk" if descending else "pk")
-                    .values_list("pk", flat=True)[start:start + limit - len(ids)])
+            has_value, run_id=runs.get("forecast", -1), customer_id=OuterRef("pk"))))
+        rest = rest.order_by(f"{sign}pk").values_list("pk", flat=True)
+    if len(ids) < limit:
+        with_value = offset + len(ids) if ids else counted.filter(has_value).count()
+        if with_value >= total:
+            return ids, total
+        start = max(0, offset - with_value)
+        ids += list(rest[start:start + limit - len(ids)])
     return ids, total
 
 

@@ -73,6 +73,11 @@ def home(request):
         "cross_sell": ml_selectors.top_suggestions(customers, Suggestion.Kind.RECOMMENDATION),
         "new_customers": selectors.new_this_week(user),
         "runs": runs,
+        "not_forecast": ml_selectors.targets_not_forecast(
+            runs[TrainingRun.Kind.FORECAST].metrics if TrainingRun.Kind.FORECAST in runs else None),
+        "rec_outcome": ml_selectors.run_outcome(runs.get(TrainingRun.Kind.RECOMMENDATION)),
+        # Why a kind has no live run, when its latest run was skipped (one query per such kind).
+        "skipped": {kind: ml_selectors.skipped_reason(kind) for kind in TrainingRun.Kind.values if kind not in runs},
     }
     segments = selectors.segment_sizes(user)
     churn = selectors.churn_distribution(user)
@@ -105,7 +110,7 @@ def customer_list(request):
         number = max(1, int(request.GET.get("page", 1)))
     except ValueError:
         number = 1
-    runs = ml_selectors.published_run_ids()
+    runs, not_forecast = ml_selectors.published_run_ids_and_not_forecast()
     rows, total = selectors.customer_page(request.user, offset=(number - 1) * per_page, limit=per_page, runs=runs,
                                           **filters)
     if not rows and number > 1 and total:  # past the last page: show the last one
@@ -120,6 +125,7 @@ def customer_list(request):
     return render(request, "crm/customer_list.html", {
         "form": form, "page": page, "query": query.urlencode(), "sort_query": sort_query.urlencode(),
         "sort": filters.get("ordering", "name"), "has_forecast": "forecast" in runs,
+        "not_forecast": ml_selectors.not_forecast_lines(not_forecast),
     })
 
 
@@ -176,9 +182,15 @@ def customer_detail(request, pk):
         s["feedback"] = feedback.get((s["product_id"], s["kind"]))
     timeline_form = forms.TimelineFilterForm(request.GET or None)
     types = timeline_form.cleaned_data["type"] if timeline_form.is_bound and timeline_form.is_valid() else None
+    fc_run = runs.get(TrainingRun.Kind.FORECAST)
     return render(request, "crm/customer_detail.html", {
         "customer": customer, "insights": insights, "runs": runs,
-        "accuracy": ml_selectors.forecast_accuracy(runs.get(TrainingRun.Kind.FORECAST)),
+        "accuracy": ml_selectors.forecast_accuracy(fc_run),
+        "not_forecast": ml_selectors.targets_not_forecast(fc_run.metrics if fc_run else None),
+        "basis": ml_selectors.basis_words(insights["forecast"]["basis"]) if insights["forecast"] else None,
+        "rec_outcome": ml_selectors.run_outcome(runs.get(TrainingRun.Kind.RECOMMENDATION)),
+        # Why a kind has no live run, when its latest run was skipped (one query per such kind).
+        "skipped": {kind: ml_selectors.skipped_reason(kind) for kind in TrainingRun.Kind.values if kind not in runs},
         "timeline": selectors.customer_timeline(customer, types=types),
         "timeline_form": timeline_form, "log_form": forms.LogInteractionForm(),
         "feedback_statuses": forms.FeedbackForm.base_fields["status"].choices,
@@ -296,16 +308,19 @@ FORECAST_MEASURES = (("orders", "mae", "Purchases: mean abs. error", "lower"),
 
 
 def _forecast_table(metrics: dict) -> dict:
-    """Model vs each baseline on the holdout window: {"columns": [...], "rows": [(label, better, [values])]}."""
+    """Model vs each baseline on the holdout window: {"columns": [...], "rows": [(label, better, [values])]},
+    without the rows of targets the run did not forecast."""
     if not metrics or "model" not in metrics:
         return {}
+    not_forecast = ml_selectors.targets_not_forecast(metrics)
     columns = [("model", metrics["model"])] + list((metrics.get("baselines") or {}).items())
     rows = [(label, better, [(col.get(group) or {}).get(measure) for _name, col in columns])
-            for group, measure, label, better in FORECAST_MEASURES]
+            for group, measure, label, better in FORECAST_MEASURES if group not in not_forecast]
     return {"columns": [name for name, _ in columns], "rows": rows}
 
 
-def _flat_metrics(metrics: dict, skip=("series", "reliability", "candidates", "params", "validation"),
+def _flat_metrics(metrics: dict, skip=("series", "reliability", "candidates", "params", "validation", "outcome",
+                                       "backtest", "targets", "cross_sell_reason", "reorder_reason"),
                   prefix: str = "", depth: int = 0) -> list:
     """Numeric leaves of a run's metrics as (dotted name, value), for kinds without a dedicated table."""
     out = []
@@ -335,6 +350,8 @@ def model_list(request):
     feedback_live = ml_services.feedback_counts(rec_run.pk) if rec_run else {}
     series_charts = []
     for key, title in (("orders", "Purchases per customer"), ("spend", "Spend per customer")):
+        if key in (accuracy or {}).get("not_forecast", {}):
+            continue
         series = ((accuracy or {}).get("series") or {}).get(key) or []
         if series:
             series_charts.append((f"chart-series-{key}", title, chart(
@@ -342,11 +359,19 @@ def model_list(request):
                 [{"label": "Forecast", "data": [row["mean_predicted"] for row in series]},
                  {"label": "Actual", "data": [row["mean_actual"] for row in series], "color": "#d9822b"}],
                 xTitle="customers grouped by forecast (deciles, lowest first)", yTitle=f"mean {key}")))
+    kinds = []
+    for kind, label in TrainingRun.Kind.choices:
+        live = published.get(kind)
+        latest = next((r for r in runs[kind] if r.status not in TrainingRun.ACTIVE), None)
+        kinds.append({"kind": kind, "label": label, "runs": runs[kind], "live": live,
+                      "outcome": ml_selectors.run_outcome(live),
+                      # The latest finished run was skipped: why (with a live run, that one stays).
+                      "skipped": latest if latest and latest.status == TrainingRun.Status.SKIPPED else None,
+                      "skipped_reason": ml_selectors.as_phrase(latest.error) if latest else "",
+                      "metrics": _flat_metrics(live.metrics) if live else []})
     return render(request, "crm/model_list.html", {
         "series_charts": series_charts,
-        "kinds": [{"kind": kind, "label": label, "runs": runs[kind], "live": published.get(kind),
-                   "metrics": _flat_metrics(published[kind].metrics) if kind in published else []}
-                  for kind, label in TrainingRun.Kind.choices],
+        "kinds": kinds,
         "forecast_table": _forecast_table(forecast_run.metrics if forecast_run else {}),
         "accuracy": accuracy,
         "forecast_run": forecast_run,

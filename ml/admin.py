@@ -8,8 +8,8 @@ from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProdu
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "kind", "status", "is_published", "chosen_algorithm", "as_of", "horizon_days", "progress",
-                    "stage", "created_at", "trigger")
+    list_display = ("id", "kind", "status", "is_published", "chosen_algorithm", "outcome", "as_of", "horizon_days",
+                    "progress", "stage", "created_at", "trigger")
     list_filter = ("kind", "status", "is_published", "trigger")
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in TrainingRun._meta.fields]
@@ -17,6 +17,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="Outcome")
+    def outcome(self, run):
+        """What the run published and why: its outcome line, or the reason it was skipped."""
+        if run.status == TrainingRun.Status.SKIPPED:
+            return f"skipped: {run.error}"
+        return ((run.metrics or {}).get("outcome") or {}).get("summary") or "–"
 
     @admin.action(description="Publish the selected run (roll back to it)", permissions=["change"])
     def publish_selected(self, request, queryset):
@@ -42,8 +49,19 @@ class TrainingRunAdmin(admin.ModelAdmin):
             self.message_user(request, f"{kind}: run #{run.pk} {'queued' if created else 'was already queued'}.")
 
 
+class _InsightAdmin(admin.ModelAdmin):
+    """An insight row's list shows its run by name only: the run's JSON (metrics with the backtest
+    tables, artefact, ...) is not read once per row."""
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*(f"run__{name}" for name in _RUN_JSON))
+
+
+_RUN_JSON = ("params", "data_counts", "timings", "metrics", "library_versions", "artefact")
+
+
 @admin.register(Segment)
-class SegmentAdmin(admin.ModelAdmin):
+class SegmentAdmin(_InsightAdmin):
     list_display = ("name", "run", "size", "profile")
     list_filter = ("run__is_published",)
     search_fields = ("name", "profile")
@@ -51,7 +69,7 @@ class SegmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(CustomerSegment)
-class CustomerSegmentAdmin(admin.ModelAdmin):
+class CustomerSegmentAdmin(_InsightAdmin):
     list_display = ("customer", "segment", "run", "distance")
     list_select_related = ("customer", "segment", "run")
     autocomplete_fields = ("customer",)
@@ -61,9 +79,11 @@ class CustomerSegmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Forecast)
-class ForecastAdmin(admin.ModelAdmin):
-    list_display = ("customer", "run", "expected_purchases", "expected_spend", "churn_probability", "clv", "basis")
+class ForecastAdmin(_InsightAdmin):
+    list_display = ("customer", "run", "expected_purchases", "expected_spend", "churn_probability", "clv",
+                    "expected_refund_rate", "basis")
     list_select_related = ("customer", "run")
+    empty_value_display = "not forecast"  # a NULL target: not forecast for this data (the run's metrics say why)
     autocomplete_fields = ("customer",)
     raw_id_fields = ("run",)
     search_fields = ("customer__external_id", "customer__name")
@@ -71,7 +91,7 @@ class ForecastAdmin(admin.ModelAdmin):
 
 
 @admin.register(Suggestion)
-class SuggestionAdmin(admin.ModelAdmin):
+class SuggestionAdmin(_InsightAdmin):
     list_display = ("customer", "kind", "rank", "product", "score", "reason", "run")
     list_filter = ("kind",)
     list_select_related = ("customer", "product", "run")
@@ -82,7 +102,7 @@ class SuggestionAdmin(admin.ModelAdmin):
 
 
 @admin.register(SimilarProduct)
-class SimilarProductAdmin(admin.ModelAdmin):
+class SimilarProductAdmin(_InsightAdmin):
     list_display = ("product", "rank", "similar", "score", "reason", "run")
     list_select_related = ("product", "similar", "run")
     autocomplete_fields = ("product", "similar")
@@ -91,7 +111,7 @@ class SimilarProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prospect)
-class ProspectAdmin(admin.ModelAdmin):
+class ProspectAdmin(_InsightAdmin):
     list_display = ("product", "rank", "customer", "score", "reason", "run")
     list_select_related = ("product", "customer", "run")
     autocomplete_fields = ("product", "customer")

@@ -115,14 +115,16 @@ class Forecast(models.Model):
     run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="forecasts")
     expected_purchases = models.FloatField()
-    expected_spend = models.FloatField()
+    # NULL: not forecast for this data (e.g. purchases carry no amount, so spend and CLV are not);
+    # the run's metrics["targets"] says why. value_at_risk is then NULL too.
+    expected_spend = models.FloatField(null=True, blank=True)
     churn_probability = models.FloatField()
-    clv = models.FloatField()
-    expected_refund_rate = models.FloatField()
-    purchases_p10 = models.FloatField(null=True)
-    purchases_p90 = models.FloatField(null=True)
-    spend_p10 = models.FloatField(null=True)
-    spend_p90 = models.FloatField(null=True)
+    clv = models.FloatField(null=True, blank=True)
+    expected_refund_rate = models.FloatField(null=True, blank=True)
+    purchases_p10 = models.FloatField(null=True, blank=True)
+    purchases_p90 = models.FloatField(null=True, blank=True)
+    spend_p10 = models.FloatField(null=True, blank=True)
+    spend_p90 = models.FloatField(null=True, blank=True)
     basis = models.CharField(max_length=100, blank=True)
     factors = models.JSONField(default=list, blank=True)
     # Churn probability x CLV, stored when the row is written (the database computes it), so the

@@ -49,14 +49,187 @@ def _suggestion_dict(s: Suggestion) -> dict:
             "score": s.score, "reason": s.reason, "evidence": s.evidence, "basis": s.basis, "rank": s.rank}
 
 
+# --- what a run published and why (run.metrics["outcome"], ["backtest"], ["targets"]) -------------
+
+# Forecast columns -> the forecast target in run.metrics["targets"] that says whether it was forecast.
+FORECAST_TARGETS = {"expected_purchases": "orders", "expected_spend": "spend", "churn_probability": "churn",
+                    "clv": "clv", "expected_refund_rate": "refund_rate"}
+NOT_FORECAST = "not forecast for this data"
+# Backtest targets (run.metrics["backtest"]["choice"]) in the pages' words.
+TARGET_LABELS = {"orders": "Purchases", "spend": "Spend", "churn": "Churn", "clv": "Lifetime value",
+                 "refund_rate": "Refund rate", "cross_sell": "Cross-sell", "reorder": "Reorder",
+                 "segments": "Segments"}
+# run.metrics["outcome"]["basis"] -> (css class of its badge, the badge's words).
+BASIS_BADGES = {"model": ("basis-model", "model"), "baseline": ("basis-baseline", "baseline"),
+                "not validated": ("basis-unvalidated", "not yet validated")}
+# The simple baselines, in words a salesperson can check against the customer's history.
+BASELINE_WORDS = {"naive rate": "the customer's own past rate carried forward",
+                  "base rate": "the share of customers who stopped buying in past windows",
+                  "popularity": "the best sellers", "repeat_buy": "what the customer bought most often",
+                  "rfm": "recency, frequency and spend bands"}
+
+
+def as_phrase(text) -> str:
+    """A reason stored on a run as a phrase the pages can end with their own full stop."""
+    return str(text or "").strip().rstrip(".").strip()
+
+
+def targets_not_forecast(metrics: dict | None) -> dict:
+    """{target: reason} of the targets a forecast run did not forecast (``metrics["targets"]``,
+    e.g. {"spend": "no amounts: ...", "clv": "..."}); their Forecast columns are NULL."""
+    out = {}
+    for target, entry in ((metrics or {}).get("targets") or {}).items():
+        if isinstance(entry, dict) and entry.get("forecast") is False:
+            out[target] = as_phrase(entry.get("reason")) or NOT_FORECAST
+    return out
+
+
+def not_forecast_lines(not_forecast: dict) -> list[tuple[str, str]]:
+    """:func:`targets_not_forecast` as (labels, reason) lines, the targets sharing a reason on
+    one line ("Spend and lifetime value", "no amounts: ...")."""
+    by_reason: dict = {}
+    for target, reason in not_forecast.items():
+        by_reason.setdefault(reason, []).append(TARGET_LABELS.get(target, target.replace("_", " ")))
+    lines = []
+    for reason, labels in by_reason.items():
+        names = [labels[0]] + [label.lower() for label in labels[1:]]
+        lines.append((", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0], reason))
+    return lines
+
+
+def published_run_ids_and_not_forecast() -> tuple[dict, dict]:
+    """(:func:`published_run_ids`, :func:`targets_not_forecast` of the published forecast run) in
+    one query, reading only ``metrics["targets"]`` of the runs (their metrics also hold the
+    backtest tables and series)."""
+    ids, not_forecast = {}, {}
+    for kind, pk, targets in TrainingRun.objects.filter(is_published=True).values_list("kind", "id",
+                                                                                        "metrics__targets"):
+        ids[kind] = pk
+        if kind == TrainingRun.Kind.FORECAST:
+            not_forecast = targets_not_forecast({"targets": targets if isinstance(targets, dict) else {}})
+    return ids, not_forecast
+
+
+def basis_words(basis: str) -> dict:
+    """A Forecast.basis label in plain words: {"css": badge class, "badge": short words, "text": sentence}.
+
+    Labels: "model: <algorithm>", "baseline: <baseline>", "not yet validated: <why>"; any other
+    label (runs before the rolling-origin backtest) is shown as it is.
+    """
+    head, _, rest = (basis or "").partition(":")
+    head, rest = head.strip().lower(), rest.strip()
+    if head == "model":
+        return {"css": "basis-model", "badge": "model",
+                "text": f"Forecast by the {rest or 'chosen'} model, chosen over the simple baselines on past "
+                        "windows of this company's own data."}
+    if head == "baseline":
+        words = BASELINE_WORDS.get(rest)
+        name = f"{rest} ({words})" if words else (rest or "a simple rule")
+        return {"css": "basis-baseline", "badge": "baseline",
+                "text": f"Forecast by a simple baseline, {name}: no model beat it on past windows of this "
+                        "company's own data."}
+    if head in ("not yet validated", "not validated"):
+        return {"css": "basis-unvalidated", "badge": "not yet validated",
+                "text": f"Not yet validated{f' ({rest})' if rest else ''}: fitted on all the history there is, "
+                        "with none held back to check it."}
+    return {"css": "", "badge": "", "text": f"Based on {basis or 'the customer’s history'}."}
+
+
 def forecast_accuracy(run: TrainingRun | None) -> dict | None:
-    """The held-back-window figures of a forecast run, in the words the pages use."""
-    if run is None or not run.metrics or "model" not in run.metrics:
+    """How accurate a forecast run was on its most recent backtest window, in the words the pages use.
+
+    ``metrics["model"]`` holds the published forecast's figures on that window and
+    ``metrics["baselines"]["naive rate"]`` the naive rate's; the window is the most recent origin
+    of ``metrics["backtest"]`` (older runs: ``cut``, ``horizon_days``, ``n_customers``). Targets
+    not forecast are left out. A run with nothing held back: {"validated": False, "reason": ...}.
+    """
+    if run is None or not run.metrics:
         return None
     m = run.metrics
-    return {"cut": m.get("cut"), "as_of": m.get("as_of"), "horizon_days": m.get("horizon_days"),
-            "model": m["model"], "naive": m.get("baselines", {}).get("naive rate"), "chosen": m.get("chosen"),
-            "series": m.get("series"), "n_customers": m.get("n_customers")}
+    backtest = m.get("backtest") or {}
+    if backtest and not backtest.get("validated", True):
+        return {"validated": False, "reason": as_phrase(backtest.get("reason")) or "not yet validated"}
+    if "model" not in m:
+        return None
+    origins = backtest.get("origins") or []
+    latest = max(origins, key=lambda o: o.get("cut") or "", default={})
+    not_forecast = targets_not_forecast(m)
+    naive = m.get("baselines", {}).get("naive rate")
+    return {"validated": True, "cut": latest.get("cut") or m.get("cut"), "as_of": m.get("as_of"),
+            "horizon_days": backtest.get("window_days") or m.get("horizon_days"),
+            "model": {k: v for k, v in m["model"].items() if k not in not_forecast},
+            "naive": {k: v for k, v in naive.items() if k not in not_forecast} if naive else None,
+            "chosen": m.get("chosen"), "series": m.get("series"),
+            "n_customers": latest.get("customers") or m.get("n_customers"),
+            "origins": len(origins), "plan_reason": backtest.get("reason", ""), "not_forecast": not_forecast,
+            "not_forecast_lines": not_forecast_lines(not_forecast)}
+
+
+def _metric_text(value) -> str:
+    """A backtest score for a table cell: four significant digits, no exponent."""
+    if value is None:
+        return "–"
+    value = float(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) < 1e-4:  # rounding noise of a difference (e.g. 7e-18) reads as what it is, no exponent
+        return "0" if abs(value) < 1e-9 else "≈ 0"
+    return f"{value:.4g}"
+
+
+def backtest_tables(backtest: dict | None) -> list[dict]:
+    """One table per target of ``metrics["backtest"]["choice"]``: a row per candidate with its
+    metric on each origin (the cut dates), the mean and the spread, and which was chosen, which
+    was best and which is the baseline, with the choice's reason."""
+    backtest = backtest or {}
+    origins = backtest.get("origins") or []
+    cuts = [{"cut": o.get("cut", ""), "first_day": o.get("first_day", ""), "last_day": o.get("last_day", ""),
+             "customers": o.get("customers")} for o in origins]
+    tables = []
+    for target, choice in (backtest.get("choice") or {}).items():
+        per_origin = choice.get("origins") or {}
+        mean, spread = choice.get("mean") or {}, choice.get("spread") or {}
+        rows = []
+        for name in dict.fromkeys([*per_origin, *mean]):
+            values = list(per_origin.get(name) or [])[:len(cuts)]
+            values += [None] * (len(cuts) - len(values))
+            rows.append({"name": name, "values": [_metric_text(v) for v in values],
+                         "mean": _metric_text(mean.get(name)), "spread": _metric_text(spread.get(name)),
+                         "chosen": name == choice.get("chosen"), "best": name == choice.get("best"),
+                         "baseline": name == choice.get("baseline")})
+        tables.append({"target": target, "label": TARGET_LABELS.get(target, target.replace("_", " ").capitalize()),
+                       "metric": choice.get("metric", ""),
+                       "better": "lower" if choice.get("lower_is_better", True) else "higher",
+                       "cuts": cuts, "rows": rows, "chosen": choice.get("chosen", ""),
+                       "is_baseline": bool(choice.get("is_baseline")), "reason": choice.get("reason", "")})
+    return tables
+
+
+def run_outcome(run: TrainingRun | None) -> dict:
+    """What a run published and why: {"basis", "css", "badge", "summary", "plan_reason",
+    "validated", "tables", "not_forecast_lines", "empty_reasons", "notes"} from its metrics; empty
+    strings and lists for runs written before the rolling-origin backtest. ``empty_reasons``:
+    {"cross_sell" | "reorder": why a customer's list may be empty} from a recommendation run's
+    ``cross_sell_reason`` / ``reorder_reason``; ``notes``: the same as (label, reason) pairs."""
+    m = (run.metrics if run is not None else None) or {}
+    outcome, backtest = m.get("outcome") or {}, m.get("backtest") or {}
+    css, badge = BASIS_BADGES.get(outcome.get("basis"), ("", outcome.get("basis") or ""))
+    empty = {target: as_phrase(m[f"{target}_reason"]) for target in ("cross_sell", "reorder")
+             if isinstance(m.get(f"{target}_reason"), str) and as_phrase(m[f"{target}_reason"])}
+    return {"basis": outcome.get("basis") or "", "css": css, "badge": badge, "summary": outcome.get("summary") or "",
+            "plan_reason": backtest.get("reason") or "", "validated": backtest.get("validated"),
+            "tables": backtest_tables(backtest), "not_forecast_lines": not_forecast_lines(targets_not_forecast(m)),
+            "empty_reasons": empty, "notes": [(TARGET_LABELS[t], reason) for t, reason in empty.items()]}
+
+
+def skipped_reason(kind: str) -> str:
+    """The reason of the latest finished run of ``kind`` when it was skipped (the data cannot
+    support the kind), else ""."""
+    run = (TrainingRun.objects.filter(kind=kind).exclude(status__in=TrainingRun.ACTIVE)
+           .order_by("-created_at", "-id").only("status", "error").first())
+    if run is None or run.status != TrainingRun.Status.SKIPPED:
+        return ""
+    return as_phrase(run.error) or "the data cannot support it"
 
 
 def segments(run: TrainingRun | None = None):

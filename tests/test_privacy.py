@@ -106,6 +106,24 @@ def test_personal_data_holds_the_profile_interactions_and_insights_of_every_run(
     assert "Zed" not in json.dumps(data, default=str)
 
 
+def test_personal_data_says_why_a_forecast_value_is_null(world):
+    # given the live forecast run could not forecast spend and CLV (purchases without amounts)
+    reason = "no amounts: purchases carry no amount, so spend and CLV are not forecast"
+    live = next(r for r in world.runs if r.kind == "forecast" and r.is_published)
+    TrainingRun.objects.filter(pk=live.pk).update(metrics={"targets": {
+        "orders": {"forecast": True}, "spend": {"forecast": False, "reason": reason},
+        "clv": {"forecast": False, "reason": reason}}})
+    Forecast.objects.filter(run=live).update(expected_spend=None, clv=None)
+
+    forecasts = {f["run_id"]: f for f in privacy.personal_data(world.ada)["forecasts"]}
+
+    assert (forecasts[live.pk]["expected_spend"], forecasts[live.pk]["clv"]) == (None, None)
+    assert forecasts[live.pk]["not_forecast"] == {"spend": reason, "clv": reason}
+    older = next(f for pk, f in forecasts.items() if pk != live.pk)
+    assert older["not_forecast"] == {} and older["expected_spend"] == 40.0
+    assert json.loads(privacy.to_json(privacy.personal_data(world.ada)))["forecasts"]
+
+
 def test_personal_data_is_read_in_a_fixed_number_of_queries(world, django_assert_max_num_queries):
     for i in range(20):
         Interaction.objects.create(external_id=f"more-{i}", customer=world.ada, type="view", product=world.widget,

@@ -74,19 +74,30 @@ class SegmentBriefSerializer(serializers.Serializer):
     run_id = serializers.IntegerField()
 
 
+_NOT_FORECAST = ("null when this target is not forecast for the company's data (the forecast run's "
+                 "`metrics.targets` says why)")
+
+
 class ForecastSerializer(serializers.Serializer):
     as_of = serializers.DateField(allow_null=True, help_text="The forecast's reference date.")
     horizon_days = serializers.IntegerField(help_text="The forecast window (as_of, as_of + horizon_days].")
     expected_purchases = serializers.FloatField(help_text="Expected number of orders in the window.")
-    expected_spend = serializers.FloatField(help_text="Expected purchase amount in the window.")
+    expected_spend = serializers.FloatField(
+        allow_null=True, help_text=f"Expected purchase amount in the window; {_NOT_FORECAST} (e.g. purchases "
+                                   "without amounts).")
     churn_probability = serializers.FloatField(help_text="Probability of no purchase in the window, 0..1.")
-    clv = serializers.FloatField(help_text="Expected purchase amount in the next 365 days.")
-    expected_refund_rate = serializers.FloatField(help_text="Expected refunded share of spend, 0..1.")
-    purchases_p10 = serializers.FloatField(allow_null=True)
-    purchases_p90 = serializers.FloatField(allow_null=True)
-    spend_p10 = serializers.FloatField(allow_null=True)
-    spend_p90 = serializers.FloatField(allow_null=True)
-    basis = serializers.CharField()
+    clv = serializers.FloatField(allow_null=True,
+                                 help_text=f"Expected purchase amount in the next 365 days; {_NOT_FORECAST}.")
+    expected_refund_rate = serializers.FloatField(
+        allow_null=True, help_text=f"Expected refunded share of spend, 0..1; {_NOT_FORECAST}.")
+    purchases_p10 = serializers.FloatField(allow_null=True, help_text="10th percentile of the expected orders.")
+    purchases_p90 = serializers.FloatField(allow_null=True, help_text="90th percentile of the expected orders.")
+    spend_p10 = serializers.FloatField(allow_null=True, help_text=f"10th percentile of the spend; {_NOT_FORECAST}.")
+    spend_p90 = serializers.FloatField(allow_null=True, help_text=f"90th percentile of the spend; {_NOT_FORECAST}.")
+    basis = serializers.CharField(help_text="What made this forecast: `model: <algorithm>` (chosen over the "
+                                            "baselines on the backtest windows), `baseline: <name>` (no model "
+                                            "beat the baseline, e.g. `baseline: naive rate`), or `not yet "
+                                            "validated: <why>` (too little history to hold a window back).")
     factors = serializers.ListField(child=serializers.CharField())
     run_id = serializers.IntegerField()
 
@@ -353,9 +364,76 @@ class SegmentQuerySerializer(serializers.Serializer):
                                    help_text="A segmentation run's id (default: the published run).")
 
 
+_TARGET_OUTCOME = {"type": "object", "properties": {
+    "forecast": {"type": "boolean", "description": "False: the Forecast column is null for every customer."},
+    "reason": {"type": "string", "description": "Why it is not forecast, in words (when forecast is false)."},
+    "algorithm": {"type": "string"}, "basis": {"type": "string", "enum": ["model", "baseline", "not validated"]}},
+    "additionalProperties": True}
+_CHOICE = {"type": "object", "properties": {
+    "metric": {"type": "string", "description": "e.g. `orders RMSE`, `churn AUC`, `NDCG@10`."},
+    "lower_is_better": {"type": "boolean"},
+    "chosen": {"type": "string", "description": "The candidate published."},
+    "best": {"type": "string", "description": "The candidate with the best mean over the origins."},
+    "baseline": {"type": "string", "description": "The baseline's name among the candidates."},
+    "is_baseline": {"type": "boolean", "description": "The baseline was published (no model beat it)."},
+    "mean": {"type": "object", "additionalProperties": {"type": "number", "nullable": True}},
+    "spread": {"type": "object", "additionalProperties": {"type": "number", "nullable": True},
+               "description": "Standard error of each candidate's per-origin difference to the best."},
+    "origins": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number",
+                                                                                       "nullable": True}},
+                "description": "Each candidate's metric on each origin, in the order of backtest.origins."},
+    "reason": {"type": "string", "description": "Why the chosen candidate was chosen, in words."}},
+    "additionalProperties": True}
+RUN_METRICS_SCHEMA = {
+    "type": "object", "additionalProperties": True,
+    "description": "What the run measured and published. Every kind writes `outcome` and `backtest`; a "
+                   "forecast run also `targets`; a recommendation run may add `reorder_reason` and "
+                   "`cross_sell_reason` (why those lists can be empty). Other keys (model, baselines, series, "
+                   "candidates) are holdout figures of the most recent backtest window.",
+    "properties": {
+        "outcome": {"type": "object", "properties": {
+            "basis": {"type": "string", "enum": ["model", "baseline", "not validated"],
+                      "description": "model: a model beat the baselines; baseline: none did, so the baseline "
+                                     "was published; not validated: too little history to hold a window back."},
+            "summary": {"type": "string", "description": "One line in plain words."}}, "additionalProperties": True},
+        "backtest": {"type": "object", "additionalProperties": True, "properties": {
+            "as_of": {"type": "string", "format": "date"}, "horizon_days": {"type": "integer"},
+            "history_days": {"type": "integer"}, "window_days": {"type": "integer"},
+            "validated": {"type": "boolean"},
+            "reason": {"type": "string", "description": "e.g. `validated on 2 windows of 90 days`, "
+                                                        "`not yet validated: 18 days of history`."},
+            "origins": {"type": "array", "items": {"type": "object", "additionalProperties": True, "properties": {
+                "cut": {"type": "string", "format": "date", "description": "Last day the backtest fit saw."},
+                "first_day": {"type": "string", "format": "date"}, "last_day": {"type": "string", "format": "date"},
+                "customers": {"type": "integer"},
+                "scores": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {
+                    "type": "number", "nullable": True}}}}}},
+            "choice": {"type": "object", "additionalProperties": _CHOICE,
+                       "description": "Per target (forecast: orders, spend, churn; recommendation: cross_sell, "
+                                      "reorder; segmentation: segments)."}}},
+        "targets": {"type": "object", "additionalProperties": _TARGET_OUTCOME,
+                    "description": "Forecast runs: per target (orders, spend, churn, clv, refund_rate) whether "
+                                   "it was forecast, and if not, why."},
+        "reorder_reason": {"type": "string"}, "cross_sell_reason": {"type": "string"},
+    },
+}
+
+
+@extend_schema_field(RUN_METRICS_SCHEMA)
+class RunMetricsField(serializers.JSONField):
+    """A run's metrics as stored, documented (RUN_METRICS_SCHEMA)."""
+
+
 class TrainingRunSerializer(serializers.ModelSerializer):
     requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    status = serializers.ChoiceField(
+        TrainingRun.Status.choices, read_only=True,
+        help_text="queued, running; succeeded (trained, published or publishable); skipped (the data cannot "
+                  "support this kind, e.g. no product catalogue: nothing trained, the reason in `error`, the "
+                  "published run stays); rejected (older runs: did not pass the publish gate); failed; cancelled.")
+    error = serializers.CharField(read_only=True, help_text="Why a run failed, or why it was skipped (in words).")
+    metrics = RunMetricsField(read_only=True)
 
     class Meta:
         model = TrainingRun
@@ -468,7 +546,9 @@ class PersonalDataSerializer(serializers.Serializer):
     interactions = serializers.ListField(child=serializers.DictField())
     segments = serializers.ListField(child=serializers.DictField(), help_text="One per stored segmentation run.")
     forecasts = serializers.ListField(child=serializers.DictField(), help_text="One per stored forecast run, "
-                                                                               "with its factors.")
+                                                                               "with its factors; a null value "
+                                                                               "was not forecast, and "
+                                                                               "`not_forecast` says why.")
     suggestions = serializers.ListField(child=serializers.DictField(), help_text="With reasons, every stored run.")
     prospects = serializers.ListField(child=serializers.DictField())
     suggestion_feedback = serializers.ListField(child=serializers.DictField())

@@ -27,7 +27,7 @@ INSIGHTS_EXAMPLE = {
                 "size": 1840, "figures": {"recency_days": 21.0}, "run_id": 7},
     "forecast": {"as_of": "2025-06-30", "horizon_days": 90, "expected_purchases": 2.4, "expected_spend": 311.5,
                  "churn_probability": 0.18, "clv": 1204.0, "expected_refund_rate": 0.02, "purchases_p10": 1.0,
-                 "purchases_p90": 4.0, "spend_p10": 90.0, "spend_p90": 620.0, "basis": "ensemble",
+                 "purchases_p90": 4.0, "spend_p10": 90.0, "spend_p90": 620.0, "basis": "model: ensemble",
                  "factors": ["bought 9 times in the last year"], "run_id": 8},
     "recommendations": [{"sku": "DOG-FOOD-12", "name": "Grain-free dog food 12 kg", "product_id": 31, "score": 0.41,
                          "reason": "bought by 38 % of customers who buy what you buy", "evidence": {},
@@ -338,8 +338,12 @@ class SegmentViewSet(viewsets.ReadOnlyModelViewSet):
     retrieve=extend_schema(summary="A training run with metrics and progress"),
 )
 class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Trainings of the segmentation, forecast and recommendation models: status, progress, holdout
-    metrics. Managers and admins start retrains and publish (roll back to) earlier runs."""
+    """Trainings of the segmentation, forecast and recommendation models: status, progress, and
+    what each run published and why (`metrics.outcome`: model, baseline or not yet validated, in
+    one line; `metrics.backtest`: the rolling-origin windows and each target's choice;
+    `metrics.targets` for forecasts: which targets were forecast, and why not). A run the data
+    cannot support is `skipped` with its reason in `error`. Managers and admins start retrains and
+    publish (roll back to) earlier runs."""
 
     serializer_class = s.TrainingRunSerializer
 

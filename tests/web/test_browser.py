@@ -153,3 +153,35 @@ def test_browser_manager_imports_a_bad_row_and_retrains(page, live_server, manag
     shot(page, "manager-models")
     page.goto(live_server.url + "/segments/")
     shot(page, "manager-segments")
+
+
+def test_browser_pages_say_what_each_run_published_and_why(page, live_server, world):
+    """Runs in issue 12's metrics layout: a forecast without amounts (spend and CLV not forecast,
+    orders by a model, churn by the baseline), a recommendation run whose reorder list is empty
+    with a reason, and a skipped segmentation run with no live one."""
+    from ml.models import Forecast
+
+    from .run_metrics import NO_AMOUNTS, forecast_metrics, recommendation_metrics
+
+    TrainingRun.objects.filter(pk=world.fc_run.pk).update(metrics=forecast_metrics(spend=False))
+    Forecast.objects.filter(run=world.fc_run).update(expected_spend=None, spend_p10=None, spend_p90=None, clv=None,
+                                                     basis="model: ensemble")
+    TrainingRun.objects.filter(pk=world.rec_run.pk).update(metrics=recommendation_metrics(
+        reorder_reason="no re-buying: no customer bought a product twice, so no reorder list"))
+    TrainingRun.objects.filter(kind="segmentation").update(is_published=False)
+    TrainingRun.objects.create(kind="segmentation", status="skipped",
+                               error="20 customers: too few to tell segments apart (at least 50 are needed)")
+    log_in(page, live_server, "rep1", "pw-rep1-Secret1")
+    shot(page, "rep-home-not-forecast")
+
+    page.goto(live_server.url + "/models/")
+    body = page.locator("main").inner_text()
+    assert "Backtest: validated on 2 windows of 90 days" in body
+    assert "No segmentation model: 20 customers: too few to tell segments apart" in body
+    assert page.locator("#backtest-forecast-orders tr.chosen").inner_text().startswith("ensemble")
+    shot(page, "rep-models-backtest")
+
+    page.goto(live_server.url + f"/customers/{world.una.pk}/")
+    body = page.locator("main").inner_text()
+    assert NO_AMOUNTS in body and "No re-buying: no customer bought a product twice" in body
+    shot(page, "rep-customer-not-forecast")

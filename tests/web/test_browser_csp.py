@@ -99,3 +99,25 @@ def test_browser_pages_run_under_the_csp_without_violations(watched, live_server
             found[path] = violations
         watched.console.clear()
     assert found == {}
+
+
+def test_browser_pages_with_run_outcomes_run_under_the_csp(watched, live_server, world, admin_user):
+    """The Models, customer and home pages with issue 12's outcomes (backtest tables, badges,
+    targets not forecast, a skipped kind) add no inline style or script."""
+    from ml.models import Forecast, TrainingRun
+
+    from .run_metrics import forecast_metrics, recommendation_metrics
+
+    TrainingRun.objects.filter(pk=world.fc_run.pk).update(metrics=forecast_metrics(spend=False))
+    Forecast.objects.filter(run=world.fc_run).update(expected_spend=None, clv=None, basis="baseline: naive rate")
+    TrainingRun.objects.filter(pk=world.rec_run.pk).update(metrics=recommendation_metrics(reorder_reason="none"))
+    TrainingRun.objects.filter(kind="segmentation").update(is_published=False)
+    TrainingRun.objects.create(kind="segmentation", status="skipped", error="20 customers")
+    _log_in(watched, live_server, "root")
+    found = {}
+    for path in ("/models/", f"/customers/{world.ada.pk}/", "/", "/customers/?sort=-clv"):
+        assert watched.open(live_server.url + path).status == 200, path
+        if watched.violations():
+            found[path] = watched.violations()
+        watched.console.clear()
+    assert found == {}

@@ -119,3 +119,115 @@ def test_customer_feedback_counted_on_models_page(rep_client, world):
     feedback = dict((label, (total, live)) for label, total, live in
                     rep_client.get(reverse("model_list")).context["feedback"])
     assert feedback["Accepted"] == (1, 1)
+
+
+# --- what the published runs did and did not forecast (issue 12) -------------------------------
+
+def _publish_forecast(world, metrics, **values):
+    """The world's forecast run with ``metrics``, every customer's row updated with ``values``."""
+    from ml.models import Forecast
+
+    TrainingRun.objects.filter(pk=world.fc_run.pk).update(metrics=metrics)
+    Forecast.objects.filter(run=world.fc_run).update(**values)
+
+
+def test_customer_page_spend_not_forecast_shows_the_reason_instead_of_a_number(rep_client, world):
+    from .run_metrics import NO_AMOUNTS, forecast_metrics
+
+    # given a forecast run on purchases without amounts: spend, its range and CLV are NULL
+    _publish_forecast(world, forecast_metrics(spend=False), expected_spend=None, spend_p10=None, spend_p90=None,
+                      clv=None, basis="model: ensemble")
+
+    html = page(rep_client, world.ada).content.decode()
+
+    # then spend and CLV say "not forecast" with the run's reason, and the other figures stay
+    assert html.count('<span class="value">not forecast</span>') == 2 and NO_AMOUNTS in html
+    assert "P10–P90: 1.0 – 4.0" in html and "70 %" in html
+    assert "P10–P90: 100" not in html and "None" not in html
+    # and the accuracy block leaves out the spend line, saying why instead
+    assert "Spend: typically off by" not in html and "Purchases: typically off by 0.80" in html
+    assert f"Spend and lifetime value: not forecast ({NO_AMOUNTS})." in html
+
+
+def test_customer_page_labels_a_baseline_forecast_as_baseline(rep_client, world):
+    from .run_metrics import forecast_metrics
+
+    _publish_forecast(world, forecast_metrics(basis="baseline"), basis="baseline: naive rate")
+
+    html = page(rep_client, world.ada).content.decode()
+
+    assert '<span class="badge basis-baseline">baseline</span>' in html
+    assert "Forecast by a simple baseline, naive rate (the customer&#x27;s own past rate carried forward): " \
+           "no model beat it" in html
+
+
+def test_customer_page_labels_a_model_forecast_with_its_algorithm(rep_client, world):
+    from .run_metrics import forecast_metrics
+
+    _publish_forecast(world, forecast_metrics(), basis="model: ensemble")
+
+    html = page(rep_client, world.ada).content.decode()
+
+    assert '<span class="badge basis-model">model</span>' in html and "Forecast by the ensemble model" in html
+    # the accuracy figures are the most recent window's (its cut, window and customers)
+    assert "Trained on data up to 2025-11-02" in html and "2,222 customers" in html
+    assert "the most recent of 2 such windows" in html
+
+
+def test_customer_page_not_yet_validated_says_so_instead_of_accuracy(rep_client, world):
+    from .run_metrics import SHORT_HISTORY, forecast_metrics
+
+    _publish_forecast(world, forecast_metrics(windows=0), basis=SHORT_HISTORY)
+
+    html = page(rep_client, world.ada).content.decode()
+
+    assert '<span class="badge basis-unvalidated">not yet validated</span>' in html
+    assert "Not yet validated: 18 days of history. The forecast was fitted on all the history" in html
+    assert "typically off by" not in html
+
+
+def test_customer_page_empty_reorder_list_gives_the_runs_reason(rep_client, world):
+    from .run_metrics import recommendation_metrics
+
+    reason = "no re-buying: no customer bought any product twice, so no reorder list"
+    TrainingRun.objects.filter(pk=world.rec_run.pk).update(metrics=recommendation_metrics(reorder_reason=reason))
+
+    html = page(rep_client, world.una).content.decode()  # Una has no suggestion
+
+    assert "No re-buying: no customer bought any product twice, so no reorder list." in html
+    assert "Nothing due for reorder." not in html
+    assert "No cross-sell suggestion for this customer." in html  # no cross_sell_reason on this run
+
+
+def test_customer_page_empty_cross_sell_list_gives_the_runs_reason(rep_client, world):
+    from .run_metrics import recommendation_metrics
+
+    reason = "a single product: nothing new to offer."
+    TrainingRun.objects.filter(pk=world.rec_run.pk).update(metrics=recommendation_metrics(cross_sell_reason=reason))
+
+    html = page(rep_client, world.una).content.decode()
+
+    assert "A single product: nothing new to offer." in html and "Nothing due for reorder." in html
+
+
+def test_customer_page_recommendations_skipped_say_why(rep_client, world):
+    # given no live recommendation run, the latest one skipped: the data has no product catalogue
+    TrainingRun.objects.filter(pk=world.rec_run.pk).update(is_published=False)
+    TrainingRun.objects.create(kind="recommendation", status="skipped",
+                               error="no product catalogue: purchases name no product, so no recommendations")
+
+    html = page(rep_client, world.ada).content.decode()
+
+    assert html.count("No recommendations: no product catalogue: purchases name no product, so no "
+                      "recommendations.") == 2
+    assert "No recommendation model yet" not in html
+
+
+def test_customer_page_with_new_metrics_queries_are_bounded(rep_client, world, django_assert_max_num_queries):
+    from .run_metrics import forecast_metrics
+
+    _publish_forecast(world, forecast_metrics(spend=False), expected_spend=None, clv=None)
+    TrainingRun.objects.filter(pk=world.rec_run.pk).update(is_published=False)
+    TrainingRun.objects.create(kind="recommendation", status="skipped", error="no product catalogue")
+    with django_assert_max_num_queries(17):  # the 16 of a page with every model live, and why one was skipped
+        page(rep_client, world.ada)

@@ -234,3 +234,69 @@ def test_customer_list_insight_pages_match_full_query(request, world, make_custo
     full = customer_list(response.wsgi_request.user, **form.filters())
     assert seen == [c.name for c in full]
     assert response.context["page"].paginator.count == full.count()
+
+
+# --- targets not forecast (NULL spend / CLV / value at risk) -----------------------------------
+
+@pytest.mark.parametrize("params", [{"sort": "-spend"}, {"sort": "spend"}, {"sort": "-clv"}, {"sort": "clv"},
+                                    {"sort": "-value_at_risk"}, {"sort": "value_at_risk"},
+                                    {"sort": "-clv", "churn_band": "medium"}, {"sort": "-spend", "segment": "x"},
+                                    {"sort": "-clv", "clv_min": "50"}])
+@pytest.mark.parametrize("role", ["rep_client", "manager_client"])
+def test_customer_list_values_not_forecast_sort_last_and_pages_match_full_query(request, world, make_customers,
+                                                                                params, role):
+    """Forecast rows with NULL spend and CLV (not forecast for this data) come after every row with
+    a value in both directions, mixed by id with customers who have no forecast; no row is lost or
+    repeated across pages."""
+    from crm.forms import CustomerFilterForm
+    from crm.selectors import customer_list
+    from ml.models import CustomerSegment
+
+    client = request.getfixturevalue(role)
+    extra = make_customers(40)
+    Forecast.objects.filter(run=world.fc_run, customer__in=extra[::2]).update(expected_spend=None, clv=None)
+    CustomerSegment.objects.bulk_create([CustomerSegment(run=world.seg_run, customer=c, segment=world.champions)
+                                         for c in extra[::3]])
+    Customer.objects.bulk_create([Customer(external_id=f"N{i:03d}", name=f"No forecast {i:03d}",
+                                           owner=world.rep if i % 3 else None) for i in range(10)])
+    params = {**params, "segment": world.champions.pk} if "segment" in params else params
+    seen, values = [], []
+    column = {"spend": "expected_spend", "clv": "clv", "value_at_risk": "value_at_risk"}[params["sort"].lstrip("-")]
+    for page in (1, 2, 3, 4):
+        response = client.get(reverse("customer_list"), {**params, "per_page": 10, "page": page})
+        if response.context["page"].number != page:
+            break
+        seen += names(response)
+        values += [getattr(c, column) for c in response.context["page"].object_list]
+    form = CustomerFilterForm(params, segments=[world.champions, world.sleepers])
+    full = customer_list(response.wsgi_request.user, **form.filters())
+    assert seen == [c.name for c in full]
+    assert response.context["page"].paginator.count == full.count()
+    first_null = next(i for i, v in enumerate(values) if v is None) if None in values else len(values)
+    assert all(v is None for v in values[first_null:]), "a value after a NULL"
+    assert any(v is None for v in values) or "clv_min" in params
+
+
+def test_customer_list_says_which_targets_are_not_forecast(rep_client, world):
+    from ml.models import TrainingRun
+
+    from .run_metrics import NO_AMOUNTS, forecast_metrics
+
+    TrainingRun.objects.filter(pk=world.fc_run.pk).update(metrics=forecast_metrics(spend=False))
+    Forecast.objects.filter(run=world.fc_run).update(expected_spend=None, clv=None)
+
+    response = rep_client.get(reverse("customer_list"), {"sort": "-clv"})
+    html = response.content.decode()
+
+    assert f"Spend and lifetime value: not forecast ({NO_AMOUNTS})." in html
+    assert {(c.expected_spend, c.clv, c.value_at_risk) for c in response.context["page"].object_list} == {
+        (None, None, None)}
+
+
+def test_customer_export_leaves_values_not_forecast_empty(rep_client, world):
+    Forecast.objects.filter(run=world.fc_run).update(expected_spend=None, clv=None)
+
+    rows = export_rows(rep_client.get(reverse("customer_export"), {"q": "C-ADA"}))
+
+    assert (rows[0]["expected_spend"], rows[0]["clv"], rows[0]["value_at_risk"]) == ("", "", "")
+    assert float(rows[0]["expected_purchases"]) == 2.5 and float(rows[0]["churn_probability"]) == 0.7

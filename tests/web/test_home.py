@@ -56,3 +56,49 @@ def test_home_without_recommendation_run_says_so(rep_client, world):
 def test_home_queries_are_bounded(rep_client, world, django_assert_max_num_queries):
     with django_assert_max_num_queries(20):
         rep_client.get(reverse("home"))
+
+
+def test_home_spend_not_forecast_says_so_with_the_reason(rep_client, world):
+    from ml.models import Forecast
+
+    from .run_metrics import NO_AMOUNTS, forecast_metrics
+
+    # given a forecast run on purchases without amounts
+    TrainingRun.objects.filter(pk=world.fc_run.pk).update(metrics=forecast_metrics(spend=False))
+    Forecast.objects.filter(run=world.fc_run).update(expected_spend=None, spend_p10=None, spend_p90=None, clv=None)
+
+    response = rep_client.get(reverse("home"))
+    html = response.content.decode()
+
+    # then the forecast figure says "not forecast" and why, with the orders it did forecast
+    assert response.context["figures"]["forecast"]["spend"] is None
+    assert '<span class="value">not forecast</span>' in html and "N" + NO_AMOUNTS[1:] in html
+    assert "Expected orders: 7.5" in html  # Ada, Bob, Una: 2.5 each
+    # and the value-at-risk worklist (churn x CLV) is empty because CLV is not forecast
+    assert response.context["at_risk"] == []
+    assert f"Value at risk needs the customer lifetime value, which is not forecast: {NO_AMOUNTS}." in html
+    assert "No forecast yet" not in html
+
+
+def test_home_empty_reorder_worklist_gives_the_runs_reason(rep_client, world):
+    from ml.models import Suggestion
+
+    from .run_metrics import recommendation_metrics
+
+    Suggestion.objects.filter(kind="reorder").delete()
+    TrainingRun.objects.filter(pk=world.rec_run.pk).update(
+        metrics=recommendation_metrics(reorder_reason="nobody bought a product twice: no reorder lists"))
+
+    html = rep_client.get(reverse("home")).content.decode()
+
+    assert "Nobody bought a product twice: no reorder lists." in html
+
+
+def test_home_kind_skipped_without_a_live_run_says_why(rep_client, world):
+    TrainingRun.objects.filter(kind="segmentation").update(is_published=False)
+    TrainingRun.objects.create(kind="segmentation", status="skipped", error="20 customers: too few to tell segments apart.")
+
+    html = rep_client.get(reverse("home")).content.decode()
+
+    assert "No segmentation: 20 customers: too few to tell segments apart." in html
+    assert "No segmentation yet" not in html
