@@ -198,7 +198,7 @@ def features_from_rows(prepared: dict, as_of, categories=None,
 
     touch_codes = np.array([_TYPE_CODE[t] for t in TOUCH_TYPES])
     counts = np.bincount(code * len(INTERACTION_TYPES) + type_code,
-                         minlength=n * len(INTERACTION_TYPES)).reshape(n, -1)
+                         minlength=n * len(INTERACTION_TYPES)).reshape(n, len(INTERACTION_TYPES))
     touches = counts[:, touch_codes]
     n_touches = touches.sum(axis=1)
     touch_share = touches / np.maximum(n_touches, 1)[:, None]

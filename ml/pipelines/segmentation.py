@@ -361,7 +361,11 @@ def _fit_encoding(features: pd.DataFrame) -> dict:
     weights = np.r_[np.ones(len(core)),
                     np.full(len(_TOUCH_COLUMNS), 1 / math.sqrt(len(_TOUCH_COLUMNS))),
                     np.full(len(cat_cols), 1 / math.sqrt(len(cat_cols)))]
+    spend = buyers["spend"].to_numpy(np.float64)
+    refunded = np.minimum(np.clip(buyers["refund_amount"].to_numpy(np.float64), 0.0, None), spend)
     enc = {"categories": categories, "columns": columns, "cv_fill": cv_fill, "money": money,
+           "refund_prior": float(refunded.sum() / spend.sum()) if spend.sum() > 0 else 0.0,
+           "refund_weight": float(np.median(spend)) if len(spend) else 0.0,
            "mean": np.zeros(len(columns)), "scale": np.ones(len(columns)), "weights": weights}
     raw = _raw_matrix(buyers, enc)
     if len(raw):
@@ -381,8 +385,14 @@ def _raw_matrix(features: pd.DataFrame, enc: dict) -> np.ndarray:
         elif col == "purchase_gap_cv":
             values = np.where(np.isnan(values), enc["cv_fill"], values)
         elif col == "refund_share":
-            # Refunds above spend (refunds of earlier purchases) are as extreme as 100 %.
-            values = np.clip(values, 0.0, 1.0)
+            # Shrunk towards the base's refund share by a prior worth the median buyer's spend:
+            # one refund among three small orders is weak evidence of a refunder, ten among
+            # thirty is strong. Refunds above spend (of earlier purchases) count as 100 %.
+            refunded = np.clip(features["refund_amount"].to_numpy(np.float64), 0.0, None)
+            spend = features["spend"].to_numpy(np.float64)
+            refunded = np.minimum(refunded, spend)
+            values = (refunded + enc["refund_prior"] * enc["refund_weight"]) \
+                / np.maximum(spend + enc["refund_weight"], 1e-12)
         out[:, j] = values
     return out
 
@@ -420,19 +430,25 @@ def _fit_kmeans(X, settings, rng) -> dict:
     if len(X) == 0:
         return {"centers": np.zeros((0, 0)), "extra_params": {"k": 0}}
     Xs = X[_sample(len(X), settings["max_sample"], rng)]
+    far = _far_out(Xs)
+    if far.any():
+        # Fitted (and k chosen) without them; every customer is still assigned afterwards.
+        Xs = Xs[~far]
     if settings["n_clusters"] is not None:
         k = int(min(settings["n_clusters"], n_unique))
         km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Xs)
         return {"centers": km.cluster_centers_,
                 "extra_params": {"k": k, "k_criterion": "set by the caller",
-                                 "sample_size": int(len(Xs))}}
+                                 "sample_size": int(len(Xs)),
+                             "far_out_left_out": int(far.sum())}}
     ks = [k for k in K_RANGE if k < n_unique]
     if not ks:
         k = max(1, min(2, n_unique))
         km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Xs)
         return {"centers": km.cluster_centers_,
                 "extra_params": {"k": k, "k_criterion": "too few distinct buyers for 3..8",
-                                 "sample_size": int(len(Xs))}}
+                                 "sample_size": int(len(Xs)),
+                             "far_out_left_out": int(far.sum())}}
     sil_idx = _sample(len(Xs), SILHOUETTE_SAMPLE, rng)
     distances = pairwise_distances(Xs[sil_idx])
     scores, fitted = {}, {}
@@ -446,7 +462,22 @@ def _fit_kmeans(X, settings, rng) -> dict:
     return {"centers": fitted[k].cluster_centers_,
             "extra_params": {"k": int(k), "k_criterion": "best silhouette over k=3..8 on a "
                              "seeded sample", "silhouette": {str(a): b for a, b in scores.items()},
-                             "sample_size": int(len(Xs))}}
+                             "sample_size": int(len(Xs)),
+                             "far_out_left_out": int(far.sum())}}
+
+
+def _far_out(X: np.ndarray) -> np.ndarray:
+    """Rows far out from the bulk: distance to the coordinate-wise median beyond Tukey's
+    far-out fence (Q3 + 3 IQR of those distances).
+
+    A handful of such customers (a few huge wholesale orders) would otherwise take a K-means
+    centre of their own and win the silhouette for a k that lumps everyone else together.
+    """
+    if len(X) < 4:
+        return np.zeros(len(X), dtype=bool)
+    d = np.linalg.norm(X - np.median(X, axis=0), axis=1)
+    q1, q3 = np.quantile(d, [0.25, 0.75])
+    return d > q3 + 3.0 * (q3 - q1)
 
 
 def _knee(sorted_distances: np.ndarray) -> float:
