@@ -105,7 +105,8 @@ class CustomerSegmenter(BaseEstimator):
     ----------
     algorithm : "auto", "kmeans", "dbscan" or "rfm".
     n_clusters : K-means k; by default the k in 3..8 with the best silhouette on a seeded
-        sample of buyers.
+        sample of buyers. K-means is fitted without the few far-out buyers (see
+        :func:`_far_out`); they are assigned to the nearest centre like everyone else.
     eps : DBSCAN radius in the standardised feature space; by default the knee of the sorted
         k-distance curve (k = ``min_samples``).
     min_samples : DBSCAN core-point threshold; by default ``max(5, min(2 * n_features,
@@ -425,22 +426,21 @@ def _sample(n: int, size: int, rng) -> np.ndarray:
 
 
 def _fit_kmeans(X, settings, rng) -> dict:
-    n_unique = len(np.unique(X, axis=0)) if len(X) <= 5000 else len(X)
     seed = settings["random_state"]
     if len(X) == 0:
         return {"centers": np.zeros((0, 0)), "extra_params": {"k": 0}}
     Xs = X[_sample(len(X), settings["max_sample"], rng)]
+    # Fitted (and k chosen) without the far-out customers; everyone is assigned afterwards.
     far = _far_out(Xs)
-    if far.any():
-        # Fitted (and k chosen) without them; every customer is still assigned afterwards.
-        Xs = Xs[~far]
+    Xs = Xs[~far]
+    n_unique = len(np.unique(Xs, axis=0)) if len(Xs) <= 5000 else len(Xs)
     if settings["n_clusters"] is not None:
         k = int(min(settings["n_clusters"], n_unique))
         km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Xs)
         return {"centers": km.cluster_centers_,
                 "extra_params": {"k": k, "k_criterion": "set by the caller",
                                  "sample_size": int(len(Xs)),
-                             "far_out_left_out": int(far.sum())}}
+                                 "far_out_left_out": int(far.sum())}}
     ks = [k for k in K_RANGE if k < n_unique]
     if not ks:
         k = max(1, min(2, n_unique))
@@ -448,7 +448,7 @@ def _fit_kmeans(X, settings, rng) -> dict:
         return {"centers": km.cluster_centers_,
                 "extra_params": {"k": k, "k_criterion": "too few distinct buyers for 3..8",
                                  "sample_size": int(len(Xs)),
-                             "far_out_left_out": int(far.sum())}}
+                                 "far_out_left_out": int(far.sum())}}
     sil_idx = _sample(len(Xs), SILHOUETTE_SAMPLE, rng)
     distances = pairwise_distances(Xs[sil_idx])
     scores, fitted = {}, {}
@@ -473,11 +473,16 @@ def _far_out(X: np.ndarray) -> np.ndarray:
     A handful of such customers (a few huge wholesale orders) would otherwise take a K-means
     centre of their own and win the silhouette for a k that lumps everyone else together.
     """
+    none = np.zeros(len(X), dtype=bool)
     if len(X) < 4:
-        return np.zeros(len(X), dtype=bool)
+        return none
     d = np.linalg.norm(X - np.median(X, axis=0), axis=1)
     q1, q3 = np.quantile(d, [0.25, 0.75])
-    return d > q3 + 3.0 * (q3 - q1)
+    if q3 <= q1:  # most customers alike: no spread to measure "far" by
+        return none
+    far = d > q3 + 3.0 * (q3 - q1)
+    # A tenth of the base far out is a group of its own, not a handful of outliers.
+    return far if far.sum() < len(X) / 10 else none
 
 
 def _knee(sorted_distances: np.ndarray) -> float:
