@@ -385,14 +385,26 @@ def _clean(value):
 # --- segmentation ------------------------------------------------------------------------------
 
 def train_segmentation(run: TrainingRun, progress) -> dict:
-    from ml.pipelines.segmentation import CustomerSegmenter, match_segments
+    """Segment every customer as of ``run.as_of`` and write the segments under the run.
+
+    ``auto`` chooses among RFM (the baseline), K-means and DBSCAN on the rolling-origin
+    backtest (``metrics["backtest"]``); ``metrics["outcome"]`` says whether a model or the
+    baseline was published, or that the history was too short to compare (RFM, "not
+    validated"). Names of segments whose members are mostly those of a published segment are
+    kept. Raises KindNotSupported when there is nobody to segment.
+    """
+    from ml.pipelines.segmentation import CustomerSegmenter, NothingToSegment, match_segments
 
     frames = _load(run, progress)
-    progress(20, "clustering customers")
+    progress(20, "comparing segmentations on backtest windows, then clustering customers")
     model = CustomerSegmenter(algorithm=run.algorithm, horizon_days=run.horizon_days, random_state=0,
                               **{k: v for k, v in run.params.items()
                                  if k in ("n_clusters", "eps", "min_samples", "max_sample")})
-    model.fit(frames["interactions"], frames["products"], frames["customers"], pd.Timestamp(run.as_of))
+    try:
+        model.fit(_local_wall_clock(frames["interactions"]), frames["products"], frames["customers"],
+                  pd.Timestamp(run.as_of))
+    except NothingToSegment as exc:
+        raise KindNotSupported(str(exc)) from None
     assignments, segments = model.assignments_, model.segments_
     progress(70, "naming segments")
     names = dict(zip(segments["segment_key"], segments["name"]))
@@ -418,8 +430,10 @@ def train_segmentation(run: TrainingRun, progress) -> dict:
             (run.pk, int(c), ids[int(k)], None if pd.isna(d) else float(d))
             for c, k, d in zip(assignments["customer_id"], assignments["segment_key"],
                                assignments["distance_to_center"])))
-    return {"metrics": _clean({"comparison": model.comparison_, "chosen": model.chosen_,
-                               "reason": getattr(model, "chosen_reason_", ""), "params": model.params_,
+    return {"metrics": _clean({"outcome": model.outcome_, "backtest": model.backtest_,
+                               "comparison": model.comparison_, "chosen": model.chosen_,
+                               "reason": model.chosen_reason_, "params": model.params_,
+                               "money": model.money_,
                                "sizes": {names.get(k, str(k)): int(n) for k, n in
                                          zip(segments["segment_key"], segments["size"])}}),
             "chosen_algorithm": str(model.chosen_),
@@ -430,6 +444,20 @@ def _rename_profile(profile: str, old: str, new: str) -> str:
     if old != new and profile.startswith(old):
         return new + profile[len(old):]
     return profile
+
+
+def _local_wall_clock(interactions: pd.DataFrame) -> pd.DataFrame:
+    """The frame with ``occurred_at`` (naive UTC) as naive wall-clock time in ``TIME_ZONE``.
+
+    ``data.cutoff`` ends the as-of day at local midnight; the pipeline cuts and counts whole
+    days on the naive times it is given, so it must be given local ones: a purchase at 23:59 on
+    the as-of day in New York is 04:59 UTC the next day and still belongs to the as-of day.
+    """
+    zone = timezone.get_default_timezone()
+    if str(zone) == "UTC":
+        return interactions
+    local = interactions["occurred_at"].dt.tz_localize("UTC").dt.tz_convert(zone).dt.tz_localize(None)
+    return interactions.assign(occurred_at=local.astype("datetime64[ns]"))
 
 
 # --- forecasts ------------------------------------------------------------------------------------

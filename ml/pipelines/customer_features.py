@@ -21,6 +21,11 @@ TOUCH_TYPES = ("view", "email", "call", "meeting", "support", "note")
 OTHER_CATEGORY = "(other)"
 NO_CATEGORY = "(none)"
 CATEGORY_PREFIX = "cat_share:"
+# Category labels that are not a category: fillers for "no category" and "the rest". They may
+# be share columns (buying uncatalogued items is behaviour) but never name or describe anyone.
+FILLER_CATEGORIES = (NO_CATEGORY, OTHER_CATEGORY)
+# Share of purchase rows that must carry money for spend to be used (see has_money).
+MIN_MONEY_SHARE = 0.5
 
 _TYPE_CODE = {name: code for code, name in enumerate(INTERACTION_TYPES)}
 
@@ -70,9 +75,17 @@ def customer_features(interactions: pd.DataFrame, products: pd.DataFrame,
     share_<type>        ratio     share of those touches of each type in TOUCH_TYPES
                                   (all 0 when no touch)
     cat_share:<cat>     ratio     share of spend per category, for the top categories
-                                  plus ``cat_share:(other)`` (all 0 when no spend)
-    top_category        str       category with the most spend ("" when no spend)
+                                  plus ``cat_share:(other)`` (all 0 when no spend);
+                                  purchases without a known category count under
+                                  ``(none)``
+    top_category        str       real category (not ``(none)``) with the most spend
+                                  ("" when none)
     ==================  ========  =====================================================
+
+    When the purchases carry no money (:func:`has_money`: under half of the purchase rows
+    have an amount or a priced product), the category shares and ``top_category`` count
+    purchase lines instead of spend, and ``result.attrs["money"]`` is False: spend, order value
+    and refund share are then not behaviour and callers should leave them out.
 
     ``categories``: the categories to give share columns (to reproduce a fitted model's
     columns); by default the ``n_categories`` categories with the most spend in the window.
@@ -89,16 +102,25 @@ def prepare_rows(interactions: pd.DataFrame, products: pd.DataFrame,
 
     Keeps rows with ``occurred_at < until + 1 day`` as integer codes: customer, type, order,
     category, time (ns) and money. Hashing order_ref strings is the dominant cost on large
-    frames, so callers that need features at several dates (a back-test cut and as_of)
+    frames, so callers that need features at several dates (backtest cuts and as_of)
     prepare once and call :func:`features_from_rows` per date.
+
+    The kept rows are put in one canonical order (customer, time, type, money) before anything
+    is summed, so the same rows in any order give the same features to the last bit (a float
+    sum depends on the order of its terms). ``products`` may be None or empty (no catalogue).
     """
+    products = _catalogue(products)
     end = (as_of_day(until) + DAY).to_datetime64()
     occurred = interactions["occurred_at"].to_numpy(dtype="datetime64[ns]")
-    keep = occurred < end
+    keep = np.flatnonzero(occurred < end)
     t_ns = occurred[keep].view(np.int64)
     cust = interactions["customer_id"].to_numpy(dtype=np.int64)[keep]
     type_code = pd.Categorical(interactions["type"],
                                categories=INTERACTION_TYPES).codes.astype(np.int64)[keep]
+    amount = _money(interactions, products, keep, type_code == _TYPE_CODE["purchase"])
+    canonical = np.lexsort((amount, type_code, t_ns, cust))
+    keep, t_ns, cust, type_code, amount = (a[canonical] for a in (keep, t_ns, cust, type_code,
+                                                                  amount))
 
     customer_ids = customers["customer_id"].to_numpy(dtype=np.int64)
     ids = np.union1d(customer_ids, pd.unique(cust))
@@ -112,14 +134,31 @@ def prepare_rows(interactions: pd.DataFrame, products: pd.DataFrame,
         np.isnat(signup), np.nan, signup.view(np.int64).astype(np.float64))
 
     purchase = type_code == _TYPE_CODE["purchase"]
-    amount = _money(interactions, products, keep, purchase)
     cat_names, cat_of_row = _purchase_categories(interactions, products, keep, purchase)
     order_of_row, order_cust = _order_ids(
         code[purchase], interactions["order_ref"].to_numpy()[keep][purchase])
     return {"ids": ids, "is_customer": is_customer, "signup_ns": signup_ns, "code": code,
             "t_ns": t_ns, "type_code": type_code, "amount": amount, "purchase": purchase,
             "order_of_row": order_of_row, "order_cust": order_cust,
-            "cat_names": cat_names, "cat_of_row": cat_of_row}
+            "cat_names": cat_names, "cat_of_row": cat_of_row,
+            "money": has_money(amount[purchase])}
+
+
+def has_money(purchase_amounts: np.ndarray) -> bool:
+    """Whether the purchases' money (amount, or quantity x price) means anything: at least
+    half of the purchase rows carry a value. Below that a customer's spend says more about
+    whether their rows were recorded with an amount than about what they spent."""
+    values = np.asarray(purchase_amounts, dtype=np.float64)
+    return bool(len(values)) and float(np.mean(values > 0)) >= MIN_MONEY_SHARE
+
+
+def _catalogue(products) -> pd.DataFrame:
+    """``products`` as a frame with the columns read here (none or empty: no catalogue)."""
+    if products is None:
+        return pd.DataFrame({"product_id": pd.Series(dtype=np.int64),
+                             "category": pd.Series(dtype=object),
+                             "price": pd.Series(dtype=np.float64)})
+    return products
 
 
 def features_from_rows(prepared: dict, as_of, categories=None,
@@ -159,14 +198,17 @@ def features_from_rows(prepared: dict, as_of, categories=None,
 
     touch_codes = np.array([_TYPE_CODE[t] for t in TOUCH_TYPES])
     counts = np.bincount(code * len(INTERACTION_TYPES) + type_code,
-                         minlength=n * len(INTERACTION_TYPES)).reshape(n, -1)
+                         minlength=n * len(INTERACTION_TYPES)).reshape(n, len(INTERACTION_TYPES))
     touches = counts[:, touch_codes]
     n_touches = touches.sum(axis=1)
     touch_share = touches / np.maximum(n_touches, 1)[:, None]
 
     cat_names = prepared["cat_names"]
     cat_of_row = prepared["cat_of_row"][p_window]
-    cat_spend_total = np.bincount(cat_of_row, weights=p_amount, minlength=len(cat_names))
+    money = prepared["money"]
+    # Category mix by money; by purchase lines when purchases carry no money (has_money).
+    p_weight = p_amount if money else np.ones(len(p_amount))
+    cat_spend_total = np.bincount(cat_of_row, weights=p_weight, minlength=len(cat_names))
     if categories is None:
         order = np.argsort(-cat_spend_total, kind="stable")
         categories = [cat_names[i] for i in order[:n_categories] if cat_spend_total[i] > 0]
@@ -175,11 +217,12 @@ def features_from_rows(prepared: dict, as_of, categories=None,
     bucket_of_cat = np.array([top_index.get(c, len(categories)) for c in cat_names],
                              dtype=np.int64)
     n_buckets = len(categories) + 1
-    cat_spend = np.bincount(p_code * n_buckets + bucket_of_cat[cat_of_row], weights=p_amount,
+    cat_spend = np.bincount(p_code * n_buckets + bucket_of_cat[cat_of_row], weights=p_weight,
                             minlength=n * n_buckets).reshape(n, n_buckets)
-    cat_share = cat_spend / np.where(spend > 0, spend, 1.0)[:, None]
+    weight_total = np.bincount(p_code, weights=p_weight, minlength=n)
+    cat_share = cat_spend / np.where(weight_total > 0, weight_total, 1.0)[:, None]
 
-    top_category = _top_category(p_code, cat_of_row, p_amount, cat_names, n)
+    top_category = _top_category(p_code, cat_of_row, p_weight, cat_names, n)
 
     # Whole calendar days: a purchase at any time on the as_of day is 0 days old.
     today = day_ns // _DAY_NS
@@ -207,6 +250,7 @@ def features_from_rows(prepared: dict, as_of, categories=None,
     frame["top_category"] = top_category
     frame = frame[present]
     frame.attrs["categories"] = list(categories)
+    frame.attrs["money"] = bool(money)
     frame.attrs["as_of"] = day.date().isoformat()
     return frame
 
@@ -315,8 +359,10 @@ def _purchase_categories(interactions, products, keep, purchase):
 
 
 def _top_category(p_code, cat_of_row, p_amount, cat_names, n) -> np.ndarray:
-    """The category with the most spend per customer ("" when none)."""
+    """The real category (not NO_CATEGORY) with the most spend per customer ("" when none)."""
     out = np.full(n, "", dtype=object)
+    real = np.asarray(cat_names, dtype=object)[cat_of_row] != NO_CATEGORY
+    p_code, cat_of_row, p_amount = p_code[real], cat_of_row[real], p_amount[real]
     if len(p_code) == 0:
         return out
     n_cat = len(cat_names)

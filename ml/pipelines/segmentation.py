@@ -9,10 +9,18 @@ without a purchase. Clustering is fitted on a seeded sample of buyers and everyo
 assigned, so the cost is one pass over the interactions plus a few seconds of clustering
 whatever the size of the base.
 
-``algorithm="auto"`` chooses the algorithm that best separates *future* behaviour: it cuts
-the history at ``as_of - horizon_days``, segments with features as of the cut, and scores
-each algorithm by how much of the variance of spend and of orders in
-``(cut, as_of]`` lies between segments (adjusted eta squared).
+``algorithm="auto"`` chooses the algorithm whose segments best separate *future* behaviour,
+on the rolling-origin backtest of :mod:`ml.pipelines.backtest`: at each origin (2 or 3 cuts
+from the history up to ``as_of``, windows of up to ``horizon_days``) every algorithm segments
+the customers with features as of the cut and is scored by how much of the variance of the
+orders and of the spend in the window after the cut lies between its segments (adjusted eta
+squared). RFM scores, the simple baseline, are kept unless K-means or DBSCAN beats them by more
+than the spread between origins; with too little history to hold a window back, RFM is
+published as "not validated".
+
+When the purchases carry no money (:func:`ml.pipelines.customer_features.has_money`), spend,
+order value and refund share are left out of the clustering space, the RFM score and the
+names: segments are then by recency, orders, regularity, tenure, contacts and category mix.
 """
 from __future__ import annotations
 
@@ -27,9 +35,10 @@ from sklearn.metrics import pairwise_distances, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
+from ml.pipelines.backtest import choose, plan_backtest
 from ml.pipelines.customer_features import (
     CATEGORY_PREFIX,
-    OTHER_CATEGORY,
+    FILLER_CATEGORIES,
     TOUCH_TYPES,
     as_of_day,
     category_columns,
@@ -42,7 +51,12 @@ __all__ = ["CustomerSegmenter", "customer_features", "match_segments", "PROSPECT
 
 PROSPECTS = "Prospects / no purchases yet"
 UNUSUAL = "Unusual"
-ALGORITHMS = ("kmeans", "dbscan", "rfm")
+# Simplest first: the order the backtest choice keeps a simpler candidate in. RFM is the
+# baseline (quintile scores, nothing fitted).
+ALGORITHMS = ("rfm", "kmeans", "dbscan")
+BASELINE = "rfm"
+TARGET = "segments"
+METRIC = "adjusted eta squared"
 
 K_RANGE = range(3, 9)
 # Silhouette is O(n^2): it is computed on this many points of the K-means sample, from one
@@ -56,7 +70,8 @@ DBSCAN_SAMPLE = 3000
 # a second thread gains little, and on a shared 2-core box (web, worker, database) threads
 # that spin-wait made K-means and the distance products 3-7x slower, measured.
 N_THREADS = 1
-# Below this many buyers at the cut, eta squared per segment is noise: auto falls back.
+# Below this many buyers at a backtest cut, eta squared per segment is noise: that origin is
+# not scored (and with no origin scored, RFM is published as not validated).
 MIN_BUYERS_FOR_AUTO = 50
 
 # Classic RFM grid: row = recency score R (1..5), column = the mean of the frequency and
@@ -78,6 +93,8 @@ _RFM_KEY_GRID = np.vectorize(RFM_GROUPS.index)(_RFM_GRID)
 
 _LOG_COLUMNS = ("recency_days", "orders", "spend", "aov", "tenure_days")
 _CORE_COLUMNS = _LOG_COLUMNS + ("purchase_gap_cv", "refund_share")
+# Left out of the clustering space when the purchases carry no money.
+_MONEY_COLUMNS = ("spend", "aov", "refund_share")
 _TOUCH_COLUMNS = tuple("share_" + t for t in TOUCH_TYPES)
 
 
@@ -88,12 +105,14 @@ class CustomerSegmenter(BaseEstimator):
     ----------
     algorithm : "auto", "kmeans", "dbscan" or "rfm".
     n_clusters : K-means k; by default the k in 3..8 with the best silhouette on a seeded
-        sample of buyers.
+        sample of buyers. K-means is fitted without the few far-out buyers (see
+        :func:`_far_out`); they are assigned to the nearest centre like everyone else.
     eps : DBSCAN radius in the standardised feature space; by default the knee of the sorted
         k-distance curve (k = ``min_samples``).
     min_samples : DBSCAN core-point threshold; by default ``max(5, min(2 * n_features,
         sample_size // 50))``.
-    horizon_days : length of the future window ``auto`` scores the algorithms on.
+    horizon_days : the horizon the backtest windows are planned for (see
+        :func:`ml.pipelines.backtest.plan_backtest`: a window is at most this long).
     random_state : seed for every sample and every K-means start.
     max_sample : at most this many buyers (seeded sample) are used to fit K-means; DBSCAN
         uses at most ``min(max_sample, DBSCAN_SAMPLE)``. Every customer is then assigned.
@@ -103,10 +122,19 @@ class CustomerSegmenter(BaseEstimator):
     assignments_ : DataFrame customer_id, segment_key (int), name, distance_to_center
         (standardised feature space; K-means: to the centre, DBSCAN: to the nearest core
         point; NaN for RFM and prospects), rfm_score (int "RFM" digits, e.g. 545; 0 without a
-        purchase).
+        purchase; the M digit is 0 when the purchases carry no money).
     segments_ : DataFrame segment_key, name, profile, size, figures (JSON-able dict).
-    comparison_ : dict algorithm -> {"score", ...details} (auto only; empty otherwise).
+    comparison_ : dict algorithm -> {"score" (mean adjusted eta squared over the scored
+        origins), "origins" (one score per origin, None where not scored), ...} (auto with a
+        validated backtest only; empty otherwise).
+    backtest_ : the per-origin table in the layout of ``run.metrics["backtest"]``: the plan
+        (:meth:`BacktestPlan.to_json`), per origin "customers", "buyers" and "scores"
+        (algorithm -> {metric: value}), and "choice" {"segments": {...}} ({} when not validated).
     chosen_ : the algorithm used. chosen_reason_ : why, in words.
+    basis_ : "model" (K-means or DBSCAN chosen), "baseline" (RFM chosen) or "not validated"
+        (too little history to compare, or the algorithm was set by the caller).
+    outcome_ : {"basis", "summary"}: the run's outcome in one line.
+    money_ : whether spend was used (see :func:`has_money`).
     params_ : dict of what was chosen (k, eps, min_samples, sample sizes, silhouettes...).
     features_ : the raw per-customer feature frame the segments were fitted on.
     names_ : segment_key -> name (feed to :func:`match_segments` on the next retrain).
@@ -143,12 +171,22 @@ class CustomerSegmenter(BaseEstimator):
     def _fit(self, interactions, products, customers, as_of):
         rows = prepare_rows(interactions, products, customers, as_of)
         features = features_from_rows(rows, as_of)
+        if len(features) == 0:
+            raise NothingToSegment("no customers and no interactions on or before the as-of date: "
+                                   "there is nobody to segment")
         self.comparison_ = {}
+        self.money_ = bool(rows["money"])
         if self.algorithm == "auto":
-            self.chosen_, self.chosen_reason_ = self._choose(rows, as_of, features)
+            self.chosen_, self.chosen_reason_, self.basis_, self.backtest_ = \
+                self._choose(rows, as_of, features)
         else:
             self.chosen_ = self.algorithm
             self.chosen_reason_ = "set by the caller"
+            self.basis_ = "not validated"
+            plan = plan_backtest(_first_purchase_day(rows), as_of, self.horizon_days)
+            self.backtest_ = dict(plan.to_json(), target=TARGET, validated=False, origins=[],
+                                  choice={}, reason=f"{self.algorithm} set by the caller: not "
+                                                    f"compared on backtest windows")
 
         model = _fit_model(self.chosen_, features, self._settings())
         keys, distance = _assign(model, features)
@@ -160,6 +198,7 @@ class CustomerSegmenter(BaseEstimator):
         self.segments_ = segments
         self.assignments_ = _assignment_frame(features, keys, distance, names, model)
         self.names_ = names
+        self.outcome_ = self._outcome(segments)
         return self
 
     def predict(self, interactions, products, customers, as_of) -> pd.DataFrame:
@@ -183,35 +222,123 @@ class CustomerSegmenter(BaseEstimator):
                 "random_state": self.random_state, "max_sample": self.max_sample}
 
     def _choose(self, rows, as_of, features_now):
-        """Pick the algorithm whose segments at ``as_of - horizon`` best explain the window."""
-        cut = as_of_day(as_of) - pd.Timedelta(days=int(self.horizon_days))
-        past = features_from_rows(rows, cut)
-        buyers = int((past["orders"] > 0).sum())
-        if buyers < MIN_BUYERS_FOR_AUTO:
-            return "kmeans", (f"fell back to kmeans: history before {cut.date()} "
-                              f"(as_of - {self.horizon_days} days) has {buyers} buyers, "
-                              f"fewer than the {MIN_BUYERS_FOR_AUTO} needed to compare "
-                              f"algorithms on the window after it")
-        now = features_now.reindex(past.index)
-        future_spend = np.maximum(now["spend"].to_numpy() - past["spend"].to_numpy(), 0.0)
-        future_orders = np.maximum(now["orders"].to_numpy() - past["orders"].to_numpy(), 0)
+        """Compare the algorithms on the backtest origins; returns (algorithm, reason, basis,
+        backtest table).
+
+        At each cut, every algorithm segments the customers known then (features as of the cut)
+        and is scored on the window after it: the mean over orders and spend (orders only
+        without money) of the adjusted eta squared of that window's figures between segments.
+        The choice is :func:`ml.pipelines.backtest.choose` on the negated scores, RFM first.
+        """
+        plan = plan_backtest(_first_purchase_day(rows), as_of, self.horizon_days)
+        backtest = dict(plan.to_json(), target=TARGET)
+        if not plan.validated:
+            backtest["choice"] = {}
+            return BASELINE, (f"{plan.reason}: RFM scores (the baseline) are published without a "
+                              f"comparison"), "not validated", backtest
+        window = pd.Timedelta(days=plan.window_days)
+        targets = ("orders", "spend") if rows["money"] else ("orders",)
+        scores = {a: [] for a in ALGORITHMS}
+        details = {a: [] for a in ALGORITHMS}
+        for origin, cut in zip(backtest["origins"], plan.cuts):
+            past = features_from_rows(rows, cut)
+            later = features_now if cut + window >= as_of_day(as_of) \
+                else features_from_rows(rows, cut + window)
+            later = later.reindex(past.index)
+            buyers = int((past["orders"] > 0).sum())
+            origin["customers"], origin["buyers"] = int(len(past)), buyers
+            origin["scores"] = {}
+            future = {t: np.maximum(later[t].to_numpy(np.float64) - past[t].to_numpy(np.float64),
+                                    0.0) for t in targets}
+            for algorithm in ALGORITHMS:
+                if buyers < MIN_BUYERS_FOR_AUTO:
+                    origin["scores"][algorithm] = {METRIC: None}
+                    scores[algorithm].append(None)
+                    continue
+                model = _fit_model(algorithm, past, self._settings())
+                keys, _ = _assign(model, past)
+                eta = {t: _eta_squared(y, keys) for t, y in future.items()}
+                score = float(np.mean([e["adjusted"] for e in eta.values()]))
+                origin["scores"][algorithm] = {
+                    METRIC: score,
+                    "adjusted eta squared of orders": eta["orders"]["adjusted"],
+                    "adjusted eta squared of spend": eta["spend"]["adjusted"] if "spend" in eta
+                    else None,
+                    "segments": int(len(np.unique(keys)))}
+                scores[algorithm].append(score)
+                details[algorithm].append({**origin["scores"][algorithm], "cut": origin["cut"],
+                                           "params": _json_ready(model["params"])})
+        scored = [i for i, v in enumerate(scores[BASELINE]) if v is not None]
+        if not scored:
+            most = max(o["buyers"] for o in backtest["origins"])
+            backtest["validated"] = False
+            backtest["reason"] = (f"not validated: at most {most} customers had bought by a backtest "
+                                  f"cut, fewer than the {MIN_BUYERS_FOR_AUTO} needed to compare "
+                                  f"segmentations on the window after it")
+            backtest["choice"] = {}
+            return BASELINE, (f"{backtest['reason']}: RFM scores (the baseline) are published "
+                              f"without a comparison"), "not validated", backtest
+        picked = choose({a: [-scores[a][i] for i in scored] for a in ALGORITHMS}, ALGORITHMS)
+        chosen, best = picked["chosen"], picked["best"]
+        mean = {a: -v for a, v in picked["mean"].items()}
+        k = len(scored)
+        windows = f"{k} backtest window{'s' if k != 1 else ''} of {plan.window_days} days"
+        if chosen != best:
+            reason = (f"{chosen}: within the spread between the {windows} of the best, {best} "
+                      f"(mean {METRIC} {mean[chosen]:.3f} against {mean[best]:.3f}), so the "
+                      f"simpler candidate is kept")
+        elif chosen == BASELINE:
+            reason = f"{chosen}: the highest mean {METRIC} over {windows}"
+        else:
+            reason = (f"{chosen}: the highest mean {METRIC} over {windows}, by more than the "
+                      f"spread between windows against every simpler candidate")
+        if k < len(plan.cuts):
+            reason += (f" ({len(plan.cuts) - k} older window{'s' if len(plan.cuts) - k != 1 else ''}"
+                       f" not scored: fewer than {MIN_BUYERS_FOR_AUTO} buyers by the cut)")
+        backtest["choice"] = {TARGET: {
+            "metric": METRIC, "lower_is_better": False, "chosen": chosen, "best": best,
+            "baseline": BASELINE, "is_baseline": chosen == BASELINE, "mean": mean,
+            "spread": picked["spread"], "origins": {a: scores[a] for a in ALGORITHMS},
+            "reason": reason}}
         for algorithm in ALGORITHMS:
-            model = _fit_model(algorithm, past, self._settings())
-            keys, _ = _assign(model, past)
-            spend_eta = _eta_squared(future_spend, keys)
-            orders_eta = _eta_squared(future_orders.astype(np.float64), keys)
+            done = details[algorithm]
             self.comparison_[algorithm] = {
-                "score": float((spend_eta["adjusted"] + orders_eta["adjusted"]) / 2),
-                "eta2_spend": spend_eta["eta2"], "adj_eta2_spend": spend_eta["adjusted"],
-                "eta2_orders": orders_eta["eta2"], "adj_eta2_orders": orders_eta["adjusted"],
-                "n_segments": int(len(np.unique(keys))),
-                "n_customers": int(len(keys)),
-                "cut": cut.date().isoformat(),
-                "params": _json_ready(model["params"]),
-            }
-        best = max(ALGORITHMS, key=lambda a: self.comparison_[a]["score"])
-        return best, (f"best score (mean adjusted eta squared of spend and orders in the "
-                      f"{self.horizon_days} days after {cut.date()}, segments as of that day)")
+                "score": mean[algorithm], "origins": scores[algorithm],
+                "adj_eta2_orders": float(np.mean([d["adjusted eta squared of orders"] for d in done])),
+                "adj_eta2_spend": float(np.mean([d["adjusted eta squared of spend"] for d in done]))
+                if rows["money"] else None,
+                "n_segments": done[0]["segments"], "cut": done[0]["cut"], "params": done[0]["params"]}
+        return chosen, reason, ("baseline" if chosen == BASELINE else "model"), backtest
+
+    def _outcome(self, segments: pd.DataFrame) -> dict:
+        """The run's outcome in one line (``run.metrics["outcome"]``)."""
+        n = int((segments["size"] > 0).sum())
+        what = f"{self.chosen_} ({n} segment{'s' if n != 1 else ''})"
+        validated = self.backtest_.get("reason", "")
+        if self.basis_ == "model":
+            summary = f"model: {what}, {validated}"
+        elif self.basis_ == "baseline":
+            summary = (f"baseline: {what}, {validated}; neither K-means nor DBSCAN separated the "
+                       f"customers' next {'orders and spend' if self.money_ else 'orders'} "
+                       f"better by more than the spread between windows")
+        else:
+            for lead in ("not yet validated: ", "not validated: "):
+                validated = validated.removeprefix(lead)
+            summary = f"not validated: {what}; {validated}"
+        if not self.money_:
+            summary += ("; spend left out (the purchases carry no amounts): segments by recency, "
+                        "orders, regularity, tenure, contacts and category mix")
+        return {"basis": self.basis_, "summary": summary}
+
+
+class NothingToSegment(ValueError):
+    """The frames hold no customer at all (the message says so in words)."""
+
+
+def _first_purchase_day(rows: dict):
+    """The day of the first purchase in prepared rows (None without a purchase)."""
+    t = rows["t_ns"][rows["purchase"]]
+    return pd.Timestamp(int(t.min())).normalize() if len(t) else None
 
 
 # ---------------------------------------------------------------------- encoding
@@ -221,18 +348,25 @@ def _fit_encoding(features: pd.DataFrame) -> dict:
     Money, counts and durations are heavy-tailed, so they enter as log1p. Columns are
     standardised; the six interaction shares and the category shares are each down-weighted
     by 1/sqrt(block size) so each block weighs like one feature and the mix does not drown
-    recency, frequency and money.
+    recency, frequency and money. Without money (``features.attrs["money"]`` False) spend,
+    order value and refund share are left out: they are 0 for everyone, not behaviour.
     """
     buyers = features[features["orders"] > 0]
+    money = bool(features.attrs.get("money", True))
     categories = list(features.attrs.get("categories", []))
     cat_cols = category_columns(categories)
     cv = buyers["purchase_gap_cv"].to_numpy()
     cv_fill = float(np.nanmedian(cv)) if np.isfinite(cv).any() else 0.0
-    columns = list(_CORE_COLUMNS) + list(_TOUCH_COLUMNS) + cat_cols
-    weights = np.r_[np.ones(len(_CORE_COLUMNS)),
+    core = [c for c in _CORE_COLUMNS if money or c not in _MONEY_COLUMNS]
+    columns = core + list(_TOUCH_COLUMNS) + cat_cols
+    weights = np.r_[np.ones(len(core)),
                     np.full(len(_TOUCH_COLUMNS), 1 / math.sqrt(len(_TOUCH_COLUMNS))),
                     np.full(len(cat_cols), 1 / math.sqrt(len(cat_cols)))]
-    enc = {"categories": categories, "columns": columns, "cv_fill": cv_fill,
+    spend = buyers["spend"].to_numpy(np.float64)
+    refunded = np.minimum(np.clip(buyers["refund_amount"].to_numpy(np.float64), 0.0, None), spend)
+    enc = {"categories": categories, "columns": columns, "cv_fill": cv_fill, "money": money,
+           "refund_prior": float(refunded.sum() / spend.sum()) if spend.sum() > 0 else 0.0,
+           "refund_weight": float(np.median(spend)) if len(spend) else 0.0,
            "mean": np.zeros(len(columns)), "scale": np.ones(len(columns)), "weights": weights}
     raw = _raw_matrix(buyers, enc)
     if len(raw):
@@ -252,8 +386,14 @@ def _raw_matrix(features: pd.DataFrame, enc: dict) -> np.ndarray:
         elif col == "purchase_gap_cv":
             values = np.where(np.isnan(values), enc["cv_fill"], values)
         elif col == "refund_share":
-            # Refunds above spend (refunds of earlier purchases) are as extreme as 100 %.
-            values = np.clip(values, 0.0, 1.0)
+            # Shrunk towards the base's refund share by a prior worth the median buyer's spend:
+            # one refund among three small orders is weak evidence of a refunder, ten among
+            # thirty is strong. Refunds above spend (of earlier purchases) count as 100 %.
+            refunded = np.clip(features["refund_amount"].to_numpy(np.float64), 0.0, None)
+            spend = features["spend"].to_numpy(np.float64)
+            refunded = np.minimum(refunded, spend)
+            values = (refunded + enc["refund_prior"] * enc["refund_weight"]) \
+                / np.maximum(spend + enc["refund_weight"], 1e-12)
         out[:, j] = values
     return out
 
@@ -286,24 +426,29 @@ def _sample(n: int, size: int, rng) -> np.ndarray:
 
 
 def _fit_kmeans(X, settings, rng) -> dict:
-    n_unique = len(np.unique(X, axis=0)) if len(X) <= 5000 else len(X)
     seed = settings["random_state"]
     if len(X) == 0:
         return {"centers": np.zeros((0, 0)), "extra_params": {"k": 0}}
     Xs = X[_sample(len(X), settings["max_sample"], rng)]
+    # Fitted (and k chosen) without the far-out customers; everyone is assigned afterwards.
+    far = _far_out(Xs)
+    Xs = Xs[~far]
+    n_unique = len(np.unique(Xs, axis=0)) if len(Xs) <= 5000 else len(Xs)
     if settings["n_clusters"] is not None:
         k = int(min(settings["n_clusters"], n_unique))
         km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Xs)
         return {"centers": km.cluster_centers_,
                 "extra_params": {"k": k, "k_criterion": "set by the caller",
-                                 "sample_size": int(len(Xs))}}
+                                 "sample_size": int(len(Xs)),
+                                 "far_out_left_out": int(far.sum())}}
     ks = [k for k in K_RANGE if k < n_unique]
     if not ks:
         k = max(1, min(2, n_unique))
         km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Xs)
         return {"centers": km.cluster_centers_,
                 "extra_params": {"k": k, "k_criterion": "too few distinct buyers for 3..8",
-                                 "sample_size": int(len(Xs))}}
+                                 "sample_size": int(len(Xs)),
+                                 "far_out_left_out": int(far.sum())}}
     sil_idx = _sample(len(Xs), SILHOUETTE_SAMPLE, rng)
     distances = pairwise_distances(Xs[sil_idx])
     scores, fitted = {}, {}
@@ -317,7 +462,27 @@ def _fit_kmeans(X, settings, rng) -> dict:
     return {"centers": fitted[k].cluster_centers_,
             "extra_params": {"k": int(k), "k_criterion": "best silhouette over k=3..8 on a "
                              "seeded sample", "silhouette": {str(a): b for a, b in scores.items()},
-                             "sample_size": int(len(Xs))}}
+                             "sample_size": int(len(Xs)),
+                             "far_out_left_out": int(far.sum())}}
+
+
+def _far_out(X: np.ndarray) -> np.ndarray:
+    """Rows far out from the bulk: distance to the coordinate-wise median beyond Tukey's
+    far-out fence (Q3 + 3 IQR of those distances).
+
+    A handful of such customers (a few huge wholesale orders) would otherwise take a K-means
+    centre of their own and win the silhouette for a k that lumps everyone else together.
+    """
+    none = np.zeros(len(X), dtype=bool)
+    if len(X) < 4:
+        return none
+    d = np.linalg.norm(X - np.median(X, axis=0), axis=1)
+    q1, q3 = np.quantile(d, [0.25, 0.75])
+    if q3 <= q1:  # most customers alike: no spread to measure "far" by
+        return none
+    far = d > q3 + 3.0 * (q3 - q1)
+    # A tenth of the base far out is a group of its own, not a handful of outliers.
+    return far if far.sum() < len(X) / 10 else none
 
 
 def _knee(sorted_distances: np.ndarray) -> float:
@@ -387,11 +552,13 @@ def _quintile(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return (1 + np.floor((lo + hi) / 2 + 0.5)).astype(np.int64).clip(1, 5)
 
 
-def _rfm_scores(features: pd.DataFrame, edges: dict):
+def _rfm_scores(features: pd.DataFrame, edges: dict, money: bool = True):
+    """R, F and M scores 1..5 (M is 0 for everyone when the purchases carry no money)."""
     r = 6 - _quintile(features["recency_days"].to_numpy(dtype=np.float64),
                       edges["recency_days"])
     f = _quintile(features["orders"].to_numpy(dtype=np.float64), edges["orders"])
-    m = _quintile(features["spend"].to_numpy(dtype=np.float64), edges["spend"])
+    m = _quintile(features["spend"].to_numpy(dtype=np.float64), edges["spend"]) if money \
+        else np.zeros(len(features), dtype=np.int64)
     return r, f, m
 
 
@@ -419,8 +586,10 @@ def _assign(model: dict, features: pd.DataFrame):
         return keys, distance
     algorithm = model["algorithm"]
     if algorithm == "rfm":
-        r, f, m = _rfm_scores(features.iloc[buyers], model["rfm"])
-        fm = np.floor((f + m) / 2 + 0.5).astype(np.int64)
+        money = model["encoding"]["money"]
+        r, f, m = _rfm_scores(features.iloc[buyers], model["rfm"], money)
+        # The grid's columns are frequency and money together; frequency alone without money.
+        fm = np.floor((f + m) / 2 + 0.5).astype(np.int64) if money else f
         keys[buyers] = _RFM_KEY_GRID[r - 1, fm - 1]
         return keys, distance
     X = _encode(features.iloc[buyers], model["encoding"])
@@ -470,7 +639,7 @@ def _nearest(X: np.ndarray, points: np.ndarray):
 
 def _assignment_frame(features, keys, distance, names, model) -> pd.DataFrame:
     orders = features["orders"].to_numpy()
-    r, f, m = _rfm_scores(features, model["rfm"])
+    r, f, m = _rfm_scores(features, model["rfm"], model["encoding"]["money"])
     rfm = np.where(orders > 0, r * 100 + f * 10 + m, 0)
     name_of = np.array([names.get(int(k), "") for k in range(max(names) + 1)], dtype=object) \
         if names else np.array([], dtype=object)
@@ -488,7 +657,7 @@ def _describe(model, features, keys):
     """Names (key -> name) and the segments_ frame for one fitted assignment."""
     layout = _segment_layout(model)
     buyers = features["orders"].to_numpy() > 0
-    base = _base_figures(features[buyers])
+    base = _base_figures(features[buyers], model["encoding"]["money"])
     table = _segment_table(features, keys)
     present = sorted(set(np.unique(keys).tolist()) | {layout["prospects"]}
                      | ({layout["unusual"]} if layout["unusual"] is not None else set()))
@@ -503,7 +672,7 @@ def _describe(model, features, keys):
     else:
         for k in regular:
             names[k] = _rule_name(table.loc[k], base)
-        _make_distinct(names, table, regular, sizes)
+        _make_distinct(names, table, regular, sizes, base["money"])
     names[layout["prospects"]] = PROSPECTS
     if layout["unusual"] is not None:
         names[layout["unusual"]] = UNUSUAL
@@ -541,7 +710,9 @@ def _segment_table(features: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
     return table
 
 
-def _base_figures(buyers: pd.DataFrame) -> dict:
+def _base_figures(buyers: pd.DataFrame, money: bool = True) -> dict:
+    """The median buyer's figures, which segments are described against (``money``: whether
+    spend means anything, see :func:`has_money`)."""
     cats = [c for c in buyers.columns if c.startswith(CATEGORY_PREFIX)]
     spend = buyers["spend"].sum()
 
@@ -550,11 +721,14 @@ def _base_figures(buyers: pd.DataFrame) -> dict:
         return float(v) if pd.notna(v) else np.nan
 
     return {
+        "money": bool(money),
         "recency": med("recency_days"), "orders": med("orders"), "spend": med("spend"),
         "aov": med("aov"), "tenure": med("tenure_days"), "gap": med("purchase_gap_days"),
         "refund": float(buyers["refund_amount"].sum() / spend) if spend > 0 else 0.0,
         "touch": {c: float(buyers[c].mean()) if len(buyers) else 0.0 for c in _TOUCH_COLUMNS},
         "cats": {c: float(buyers[c].mean()) if len(buyers) else 0.0 for c in cats},
+        "n_categories": sum(1 for c in cats if c[len(CATEGORY_PREFIX):] not in FILLER_CATEGORIES
+                            and len(buyers) and buyers[c].max() > 0),
     }
 
 
@@ -572,15 +746,16 @@ def _levels(row, base) -> dict:
     aov = _ratio(row["med_aov"], base["aov"])
     tenure = _ratio(row["med_tenure_days"], max(base["tenure"], 1.0))
     refund = float(row["pooled_refund_share"])
+    money = base["money"]  # without money, nobody is a high, low or refund-prone spender
     return {
         "recent": rec <= 0.5,
         "lapsed": rec >= 2.0,
         "frequent": orders >= 1.5 and row["med_orders"] >= 3,
         "one_off": row["med_orders"] <= 1,
-        "high": spend >= 1.8,
-        "low": spend <= 0.55,
-        "big_ticket": aov >= 1.8,
-        "refunds": refund >= max(0.10, 2.0 * base["refund"]),
+        "high": money and spend >= 1.8,
+        "low": money and spend <= 0.55,
+        "big_ticket": money and aov >= 1.8,
+        "refunds": money and refund >= max(0.10, 2.0 * base["refund"]),
         "new": tenure <= 0.35 and rec <= 0.5,
     }
 
@@ -597,8 +772,10 @@ def _rule_name(row, base) -> str:
     if lv["new"]:
         return "New customers"
     if lv["lapsed"]:
-        if lv["high"] or lv["frequent"]:
+        if lv["high"] or (lv["frequent"] and base["money"]):
             return "At-risk valuable customers"
+        if lv["frequent"]:
+            return "At-risk regulars"
         if lv["one_off"]:
             return "Lapsed one-time buyers"
         return "Drifting occasional buyers"
@@ -612,12 +789,17 @@ def _rule_name(row, base) -> str:
         return "Recent first-time buyers" if lv["recent"] else "One-time buyers"
     if lv["low"]:
         return "Occasional low spenders"
-    return "Steady mid-value customers"
+    return "Steady mid-value customers" if base["money"] else "Occasional repeat buyers"
 
 
-def _make_distinct(names: dict, table: pd.DataFrame, keys: list, sizes: dict) -> None:
+def _make_distinct(names: dict, table: pd.DataFrame, keys: list, sizes: dict,
+                   money: bool = True) -> None:
     """Give duplicate names a qualifier from where the segment differs most from the
-    largest segment of the same name; numbered as a last resort. Modifies ``names``."""
+    largest segment of the same name; numbered as a last resort. Modifies ``names``.
+
+    A qualifier states a real difference: none from a figure within 0.8-1.25x of the other
+    segment's, from spend or order value without money, or from a filler category ("(none)",
+    "(other)"), nor a category the other segment mostly buys too."""
     by_name: dict[str, list[int]] = {}
     for k in sorted(keys, key=lambda kk: (-sizes[kk], kk)):
         by_name.setdefault(names[k], []).append(k)
@@ -634,11 +816,14 @@ def _make_distinct(names: dict, table: pd.DataFrame, keys: list, sizes: dict) ->
                                     ("med_recency_days", "less recent", "more recent"),
                                     ("med_aov", "bigger baskets", "smaller baskets"),
                                     ("med_tenure_days", "longer-standing", "newer")):
+                if not money and col in ("med_spend", "med_aov"):
+                    continue
                 a, b = float(row[col]), float(ref[col])
-                if np.isfinite(a) and np.isfinite(b):
+                # Within 0.8-1.25x the profiles say "about the same": not a difference to name.
+                if np.isfinite(a) and np.isfinite(b) and _times(_ratio(a, b)) != "about":
                     options.append((abs(math.log1p(a) - math.log1p(b)), more if a > b else less))
-            cat = _top_share(row, CATEGORY_PREFIX)
-            if cat and cat[1] >= 0.5:
+            cat, ref_cat = _top_category(row), _top_category(ref)
+            if cat and cat[1] >= 0.5 and not (ref_cat and ref_cat[0] == cat[0]):
                 options.append((cat[1], "mostly " + cat[0]))
             options.sort(key=lambda o: -o[0])
             candidate = None
@@ -654,11 +839,19 @@ def _make_distinct(names: dict, table: pd.DataFrame, keys: list, sizes: dict) ->
             taken.add(candidate)
 
 
-def _top_share(row, prefix):
-    """(label, mean share) of the largest share column with ``prefix`` in a segment row."""
+def _top_category(row):
+    """(category, mean share) of the largest real category (never a filler such as "(none)"
+    or "(other)") in a segment row; None when no real category has a share."""
+    return _top_share(row, CATEGORY_PREFIX, exclude=FILLER_CATEGORIES)
+
+
+def _top_share(row, prefix, exclude=()):
+    """(label, mean share) of the largest share column with ``prefix`` in a segment row,
+    leaving out the labels in ``exclude``."""
     if row is None:
         return None
-    cols = [c for c in row.index if c.startswith("mean_" + prefix)]
+    cols = [c for c in row.index if c.startswith("mean_" + prefix)
+            and c[len("mean_" + prefix):] not in exclude]
     if not cols:
         return None
     values = row[cols].astype(float)
@@ -701,26 +894,31 @@ def _profile(name, row, base, size, n_total, unusual=False) -> str:
         return f"{name}: no customers in this segment at this date."
     parts = []
     if row["med_orders"] >= 2:
-        parts.append(f"buy every {_period(row['med_purchase_gap_days'])} "
+        period = _period(row["med_purchase_gap_days"])
+        parts.append(f"buy {period if period == 'daily' else 'every ' + period} "
                      f"({row['med_orders']:.0f} orders)")
     else:
         parts.append("mostly a single order")
-    spend_ratio = _ratio(row["med_spend"], base["spend"])
-    parts.append(f"spend {_times(spend_ratio)} the median buyer"
-                 .replace("about the", "about the same as the"))
+    money = base["money"]
+    if money:
+        spend_ratio = _ratio(row["med_spend"], base["spend"])
+        parts.append(f"spend {_times(spend_ratio)} the median buyer"
+                     .replace("about the", "about the same as the"))
     days = row["med_recency_days"]
     parts.append(f"last bought {days:.0f} day{'' if round(days) == 1 else 's'} ago "
                  f"(median buyer: {base['recency']:.0f} days)")
     refund = float(row["pooled_refund_share"])
-    if refund < 0.02:
-        parts.append("rarely refund")
-    elif refund >= max(0.10, 2 * base["refund"]):
-        parts.append(f"refund often ({refund:.0%} of spend)")
-    else:
-        parts.append(f"refund {refund:.0%} of spend")
-    cat = _top_share(row, CATEGORY_PREFIX)
-    if cat and cat[1] >= 0.4 and cat[0] != OTHER_CATEGORY:
-        parts.append(f"mostly buy {cat[0]} ({cat[1]:.0%} of spend)")
+    if money:  # refunds are measured in money: without amounts there is nothing to say
+        if refund < 0.02:
+            parts.append("rarely refund")
+        elif refund >= max(0.10, 2 * base["refund"]):
+            parts.append(f"refund often ({refund:.0%} of spend)")
+        else:
+            parts.append(f"refund {refund:.0%} of spend")
+    cat = _top_category(row)
+    # In a shop with one real category, "mostly buy <it>" tells nothing about anyone.
+    if cat and cat[1] >= 0.4 and base["n_categories"] > 1:
+        parts.append(f"mostly buy {cat[0]} ({cat[1]:.0%} of {'spend' if money else 'purchases'})")
     touch = _touch_trait(row, base)
     if touch:
         parts.append(touch)
@@ -756,8 +954,9 @@ def _figures(row, base, size, n_total) -> dict:
 
     if row is None or size == 0:
         return {"size": int(size), "share_of_base": 0.0}
-    cat = _top_share(row, CATEGORY_PREFIX)
-    return {
+    cat = _top_category(row)
+    money = base["money"]
+    figures = {
         "size": int(size),
         "share_of_base": num(size / n_total),
         "median_recency_days": num(row["med_recency_days"]),
@@ -772,6 +971,10 @@ def _figures(row, base, size, n_total) -> dict:
         "top_category_share": num(cat[1]) if cat else 0.0,
         "touch_mix": {c[len("share_"):]: num(row["mean_" + c]) for c in _TOUCH_COLUMNS},
     }
+    if not money:  # not measured: shown as missing, not as 0
+        for key in ("median_spend", "median_aov", "refund_share", "spend_vs_median_buyer"):
+            figures[key] = None
+    return figures
 
 
 def _json_ready(value):

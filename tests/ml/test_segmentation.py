@@ -264,25 +264,89 @@ def test_rfm_puts_most_recent_and_frequent_into_champions(planted):
     assert (a.loc[group[group == "prospects"].index, "rfm_score"] == 0).all()
 
 
-def test_auto_compares_all_three_and_picks_the_best(planted):
+def test_auto_chooses_on_several_backtest_origins(planted):
     interactions, products, customers, _ = planted
     model = CustomerSegmenter(algorithm="auto", random_state=0).fit(
         interactions, products, customers, AS_OF)
-    assert set(model.comparison_) == {"kmeans", "dbscan", "rfm"}
-    scores = {a: v["score"] for a, v in model.comparison_.items()}
-    assert model.chosen_ == max(scores, key=scores.get)
-    assert all(-1.0 <= s <= 1.0 for s in scores.values())
+
+    backtest = model.backtest_
+    assert backtest["validated"] and backtest["window_days"] == 90
+    assert [o["cut"] for o in backtest["origins"]] == ["2024-10-02", "2024-07-04", "2024-04-05"]
+    choice = backtest["choice"]["segments"]
+    assert (choice["metric"], choice["lower_is_better"], choice["baseline"]) == \
+        ("adjusted eta squared", False, "rfm")
+    # The planted groups are clusters: K-means separates the next window's customers better
+    # than RFM scores on every origin, by more than the spread.
+    assert model.chosen_ == choice["chosen"] == "kmeans" and not choice["is_baseline"]
+    per_origin = {a: [o["scores"][a]["adjusted eta squared"] for o in backtest["origins"]]
+                  for a in ("rfm", "kmeans", "dbscan")}
+    assert per_origin == choice["origins"]
+    assert all(k > r for k, r in zip(per_origin["kmeans"], per_origin["rfm"]))
+    assert model.comparison_["kmeans"]["score"] == pytest.approx(np.mean(per_origin["kmeans"]))
+    assert model.outcome_ == {"basis": "model", "summary": "model: kmeans (4 segments), validated "
+                                                           "on 3 windows of 90 days"}
+    assert all(o["customers"] == 600 and o["buyers"] > 400 for o in backtest["origins"])
+    json.dumps(backtest)
     json.dumps(model.comparison_)
 
 
-def test_auto_falls_back_to_kmeans_on_short_history(planted):
+def test_auto_publishes_rfm_not_validated_on_too_short_history(planted):
     interactions, products, customers, _ = planted
-    recent = interactions[interactions["occurred_at"] > AS_OF - pd.Timedelta(days=30)]
+    recent = interactions[interactions["occurred_at"] > AS_OF - pd.Timedelta(days=15)]
     model = CustomerSegmenter(algorithm="auto", horizon_days=90).fit(
         recent, products, customers, AS_OF)
-    assert model.chosen_ == "kmeans"
-    assert model.comparison_ == {}
-    assert "fell back" in model.chosen_reason_
+    assert model.chosen_ == "rfm" and model.basis_ == "not validated"
+    assert model.comparison_ == {} and model.backtest_["origins"] == []
+    assert model.outcome_["summary"].startswith("not validated: rfm (")
+    assert "days of history" in model.outcome_["summary"]
+
+
+def test_auto_gives_the_same_choice_and_numbers_on_the_same_data_in_any_row_order(planted):
+    interactions, products, customers, _ = planted
+    first = CustomerSegmenter().fit(interactions, products, customers, AS_OF)
+    again = CustomerSegmenter().fit(interactions, products, customers, AS_OF)
+    shuffled = CustomerSegmenter().fit(interactions.sample(frac=1.0, random_state=1),
+                                       products.sample(frac=1.0, random_state=2),
+                                       customers.sample(frac=1.0, random_state=3), AS_OF)
+    for other in (again, shuffled):
+        pd.testing.assert_frame_equal(other.assignments_, first.assignments_)
+        assert other.backtest_ == first.backtest_  # every per-origin score, to the last bit
+        assert other.comparison_ == first.comparison_
+        assert other.segments_.equals(first.segments_)
+
+
+def _alike_but_for_category(n=90, seed=0):
+    """Three groups buying on the same days for the same amounts: one buys products without a
+    category, one Garden, one Books. Only the category mix tells them apart."""
+    rng = np.random.default_rng(seed)
+    products = pd.DataFrame({"product_id": np.arange(30), "sku": [f"s{i}" for i in range(30)],
+                             "name": "", "category": ["", "Garden", "Books"] * 10,
+                             "description": "", "tags": "", "active": True, "price": 20.0})
+    group = np.repeat(np.arange(n) % 3, 10)
+    interactions = pd.DataFrame({
+        "customer_id": np.repeat(np.arange(1, n + 1), 10),
+        "product_id": group + 3 * rng.integers(0, 10, len(group)), "type": "purchase",
+        "occurred_at": AS_OF - pd.to_timedelta(np.tile(np.arange(10) * 30, n), unit="D"),
+        "quantity": 1, "amount": 30.0})
+    interactions["order_ref"] = "o" + interactions.index.astype(str)
+    customers = pd.DataFrame({"customer_id": np.arange(1, n + 1), "external_id": "x",
+                              "signup_date": np.datetime64("2024-01-01", "ns"), "owner_id": -1})
+    return interactions, products, customers
+
+
+def test_segment_names_and_profiles_never_use_a_filler_category():
+    interactions, products, customers = _alike_but_for_category()
+    model = CustomerSegmenter(algorithm="kmeans", n_clusters=3).fit(
+        interactions, products, customers, AS_OF)
+    segs = model.segments_
+    text = " ".join(segs["name"]) + " " + " ".join(segs["profile"])
+    assert "(none)" not in text and "(other)" not in text
+    assert segs["name"].is_unique
+    # Real categories still tell segments apart and describe them.
+    assert "mostly Books" in " ".join(segs["name"]) or "mostly Garden" in " ".join(segs["name"])
+    assert "mostly buy Books (100% of spend)" in text
+    tops = {f.get("top_category") for f in segs["figures"]}
+    assert tops <= {"Garden", "Books", "", None}
 
 
 def test_predict_reproduces_fit_and_places_new_customers(planted, kmeans_fit):
@@ -362,6 +426,7 @@ def benchmark(n_customers: int, n_rows: int, seed: int = 0) -> dict:
         if algorithm == "auto":
             out["chosen"] = model.chosen_
             out["scores"] = {a: round(v["score"], 3) for a, v in model.comparison_.items()}
+            out["origins"] = len(model.backtest_["origins"])
     t0 = time.perf_counter()
     model.predict(interactions, products, customers, AS_OF)
     out["predict_s"] = round(time.perf_counter() - t0, 2)
