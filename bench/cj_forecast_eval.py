@@ -147,7 +147,7 @@ def main(argv=None):
           f"{'fit_evaluate' if args.fit_evaluate else 'fit'} {t1 - t0:.2f} s, predict {t2 - t1:.2f} s")
     print(f"outcome: {model.report_['outcome']['summary']}")
     print(f"ensemble weights: {json.dumps(model.final_.weights, default=float)}")
-    for target, c in model.report_["backtest"]["choice"].items():
+    for c in model.report_["backtest"]["choice"].values():
         print(f"\nbacktest, {c['metric']} per window ({', '.join(o['cut'] for o in model.report_['backtest']['origins'])}):")
         for name, values in c["origins"].items():
             mark = " <- published" if name == c["chosen"] else (" (best)" if name == c["best"] else "")

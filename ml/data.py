@@ -22,7 +22,8 @@ FETCH_SIZE = 50_000
 
 
 def cutoff(as_of: date) -> datetime:
-    """The first instant after ``as_of`` (UTC): rows at or after it are never read."""
+    """The first instant after the local day ``as_of`` (midnight in ``TIME_ZONE``): rows at or after
+    it are never read."""
     return timezone.make_aware(datetime.combine(as_of + timedelta(days=1), time.min), timezone.get_default_timezone())
 
 
@@ -70,7 +71,8 @@ def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_cus
     where, params = [], []
     if as_of is not None:
         where.append("occurred_at < %s")
-        params.append(cutoff(as_of))
+        # As the database stores it (SQLite compares text: UTC without an offset).
+        params.append(connection.ops.adapt_datetimefield_value(cutoff(as_of)))
     sql = (f"SELECT customer_id, COALESCE(product_id, {NO_PRODUCT}), type, occurred_at, quantity, "
            f"COALESCE(amount, 0), CASE WHEN order_ref = '' THEN 'row:' || CAST(id AS TEXT) ELSE order_ref END "
            f"FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
@@ -86,7 +88,7 @@ def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_cus
     frame["amount"] = frame["amount"].astype("float64")
     frame["type"] = frame["type"].astype(str)
     frame["order_ref"] = frame["order_ref"].astype(str)
-    frame["occurred_at"] = _utc_naive(frame["occurred_at"])
+    frame["occurred_at"] = _local_naive(frame["occurred_at"])
     if customer_ids is not None:
         frame = frame[frame["customer_id"].isin(np.asarray(list(customer_ids)))]
     if exclude_customer_ids is not None and len(exclude_customer_ids):
@@ -94,8 +96,15 @@ def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_cus
     return frame.reset_index(drop=True)
 
 
-def _utc_naive(values: pd.Series) -> pd.Series:
+def _local_naive(values: pd.Series) -> pd.Series:
+    """Stored instants as naive wall-clock times in ``TIME_ZONE``: the pipelines cut and count
+    whole days on the times they are given, and a day is the company's local day (a purchase
+    at 23:59 in New York on the as-of day is 04:59 UTC the next day and still belongs to it),
+    the same day :func:`cutoff` ends."""
     parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    zone = str(timezone.get_default_timezone())
+    if zone != "UTC":
+        parsed = parsed.dt.tz_convert(zone)
     return parsed.dt.tz_localize(None).astype("datetime64[ns]")
 
 

@@ -401,7 +401,7 @@ def train_segmentation(run: TrainingRun, progress) -> dict:
                               **{k: v for k, v in run.params.items()
                                  if k in ("n_clusters", "eps", "min_samples", "max_sample")})
     try:
-        model.fit(_local_wall_clock(frames["interactions"]), frames["products"], frames["customers"],
+        model.fit(frames["interactions"], frames["products"], frames["customers"],
                   pd.Timestamp(run.as_of))
     except NothingToSegment as exc:
         raise KindNotSupported(str(exc)) from None
@@ -444,20 +444,6 @@ def _rename_profile(profile: str, old: str, new: str) -> str:
     if old != new and profile.startswith(old):
         return new + profile[len(old):]
     return profile
-
-
-def _local_wall_clock(interactions: pd.DataFrame) -> pd.DataFrame:
-    """The frame with ``occurred_at`` (naive UTC) as naive wall-clock time in ``TIME_ZONE``.
-
-    ``data.cutoff`` ends the as-of day at local midnight; the pipeline cuts and counts whole
-    days on the naive times it is given, so it must be given local ones: a purchase at 23:59 on
-    the as-of day in New York is 04:59 UTC the next day and still belongs to the as-of day.
-    """
-    zone = timezone.get_default_timezone()
-    if str(zone) == "UTC":
-        return interactions
-    local = interactions["occurred_at"].dt.tz_localize("UTC").dt.tz_convert(zone).dt.tz_localize(None)
-    return interactions.assign(occurred_at=local.astype("datetime64[ns]"))
 
 
 # --- forecasts ------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ customer_id    int64                       primary key of the customer
 product_id     int64                       primary key of the product, -1 when none
 type           str                         purchase, refund, view, email, call, meeting,
                                            support, note
-occurred_at    datetime64[ns] (naive UTC)  when it happened
+occurred_at    datetime64[ns] (naive       when it happened, as wall-clock time in the
+               local time)                 company's TIME_ZONE: its days are local days
 quantity       int64                       units (>= 0, default 1)
 amount         float64                     money: paid for a purchase, refunded (positive)
                                            for a refund, 0 when not given
