@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 from django.db import connection
 
@@ -110,28 +111,47 @@ def published_run_ids_and_not_forecast() -> tuple[dict, dict]:
     return ids, not_forecast
 
 
+ALGORITHM_WORDS = {"bgnbd": "BG/NBD", "paretonbd": "Pareto/NBD", "gbm": "gradient boosting", "glm": "GLM",
+                   "svr": "SVR", "linear": "linear regression", "polynomial": "polynomial regression"}
+HISTORY_WORDS = {"own history": "This customer's figures rest on their own purchase history.",
+                 "population averages": "This customer has bought on one day only, so their figures lean on "
+                                        "what similar customers did."}
+
+
+def _algorithm_words(text: str) -> str:
+    for code, words in ALGORITHM_WORDS.items():
+        text = re.sub(rf"\b{code}\b", words, text)
+    return text
+
+
 def basis_words(basis: str) -> dict:
     """A Forecast.basis label in plain words: {"css": badge class, "badge": short words, "text": sentence}.
 
-    Labels: "model: <algorithm>", "baseline: <baseline>", "not yet validated: <why>"; any other
-    label (runs before the rolling-origin backtest) is shown as it is.
+    Labels: "model: <algorithm>" (or "model: <algorithm> for orders, <other> for spend and
+    churn"), "baseline: <baseline>", "not yet validated: <why>", each optionally followed by
+    " · own history" or " · population averages" (what this customer's figures rest on); any
+    other label (runs before the rolling-origin backtest) is shown as it is.
     """
-    head, _, rest = (basis or "").partition(":")
+    label, _, history = (basis or "").partition(" · ")
+    tail = f" {HISTORY_WORDS[history.strip()]}" if history.strip() in HISTORY_WORDS else ""
+    head, _, rest = label.partition(":")
     head, rest = head.strip().lower(), rest.strip()
     if head == "model":
+        what = (f"{_algorithm_words(rest)}, each" if " for " in rest
+                else f"the {_algorithm_words(rest) or 'chosen'} model,")
         return {"css": "basis-model", "badge": "model",
-                "text": f"Forecast by the {rest or 'chosen'} model, chosen over the simple baselines on past "
-                        "windows of this company's own data."}
+                "text": f"Forecast by {what} chosen over the simple baselines on past windows of this company's "
+                        f"own data.{tail}"}
     if head == "baseline":
         words = BASELINE_WORDS.get(rest)
         name = f"{rest} ({words})" if words else (rest or "a simple rule")
         return {"css": "basis-baseline", "badge": "baseline",
                 "text": f"Forecast by a simple baseline, {name}: no model beat it on past windows of this "
-                        "company's own data."}
+                        f"company's own data.{tail}"}
     if head in ("not yet validated", "not validated"):
         return {"css": "basis-unvalidated", "badge": "not yet validated",
                 "text": f"Not yet validated{f' ({rest})' if rest else ''}: fitted on all the history there is, "
-                        "with none held back to check it."}
+                        f"with none held back to check it.{tail}"}
     return {"css": "", "badge": "", "text": f"Based on {basis or 'the customer’s history'}."}
 
 

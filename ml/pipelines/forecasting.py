@@ -854,7 +854,7 @@ class CustomerForecaster(BaseEstimator):
 
     def basis_label(self) -> str:
         """What produced the forecast, in a few words: "model: ensemble", "baseline: naive rate",
-        "models: ensemble for orders, bgnbd for spend and churn", "not yet validated: 18 days of history"."""
+        "model: ensemble for orders, bgnbd for spend and churn", "not yet validated: 18 days of history"."""
         if not self.plan_.validated and self.algorithm == "auto":
             return f"not yet validated: {self.plan_.history_days} days of history"
         by_name: dict = {}
@@ -863,7 +863,7 @@ class CustomerForecaster(BaseEstimator):
         if len(by_name) == 1:
             name = next(iter(by_name))
             return f"baseline: {name}" if name in BASELINES else f"model: {name}"
-        return "models: " + ", ".join(
+        return "model: " + ", ".join(
             f"{name}{' (baseline)' if name in BASELINES else ''} for {' and '.join(targets)}"
             for name, targets in by_name.items())
 

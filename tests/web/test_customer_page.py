@@ -174,6 +174,18 @@ def test_customer_page_labels_a_model_forecast_with_its_algorithm(rep_client, wo
     assert "the most recent of 2 such windows" in html
 
 
+def test_customer_page_names_each_targets_model_and_what_the_customer_rests_on(rep_client, world):
+    from .run_metrics import forecast_metrics
+
+    _publish_forecast(world, forecast_metrics(),
+                      basis="model: ensemble for orders, bgnbd for spend and churn · population averages")
+
+    html = page(rep_client, world.ada).content.decode()
+
+    assert "Forecast by ensemble for orders, BG/NBD for spend and churn, each chosen over the simple baselines" in html
+    assert "has bought on one day only" in html
+
+
 def test_customer_page_not_yet_validated_says_so_instead_of_accuracy(rep_client, world):
     from .run_metrics import SHORT_HISTORY, forecast_metrics
 
