@@ -69,9 +69,13 @@ def holdout_summary(run) -> dict:
     m = run.metrics or {}
     if run.kind == TrainingRun.Kind.FORECAST and "model" in m:
         model = m["model"]
-        return {"orders": {k: model["orders"].get(k) for k in ("mae", "rmse", "total_pct_error", "spearman")},
-                "spend": {k: model["spend"].get(k) for k in ("mae", "rmse", "total_pct_error", "spearman")},
-                "churn": {k: model["churn"].get(k) for k in ("auc", "brier")}}
+        figures = {"orders": ("mae", "rmse", "total_pct_error", "spearman"),
+                   "spend": ("mae", "rmse", "total_pct_error", "spearman"), "churn": ("auc", "brier")}
+        return {"window": {"cut": m.get("cut"), "days": m.get("window_days")},
+                **{target: ({k: model[target].get(k) for k in keys} if model.get(target) else "not forecast")
+                   for target, keys in figures.items()}}
+    if run.kind == TrainingRun.Kind.FORECAST and "backtest" in m:
+        return {"validated": False, "reason": m["backtest"].get("reason")}
     if run.kind == TrainingRun.Kind.SEGMENTATION and "comparison" in m:
         return {"chosen": m.get("chosen"), "comparison": {k: (v.get("score") if isinstance(v, dict) else v)
                                                           for k, v in m["comparison"].items()}}
