@@ -154,9 +154,9 @@ def huge_orders(shape: Shape, share=0.01, factor=50, seed=3) -> Shape:
     return replace(shape, name="huge_orders", interactions=t)
 
 
-def matrix(seed=0) -> dict:
+def matrix(seed=0, n_customers=400) -> dict:
     """name -> Shape for every shape of the issue's matrix (built from one planted business)."""
-    base = business(seed=seed)
+    base = business(n_customers=n_customers, seed=seed)
     shapes = [
         base,
         truncated(base, 80, "shorter_than_horizon"),
