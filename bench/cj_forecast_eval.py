@@ -24,6 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cj_protocol import forecast_truth, score_forecast_export  # noqa: E402
 from ml.pipelines import metrics as M  # noqa: E402
 from ml.pipelines.forecasting import CustomerForecaster, fit_evaluate  # noqa: E402
 
@@ -65,31 +66,8 @@ def score_forecasts(pred: pd.DataFrame, data_dir=DATA_DIR) -> dict:
     """Score an export-like frame (external_id, expected_purchases, expected_spend,
     churn_probability) per ANCHORS.md: every household with a purchase on or before
     2017-10-03; missing households count as 0 orders, 0 spend, churn 1."""
-    t = load_contract(Path(data_dir))
-    t["day"] = t["occurred_at"].str[:10]
-    scored = sorted(set(t.loc[t["day"] <= AS_OF, "customer_external_id"]))
-    w = t[(t["day"] >= WINDOW[0]) & (t["day"] <= WINDOW[1]) & t["customer_external_id"].isin(scored)]
-    w = w.assign(amount=w["amount"].astype(float))
-    g = w.groupby("customer_external_id")
-    truth = pd.DataFrame({"orders": g["order_ref"].nunique(), "days": g["day"].nunique(),
-                          "spend": g["amount"].sum()}).reindex(scored, fill_value=0)
-    p = pred.assign(external_id=pred["external_id"].astype(str)).set_index("external_id")
-    p = p.reindex(scored)
-    orders = p["expected_purchases"].fillna(0).to_numpy(float)
-    spend = p["expected_spend"].fillna(0).to_numpy(float)
-    churn = p["churn_probability"].fillna(1).to_numpy(float)
-    churned = (truth["orders"].to_numpy() == 0).astype(int)
-    o = M.count_metrics(orders, truth["orders"])
-    s = M.count_metrics(spend, truth["spend"])
-    c = M.churn_metrics(churn, churned)
-    return {
-        "n_households": len(scored),
-        "orders": o, "purchase_days": M.count_metrics(orders, truth["days"]), "spend": s, "churn": c,
-        "orders_rmse": o["rmse"], "orders_abs_total_pct_error": abs(o["total_pct_error"]),
-        "orders_spearman": o["spearman"], "spend_rmse": s["rmse"], "churn_auc": c["auc"],
-        "orders_mae": o["mae"], "spend_mae": s["mae"], "spend_spearman": s["spearman"],
-        "churn_brier": c["brier"],
-    }
+    scored, truth = forecast_truth(load_contract(Path(data_dir)), AS_OF, WINDOW[1])
+    return score_forecast_export(pred, scored, truth)
 
 
 def simulate_interactions(n_customers: int, rows_per_customer: int = 50, random_state=0) -> pd.DataFrame:

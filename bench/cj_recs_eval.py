@@ -24,12 +24,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cj_protocol import K, export_lists, recs_split  # noqa: E402
+from bench.cj_protocol import score_lists as _score  # noqa: E402
+from bench.cj_protocol import skus as _skus  # noqa: E402
 from ml.pipelines.recommendation import Recommender  # noqa: E402
 
 DATA_DIR = Path("/work/shared/data/completejourney")
 AS_OF = "2017-10-03"
 WINDOW_END = "2018-01-01"
-K = 10
 
 ANCHORS = {
     # name: (P, R, NDCG, HR, coverage) any mode, then new mode; None where not reported.
@@ -81,64 +83,15 @@ def score_recommendations(export_df: pd.DataFrame, data_dir=DATA_DIR) -> dict:
     Returns {"recommendations_new": metrics, "reorder_any": metrics,
     "recommendations_any": metrics} with plain floats.
     """
-    data_dir = Path(data_dir)
-    t = pd.read_csv(data_dir / "contract" / "interactions.csv", dtype=str,
+    t = pd.read_csv(Path(data_dir) / "contract" / "interactions.csv", dtype=str,
                     usecols=["customer_external_id", "occurred_at", "product_sku"])
-    day = t["occurred_at"].str[:10]
-    before = t.loc[day <= AS_OF]
-    window = t.loc[(day > AS_OF) & (day <= WINDOW_END)]
-    catalogue = set(before["product_sku"])
-    seen = before.groupby("customer_external_id")["product_sku"].agg(set).to_dict()
-    window = window.loc[window["customer_external_id"].isin(seen) & window["product_sku"].isin(catalogue)]
-    truth = window.groupby("customer_external_id")["product_sku"].agg(set).to_dict()
-    export = {str(e): (r, o) for e, r, o in zip(export_df["external_id"], export_df["recommendations"],
-                                              export_df["reorder"])}
-
-    def lists(column):
-        return {e: _skus(v[column]) for e, v in export.items()}
-
-    out = {
-        "recommendations_new": _score(lists(0), truth, seen, True, len(catalogue)),
-        "reorder_any": _score(lists(1), truth, seen, False, len(catalogue)),
-        "recommendations_any": _score(lists(0), truth, seen, False, len(catalogue)),
+    catalogue, seen, truth = recs_split(t, AS_OF, WINDOW_END)
+    recs, reorder = export_lists(export_df, "recommendations"), export_lists(export_df, "reorder")
+    return {
+        "recommendations_new": _score(recs, truth, seen, True, len(catalogue)),
+        "reorder_any": _score(reorder, truth, seen, False, len(catalogue)),
+        "recommendations_any": _score(recs, truth, seen, False, len(catalogue)),
     }
-    return out
-
-
-def _skus(value) -> list:
-    if not isinstance(value, str) or not value:
-        return []
-    out = []
-    for s in value.split(";"):
-        s = s.strip()
-        if s and s not in out:
-            out.append(s)
-    return out
-
-
-def _score(lists, truth, seen, new, catalogue_size) -> dict:
-    disc = 1.0 / np.log2(np.arange(2, K + 2))
-    p = r = nd = hr = 0.0
-    n = 0
-    recommended = set()
-    for hh, items in truth.items():
-        if new:
-            items = items - seen.get(hh, set())
-            if not items:
-                continue
-        rec = lists.get(hh, [])
-        if new:
-            rec = [s for s in rec if s not in seen.get(hh, set())]
-        rec = rec[:K]
-        recommended.update(rec)
-        hits = np.array([s in items for s in rec], dtype=float)
-        n += 1
-        p += hits.sum() / K
-        r += hits.sum() / len(items)
-        nd += (hits * disc[: len(hits)]).sum() / disc[: min(len(items), K)].sum()
-        hr += float(hits.any())
-    return {"precision": p / n, "recall": r / n, "ndcg": nd / n, "hit_rate": hr / n,
-            "coverage": len(recommended) / catalogue_size, "households": n}
 
 
 def export_frame(rec: Recommender, products: pd.DataFrame) -> pd.DataFrame:

@@ -65,13 +65,48 @@ def prepare(data_dir: Path, out: Path) -> dict:
     return {"paths": paths, "rows": len(t), "customers": len(customers), "products": len(products)}
 
 
-def manage(env, *args):
+def manage_result(env, *args) -> tuple[float, int, str, str]:
+    """Run ``manage.py ARGS`` as a subprocess: (wall seconds, exit code, stdout, stderr)."""
     started = time.monotonic()
     result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout + result.stderr)
+    return time.monotonic() - started, result.returncode, result.stdout, result.stderr
+
+
+def manage(env, *args):
+    seconds, code, out, err = manage_result(env, *args)
+    if code != 0:
+        sys.stderr.write(out + err)
         raise SystemExit(f"manage.py {' '.join(args)} failed")
-    return time.monotonic() - started, result.stdout
+    return seconds, out
+
+
+def scratch_env(backend: str, tmp: Path, database: str = "crm_bench_cj", **extra) -> dict:
+    """The environment of the product's commands on a fresh scratch database.
+
+    ``CRM_VAR_DIR`` in ``tmp``, no automatic retrain after an import, no Redis (runs are
+    ``--sync``); SQLite in ``tmp``, or PostgreSQL database ``database`` dropped and created
+    (server from ``BENCH_POSTGRES``). ``extra`` adds variables (e.g. ``TIME_ZONE``).
+    """
+    env = {**os.environ, "CRM_VAR_DIR": str(tmp / "var"), "RETRAIN_AFTER_IMPORT": "false", **extra}
+    env.pop("REDIS_URL", None)
+    if backend == "postgres":
+        base = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+        subprocess.run(["psql", f"{base}/postgres", "-q", "-c", f"DROP DATABASE IF EXISTS {database}",
+                        "-c", f"CREATE DATABASE {database}"], check=True, capture_output=True)
+        env["DATABASE_URL"] = f"{base}/{database}"
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{tmp / (database + '.sqlite3')}"
+    return env
+
+
+def read_export(path: Path) -> pd.DataFrame:
+    """export_insights' CSV with the SKU lists as text and the forecast columns as numbers."""
+    frame = pd.read_csv(path, dtype={"external_id": str, "recommendations": str, "reorder": str},
+                        keep_default_na=False)
+    for column in ("expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate"):
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
 
 
 def run(backend: str, data_dir: Path) -> dict:
@@ -80,15 +115,7 @@ def run(backend: str, data_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="crm-cj-") as tmp:
         tmp = Path(tmp)
         files = prepare(data_dir, tmp)
-        env = {**os.environ, "CRM_VAR_DIR": str(tmp / "var"), "RETRAIN_AFTER_IMPORT": "false"}
-        env.pop("REDIS_URL", None)
-        if backend == "postgres":
-            base = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
-            subprocess.run(["psql", f"{base}/postgres", "-q", "-c", "DROP DATABASE IF EXISTS crm_bench_cj",
-                            "-c", "CREATE DATABASE crm_bench_cj"], check=True, capture_output=True)
-            env["DATABASE_URL"] = f"{base}/crm_bench_cj"
-        else:
-            env["DATABASE_URL"] = f"sqlite:///{tmp / 'cj.sqlite3'}"
+        env = scratch_env(backend, tmp, "crm_bench_cj")
         timings = {}
         timings["migrate"], _ = manage(env, "migrate", "--no-input", "-v0")
         timings["import_data"], _ = manage(env, "import_data", *(f"--{k}={v}" for k, v in files["paths"].items()))
@@ -96,10 +123,7 @@ def run(backend: str, data_dir: Path) -> dict:
                                                  "--horizon-days", "90", "--sync")
         export = tmp / "insights.csv"
         timings["export_insights"], _ = manage(env, "export_insights", "--out", str(export))
-        frame = pd.read_csv(export, dtype={"external_id": str, "recommendations": str, "reorder": str},
-                            keep_default_na=False)
-    for column in ("expected_purchases", "expected_spend", "churn_probability"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        frame = read_export(export)
     figures = {"forecasts": score_forecasts(frame, data_dir), "timings": timings, "retrain_output": retrain_out,
                "files": {k: v for k, v in files.items() if k != "paths"}}
     try:
@@ -141,9 +165,19 @@ def report(figures: dict) -> tuple[str, list[str]]:
     return "\n".join(lines), below
 
 
-def write_benchmarks(text: str, backend: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
+def replace_section(start: str, end: str, section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    """Put ``section`` (which begins with ``start`` and ends with ``end``) in place of the one
+    between those markers in ``path``, or append it."""
     content = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in content:
+        before, rest = content.split(start, 1)
+        content = before + section + rest.split(end, 1)[1]
+    else:
+        content = content.rstrip() + "\n\n" + section + "\n"
+    path.write_text(content)
+
+
+def write_benchmarks(text: str, backend: str) -> None:
     start = "<!-- completejourney:start -->"
     end = "<!-- completejourney:end -->"
     section = (f"{start}\n## Complete Journey (real data, end to end)\n\n"
@@ -152,12 +186,7 @@ def write_benchmarks(text: str, backend: str) -> None:
                f"and `export_insights`, and scores the export on 2017-10-04 .. 2018-01-01 exactly as "
                f"../shared/data/completejourney/ANCHORS.md does. Machine: {os.cpu_count()} cores, "
                f"{time.strftime('%Y-%m-%d')}.\n\n{text}\n{end}")
-    if start in content:
-        before, rest = content.split(start, 1)
-        content = before + section + rest.split(end, 1)[1]
-    else:
-        content = content.rstrip() + "\n\n" + section + "\n"
-    path.write_text(content)
+    replace_section(start, end, section)
 
 
 def main() -> None:
