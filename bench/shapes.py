@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -162,6 +163,8 @@ def run_shape(shape: Shape, backend: str) -> dict:
         else:
             frame = read_export(export)
     result["exported_customers"] = len(frame)
+    segments = frame["segment"].fillna("") if "segment" in frame else pd.Series(dtype=str)
+    result["segments"] = {str(k): int(v) for k, v in segments.value_counts().items()}
     result["forecast"] = score_forecast_shape(shape, frame)
     result["recommendation"] = score_recs_shape(shape, frame)
     return result
@@ -246,7 +249,7 @@ def forecast_verdict(f: dict) -> tuple[str, list]:
               if a["orders_abs_total_pct_error"] is not None]
     if totals and r4(ours["orders_abs_total_pct_error"]) > max(totals):
         failed = True
-        reasons.append(f"|orders total %| {ours['orders_abs_total_pct_error']:.2f} > largest anchor's {max(totals):.2f}")
+        reasons.append(f"abs orders total % {ours['orders_abs_total_pct_error']:.2f} > largest anchor's {max(totals):.2f}")
     missing = [k for k, v in f["anchors"].items() if "error" in v]
     if missing:
         reasons.append("anchors not fitted: " + ", ".join(f"{k} ({f['anchors'][k]['error']})" for k in missing))
@@ -299,7 +302,7 @@ def outcome(run: dict | None) -> tuple[str, str, str]:
         return "no run", "", ""
     status, summary = run["status"], ((run.get("outcome") or {}).get("summary") or "")
     error = (run.get("error") or "").strip().splitlines()
-    reason = error[-1] if status == "failed" and error else (error[0] if error else "")
+    reason = error[0] if error else ""  # a failed run's error starts with the exception line
     if status == "succeeded":
         basis = (run.get("outcome") or {}).get("basis")
         label = {"model": "published model", "baseline": "baseline", "not validated": "not validated"}.get(
@@ -308,6 +311,22 @@ def outcome(run: dict | None) -> tuple[str, str, str]:
             label += " (not published)"
         return label, run.get("chosen_algorithm") or "", summary
     return status, run.get("chosen_algorithm") or "", reason[:160]
+
+
+# Names with an empty filler in them (issue 12 saw "Champions (mostly (none))").
+FILLERS = re.compile(r"\(none\)|\bnan\b|\bNone\b|\(\s*\)")
+
+
+def segment_check(segments: dict | None) -> str:
+    """How many segments the export names, and the names with an empty filler."""
+    if segments is None:
+        return "–"
+    named = {k: v for k, v in segments.items() if k}
+    text = f"{len(named)} segments"
+    if len(named) < sum(1 for _ in segments):
+        text += f", {segments.get('', 0)} customers without one"
+    bad = [k for k in named if FILLERS.search(k)]
+    return text + (f"; filler in: {', '.join(bad)}" if bad else "")
 
 
 def _f(v, digits=4):
@@ -331,7 +350,9 @@ def report(results: list[dict]) -> str:
             if not says:  # no outcome summary stored: the retrain line after "kind: run N"
                 says = (r.get("retrain_lines") or {}).get(kind, "").split(" ", 3)[-1]
             check = ""
-            if kind == "forecast":
+            if kind == "segmentation":
+                check = segment_check(r.get("segments"))
+            elif kind == "forecast":
                 check = r["forecast"].get("verdict", "not scored")
             elif kind == "recommendation":
                 rec = r["recommendation"]
@@ -339,7 +360,7 @@ def report(results: list[dict]) -> str:
                 check = ("not scored: " + rec["not_scored"]) if rec.get("not_scored") else (
                     f"beats anchors (NDCG@10): cross-sell {yes[rec['beats_anchors_cross_sell']]}, "
                     f"reorder {yes[rec['beats_anchors_reorder']]}")
-            says = says.replace("|", "/")
+            says = says.split("; as of ")[0].replace("|", "/")
             lines.append(f"| {r['shape']} | {kind} | {label} | {algorithm} | {check} | {says} |")
     lines += ["", "### Forecasts on the shape's window (ours / naive rate / BG/NBD / LinearRegression)", "",
               "| shape | households | orders RMSE | orders total % | churn AUC | spend RMSE | refund rate: "
@@ -441,7 +462,11 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a scored shape FAILs")
     parser.add_argument("--write", action="store_true", help="write the tables into BENCHMARKS.md")
     parser.add_argument("--json", type=Path, help="also write every figure as JSON to this file")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="run nothing: print (and --write, --check) the tables of an earlier --json FILE")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return finish(json.loads(args.from_json.read_text()), args)
     names = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [n for n in names if n not in BUILDERS]
     if unknown:
@@ -465,6 +490,10 @@ def main(argv=None) -> int:
         results.append(result)
         if args.json:  # after every shape, so a long run that stops keeps what it measured
             args.json.write_text(json.dumps(results, indent=1, default=float))
+    return finish(results, args)
+
+
+def finish(results: list[dict], args) -> int:
     table = report(results)
     print()
     print(table)
