@@ -128,7 +128,7 @@ def read_runs(env: dict) -> dict:
 def run_shape(shape: Shape, backend: str) -> dict:
     """Import, retrain, export one shape on a fresh scratch database; the raw results."""
     result = {"shape": shape.name, "note": shape.note, "as_of": shape.as_of, "horizon_days": shape.horizon_days,
-              "load_1min": os.getloadavg()[0], "timings": {}}
+              "load_1min": os.getloadavg()[0], "timings": {}, "backend": backend, "code_commit": code_commit()}
     with tempfile.TemporaryDirectory(prefix="crm-shapes-") as tmp:
         tmp = Path(tmp)
         files = training_files(shape, tmp)
@@ -421,12 +421,17 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def code_commit() -> str:
+    """The last commit that changed the product's code (ml/, crm/): what the figures measure."""
+    return subprocess.run(["git", "log", "-1", "--format=%h", "--", "ml", "crm"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def method_text(backend: str, results: list[dict]) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = results[0].get("code_commit") or code_commit()
     loads = [r["load_1min"] for r in results]
     return (
-        f"`python bench/shapes.py --backend {backend} --write` (code at commit {commit}; "
+        f"`python bench/shapes.py --backend {backend} --write` (product code, ml/ and crm/, as of commit {commit}; "
         f"{time.strftime('%Y-%m-%d')}; {os.cpu_count()} CPUs (`nproc`), 1-minute load "
         f"{min(loads):.2f}–{max(loads):.2f} at the start of the shapes). Each shape is made from "
         "`../shared/data/completejourney/contract/*.csv` by a pure function of bench/shape_builders.py and run "
