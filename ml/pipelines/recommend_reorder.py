@@ -1,11 +1,18 @@
 """Replenishment: which products a customer bought before will they buy again in the window.
 
-Each (customer, product) pair the customer bought is described by its own rhythm
-(inter-purchase interval, days since the last purchase, times bought) and by the product's
-across customers (typical cycle, share of buyers who come back, popularity). A gradient
-boosted classifier learns P(bought again within horizon_days) on a validation window inside
-the training history; the customer's own interval is used when they bought the product on
-two days or more, else the product's typical cycle.
+Only pairs with evidence of re-buying are candidates (:func:`has_evidence`): the customer
+bought the product on two days or more, or customers like them re-bought it, "like them"
+meaning the product's own buyers: at least one of its buyers bought it on two days or more.
+A product nobody ever bought twice is not suggested for reorder, however recently it was
+bought (ratings-like data, where each customer has each item once, gets no reorder list).
+
+Each candidate pair is described by its own rhythm (inter-purchase interval, days since the
+last purchase, times bought) and by the product's across customers (typical cycle, share of
+buyers who come back, popularity). The scorers (:data:`REORDER_CANDIDATES`, simplest first):
+``repeat_buy`` (the baseline: most-bought first), ``due`` (a Poisson rule on the pair's
+interval), and classifiers of P(bought again within the window) learned on backtest windows
+(logistic regression, gradient boosting); the customer's own interval is used when they
+bought the product on two days or more, else the product's typical cycle.
 """
 
 from __future__ import annotations
@@ -13,8 +20,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from ml.pipelines.recommend_history import History
+from ml.pipelines.recommend_history import History, lookup
+
+REORDER_CANDIDATES = ("repeat_buy", "due", "reorder_lr", "reorder_hgb")
+REORDER_BASELINE = "repeat_buy"
+LEARNED = ("reorder_lr", "reorder_hgb")
+# 50k pairs are plenty for 16 features and keep a fit to a few seconds; a sample of them is
+# drawn (seeded) above that.
+MAX_TRAINING_PAIRS = 50_000
+NO_REBUYING = "nobody has bought the same product on two different days: no reorder suggestions"
 
 REORDER_FEATURES = (
     "log_days", "log_rows", "since_last", "span", "own_interval", "interval", "due_ratio",
@@ -31,8 +50,10 @@ REPEAT_PRIOR = 5.0
 def reorder_frame(history: History, horizon_days: int) -> pd.DataFrame:
     """One row per (customer row, product column) the customer bought before as_of.
 
-    Columns: row, col, the ``REORDER_FEATURES`` and the reason's raw figures (days bought,
-    interval, days since last purchase, product cycle). Days are whole calendar days.
+    Columns: row, col, the ``REORDER_FEATURES``, the reason's raw figures (days bought,
+    interval, days since last purchase, product cycle, the product's buyers and repeat
+    buyers) and ``evidence`` (see :func:`has_evidence`). Days are whole calendar days;
+    ``horizon_days`` is the window the features look ahead to.
     """
     b = history.bought
     rows = np.repeat(np.arange(b.shape[0], dtype=np.int64), np.diff(b.indptr))
@@ -72,8 +93,17 @@ def reorder_frame(history: History, horizon_days: int) -> pd.DataFrame:
         "customer_since_last": (history.as_of_day - customer_last[rows]).astype(np.float64),
         "share_of_lines": lines / customer_lines[rows],
         "days": days, "lines": lines,
+        "buyers": buyers[cols], "repeat_buyers": repeaters[cols].astype(np.float64),
     })
+    frame["evidence"] = has_evidence(frame)
     return frame
+
+
+def has_evidence(frame: pd.DataFrame) -> np.ndarray:
+    """Pairs with evidence that the product is bought again: the customer bought it on two
+    days or more, or at least one of the product's buyers did (its repeat buyers count the
+    customer too, so the first case is part of the second)."""
+    return frame["repeat_buyers"].to_numpy() >= 1
 
 
 def not_due(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
@@ -101,13 +131,12 @@ def due_score(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
 
 def reorder_labels(frame: pd.DataFrame, truth: sp.csr_matrix) -> np.ndarray:
     """1 where the pair was bought again in the window (truth: rows x products, binary)."""
-    from ml.pipelines.recommend_history import lookup
-
     return (lookup(truth, frame["row"].to_numpy(), frame["col"].to_numpy()) > 0).astype(np.int8)
 
 
 def reorder_reason(frame: pd.DataFrame) -> tuple[list[str], list[dict]]:
-    """Words and evidence for each row of a (selected) reorder frame."""
+    """Words and evidence for each row of a (selected) reorder frame: the re-buying that let
+    the pair in, the customer's own or the product's other buyers'."""
     reasons, evidence = [], []
     # Rounded in numpy first: a million Python round() calls cost seconds.
     days_l = frame["days"].to_numpy().astype(np.int64).tolist()
@@ -117,23 +146,59 @@ def reorder_reason(frame: pd.DataFrame) -> tuple[list[str], list[dict]]:
     has_own = has_own_a.tolist()
     own_l = np.where(has_own_a, np.maximum(np.rint(np.nan_to_num(own, nan=0.0)), 1), 0).astype(np.int64).tolist()
     cycle_l = np.where(has_own_a, 0, np.maximum(np.rint(frame["product_cycle"].to_numpy()), 1)).astype(np.int64).tolist()
-    rate_l = np.where(has_own_a, 0.0, np.round(frame["product_repeat_rate"].to_numpy(), 4)).tolist()
+    repeat_l = np.where(has_own_a, 0, frame["repeat_buyers"].to_numpy()).astype(np.int64).tolist()
+    buyers_l = np.where(has_own_a, 0, frame["buyers"].to_numpy()).astype(np.int64).tolist()
     # Equal figures share one reason string and one evidence dict: a million rows of
     # small dicts would otherwise cost hundreds of MB. Treat the dicts as read-only.
     memo = {}
-    for key in zip(has_own, days_l, since_l, own_l, cycle_l, rate_l):
+    for key in zip(has_own, days_l, since_l, own_l, cycle_l, repeat_l, buyers_l):
         hit = memo.get(key)
         if hit is None:
-            ok, days, since, every_own, every_cycle, rate = key
+            ok, days, since, every_own, every_cycle, repeaters, buyers = key
             if ok:
-                hit = (f"You buy this about every {every_own} days; last bought {since} days ago",
+                hit = (f"You have bought this on {days} days, about every {every_own} days; "
+                       f"last bought {since} days ago",
                        {"times_bought": days, "interval_days": every_own, "days_since_last": since})
             else:
-                hit = (f"You bought this {since} days ago; customers who buy it again do so about "
-                       f"every {every_cycle} days",
-                       {"times_bought": days, "product_cycle_days": every_cycle,
-                        "days_since_last": since, "product_repeat_rate": rate})
+                hit = (f"You bought this {since} days ago; {repeaters} of its {buyers} buyers bought it "
+                       f"again, about every {every_cycle} days",
+                       {"times_bought": days, "days_since_last": since, "repeat_buyers": repeaters,
+                        "buyers": buyers, "product_cycle_days": every_cycle})
             memo[key] = hit
         reasons.append(hit[0])
         evidence.append(hit[1])
     return reasons, evidence
+
+
+def fit_reorder_model(name: str, frame: pd.DataFrame, random_state: int, max_pairs: int = MAX_TRAINING_PAIRS):
+    """A learned scorer (one of ``LEARNED``) fitted on labelled pairs (``frame`` with a
+    ``label`` column), or None when the pairs hold one class only (nothing to learn)."""
+    if len(frame) == 0 or frame["label"].nunique() < 2:
+        return None
+    if len(frame) > max_pairs:
+        frame = frame.sample(max_pairs, random_state=random_state)
+    if name == "reorder_lr":
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    else:
+        # Small trees and big leaves: a few thousand positives in a typical window.
+        model = HistGradientBoostingClassifier(max_iter=30, learning_rate=0.15, max_leaf_nodes=15,
+                                               min_samples_leaf=50, random_state=random_state)
+    return model.fit(_features(frame), frame["label"].to_numpy())
+
+
+def score_reorder(name: str, model, frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """Scores of ``frame``'s pairs by candidate ``name`` (``model`` for the learned ones)."""
+    if name in LEARNED:
+        score = np.empty(len(frame))
+        # Predict in slices: the feature matrix of every pair at once is a big copy.
+        for start in range(0, len(frame), 200_000):
+            part = frame.iloc[start:start + 200_000]
+            score[start:start + len(part)] = model.predict_proba(_features(part))[:, 1]
+        return score
+    if name == "due":
+        return due_score(frame, horizon_days)
+    return repeat_buy_score(frame)
+
+
+def _features(frame: pd.DataFrame) -> np.ndarray:
+    return frame[list(REORDER_FEATURES)].fillna(-1.0).to_numpy()
