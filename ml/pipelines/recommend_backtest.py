@@ -88,9 +88,14 @@ class Origin:
 
 
 def collect_origin(cut, history: History, scorer, window: pd.DataFrame | None, names, *, window_days: int,
-                   max_customers: int, random_state: int) -> Origin:
+                   max_scored: int, max_learning: int, random_state: int) -> Origin:
     """The cross-sell tables and reorder pairs of one origin (``window``: the purchases with a
-    product in the ``window_days`` after ``cut``; see ``ranking.window_purchases``)."""
+    product in the ``window_days`` after ``cut``; see ``ranking.window_purchases``).
+
+    At most ``max_scored`` customers of half B are scored per target, and the blend learns
+    from at most ``max_learning`` customers of half A (the caller shares its budget out
+    between the origins: the search costs in proportion to all of them together).
+    """
     origin = Origin(cut=cut, n_products=history.n_products, category_code=history.category_code)
     truth_any = truth_matrix(history, window)
     rebought = truth_any.multiply(history.bought).tocsr()
@@ -102,14 +107,14 @@ def collect_origin(cut, history: History, scorer, window: pd.DataFrame | None, n
     half_b = stable_unit(ids, random_state * 16 + HALF_SALT) >= 0.5
     pick = stable_unit(ids, random_state * 16 + PICK_SALT)
 
-    def picked(mask):
+    def picked(mask, most):
         rows = np.flatnonzero(mask)
-        if len(rows) > max_customers:
-            rows = np.sort(rows[np.argsort(pick[rows], kind="stable")[:max_customers]])
+        if len(rows) > most:
+            rows = np.sort(rows[np.argsort(pick[rows], kind="stable")[:most]])
         return rows
 
-    rows = picked(np.diff(truth_new.indptr) > 0)
-    rows_a, rows_b = rows[~half_b[rows]], rows[half_b[rows]]
+    has_new = np.diff(truth_new.indptr) > 0
+    rows_a, rows_b = picked(has_new & ~half_b, max_learning), picked(has_new & half_b, max_scored)
     if len(rows_a) and len(rows_b):
         origin.table_a = candidate_table(scorer, rows_a, truth_new, names)
         origin.table_b = candidate_table(scorer, rows_b, truth_new, names)
@@ -126,7 +131,7 @@ def collect_origin(cut, history: History, scorer, window: pd.DataFrame | None, n
     if len(train) > MAX_TRAINING_PAIRS:
         train = train.sample(MAX_TRAINING_PAIRS, random_state=random_state)
     origin.train = train
-    test_rows = picked(half_b & (np.diff(rebought.indptr) > 0))
+    test_rows = picked(half_b & (np.diff(rebought.indptr) > 0), max_scored)
     origin.test_rows = test_rows
     origin.test_truth = rebought[test_rows]
     origin.test = frame.loc[in_b & np.isin(frame["row"].to_numpy(), test_rows)]

@@ -76,7 +76,8 @@ def candidate_table(scorer, rows, truth, names, width=50) -> dict:
     for chunk in chunks(rows, scorer.chunk_rows):
         block = scorer.features(chunk, names)
         excluded = scorer.excluded(chunk)
-        cand = np.concatenate([top_cols(np.where(excluded, -np.inf, block[a]), width) for a in names], axis=1)
+        cand = np.concatenate([_top_shared(block[a][0], excluded, width) if block[a].strides[0] == 0
+                               else top_cols(np.where(excluded, -np.inf, block[a]), width) for a in names], axis=1)
         cand.sort(axis=1)
         invalid = np.zeros(cand.shape, bool)
         invalid[:, 1:] = cand[:, 1:] == cand[:, :-1]
@@ -99,6 +100,27 @@ def candidate_table(scorer, rows, truth, names, width=50) -> dict:
     table["feats"] = {a: np.concatenate(v) for a, v in parts["feats"].items()}
     table["category"] = scorer.history.category_code[table["cols"]]
     return table
+
+
+def _top_shared(score: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
+    """``top_cols`` for a score every row shares (popularity): one sort of the catalogue,
+    then each row's first k columns that are not excluded (padded with excluded ones, which
+    the candidate table marks invalid)."""
+    order = np.argsort(-score, kind="stable")
+    n = len(order)
+    k = min(k, n)
+    length = min(n, 2 * k)
+    while True:
+        ok = ~excluded[:, order[:length]]
+        if length == n or ok.sum(axis=1).min() >= k:
+            break
+        length = min(n, 2 * length)
+    pos = np.cumsum(ok, axis=1) - 1
+    take = ok & (pos < k)
+    out = np.tile(order[:k], (len(excluded), 1))
+    r, c = np.nonzero(take)
+    out[r, pos[r, c]] = order[c]
+    return out
 
 
 def stack_tables(tables: list) -> dict:

@@ -113,8 +113,8 @@ class Recommender:
     user_neighbours, item_neighbours, text_neighbours : k of the nearest-neighbour scorers.
     user_pool_cells : cap on customers x neighbour-pool similarity cells per fit; above it
         user_cf looks for neighbours in a seeded sample of customers (speed on big bases).
-    max_validation_customers : customers scored per backtest origin and target, in all (half
-        of them learn, half are scored); picked by a hash of the customer id.
+    max_validation_customers : customers per backtest target: half are scored on each origin,
+        half teach the blend (shared out between the origins); picked by a hash of the id.
     recent_days : the "recent" popularity window.
     n_threads : BLAS / OpenMP threads while fitting and suggesting (None: the libraries'
         default). One by default: the reorder classifiers fit on a few thousand pairs, where
@@ -167,13 +167,18 @@ class Recommender:
         self.window_days_ = window = plan.window_days or self.horizon_days
         self._text_cache = None
         origins = []
+        # Half of the customer budget is scored on each origin; the other half teaches the
+        # blend, shared out between the origins.
+        max_scored = max(1, self.max_validation_customers // 2)
+        max_learning = max(1, max_scored // max(len(plan.cuts), 1))
         for cut in plan.cuts:
             history = self._history(interactions, products, cut, segments, cobuyers=False)
             scorer = _Scorer(history, self._scorer_params())
             last = cut + pd.Timedelta(days=window)
             origins.append(collect_origin(
                 cut, history, scorer, window_purchases(interactions, cut, last), scorer.available(),
-                window_days=window, max_customers=self.max_validation_customers, random_state=self.random_state))
+                window_days=window, max_scored=max_scored, max_learning=max_learning,
+                random_state=self.random_state))
             del history, scorer
         self.history_ = self._history(interactions, products, as_of, segments)
         self.scorer_ = _Scorer(self.history_, self._scorer_params())
