@@ -224,23 +224,27 @@ class Recommender:
         return reasons
 
     def _outcome(self, cross: dict, reorder: dict) -> dict:
-        """{"basis": "model" | "baseline" | "not validated", "summary": one line in words}."""
-        cross_name = "blend" if cross["weights"] else variant_name(self._cross_name(), self.cross_cap_)
-        reorder_name = variant_name(self.reorder_chosen_, self.reorder_cap_)
-        if not self.plan_.validated:
-            basis = "not validated"
-            tail = f"{self.plan_.reason}: the baselines"
-        elif cross["record"] is None and reorder["record"] is None:
-            basis = "not validated"
-            tail = "no customer could be scored on the backtest windows: the baselines"
-        else:
-            learned = [r for r in (cross["record"], reorder["record"]) if r is not None and not r["is_baseline"]]
-            basis = "model" if learned else "baseline"
-            tail = self.plan_.reason
-        parts = [f"cross-sell: {cross_name}", f"reorder: {reorder_name}"]
-        for target, why in self.reasons_.items():
-            if why:
-                parts.append(f"{target.replace('_', '-')}: {why}")
+        """{"basis": "model" | "baseline" | "not validated", "summary": one line in words},
+        e.g. "model: cross-sell: popularity (baseline), reorder: reorder_lr; validated on 2
+        windows of 90 days"."""
+        cross_name = variant_name("blend" if cross["weights"] else self._cross_name(), self.cross_cap_)
+        targets = (("cross-sell", "cross_sell", cross, cross_name, variant_name(CROSS_BASELINE, None)),
+                   ("reorder", "reorder", reorder, variant_name(self.reorder_chosen_, self.reorder_cap_),
+                    variant_name(REORDER_BASELINE, None)))
+        parts, learned, validated = [], False, False
+        for label, key, choice, name, baseline in targets:
+            if choice["record"] is not None:
+                validated = True
+                learned |= name != baseline
+            if self.reasons_.get(key):
+                parts.append(f"{label}: none ({self.reasons_[key]})")
+            elif choice["record"] is None:
+                why = " (not validated: no customer to score on every window)" if self.plan_.validated else ""
+                parts.append(f"{label}: {name}{why}")
+            else:
+                parts.append(f"{label}: {name}" + (" (baseline)" if name == baseline else ""))
+        basis = "model" if learned else "baseline" if validated else "not validated"
+        tail = self.plan_.reason if self.plan_.validated else f"{self.plan_.reason}: the baselines are used"
         return {"basis": basis, "summary": f"{basis}: " + ", ".join(parts) + f"; {tail}"}
 
     def _cross_name(self) -> str:
