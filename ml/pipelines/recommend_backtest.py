@@ -49,6 +49,7 @@ from ml.pipelines.recommend_reorder import (
     REORDER_BASELINE,
     REORDER_CANDIDATES,
     fit_reorder_model,
+    has_evidence,
     not_due,
     reorder_frame,
     reorder_labels,
@@ -122,7 +123,7 @@ def collect_origin(cut, history: History, scorer, window: pd.DataFrame | None, n
 
     frame = reorder_frame(history, window_days)
     r, c = frame["row"].to_numpy(), frame["col"].to_numpy()
-    usable = frame["evidence"].to_numpy() & history.active[c] & ~(lookup(history.blocked, r, c) > 0)
+    usable = has_evidence(frame) & history.active[c] & ~(lookup(history.blocked, r, c) > 0)
     usable &= ~not_due(frame, window_days)
     frame = frame.loc[usable]
     frame = frame.assign(label=reorder_labels(frame, truth_any))

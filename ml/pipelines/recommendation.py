@@ -68,6 +68,7 @@ from ml.pipelines.recommend_reorder import (
     NO_REBUYING,
     REORDER_BASELINE,
     due_score,
+    has_evidence,
     not_due,
     reorder_frame,
     reorder_reason,
@@ -425,7 +426,7 @@ class Recommender:
         if rows is not None:
             frame = frame.loc[np.isin(frame["row"].to_numpy(), rows)]
         r, c = frame["row"].to_numpy(), frame["col"].to_numpy()
-        usable = frame["evidence"].to_numpy() & h.active[c] & ~(lookup(h.blocked, r, c) > 0)
+        usable = has_evidence(frame) & h.active[c] & ~(lookup(h.blocked, r, c) > 0)
         usable &= ~not_due(frame, self.horizon_days)
         return frame.loc[usable]
 
@@ -448,9 +449,10 @@ class Recommender:
                              "at": np.arange(len(frame))})
         ranked = rank_frame(slim, score, self.n, h.category_code, self.reorder_cap_)
         at = ranked["at"].to_numpy()
-        frame = frame.iloc[at][["row", "col", "days", "since_last", "own_interval", "product_cycle",
-                                "buyers", "repeat_buyers"]]
-        reasons, evidence = reorder_reason(frame)
+        frame = frame.iloc[at][["row", "col", "rebuy_evidence", "days", "since_last", "own_interval",
+                                "product_cycle", "buyers", "repeat_buyers", "category", "category_pairs",
+                                "category_repeat_pairs"]]
+        reasons, evidence = reorder_reason(frame, h.categories)
         id_of_row = pd.Series(customer_ids, index=rows)
         return pd.DataFrame({
             "customer_id": id_of_row.reindex(frame["row"].to_numpy()).to_numpy(np.int64),

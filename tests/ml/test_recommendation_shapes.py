@@ -215,7 +215,8 @@ def test_reorder_lists_only_products_that_someone_bought_on_two_days():
     rows += [(2, 2, "purchase", AS_OF - pd.Timedelta(days=30)),  # 2 bought product 2 once ...
              (3, 2, "purchase", AS_OF - pd.Timedelta(days=100)),  # ... and 3 bought it on two days
              (3, 2, "purchase", AS_OF - pd.Timedelta(days=60))]
-    rec = fit(make_interactions(rows), make_products(40))
+    products = make_products(40, categories=[f"c{i}" for i in range(1, 41)])  # one category each
+    rec = fit(make_interactions(rows), products)
 
     reorder = lists(rec, "reorder")
 
@@ -225,6 +226,25 @@ def test_reorder_lists_only_products_that_someone_bought_on_two_days():
     assert two["evidence"]["repeat_buyers"] == 1 and two["evidence"]["buyers"] == 2
     one = reorder[reorder["customer_id"] == 1].iloc[0]
     assert one["reason"].startswith("You have bought this on 3 days")
+
+
+def test_reorder_takes_the_category_as_evidence_for_a_product_too_thin_to_tell():
+    day = AS_OF - pd.Timedelta(days=20)
+    rows = [(c, 3, "purchase", day - pd.Timedelta(days=d)) for c in range(10, 30) for d in (0, 30)]  # staples re-bought
+    rows += [(4, 4, "purchase", day)]  # product 4: one buyer, once; a staple
+    rows += [(c, 5, "purchase", day) for c in range(30, 90)]  # product 5: 60 buyers, none came back
+    rows += [(c, p, "purchase", day) for c in range(30, 90) for p in (6, 7)]  # "misc": never re-bought
+    products = make_products(7, categories=["staples"] * 5 + ["misc"] * 2)
+    rec = fit(make_interactions(rows), products)
+
+    reorder = lists(rec, "reorder")
+
+    pairs = set(zip(reorder["customer_id"], reorder["product_id"]))
+    assert (4, 4) in pairs  # too few buyers to tell: its category re-buys
+    assert not reorder["product_id"].isin([5, 6, 7]).any()  # 60 buyers and none back; misc never re-bought
+    four = reorder[reorder["customer_id"] == 4].iloc[0]
+    assert four["reason"].startswith("You bought this 20 days ago; in staples, customers buy the same product again")
+    assert four["evidence"]["evidence"] == "category" and four["evidence"]["category_repeat_pairs"] == 20
 
 
 # ------------------------------------------------------------------ the choice
