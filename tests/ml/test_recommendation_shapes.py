@@ -11,28 +11,7 @@ import pytest
 
 from ml.pipelines.recommend_reorder import NO_REBUYING
 from ml.pipelines.recommendation import NO_ACTIVE, NO_CATALOGUE, NotSupported, Recommender
-
-AS_OF = pd.Timestamp("2024-06-30")
-COLUMNS = ["customer_id", "product_id", "type", "occurred_at", "quantity", "amount", "order_ref"]
-
-
-def make_products(n, categories=None, active=True):
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    return pd.DataFrame({
-        "product_id": ids, "sku": [f"SKU{i}" for i in ids], "name": [f"product {i}" for i in ids],
-        "category": categories if categories is not None else [f"cat{i % 5}" for i in ids],
-        "description": [""] * n, "tags": [""] * n, "active": [active] * n, "price": np.ones(n),
-    })
-
-
-def make_interactions(rows):
-    """rows: (customer_id, product_id, type, timestamp)."""
-    frame = pd.DataFrame(rows, columns=["customer_id", "product_id", "type", "occurred_at"])
-    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"])
-    frame["quantity"] = 1
-    frame["amount"] = 1.0
-    frame["order_ref"] = [f"o{i}" for i in range(len(frame))]
-    return frame[COLUMNS].astype({"customer_id": np.int64, "product_id": np.int64})
+from tests.ml.test_recommendation import AS_OF, make_interactions, make_products
 
 
 def shop(n_customers=300, n_products=40, days=365, visits=12, seed=0, repeat=True, groups=5):
@@ -109,7 +88,7 @@ def test_recommender_with_one_category_fills_whole_lists():
 
 def test_recommender_with_every_product_inactive_suggests_nothing_and_says_why():
     interactions, products = shop(n_customers=100, seed=3)
-    rec = fit(interactions, products.assign(active=False))
+    rec = fit(interactions, products.assign(active=False))  # every product withdrawn
 
     out = rec.suggest_all(n_prospects=5, n_similar=5)
 
