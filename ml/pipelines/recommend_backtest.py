@@ -162,7 +162,7 @@ def choose_cross_sell(origins: list, names, caps, *, n: int, forced: str | None 
             o.scores[variant_name(a, cap)] = _score_json(m)
     keys = [variant_name(a, cap) for a, cap in variants]
     values = {k: [m["ndcg"] for m in per[k]] for k in keys}
-    pick = _choose_metric(values, keys, CROSS_METRIC, baseline=variant_name(CROSS_BASELINE, None))
+    pick = _choose_metric(values, keys, CROSS_METRIC, CROSS_BASELINE, caps)
     if pick is None:
         return {**default, "record": None}
     by_name = dict(zip(keys, variants))
@@ -262,7 +262,7 @@ def choose_reorder(origins: list, caps, *, n: int, window_days: int, random_stat
                 m = ranking_metrics(lists, o.test_truth, n, o.n_products)
                 values[key].append(m["ndcg"])
                 o.scores[key] = _score_json(m)
-    pick = _choose_metric(values, keys, REORDER_METRIC, baseline=variant_name(REORDER_BASELINE, None))
+    pick = _choose_metric(values, keys, REORDER_METRIC, REORDER_BASELINE, caps)
     if pick is None:
         return default
     by_name = {variant_name(a, cap): (a, cap) for a in REORDER_CANDIDATES for cap in caps}
@@ -282,8 +282,11 @@ def fit_final_reorder(origins: list, algorithm: str, random_state: int):
 
 
 # ---------------------------------------------------------------------- records
-def _choose_metric(values: dict, order: list, metric: str, baseline: str) -> dict | None:
-    """``choose`` on a higher-is-better metric, stored as the metric (not the loss)."""
+def _choose_metric(values: dict, order: list, metric: str, baseline: str, caps) -> dict | None:
+    """``choose`` on a higher-is-better metric, stored as the metric (not the loss).
+
+    ``baseline`` is an algorithm: each of its cap variants counts as the baseline, the first
+    (``caps[0]``) being the one named in the record."""
     losses = {k: [None if v is None else -float(v) for v in values[k]] for k in order}
     picked = choose(losses, order)
     if picked is None:
@@ -299,8 +302,10 @@ def _choose_metric(values: dict, order: list, metric: str, baseline: str) -> dic
     else:
         reason = (f"{chosen}: within the spread between the {windows} of the best, {best} "
                   f"(mean {mean[chosen]:.4f} against {mean[best]:.4f}), so the simpler candidate is kept")
-    return {"metric": metric, "lower_is_better": False, "chosen": chosen, "best": best, "baseline": baseline,
-            "is_baseline": chosen == baseline, "mean": mean, "spread": picked["spread"],
+    baselines = {variant_name(baseline, cap) for cap in caps}
+    return {"metric": metric, "lower_is_better": False, "chosen": chosen, "best": best,
+            "baseline": variant_name(baseline, caps[0]), "is_baseline": chosen in baselines,
+            "mean": mean, "spread": picked["spread"],
             "origins": {n: [None if v is None else -v for v in vals] for n, vals in picked["origins"].items()},
             "reason": reason}
 

@@ -65,6 +65,7 @@ from ml.pipelines.recommend_ranking import (
     window_purchases,
 )
 from ml.pipelines.recommend_reorder import (
+    LEARNED,
     NO_REBUYING,
     REORDER_BASELINE,
     due_score,
@@ -196,8 +197,7 @@ class Recommender:
         """Set the chosen scorers, caps, reasons and records from the origins' scores."""
         caps = self._caps()
         forced = None if self.algorithm == "auto" else self.algorithm
-        cross = choose_cross_sell(origins, names, caps, n=self.n, forced=forced) if names else {
-            "algorithm": forced or CROSS_BASELINE, "cap": caps[0], "weights": None, "record": None}
+        cross = choose_cross_sell(origins, names, caps, n=self.n, forced=forced)
         reorder = choose_reorder(origins, caps, n=self.n, window_days=self.window_days_,
                                  random_state=self.random_state)
         self.cross_cap_, self.reorder_cap_ = cross["cap"], reorder["cap"]
@@ -206,7 +206,7 @@ class Recommender:
             self.chosen_ = CROSS_BASELINE  # e.g. "content" asked for a catalogue without text
         self.reorder_chosen_ = reorder["algorithm"]
         self.reorder_model_ = fit_final_reorder(origins, self.reorder_chosen_, self.random_state)
-        if self.reorder_model_ is None and self.reorder_chosen_ not in ("repeat_buy", "due"):
+        if self.reorder_model_ is None and self.reorder_chosen_ in LEARNED:  # no labelled pair to refit on
             self.reorder_chosen_ = REORDER_BASELINE
         self.candidates_ = mean_scores(origins)
         self.backtest_ = backtest_record(self.plan_, origins, {"cross_sell": cross["record"],
@@ -228,22 +228,22 @@ class Recommender:
         """{"basis": "model" | "baseline" | "not validated", "summary": one line in words},
         e.g. "model: cross-sell: popularity (baseline), reorder: reorder_lr; validated on 2
         windows of 90 days"."""
-        cross_name = variant_name("blend" if cross["weights"] else self._cross_name(), self.cross_cap_)
-        targets = (("cross-sell", "cross_sell", cross, cross_name, variant_name(CROSS_BASELINE, None)),
-                   ("reorder", "reorder", reorder, variant_name(self.reorder_chosen_, self.reorder_cap_),
-                    variant_name(REORDER_BASELINE, None)))
+        cross_algorithm = "blend" if cross["weights"] else self._cross_name()
+        targets = (("cross-sell", "cross_sell", cross, cross_algorithm, self.cross_cap_, CROSS_BASELINE),
+                   ("reorder", "reorder", reorder, self.reorder_chosen_, self.reorder_cap_, REORDER_BASELINE))
         parts, learned, validated = [], False, False
-        for label, key, choice, name, baseline in targets:
+        for label, key, choice, algorithm, cap, baseline in targets:
+            name = variant_name(algorithm, cap)
             if choice["record"] is not None:
                 validated = True
-                learned |= name != baseline
+                learned |= algorithm != baseline
             if self.reasons_.get(key):
                 parts.append(f"{label}: none ({self.reasons_[key]})")
             elif choice["record"] is None:
                 why = " (not validated: no customer to score on every window)" if self.plan_.validated else ""
                 parts.append(f"{label}: {name}{why}")
             else:
-                parts.append(f"{label}: {name}" + (" (baseline)" if name == baseline else ""))
+                parts.append(f"{label}: {name}" + (" (baseline)" if algorithm == baseline else ""))
         basis = "model" if learned else "baseline" if validated else "not validated"
         tail = self.plan_.reason if self.plan_.validated else f"{self.plan_.reason}: the baselines are used"
         return {"basis": basis, "summary": f"{basis}: " + ", ".join(parts) + f"; {tail}"}
