@@ -4,7 +4,7 @@ Fits the recommender as of 2017-10-03 on the rows up to that day, builds the exp
 ``recommendations`` and ``reorder`` columns, and scores them exactly per ANCHORS.md:
 ``recommendations`` in "new" mode, ``reorder`` in "any" mode, top 10.
 
-    .venv/bin/python bench/cj_recs_eval.py [--data-dir DIR] [--no-cap] [--synthetic]
+    .venv/bin/python bench/cj_recs_eval.py [--data-dir DIR] [--fixed-caps] [--synthetic]
 
 ``--synthetic`` instead times fit + all suggestions on 100,000 customers x 5,000 products
 x 2,000,000 interactions and prints the peak RSS.
@@ -120,10 +120,10 @@ def run_cj(data_dir: Path, caps) -> None:
         t2 = time.perf_counter()
         scores = score_recommendations(export, data_dir)
         print(f"\n=== max_per_category={cap}: fit {t1 - t0:.1f}s, suggest {t2 - t1:.1f}s")
-        print("chosen:", json.dumps(rec.chosen_), "| reorder:", rec.reorder_chosen_)
-        print("validation (inner window):")
-        for name, m in rec.candidates_.items():
-            print(f"  {name:18s} " + " ".join(f"{m[x]:.4f}" for x in METRICS))
+        print("chosen:", json.dumps(rec.chosen_), f"cap {rec.cross_cap_}", "| reorder:", rec.reorder_chosen_,
+              f"cap {rec.reorder_cap_}")
+        print("outcome:", rec.outcome_["summary"])
+        _backtest_table(rec.backtest_)
         _table("new mode, `recommendations`", scores["recommendations_new"], 1)
         _table("any mode, `reorder`", scores["reorder_any"], 0)
         _table("any mode, `recommendations` (for reference)", scores["recommendations_any"], 0)
@@ -136,6 +136,17 @@ def run_cj(data_dir: Path, caps) -> None:
                score_recommendations(combined, data_dir)["reorder_any"], 0)
         _table("any mode, repeat_buy without the popularity top-up (reference)",
                score_recommendations(_repeat_buy_export(interactions, products), data_dir)["reorder_any"], 0)
+
+
+def _backtest_table(backtest: dict) -> None:
+    """Each candidate's NDCG@10 on every backtest origin, and the choice per target."""
+    origins = backtest["origins"]
+    print(f"backtest: {backtest['reason']}; cuts " + ", ".join(o["cut"] for o in origins))
+    for target, choice in backtest.get("choice", {}).items():
+        print(f"  {target} ({choice['metric']}): chosen {choice['chosen']} - {choice['reason']}")
+        for name, values in choice["origins"].items():
+            cells = " ".join("   -   " if v is None else f"{v:7.4f}" for v in values)
+            print(f"    {name:34s} {cells}  mean {choice['mean'].get(name, float('nan')):.4f}")
 
 
 def _repeat_buy_export(interactions, products) -> pd.DataFrame:
@@ -214,18 +225,21 @@ def run_synthetic() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"fit {t1 - t0:.1f}s, suggestions {t2 - t1:.1f}s, total {t2 - t0:.1f}s, peak RSS {rss:.0f} MB")
     print({k: len(v) for k, v in out.items()}, "chosen:", rec.chosen_, rec.reorder_chosen_)
+    print("outcome:", rec.outcome_["summary"])
+    _backtest_table(rec.backtest_)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--no-cap", action="store_true", help="also run without the category cap")
+    parser.add_argument("--fixed-caps", action="store_true",
+                        help="also run with the category cap fixed at 3 and with no cap (default: chosen on the backtest)")
     parser.add_argument("--synthetic", action="store_true")
     args = parser.parse_args(argv)
     if args.synthetic:
         run_synthetic()
         return
-    run_cj(args.data_dir, (3, None) if args.no_cap else (3,))
+    run_cj(args.data_dir, ("auto", 3, None) if args.fixed_caps else ("auto",))
 
 
 if __name__ == "__main__":

@@ -487,18 +487,28 @@ def train_forecast(run: TrainingRun, progress) -> dict:
 
 
 def train_recommendation(run: TrainingRun, progress) -> dict:
-    """Fit the recommender (blend and reorder model chosen on a validation window inside the
-    history), then write every customer's cross-sell and reorder lists, similar products and
-    prospects under this run."""
+    """Fit the recommender (scorers, blend, category cap and reorder model chosen on rolling
+    backtest windows of the history), then write every customer's cross-sell and reorder
+    lists, similar products and prospects under this run.
+
+    Raises KindNotSupported when no purchase carries a product of the catalogue. Metrics:
+    ``outcome`` and ``backtest`` (the layout shared by every kind), ``validation`` (each
+    candidate's scores averaged over the windows), the choices, and ``cross_sell_reason`` /
+    ``reorder_reason`` when a list kind has nothing to suggest at all (e.g. nobody ever
+    bought the same product twice).
+    """
     from ml.models import Prospect, SimilarProduct, Suggestion
-    from ml.pipelines.recommendation import Recommender
+    from ml.pipelines.recommendation import NotSupported, Recommender
 
     frames = _load(run, progress)
     segments = _published_segment_names()
-    progress(15, "learning from purchases")
+    progress(15, "backtesting on earlier windows and learning from purchases")
     params = {k: v for k, v in run.params.items() if k in ("max_per_category", "n", "min_history")}
     model = Recommender(algorithm=run.algorithm, horizon_days=run.horizon_days, random_state=0, **params)
-    model.fit(frames["interactions"], frames["products"], pd.Timestamp(run.as_of), segments=segments)
+    try:
+        model.fit(frames["interactions"], frames["products"], pd.Timestamp(run.as_of), segments=segments)
+    except NotSupported as exc:
+        raise KindNotSupported(str(exc)) from exc
     progress(55, "suggesting for every customer")
     customer_ids = frames["customers"]["customer_id"].to_numpy()
     out = model.suggest_all(customer_ids, n_prospects=20, n_similar=10)
@@ -520,13 +530,19 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
                 prospects["product_id"], prospects["rank"], prospects["customer_id"], prospects["score"],
                 prospects["reason"])))
     chosen = model.chosen_ if isinstance(model.chosen_, str) else "blend"
-    metrics = _clean({"validation": model.candidates_, "chosen": model.chosen_,
-                      "reorder_chosen": model.reorder_chosen_,
-                      "counts": {"suggestions": int(len(recs)), "similar": int(len(similar)),
-                                 "prospects": int(len(prospects))}})
-    return {"metrics": metrics, "chosen_algorithm": f"{chosen} / {model.reorder_chosen_}",
+    metrics = {"outcome": model.outcome_, "backtest": model.backtest_, "validation": model.candidates_,
+               "chosen": model.chosen_, "reorder_chosen": model.reorder_chosen_,
+               "category_cap": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
+               "counts": {"suggestions": int(len(recs)), "similar": int(len(similar)),
+                          "prospects": int(len(prospects)),
+                          "reorder": int((recs["kind"] == "reorder").sum())}}
+    for target, reason in model.reasons_.items():
+        if reason:
+            metrics[f"{target}_reason"] = reason
+    return {"metrics": _clean(metrics), "chosen_algorithm": f"{chosen} / {model.reorder_chosen_}",
             "artefact": _clean({"chosen": model.chosen_, "reorder": model.reorder_chosen_,
-                                "max_per_category": model.max_per_category})}
+                                "max_per_category": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
+                                "window_days": model.window_days_})}
 
 
 def _published_segment_names() -> pd.DataFrame | None:

@@ -80,6 +80,14 @@ def purchases_until(interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataF
     return interactions.loc[keep, ["customer_id", "product_id", "type", "occurred_at"]]
 
 
+def catalogue_purchases(interactions: pd.DataFrame, products: pd.DataFrame, as_of) -> pd.DataFrame:
+    """Purchase rows on or before ``as_of`` whose product is in ``products``: what every
+    recommender learns from (empty when purchases carry no product of the catalogue)."""
+    rows = purchases_until(interactions, as_of_day(as_of))
+    rows = rows.loc[rows["type"] == "purchase"]
+    return rows.loc[rows["product_id"].isin(products["product_id"].to_numpy())]
+
+
 def build_history(
     interactions: pd.DataFrame,
     products: pd.DataFrame,

@@ -4,7 +4,8 @@ Inputs are the frames of :mod:`ml.pipelines.schema`: ``interactions`` (customer_
 product_id, type, occurred_at; only ``purchase`` and ``refund`` rows with a product are
 used, and only those on or before ``as_of``, a date, inclusive) and ``products``
 (product_id, sku, name, category, description, tags, active). ``segments`` is optional:
-customer_id, segment_name.
+customer_id, segment_name. Purchases that carry no product of the catalogue cannot be
+recommended from: :meth:`Recommender.fit` raises :class:`NotSupported` with the reason.
 
 Cross-sell scorers, each giving a customer x product score computed in customer chunks
 (nothing dense of size customers x products ever exists):
@@ -18,11 +19,13 @@ Cross-sell scorers, each giving a customer x product score computed in customer 
   neighbours;
 - ``category``: the customer's share of products bought in the product's category.
 
-``algorithm="auto"`` learns a blend: a logistic regression on the per-customer normalised
-scores, trained on a validation window inside the training history (fit as of
-``as_of - horizon_days``, labels from the following ``horizon_days``), and kept only if it
-beats every single scorer on a held-out half of the validation customers.
-Replenishment uses :mod:`ml.pipelines.recommend_reorder`, chosen the same way.
+``algorithm="auto"`` chooses on rolling backtest origins (:mod:`ml.pipelines.backtest`,
+:mod:`ml.pipelines.recommend_backtest`): each scorer with and without the per-category
+cap, popularity (the baseline) first, and a blend of the scorers kept only when it beats
+the best single one on every origin. Replenishment (:mod:`ml.pipelines.recommend_reorder`)
+is chosen the same way, repeat-buy being its baseline, and only ever lists products with
+evidence of re-buying. With too little history for a backtest window (see
+``plan_backtest``) the baselines are used: popularity and repeat-buy, uncapped.
 """
 
 from __future__ import annotations
@@ -30,40 +33,70 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
+from ml.pipelines.backtest import plan_backtest
+from ml.pipelines.recommend_backtest import (
+    CROSS_BASELINE,
+    backtest_record,
+    choose_cross_sell,
+    choose_reorder,
+    collect_origin,
+    fit_final_reorder,
+    mean_scores,
+    variant_name,
+)
 from ml.pipelines.recommend_history import (
     History,
     as_of_day,
     build_history,
+    catalogue_purchases,
     lookup,
     text_similarity,
     top_k_per_row,
 )
+from ml.pipelines.recommend_ranking import (
+    chunks,
+    frame_top_n,
+    rank_frame,
+    ranking_metrics,
+    top_n,
+    truth_matrix,
+    window_purchases,
+)
 from ml.pipelines.recommend_reorder import (
-    REORDER_FEATURES,
+    LEARNED,
+    NO_REBUYING,
+    REORDER_BASELINE,
     due_score,
+    has_evidence,
     not_due,
     reorder_frame,
-    reorder_labels,
     reorder_reason,
     repeat_buy_score,
+    score_reorder,
 )
 
 POPULAR = ("popularity", "popularity_recent", "segment")
 PERSONAL = ("item_cf", "user_cf", "content", "category")
 ALGORITHMS = POPULAR + PERSONAL
-REORDER_ALGORITHMS = ("reorder_lr", "reorder_hgb", "repeat_buy", "due")
-# Weights tried for a scorer added to the blend, relative to the first scorer's 1.0:
-# a coarse log grid, so the search stays a few dozen evaluations.
-BLEND_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+# Simplest first, for the one-standard-error choice: the baseline, the other popularity
+# lists, the rules on the customer's own purchases, then the neighbour methods.
+CROSS_ORDER = ("popularity", "popularity_recent", "segment", "category", "content", "item_cf", "user_cf")
+# The per-category cap tried against no cap: 3 of 10 from one category still lets a strong
+# category lead the list while leaving room for others.
+CATEGORY_CAP = 3
+
+NO_CATALOGUE = "no product catalogue: purchases carry no product, so there are no recommendations"
+NO_ACTIVE = "no active product: every product of the catalogue is inactive, so nothing is suggested"
 
 # Dense per-chunk score blocks are chunk x products float32; ~4M cells (16 MB) per block
 # keeps a handful of blocks well under 200 MB whatever the catalogue size.
 CHUNK_CELLS = 4_000_000
+
+
+class NotSupported(Exception):
+    """The data cannot support recommendations at all; the message says why in words."""
 
 
 class Recommender:
@@ -71,23 +104,30 @@ class Recommender:
 
     Parameters
     ----------
-    algorithm : "auto" (learned blend, chosen on a validation window) or one of ALGORITHMS.
+    algorithm : "auto" (chosen on backtest origins) or one of ALGORITHMS.
     n : suggestions per customer and kind.
-    horizon_days : the window the suggestions are for, and the validation window's length.
-    max_per_category : at most this many suggestions from one category (None: no cap).
-    random_state : seeds the validation split, the neighbour pool and the models.
+    horizon_days : the window the suggestions are for; backtest windows are as long, or a
+        third of the history when that is shorter (``plan_backtest``).
+    max_per_category : "auto" (no cap or CATEGORY_CAP, chosen on the backtest), or a fixed
+        cap (an int, or None for no cap).
+    random_state : seeds the customer picks and halves, the neighbour pool and the models.
     min_history : customers with fewer distinct products bought get popularity ("popular").
     user_neighbours, item_neighbours, text_neighbours : k of the nearest-neighbour scorers.
     user_pool_cells : cap on customers x neighbour-pool similarity cells per fit; above it
         user_cf looks for neighbours in a seeded sample of customers (speed on big bases).
-    max_validation_customers : validation customers sampled (seeded) to learn the blend.
+    max_validation_customers : customers per backtest target: half are scored on each origin,
+        half teach the blend (shared out between the origins); picked by a hash of the id.
     recent_days : the "recent" popularity window.
+    n_threads : BLAS / OpenMP threads while fitting and suggesting (None: the libraries'
+        default). One by default: the reorder classifiers fit on a few thousand pairs, where
+        threads that spin-wait on a shared 2-core box cost far more than they give (a fit
+        of 300 customers took 6.7 s with the default threads and 0.7 s with one, measured).
     """
 
-    def __init__(self, algorithm="auto", n=10, horizon_days=90, max_per_category=3,
+    def __init__(self, algorithm="auto", n=10, horizon_days=90, max_per_category="auto",
                  random_state=0, min_history=1, user_neighbours=50, item_neighbours=100,
                  text_neighbours=50, user_pool_cells=100_000_000, max_validation_customers=4_000,
-                 recent_days=30):
+                 recent_days=30, n_threads=1):
         self.algorithm = algorithm
         self.n = n
         self.horizon_days = horizon_days
@@ -100,33 +140,116 @@ class Recommender:
         self.user_pool_cells = user_pool_cells
         self.max_validation_customers = max_validation_customers
         self.recent_days = recent_days
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------------ fit
     def fit(self, interactions, products, as_of, segments=None) -> Recommender:
         """Learn from rows on or before ``as_of`` (see the module docstring for columns).
 
-        Sets ``history_`` (sparse state as of as_of), ``candidates_`` (algorithm ->
-        validation metrics, cross-sell in "new" mode and reorder in "any" mode),
-        ``chosen_`` (an algorithm name or {"blend": weights}), ``reorder_chosen_`` and
-        ``reorder_model_``.
+        Sets ``history_`` (sparse state as of as_of), ``plan_`` (the backtest windows),
+        ``backtest_`` (JSON: the windows, every candidate's scores on each, the choices),
+        ``outcome_`` ({"basis", "summary"}), ``reasons_`` (target -> why it has no
+        suggestions, or None), ``candidates_`` (candidate -> metrics averaged over the
+        windows), ``chosen_`` (an algorithm name or {"blend": weights}), ``cross_cap_``,
+        ``reorder_chosen_``, ``reorder_cap_``, ``reorder_model_`` and ``window_days_``.
+        Raises NotSupported when no purchase on or before as_of carries a catalogue product.
         """
+        with threadpool_limits(limits=self.n_threads):
+            return self._fit(interactions, products, as_of, segments)
+
+    def _fit(self, interactions, products, as_of, segments) -> Recommender:
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be 'auto' or one of {ALGORITHMS}")
         as_of = as_of_day(as_of)
         self.as_of_ = as_of
-        self.candidates_ = {}
-        self.reorder_model_ = None
-        self.reorder_chosen_ = "repeat_buy"
-        self.chosen_ = self.algorithm if self.algorithm != "auto" else "popularity"
-        cut = as_of - pd.Timedelta(days=self.horizon_days)
-        validation = _validation_window(interactions, cut, as_of)
-        if validation is not None:
-            val_history = self._history(interactions, products, cut, segments, cobuyers=False)
-            self._fit_on_validation(val_history, validation)
+        buys = catalogue_purchases(interactions, products, as_of)
+        if buys.empty:
+            raise NotSupported(NO_CATALOGUE)
+        self.plan_ = plan = plan_backtest(buys["occurred_at"].min(), as_of, self.horizon_days)
+        self.window_days_ = window = plan.window_days or self.horizon_days
+        self._text_cache = None
+        origins = []
+        # Half of the customer budget is scored on each origin; the other half teaches the
+        # blend, shared out between the origins.
+        max_scored = max(1, self.max_validation_customers // 2)
+        max_learning = max(1, max_scored // max(len(plan.cuts), 1))
+        for cut in plan.cuts:
+            history = self._history(interactions, products, cut, segments, cobuyers=False)
+            scorer = _Scorer(history, self._scorer_params())
+            last = cut + pd.Timedelta(days=window)
+            origins.append(collect_origin(
+                cut, history, scorer, window_purchases(interactions, cut, last), scorer.available(),
+                window_days=window, max_scored=max_scored, max_learning=max_learning,
+                random_state=self.random_state))
+            del history, scorer
         self.history_ = self._history(interactions, products, as_of, segments)
         self.scorer_ = _Scorer(self.history_, self._scorer_params())
+        self._choose(origins, list(self.scorer_.available()))
         self._text_cache = None
         return self
+
+    def _caps(self) -> tuple:
+        if self.max_per_category == "auto":
+            return (None, CATEGORY_CAP)
+        return (self.max_per_category,)
+
+    def _choose(self, origins, names) -> None:
+        """Set the chosen scorers, caps, reasons and records from the origins' scores."""
+        caps = self._caps()
+        forced = None if self.algorithm == "auto" else self.algorithm
+        cross = choose_cross_sell(origins, names, caps, n=self.n, forced=forced)
+        reorder = choose_reorder(origins, caps, n=self.n, window_days=self.window_days_,
+                                 random_state=self.random_state)
+        self.cross_cap_, self.reorder_cap_ = cross["cap"], reorder["cap"]
+        self.chosen_ = {"blend": cross["weights"]} if cross["weights"] else cross["algorithm"]
+        if isinstance(self.chosen_, str) and self.chosen_ not in self.scorer_.available():
+            self.chosen_ = CROSS_BASELINE  # e.g. "content" asked for a catalogue without text
+        self.reorder_chosen_ = reorder["algorithm"]
+        self.reorder_model_ = fit_final_reorder(origins, self.reorder_chosen_, self.random_state)
+        if self.reorder_model_ is None and self.reorder_chosen_ in LEARNED:  # no labelled pair to refit on
+            self.reorder_chosen_ = REORDER_BASELINE
+        self.candidates_ = mean_scores(origins)
+        self.backtest_ = backtest_record(self.plan_, origins, {"cross_sell": cross["record"],
+                                                               "reorder": reorder["record"]})
+        self.reasons_ = self._reasons()
+        self.outcome_ = self._outcome(cross, reorder)
+
+    def _reasons(self) -> dict:
+        """Why a target has no suggestions at all, in words (None when it has some)."""
+        h = self.history_
+        reasons = {"cross_sell": None, "reorder": None}
+        if not h.active.any():
+            return {"cross_sell": NO_ACTIVE, "reorder": NO_ACTIVE}
+        if not (h.pair_days >= 2).any():
+            reasons["reorder"] = NO_REBUYING
+        return reasons
+
+    def _outcome(self, cross: dict, reorder: dict) -> dict:
+        """{"basis": "model" | "baseline" | "not validated", "summary": one line in words},
+        e.g. "model: cross-sell: popularity (baseline), reorder: reorder_lr; validated on 2
+        windows of 90 days"."""
+        cross_algorithm = "blend" if cross["weights"] else self._cross_name()
+        targets = (("cross-sell", "cross_sell", cross, cross_algorithm, self.cross_cap_, CROSS_BASELINE),
+                   ("reorder", "reorder", reorder, self.reorder_chosen_, self.reorder_cap_, REORDER_BASELINE))
+        parts, learned, validated = [], False, False
+        for label, key, choice, algorithm, cap, baseline in targets:
+            name = variant_name(algorithm, cap)
+            if choice["record"] is not None:
+                validated = True
+                learned |= algorithm != baseline
+            if self.reasons_.get(key):
+                parts.append(f"{label}: none ({self.reasons_[key]})")
+            elif choice["record"] is None:
+                why = " (not validated: no customer to score on every window)" if self.plan_.validated else ""
+                parts.append(f"{label}: {name}{why}")
+            else:
+                parts.append(f"{label}: {name}" + (" (baseline)" if algorithm == baseline else ""))
+        basis = "model" if learned else "baseline" if validated else "not validated"
+        tail = self.plan_.reason if self.plan_.validated else f"{self.plan_.reason}: the baselines are used"
+        return {"basis": basis, "summary": f"{basis}: " + ", ".join(parts) + f"; {tail}"}
+
+    def _cross_name(self) -> str:
+        return self.chosen_ if isinstance(self.chosen_, str) else "blend"
 
     def _history(self, interactions, products, as_of, segments, cobuyers=True) -> History:
         # The text neighbours depend on the catalogue only: computed once per fit.
@@ -140,119 +263,6 @@ class Recommender:
         return {"user_neighbours": self.user_neighbours, "user_pool_cells": self.user_pool_cells,
                 "random_state": self.random_state}
 
-    def _fit_on_validation(self, history: History, window: pd.DataFrame) -> None:
-        """Choose the cross-sell blend and the reorder model on the validation window."""
-        rng = np.random.default_rng(self.random_state)
-        truth_any = _truth_matrix(history, window)
-        truth_new = truth_any - truth_any.multiply(history.bought)
-        truth_new.eliminate_zeros()
-        scorer = _Scorer(history, self._scorer_params())
-        rows = np.flatnonzero(np.diff(truth_new.indptr) > 0)
-        rows = rows[np.diff(history.bought.indptr)[rows] > 0]
-        if len(rows) > self.max_validation_customers:
-            rows = np.sort(rng.choice(rows, self.max_validation_customers, replace=False))
-        if len(rows) >= 4:
-            half = rng.permutation(len(rows))
-            rows_a = np.sort(rows[half[: len(rows) // 2]])
-            rows_b = np.sort(rows[half[len(rows) // 2:]])
-            self._choose_blend(scorer, rows_a, rows_b, truth_new, rng)
-        self._choose_reorder(history, truth_any, rng)
-
-    def _choose_blend(self, scorer, rows_a, rows_b, truth_new, rng) -> None:
-        """Greedy forward search of blend weights on half A, checked on half B.
-
-        Start from the best single scorer, then repeatedly add the scorer and weight (from
-        a coarse grid) that most improves NDCG@n on A; stop when nothing improves it by
-        0.1%. The blend is kept only if it beats every single scorer on B.
-        """
-        names = scorer.available()
-        table_a = _candidate_table(scorer, rows_a, truth_new, names)
-        table_b = _candidate_table(scorer, rows_b, truth_new, names)
-
-        def ndcg(table, weights):
-            return _table_metrics(table, weights, self.n, self.max_per_category, scorer.n_products)
-
-        on_a = {a: ndcg(table_a, {a: 1.0})["ndcg"] for a in names}
-        weights = {max(names, key=on_a.get): 1.0}
-        best = max(on_a.values())
-        while len(weights) < len(names):
-            trial = None
-            for a in names:
-                if a in weights:
-                    continue
-                for w in BLEND_GRID:
-                    m = ndcg(table_a, {**weights, a: w})["ndcg"]
-                    if m > best * 1.001 and (trial is None or m > trial[0]):
-                        trial = (m, a, w)
-            if trial is None:
-                break
-            best, a, w = trial
-            weights[a] = w
-        # One refinement pass: the grid is coarse, nudge each added weight up or down.
-        for a in list(weights)[1:]:
-            for factor in (0.5, 0.7, 1.4, 2.0):
-                m = ndcg(table_a, {**weights, a: weights[a] * factor})["ndcg"]
-                if m > best * 1.001:
-                    best, weights[a] = m, weights[a] * factor
-        for a in names:
-            self.candidates_[a] = ndcg(table_b, {a: 1.0})
-        self.candidates_["blend"] = ndcg(table_b, weights)
-        self.blend_weights_ = dict(weights)
-        if self.algorithm != "auto":
-            return
-        best_single = max(names, key=lambda a: self.candidates_[a]["ndcg"])
-        if len(weights) > 1 and self.candidates_["blend"]["ndcg"] > self.candidates_[best_single]["ndcg"]:
-            self.chosen_ = {"blend": dict(weights)}
-        else:
-            self.chosen_ = best_single
-
-    def _choose_reorder(self, history: History, truth_any: sp.csr_matrix, rng) -> None:
-        frame = reorder_frame(history, self.horizon_days)
-        if frame.empty:
-            return
-        frame["label"] = reorder_labels(frame, truth_any)
-        scored = np.flatnonzero(np.diff(truth_any.indptr) > 0)
-        customers = np.unique(frame["row"].to_numpy())
-        in_a = rng.random(history.bought.shape[0]) < 0.5
-        train = frame.loc[in_a[frame["row"].to_numpy()]]
-        test_rows = np.intersect1d(scored, customers[~in_a[customers]])
-        if len(test_rows) > self.max_validation_customers:
-            test_rows = np.sort(rng.choice(test_rows, self.max_validation_customers, replace=False))
-        test = frame.loc[np.isin(frame["row"].to_numpy(), test_rows)]
-        del frame
-        if len(test_rows) == 0 or train["label"].nunique() < 2:
-            return
-        # 50k pairs are plenty for 16 features and keep the fit to a few seconds.
-        if len(train) > 50_000:
-            train = train.sample(50_000, random_state=self.random_state)
-        x_train = train[list(REORDER_FEATURES)].fillna(-1.0).to_numpy()
-        x_test = test[list(REORDER_FEATURES)].fillna(-1.0).to_numpy()
-        models = {
-            "reorder_lr": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
-            # Small trees and big leaves: a few thousand positives in a typical window.
-            "reorder_hgb": HistGradientBoostingClassifier(
-                max_iter=30, learning_rate=0.15, max_leaf_nodes=15, min_samples_leaf=50,
-                random_state=self.random_state),
-        }
-        scores = {}
-        for name, model in models.items():
-            model.fit(x_train, train["label"].to_numpy())
-            scores[name] = model.predict_proba(x_test)[:, 1]
-        scores["repeat_buy"] = repeat_buy_score(test)
-        scores["due"] = due_score(test, self.horizon_days)
-        for name, score in scores.items():
-            lists = _frame_top_n(test, score, test_rows, self.n, history.category_code,
-                                 self.max_per_category, history.active, self.horizon_days)
-            self.candidates_[name] = ranking_metrics(lists, truth_any[test_rows], self.n,
-                                                     history.n_products)
-        best = max(REORDER_ALGORITHMS, key=lambda a: self.candidates_[a]["ndcg"])
-        # Boosting must earn its cost (ten times the prediction time): within 2% of the
-        # logistic model on validation, the logistic model is kept.
-        if best == "reorder_hgb" and self.candidates_["reorder_hgb"]["ndcg"] < 1.02 * self.candidates_["reorder_lr"]["ndcg"]:
-            best = "reorder_lr"
-        self.reorder_chosen_ = best
-        self.reorder_model_ = models.get(best)
-
     # ------------------------------------------------------------ suggest
     def recommend(self, customer_ids=None) -> pd.DataFrame:
         """Both kinds for the given customers (default: every customer with a purchase).
@@ -265,6 +275,10 @@ class Recommender:
 
     def suggest_all(self, customer_ids=None, n_prospects=20, n_similar=10) -> dict:
         """recommendations (as ``recommend``), prospects and similar products in one pass."""
+        with threadpool_limits(limits=self.n_threads):
+            return self._suggest_all(customer_ids, n_prospects, n_similar)
+
+    def _suggest_all(self, customer_ids, n_prospects, n_similar) -> dict:
         h = self.history_
         if customer_ids is None:
             customer_ids = h.customer_ids
@@ -315,15 +329,14 @@ class Recommender:
         weights = {a: weights[a] for a in names}
         parts, pool = [], []
         n_p = scorer.n_products
-        for idx in _chunks(np.arange(len(rows)), scorer.chunk_rows):
+        for idx in chunks(np.arange(len(rows)), scorer.chunk_rows):
             chunk = rows[idx]
             block = scorer.features(chunk, names)
             score = np.zeros((len(chunk), n_p), np.float32)
             for a in names:
                 score += np.float32(weights[a]) * block[a]
             score[scorer.excluded(chunk)] = -np.inf
-            top, cand, cand_val = _top_n(score, self.n, h.category_code, self.max_per_category,
-                                         candidates=True)
+            top, cand, cand_val = top_n(score, self.n, h.category_code, self.cross_cap_, candidates=True)
             if lists:
                 r, k = np.nonzero(top >= 0)
                 c = top[r, k]
@@ -380,7 +393,7 @@ class Recommender:
                 parts["segment"] = scorer.segment_norm[s]
             score = sum(parts.values()) / len(parts)
             score = np.where(h.active, score, -np.inf)[None, :].astype(np.float32)
-            top = _top_n(score, self.n, h.category_code, self.max_per_category)[0]
+            top = top_n(score, self.n, h.category_code, self.cross_cap_)[0]
             top = top[top >= 0]
             contrib = np.column_stack([parts[a][top] for a in parts])
             alg_names = list(parts)
@@ -399,46 +412,47 @@ class Recommender:
         return pd.concat(frames, ignore_index=True)
 
     def reorder_scores(self, rows=None) -> pd.DataFrame:
-        """The reorder frame as of as_of (see ``reorder_frame``) with a ``score`` column:
-        the chosen model's P(bought again within horizon_days), or its rule's score."""
+        """The reorder candidates as of as_of (see ``_reorder_pairs``) with a ``score``
+        column: the chosen model's P(bought again within the window), or its rule's score."""
         frame = self._reorder_pairs(rows)
         return frame.assign(score=self._reorder_score(frame))
 
     def _reorder_pairs(self, rows=None) -> pd.DataFrame:
-        frame = reorder_frame(self.history_, self.horizon_days)
+        """Pairs (see ``reorder_frame``, features over the backtest window the model learned
+        on) that may be suggested for reorder: with evidence of re-buying, an active
+        product, not refunded since, and not long off its rhythm over the horizon."""
+        h = self.history_
+        frame = reorder_frame(h, self.window_days_)
         if rows is not None:
             frame = frame.loc[np.isin(frame["row"].to_numpy(), rows)]
-        return frame
+        r, c = frame["row"].to_numpy(), frame["col"].to_numpy()
+        usable = has_evidence(frame) & h.active[c] & ~(lookup(h.blocked, r, c) > 0)
+        usable &= ~not_due(frame, self.horizon_days)
+        return frame.loc[usable]
 
     def _reorder_score(self, frame) -> np.ndarray:
-        if self.reorder_model_ is not None and len(frame):
-            score = np.empty(len(frame))
-            # Predict in slices: the feature matrix of every pair at once is a big copy.
-            for start in range(0, len(frame), 200_000):
-                part = frame.iloc[start:start + 200_000]
-                x = part[list(REORDER_FEATURES)].fillna(-1.0).to_numpy()
-                score[start:start + len(part)] = self.reorder_model_.predict_proba(x)[:, 1]
-            return score
-        if self.reorder_chosen_ == "due":
-            return due_score(frame, self.horizon_days)
-        return repeat_buy_score(frame)
+        if len(frame) == 0:
+            return np.zeros(0)
+        return score_reorder(self.reorder_chosen_, self.reorder_model_, frame, self.window_days_)
 
     def _reorder(self, customer_ids, rows) -> pd.DataFrame:
         h = self.history_
         if len(rows) == 0:
             return _empty_frame()
         frame = self._reorder_pairs(rows if len(rows) < len(h.customer_ids) else None)
+        if frame.empty:
+            return _empty_frame()
         score = self._reorder_score(frame)
-        r, c = frame["row"].to_numpy(), frame["col"].to_numpy()
-        keep = np.flatnonzero(~(lookup(h.blocked, r, c) > 0) & h.active[c] & ~not_due(frame, self.horizon_days))
         # Rank a slim (row, col, score) frame, then fetch the reason columns of the winners:
         # sorting the full feature frame of every pair costs memory for nothing.
-        slim = pd.DataFrame({"row": r[keep], "col": c[keep], "at": keep})
-        ranked = _rank_frame(slim, score[keep], self.n, h.category_code, self.max_per_category)
+        slim = pd.DataFrame({"row": frame["row"].to_numpy(), "col": frame["col"].to_numpy(),
+                             "at": np.arange(len(frame))})
+        ranked = rank_frame(slim, score, self.n, h.category_code, self.reorder_cap_)
         at = ranked["at"].to_numpy()
-        frame = frame.iloc[at][["row", "col", "days", "since_last", "own_interval", "product_cycle",
-                                "product_repeat_rate"]]
-        reasons, evidence = reorder_reason(frame)
+        frame = frame.iloc[at][["row", "col", "rebuy_evidence", "days", "since_last", "own_interval",
+                                "product_cycle", "buyers", "repeat_buyers", "category", "category_pairs",
+                                "category_repeat_pairs"]]
+        reasons, evidence = reorder_reason(frame, h.categories)
         id_of_row = pd.Series(customer_ids, index=rows)
         return pd.DataFrame({
             "customer_id": id_of_row.reindex(frame["row"].to_numpy()).to_numpy(np.int64),
@@ -620,15 +634,18 @@ class _Scorer:
         self._neighbours = {}
 
     def available(self) -> tuple:
+        """The scorers this data supports, in CROSS_ORDER. They depend on the catalogue and
+        the segments only (not on who bought what by a date), so every backtest origin and
+        the final fit have the same ones."""
         names = ["popularity", "popularity_recent"]
         if self.segment_norm is not None:
             names.append("segment")
-        names += ["item_cf", "user_cf"]
+        if (self.history.category_code >= 0).any():
+            names.append("category")
         if self.history.text_sim.nnz:
             names.append("content")
-        if self.category_counts.nnz:
-            names.append("category")
-        return tuple(names)
+        names += ["item_cf", "user_cf"]
+        return tuple(a for a in CROSS_ORDER if a in names)
 
     def excluded(self, rows) -> np.ndarray:
         """Bought before, refunded (and not bought again) or inactive: never suggested."""
@@ -713,140 +730,6 @@ def _row_scale(block: np.ndarray) -> np.ndarray:
     return block
 
 
-def _chunks(values, size):
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
-
-def _top_cols(score: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, score.shape[1])
-    return np.argpartition(-score, k - 1, axis=1)[:, :k]
-
-
-def _top_n(score: np.ndarray, n: int, category: np.ndarray, cap, candidates=False):
-    """Best n columns per row, best first, at most ``cap`` per category; -1 pads.
-
-    Looks at the best ``max(5n, n + 40)`` only: enough to fill n under a cap of 1-3.
-    ``candidates=True`` also returns those (columns, scores), best first.
-    """
-    rows, n_cols = score.shape
-    m = min(n_cols, max(5 * n, n + 40))
-    if m < n_cols:
-        # On the negated block: numpy's introselect is far slower when many tied zeros sit
-        # at the partition point, which the "largest last" form of the call hits.
-        part = np.argpartition(-score, m - 1, axis=1)[:, :m]
-    else:
-        part = np.tile(np.arange(n_cols), (rows, 1))
-    val = np.take_along_axis(score, part, 1)
-    order = np.argsort(-val, axis=1, kind="stable")
-    part = np.take_along_axis(part, order, 1)
-    val = np.take_along_axis(val, order, 1)
-    valid = np.isfinite(val)
-    if cap is not None:
-        cat = category[part] if category.ndim == 1 else np.take_along_axis(category, part, 1)
-        key = (np.arange(rows)[:, None] * (category.max(initial=0) + 2) + cat + 1).ravel()
-        o = np.argsort(key, kind="stable")
-        ks = key[o]
-        start = np.r_[True, ks[1:] != ks[:-1]]
-        idx = np.arange(len(ks))
-        seen = np.empty(len(ks), np.int64)
-        seen[o] = idx - np.maximum.accumulate(np.where(start, idx, 0))
-        valid &= (seen.reshape(rows, m) < cap) | (cat < 0)
-    pos = np.cumsum(valid, axis=1) - 1
-    keep = valid & (pos < n)
-    out = np.full((rows, n), -1, np.int64)
-    r, c = np.nonzero(keep)
-    out[r, pos[r, c]] = part[r, c]
-    if candidates:
-        return out, part, val
-    return out
-
-
-def _candidate_table(scorer, rows, truth, names, width=50) -> dict:
-    """Each customer's candidates: the union of every scorer's top ``width`` products.
-
-    Returns customers x W arrays (W = width x scorers): product columns, per-scorer
-    features, an invalid mask (duplicates, excluded products), labels from ``truth``, and
-    the size of each customer's truth. A blend of these scorers with positive weights
-    takes its top 10 from this union, so weights can be searched without rescoring.
-    """
-    parts = {"cols": [], "invalid": [], "labels": [], "n_truth": [], "feats": {a: [] for a in names}}
-    for chunk in _chunks(rows, scorer.chunk_rows):
-        block = scorer.features(chunk, names)
-        excluded = scorer.excluded(chunk)
-        cand = np.concatenate([_top_cols(np.where(excluded, -np.inf, block[a]), width) for a in names], axis=1)
-        cand.sort(axis=1)
-        invalid = np.zeros(cand.shape, bool)
-        invalid[:, 1:] = cand[:, 1:] == cand[:, :-1]
-        invalid |= np.take_along_axis(excluded, cand, 1)
-        r = np.repeat(chunk, cand.shape[1])
-        parts["labels"].append((lookup(truth, r, cand.ravel()) > 0).reshape(cand.shape))
-        parts["cols"].append(cand)
-        parts["invalid"].append(invalid)
-        parts["n_truth"].append(np.diff(truth.indptr)[chunk])
-        for a in names:
-            parts["feats"][a].append(np.take_along_axis(np.broadcast_to(block[a], excluded.shape), cand, 1))
-    table = {k: np.concatenate(v) for k, v in parts.items() if k != "feats"}
-    table["feats"] = {a: np.concatenate(v) for a, v in parts["feats"].items()}
-    table["category"] = scorer.history.category_code[table["cols"]]
-    return table
-
-
-def _table_metrics(table, weights, n, cap, n_products) -> dict:
-    """Metrics of the blend ``weights`` over a candidate table (see ``_candidate_table``)."""
-    score = np.zeros(table["cols"].shape, np.float32)
-    for a, w in weights.items():
-        score += np.float32(w) * table["feats"][a]
-    score[table["invalid"]] = -np.inf
-    pos = _top_n(score, n, table["category"], cap)
-    ok = pos >= 0
-    safe = np.maximum(pos, 0)
-    hits = np.take_along_axis(table["labels"], safe, 1) & ok
-    cols = np.take_along_axis(table["cols"], safe, 1)[ok]
-    return _metrics_from_hits(hits, table["n_truth"], n, len(np.unique(cols)), n_products)
-
-
-def _metrics_from_hits(hits, n_truth, k, n_recommended, catalogue_size) -> dict:
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (hits * disc[: hits.shape[1]]).sum(axis=1)
-    ok = n_truth > 0
-    ideal = np.cumsum(disc)[np.clip(n_truth, 1, k) - 1]
-    return {
-        "precision": float((hits.sum(axis=1) / k).mean()),
-        "recall": float(np.where(ok, hits.sum(axis=1) / np.maximum(n_truth, 1), 0).mean()),
-        "ndcg": float(np.where(ok, dcg / ideal, 0).mean()),
-        "hit_rate": float(hits.any(axis=1).mean()),
-        "coverage": float(n_recommended / max(catalogue_size, 1)),
-        "customers": int(len(hits)),
-    }
-
-
-def _rank_frame(frame, score, n, category, cap) -> pd.DataFrame:
-    """Top n rows of a (row, col) frame per customer row, best first, category-capped."""
-    frame = frame.assign(score=score)
-    frame = frame.sort_values(["row", "score"], ascending=[True, False], kind="stable")
-    if cap is not None:
-        cat = category[frame["col"].to_numpy()]
-        seen = frame.groupby([frame["row"].to_numpy(), cat]).cumcount().to_numpy()
-        frame = frame.loc[(seen < cap) | (cat < 0)]
-    frame = frame.assign(rank=frame.groupby("row").cumcount() + 1)
-    return frame.loc[frame["rank"] <= n]
-
-
-def _frame_top_n(frame, score, rows, n, category, cap, active, horizon_days=None) -> np.ndarray:
-    """Reorder lists (rows x n product columns, -1 padding) for the given customer rows."""
-    ok = active[frame["col"].to_numpy()]
-    if horizon_days is not None:
-        ok &= ~not_due(frame, horizon_days)
-    frame, score = frame.loc[ok], np.asarray(score)[ok]
-    ranked = _rank_frame(frame, score, n, category, cap)
-    out = np.full((len(rows), n), -1, np.int64)
-    pos = pd.Index(rows).get_indexer(ranked["row"].to_numpy())
-    ok = pos >= 0
-    out[pos[ok], ranked["rank"].to_numpy()[ok] - 1] = ranked["col"].to_numpy()[ok]
-    return out
-
-
 def _reason_algorithm(block, weights, names, r, c) -> np.ndarray:
     """Index in ALGORITHMS of the scorer contributing most to each (r, c)."""
     positive = [a for a in names if weights[a] > 0] or list(names)
@@ -917,50 +800,6 @@ def _empty_frame() -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- evaluation
-def _validation_window(interactions, cut, as_of):
-    """Purchases in (cut, as_of], or None when there is nothing before or in it."""
-    end = as_of + pd.Timedelta(days=1)
-    start = cut + pd.Timedelta(days=1)
-    buys = interactions.loc[(interactions["type"] == "purchase") & (interactions["product_id"] >= 0)]
-    before = (buys["occurred_at"] < start).any()
-    window = buys.loc[(buys["occurred_at"] >= start) & (buys["occurred_at"] < end)]
-    if not before or window.empty:
-        return None
-    return window[["customer_id", "product_id"]]
-
-
-def _truth_matrix(history: History, window: pd.DataFrame) -> sp.csr_matrix:
-    """Binary customer row x product column matrix of the window's purchases."""
-    r = pd.Index(history.customer_ids).get_indexer(window["customer_id"].to_numpy())
-    c = pd.Index(history.product_ids).get_indexer(window["product_id"].to_numpy())
-    ok = (r >= 0) & (c >= 0)
-    m = sp.csr_matrix((np.ones(ok.sum(), np.float32), (r[ok], c[ok])), shape=history.bought.shape)
-    m.data[:] = 1.0
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    m.sort_indices()
-    return m
-
-
-def ranking_metrics(lists: np.ndarray, truth: sp.csr_matrix, k: int, catalogue_size: int) -> dict:
-    """P@k, R@k, NDCG@k (binary gains), hit rate and coverage of top-k lists.
-
-    ``lists``: customers x k product columns, -1 padding; ``truth``: customers x products.
-    Precision divides by k even for shorter lists. Plain floats (JSON-able).
-    """
-    n = lists.shape[0]
-    if n == 0:
-        return {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit_rate": 0.0, "coverage": 0.0, "customers": 0}
-    truth = truth.tocsr()
-    truth.sort_indices()
-    rows = np.repeat(np.arange(n), lists.shape[1])
-    cols = lists.ravel()
-    hit = (lookup(truth, rows, np.maximum(cols, 0)) > 0) & (cols >= 0)
-    hit = hit.reshape(n, -1)[:, :k]
-    recommended = np.unique(cols[cols >= 0])
-    return _metrics_from_hits(hit, np.diff(truth.indptr), k, len(recommended), catalogue_size)
-
-
 def evaluate_holdout(interactions, products, as_of, horizon_days=90, segments=None, **params) -> dict:
     """Time split: fit as of ``as_of - horizon_days``, score on the following window.
 
@@ -974,10 +813,12 @@ def evaluate_holdout(interactions, products, as_of, horizon_days=90, segments=No
     cut = as_of - pd.Timedelta(days=horizon_days)
     rec = Recommender(horizon_days=horizon_days, **params).fit(interactions, products, cut, segments)
     h = rec.history_
-    window = _validation_window(interactions, cut, as_of)
+    result = {"new": {}, "any": {}, "chosen": _jsonable(rec.chosen_), "reorder_chosen": rec.reorder_chosen_,
+              "validation": _jsonable(rec.candidates_)}
+    window = window_purchases(interactions, cut, as_of)
     if window is None:
-        return {"new": {}, "any": {}, "chosen": _jsonable(rec.chosen_)}
-    truth_any = _truth_matrix(h, window)
+        return result
+    truth_any = truth_matrix(h, window)
     catalogue = h.buyers > 0
     truth_any = (truth_any @ sp.diags(catalogue.astype(np.float32))).tocsr()
     truth_any.eliminate_zeros()
@@ -986,25 +827,21 @@ def evaluate_holdout(interactions, products, as_of, horizon_days=90, segments=No
     rows_any = np.flatnonzero(np.diff(truth_any.indptr) > 0)
     rows_new = np.flatnonzero(np.diff(truth_new.indptr) > 0)
     scorer = rec.scorer_
-    result = {"new": {}, "any": {}, "chosen": _jsonable(rec.chosen_),
-              "reorder_chosen": rec.reorder_chosen_, "validation": _jsonable(rec.candidates_)}
     n_cat = int(catalogue.sum())
     variants = {a: {a: 1.0} for a in scorer.available()}
     variants["chosen"] = rec._weights()
     for name, weights in variants.items():
         lists = []
-        for chunk in _chunks(rows_new, scorer.chunk_rows):
+        for chunk in chunks(rows_new, scorer.chunk_rows):
             score = scorer.blend(chunk, weights)
             score[scorer.excluded(chunk)] = -np.inf
-            lists.append(_top_n(score, rec.n, h.category_code, rec.max_per_category))
+            lists.append(top_n(score, rec.n, h.category_code, rec.cross_cap_))
         lists = np.concatenate(lists) if lists else np.zeros((0, rec.n), np.int64)
         result["new"][name] = ranking_metrics(lists, truth_new[rows_new], rec.n, n_cat)
-    frame = reorder_frame(h, horizon_days)
-    chosen = rec.reorder_scores()["score"].to_numpy()
-    for name, score in (("reorder", chosen), ("repeat_buy", repeat_buy_score(frame)),
-                        ("due", due_score(frame, horizon_days))):
-        lists = _frame_top_n(frame, score, rows_any, rec.n, h.category_code, rec.max_per_category, h.active,
-                             horizon_days)
+    frame = rec.reorder_scores()
+    for name, score in (("reorder", frame["score"].to_numpy()), ("repeat_buy", repeat_buy_score(frame)),
+                        ("due", due_score(frame, rec.window_days_))):
+        lists = frame_top_n(frame, score, rows_any, rec.n, h.category_code, rec.reorder_cap_)
         result["any"][name] = ranking_metrics(lists, truth_any[rows_any], rec.n, n_cat)
     return result
 

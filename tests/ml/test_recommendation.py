@@ -103,7 +103,7 @@ def test_recommender_reorders_a_product_when_it_is_due_not_right_after_buying():
     reorder = due.recommend([1]).query("kind == 'reorder'")
     first = reorder[reorder["rank"] == 1].iloc[0]
     assert first["product_id"] == 1
-    assert first["reason"] == "You buy this about every 14 days; last bought 14 days ago"
+    assert first["reason"] == "You have bought this on 28 days, about every 14 days; last bought 14 days ago"
     assert first["evidence"]["interval_days"] == 14
 
     just_bought = Recommender(horizon_days=7, max_per_category=None).fit(

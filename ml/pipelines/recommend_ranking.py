@@ -1,0 +1,243 @@
+"""Top-n lists under a category cap, and their ranking metrics (part of the recommendation
+pipeline): used both to write suggestions and to score candidates on backtest windows.
+
+Lists are arrays of product *columns* (the column order of a ``History``), one row per
+customer, best first, ``-1`` padding a list shorter than ``n``. Metrics are plain floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ml.pipelines.recommend_history import History, lookup
+
+
+def chunks(values, size):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def top_cols(score: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, score.shape[1])
+    return np.argpartition(-score, k - 1, axis=1)[:, :k]
+
+
+def top_n(score: np.ndarray, n: int, category: np.ndarray, cap, candidates=False):
+    """Best n columns per row, best first, at most ``cap`` per category; -1 pads.
+
+    Looks at the best ``max(5n, n + 40)`` only: enough to fill n under a cap of 1-3
+    (without a cap, the best n are enough). ``candidates=True`` also returns those
+    (columns, scores), best first.
+    """
+    rows, n_cols = score.shape
+    m = min(n_cols, n if cap is None and not candidates else max(5 * n, n + 40))
+    if m < n_cols:
+        # On the negated block: numpy's introselect is far slower when many tied zeros sit
+        # at the partition point, which the "largest last" form of the call hits.
+        part = np.argpartition(-score, m - 1, axis=1)[:, :m]
+    else:
+        part = np.tile(np.arange(n_cols), (rows, 1))
+    val = np.take_along_axis(score, part, 1)
+    order = np.argsort(-val, axis=1, kind="stable")
+    part = np.take_along_axis(part, order, 1)
+    val = np.take_along_axis(val, order, 1)
+    valid = np.isfinite(val)
+    if cap is not None:
+        cat = category[part] if category.ndim == 1 else np.take_along_axis(category, part, 1)
+        key = (np.arange(rows)[:, None] * (category.max(initial=0) + 2) + cat + 1).ravel()
+        o = np.argsort(key, kind="stable")
+        ks = key[o]
+        start = np.r_[True, ks[1:] != ks[:-1]]
+        idx = np.arange(len(ks))
+        seen = np.empty(len(ks), np.int64)
+        seen[o] = idx - np.maximum.accumulate(np.where(start, idx, 0))
+        valid &= (seen.reshape(rows, m) < cap) | (cat < 0)
+    pos = np.cumsum(valid, axis=1) - 1
+    keep = valid & (pos < n)
+    out = np.full((rows, n), -1, np.int64)
+    r, c = np.nonzero(keep)
+    out[r, pos[r, c]] = part[r, c]
+    if candidates:
+        return out, part, val
+    return out
+
+
+def candidate_table(scorer, rows, truth, names, width=50) -> dict:
+    """Each customer's candidates: the union of every scorer's top ``width`` products.
+
+    Returns customers x W arrays (W = width x scorers): product columns, per-scorer
+    features, an invalid mask (duplicates, excluded products), labels from ``truth``, and
+    the size of each customer's truth. A blend of these scorers with positive weights
+    takes its top 10 from this union, so weights can be searched without rescoring.
+    """
+    parts = {"cols": [], "invalid": [], "labels": [], "n_truth": [], "feats": {a: [] for a in names}}
+    for chunk in chunks(rows, scorer.chunk_rows):
+        block = scorer.features(chunk, names)
+        excluded = scorer.excluded(chunk)
+        cand = np.concatenate([_top_shared(block[a][0], excluded, width) if block[a].strides[0] == 0
+                               else top_cols(np.where(excluded, -np.inf, block[a]), width) for a in names], axis=1)
+        cand.sort(axis=1)
+        invalid = np.zeros(cand.shape, bool)
+        invalid[:, 1:] = cand[:, 1:] == cand[:, :-1]
+        invalid |= np.take_along_axis(excluded, cand, 1)
+        r = np.repeat(chunk, cand.shape[1])
+        parts["labels"].append((lookup(truth, r, cand.ravel()) > 0).reshape(cand.shape))
+        parts["cols"].append(cand)
+        parts["invalid"].append(invalid)
+        parts["n_truth"].append(np.diff(truth.indptr)[chunk])
+        for a in names:
+            parts["feats"][a].append(np.take_along_axis(np.broadcast_to(block[a], excluded.shape), cand, 1))
+    if not parts["cols"]:
+        width_all = width * len(names)
+        empty = {"cols": np.zeros((0, width_all), np.int64), "invalid": np.zeros((0, width_all), bool),
+                 "labels": np.zeros((0, width_all), bool), "n_truth": np.zeros(0, np.int64),
+                 "feats": {a: np.zeros((0, width_all), np.float32) for a in names}}
+        empty["category"] = np.zeros((0, width_all), np.int64)
+        return empty
+    table = {k: np.concatenate(v) for k, v in parts.items() if k != "feats"}
+    table["feats"] = {a: np.concatenate(v) for a, v in parts["feats"].items()}
+    table["category"] = scorer.history.category_code[table["cols"]]
+    return table
+
+
+def _top_shared(score: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
+    """``top_cols`` for a score every row shares (popularity): one sort of the catalogue,
+    then each row's first k columns that are not excluded (padded with excluded ones, which
+    the candidate table marks invalid)."""
+    order = np.argsort(-score, kind="stable")
+    n = len(order)
+    k = min(k, n)
+    length = min(n, 2 * k)
+    while True:
+        ok = ~excluded[:, order[:length]]
+        if length == n or ok.sum(axis=1).min() >= k:
+            break
+        length = min(n, 2 * length)
+    pos = np.cumsum(ok, axis=1) - 1
+    take = ok & (pos < k)
+    out = np.tile(order[:k], (len(excluded), 1))
+    r, c = np.nonzero(take)
+    out[r, pos[r, c]] = order[c]
+    return out
+
+
+def stack_tables(tables: list) -> dict:
+    """Candidate tables of several windows as one (same scorers, same width)."""
+    out = {k: np.concatenate([t[k] for t in tables]) for k in ("cols", "invalid", "labels", "n_truth", "category")}
+    out["feats"] = {a: np.concatenate([t["feats"][a] for t in tables]) for a in tables[0]["feats"]}
+    return out
+
+
+def table_metrics(table, weights, n, cap, n_products) -> dict:
+    """Metrics of the blend ``weights`` over a candidate table (see ``candidate_table``)."""
+    score = np.zeros(table["cols"].shape, np.float32)
+    for a, w in weights.items():
+        score += np.float32(w) * table["feats"][a]
+    score[table["invalid"]] = -np.inf
+    pos = top_n(score, n, table["category"], cap)
+    ok = pos >= 0
+    safe = np.maximum(pos, 0)
+    hits = np.take_along_axis(table["labels"], safe, 1) & ok
+    cols = np.take_along_axis(table["cols"], safe, 1)[ok]
+    return metrics_from_hits(hits, table["n_truth"], n, len(np.unique(cols)), n_products)
+
+
+def metrics_from_hits(hits, n_truth, k, n_recommended, catalogue_size) -> dict:
+    """P@k, R@k, NDCG@k (binary gains, ideal DCG over min(|truth|, k)), hit rate, coverage."""
+    if len(hits) == 0:
+        return {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit_rate": 0.0, "coverage": 0.0, "customers": 0}
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (hits * disc[: hits.shape[1]]).sum(axis=1)
+    ok = n_truth > 0
+    ideal = np.cumsum(disc)[np.clip(n_truth, 1, k) - 1]
+    return {
+        "precision": float((hits.sum(axis=1) / k).mean()),
+        "recall": float(np.where(ok, hits.sum(axis=1) / np.maximum(n_truth, 1), 0).mean()),
+        "ndcg": float(np.where(ok, dcg / ideal, 0).mean()),
+        "hit_rate": float(hits.any(axis=1).mean()),
+        "coverage": float(n_recommended / max(catalogue_size, 1)),
+        "customers": int(len(hits)),
+    }
+
+
+def ranking_metrics(lists: np.ndarray, truth: sp.csr_matrix, k: int, catalogue_size: int) -> dict:
+    """P@k, R@k, NDCG@k (binary gains), hit rate and coverage of top-k lists.
+
+    ``lists``: customers x k product columns, -1 padding; ``truth``: customers x products.
+    Precision divides by k even for shorter lists. Plain floats (JSON-able).
+    """
+    n = lists.shape[0]
+    if n == 0:
+        return metrics_from_hits(np.zeros((0, k), bool), np.zeros(0, np.int64), k, 0, catalogue_size)
+    truth = truth.tocsr()
+    truth.sort_indices()
+    rows = np.repeat(np.arange(n), lists.shape[1])
+    cols = lists.ravel()
+    hit = (lookup(truth, rows, np.maximum(cols, 0)) > 0) & (cols >= 0)
+    hit = hit.reshape(n, -1)[:, :k]
+    recommended = np.unique(cols[cols >= 0])
+    return metrics_from_hits(hit, np.diff(truth.indptr), k, len(recommended), catalogue_size)
+
+
+def rank_frame(frame, score, n, category, cap) -> pd.DataFrame:
+    """Top n rows of a (row, col) frame per customer row, best first, category-capped."""
+    frame = frame.assign(score=score)
+    frame = frame.sort_values(["row", "score"], ascending=[True, False], kind="stable")
+    if cap is not None:
+        cat = category[frame["col"].to_numpy()]
+        seen = frame.groupby([frame["row"].to_numpy(), cat]).cumcount().to_numpy()
+        frame = frame.loc[(seen < cap) | (cat < 0)]
+    frame = frame.assign(rank=frame.groupby("row").cumcount() + 1)
+    return frame.loc[frame["rank"] <= n]
+
+
+def frame_top_n(frame, score, rows, n, category, cap) -> np.ndarray:
+    """Lists (rows x n product columns, -1 padding) from scored (row, col) pairs, for the
+    given customer rows; pairs of other rows are ignored."""
+    ranked = rank_frame(frame[["row", "col"]], np.asarray(score), n, category, cap)
+    out = np.full((len(rows), n), -1, np.int64)
+    pos = pd.Index(rows).get_indexer(ranked["row"].to_numpy())
+    ok = pos >= 0
+    out[pos[ok], ranked["rank"].to_numpy()[ok] - 1] = ranked["col"].to_numpy()[ok]
+    return out
+
+
+def window_purchases(interactions, cut, last_day):
+    """Purchases with a product in (cut, last_day] (days, inclusive), or None when there is
+    no such purchase or none with a product on or before the cut."""
+    end = last_day + pd.Timedelta(days=1)
+    start = cut + pd.Timedelta(days=1)
+    buys = interactions.loc[(interactions["type"] == "purchase") & (interactions["product_id"] >= 0)]
+    before = (buys["occurred_at"] < start).any()
+    window = buys.loc[(buys["occurred_at"] >= start) & (buys["occurred_at"] < end)]
+    if not before or window.empty:
+        return None
+    return window[["customer_id", "product_id"]]
+
+
+def truth_matrix(history: History, window: pd.DataFrame | None) -> sp.csr_matrix:
+    """Binary customer row x product column matrix of the window's purchases (customers and
+    products of the history only)."""
+    if window is None:
+        return sp.csr_matrix(history.bought.shape, dtype=np.float32)
+    r = pd.Index(history.customer_ids).get_indexer(window["customer_id"].to_numpy())
+    c = pd.Index(history.product_ids).get_indexer(window["product_id"].to_numpy())
+    ok = (r >= 0) & (c >= 0)
+    m = sp.csr_matrix((np.ones(ok.sum(), np.float32), (r[ok], c[ok])), shape=history.bought.shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    m.sort_indices()
+    return m
+
+
+def stable_unit(ids, salt: int) -> np.ndarray:
+    """A number in [0, 1) per id, fixed for a given id and salt (splitmix64): picks and
+    halves customers the same way whatever the row order or the rest of the data."""
+    with np.errstate(over="ignore"):  # the mixing wraps around 2**64 on purpose
+        x = np.asarray(ids, dtype=np.int64).astype(np.uint64) + np.uint64(salt) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
