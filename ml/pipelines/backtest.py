@@ -8,9 +8,12 @@ purchase, inclusive) and a horizon of ``H`` days,
   holds three horizons, otherwise a third of the history, so that the oldest window still has
   at least ``W`` days of history before it (models such as BG/NBD and the naive rate forecast
   any length of window, and scale from ``W`` to ``H``);
-- the origins are the ``K = min(MAX_ORIGINS, D // W - 1)`` cuts ``as_of - W``,
-  ``as_of - 2W``, ...: each candidate is fitted on the data up to a cut and scored on the ``W``
-  days after it, which really happened;
+- the origins are the cuts ``as_of - W``, ``as_of - 1.5W``, ``as_of - 2W`` (rolling by half a
+  window, so the windows overlap by half; at most ``MAX_ORIGINS``, each with at least ``W`` days
+  of history before it): each candidate is fitted on the data up to a cut and scored on the
+  ``W`` days after it, which really happened. Half-window steps give three windows as soon as
+  anything can be validated, keep them recent, and leave each fit more history than windows
+  laid end to end would;
 - when ``W`` is under ``MIN_WINDOW_DAYS`` (fewer than 21 days of history) nothing is held
   back: the models are fitted on all the history and published as "not yet validated".
 
@@ -19,8 +22,7 @@ Choice (:func:`choose`): the candidate with the lowest mean loss over the origin
 first) whose loss is within the spread between origins of the best's: the mean of its
 per-origin loss differences to the best is no more than their standard error (the
 "one-standard-error rule" of cross-validation), and that is no worse on average than any
-simpler candidate passed over. With two origins that means a more complex model is taken only
-when it beats the simpler one on both. Nothing here is random: the same scores give the same
+simpler candidate passed over. Nothing here is random: the same scores give the same
 choice.
 """
 
@@ -81,8 +83,9 @@ def plan_backtest(first_day, as_of, horizon_days: int, max_origins: int = MAX_OR
         return BacktestPlan(as_of, horizon, history, 0, (),
                             f"not yet validated: {history} days of history (holding back a window of at least "
                             f"{min_window} days needs {3 * min_window})")
-    n = min(max_origins, history // window - 1)
-    cuts = tuple(as_of - pd.Timedelta(days=k * window) for k in range(1, n + 1))
+    step = max(window // 2, 1)
+    n = min(max_origins, (history - 2 * window) // step + 1)
+    cuts = tuple(as_of - pd.Timedelta(days=window + k * step) for k in range(n))
     if window < horizon:
         reason = (f"{history} days of history, under three horizons: validated on {n} windows of {window} days "
                   f"(a third of the history), scaled to the {horizon}-day horizon")

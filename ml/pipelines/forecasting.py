@@ -98,7 +98,7 @@ MAX_TRAIN_ROWS = 50_000
 MAX_SVR_ROWS = 500
 # A regression of "history -> next window" needs some customers to learn from; below this
 # many at the training cut only the baselines and the BTYD models (population parameters) run.
-MIN_TRAIN_CUSTOMERS = 10
+MIN_TRAIN_CUSTOMERS = 100
 # Regression features look back at most two years: older behaviour says little about the
 # next window, and the training cut must be able to see the same span.
 MAX_LOOKBACK_DAYS = 730
@@ -652,7 +652,12 @@ class _CandidateFit:
         if self.stack is not None:
             names = BTYD + REGRESSORS
             out["ensemble"] = _apply_stack(self.stack, *_stack_inputs(raw, self.calibrators, names))
-        return s, {name: _scaled(o, horizon / L) for name, o in out.items()}
+        out = {name: _scaled(o, horizon / L) for name, o in out.items()}
+        if horizon != L:
+            # BTYD models forecast any window themselves (with dropout over its whole length), so
+            # they are not scaled; their calibration was learned for L days and is left out.
+            out.update(_btyd_outputs(self.btyd, s, horizon))
+        return s, out
 
 
 # --------------------------------------------------------------------------- scores

@@ -14,15 +14,17 @@ def _first_day(history_days):
 def test_plan_uses_the_horizon_as_window_once_history_holds_three():
     plan = plan_backtest(_first_day(365), AS_OF, 90)
     assert plan.window_days == 90 and plan.validated
-    assert [str(c.date()) for c in plan.cuts] == ["2024-10-01", "2024-07-03", "2024-04-04"]
+    # rolling by half a window: the last 90 days, then 45 and 90 days earlier
+    assert [str(c.date()) for c in plan.cuts] == ["2024-10-01", "2024-08-17", "2024-07-03"]
     assert plan.window(plan.cuts[0]) == (pd.Timestamp("2024-10-02"), AS_OF)
 
 
 def test_plan_shortens_the_window_to_a_third_of_a_short_history():
     # given: history as long as the horizon
     plan = plan_backtest(_first_day(90), AS_OF, 90)
-    # then: two windows of 30 days, each with at least 30 days of history before it
-    assert plan.window_days == 30 and len(plan.cuts) == 2
+    # then: three windows of 30 days, each with at least 30 days of history before it
+    assert plan.window_days == 30 and len(plan.cuts) == 3
+    assert (plan.cuts[-1] - _first_day(90)).days + 1 >= 30
     assert "scaled to the 90-day horizon" in plan.reason
 
 

@@ -106,8 +106,8 @@ def test_forecaster_scores_every_candidate_on_each_backtest_window(fitted):
     report = model.report_
     json.dumps(report)
     origins = report["backtest"]["origins"]
-    # 365 days of history and a 90-day horizon: three rolling windows of 90 days
-    assert [o["cut"] for o in origins] == ["2023-10-02", "2023-07-04", "2023-04-05"]
+    # 365 days of history and a 90-day horizon: three windows of 90 days, rolling by 45
+    assert [o["cut"] for o in origins] == ["2023-10-02", "2023-08-18", "2023-07-04"]
     for o in origins:
         assert {"naive rate", "base rate", "linear", "polynomial", "glm", "svr", "gbm", "bgnbd", "paretonbd",
                 "ensemble"} <= set(o["scores"])

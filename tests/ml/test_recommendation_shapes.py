@@ -142,18 +142,18 @@ def test_recommender_with_history_shorter_than_the_horizon_validates_on_shorter_
 
     backtest = rec.backtest_
 
-    assert backtest["validated"] and backtest["window_days"] == 20 and len(backtest["origins"]) == 2
+    assert backtest["validated"] and backtest["window_days"] == 20 and len(backtest["origins"]) == 3
     assert "under three horizons" in backtest["reason"]
     assert rec.outcome_["basis"] in ("model", "baseline")
     assert not lists(rec, "recommendation").empty and not lists(rec, "reorder").empty
 
 
-def test_recommender_with_history_between_one_and_two_horizons_validates_on_two_windows():
+def test_recommender_with_history_between_one_and_two_horizons_validates_on_three_windows():
     interactions, products = shop(days=150, seed=8)
     rec = fit(interactions, products, horizon_days=90)
 
-    assert rec.backtest_["window_days"] == 50 and len(rec.backtest_["origins"]) == 2
-    assert {o["cut"] for o in rec.backtest_["origins"]} == {"2024-05-11", "2024-03-22"}
+    assert rec.backtest_["window_days"] == 50 and len(rec.backtest_["origins"]) == 3
+    assert {o["cut"] for o in rec.backtest_["origins"]} == {"2024-05-11", "2024-04-16", "2024-03-22"}
     assert set(rec.backtest_["choice"]) == {"cross_sell", "reorder"}
 
 

@@ -271,7 +271,7 @@ def test_auto_chooses_on_several_backtest_origins(planted):
 
     backtest = model.backtest_
     assert backtest["validated"] and backtest["window_days"] == 90
-    assert [o["cut"] for o in backtest["origins"]] == ["2024-10-02", "2024-07-04", "2024-04-05"]
+    assert [o["cut"] for o in backtest["origins"]] == ["2024-10-02", "2024-08-18", "2024-07-04"]
     choice = backtest["choice"]["segments"]
     assert (choice["metric"], choice["lower_is_better"], choice["baseline"]) == \
         ("adjusted eta squared", False, "rfm")

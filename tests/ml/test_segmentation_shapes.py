@@ -150,11 +150,11 @@ def test_shapes_history_shorter_than_one_horizon_is_validated_on_shorter_windows
     frames = make_shop(history_days=60)
     model = fit(frames, horizon_days=90)
     backtest = model.backtest_
-    # 60 days: windows of a third of the history (20 days), two of them.
-    assert (backtest["window_days"], len(backtest["origins"])) == (20, 2)
-    assert [o["cut"] for o in backtest["origins"]] == ["2024-12-11", "2024-11-21"]
+    # 60 days: windows of a third of the history (20 days), three of them rolling by 10.
+    assert (backtest["window_days"], len(backtest["origins"])) == (20, 3)
+    assert [o["cut"] for o in backtest["origins"]] == ["2024-12-11", "2024-12-01", "2024-11-21"]
     assert (model.chosen_, model.basis_) == ("kmeans", "model")
-    assert "validated on 2 windows of 20 days (a third of the history)" in model.outcome_["summary"]
+    assert "validated on 3 windows of 20 days (a third of the history)" in model.outcome_["summary"]
     # Two months hold too few orders of the occasional and the lapsed customers to tell them
     # apart, but the regulars stand out.
     group = frames[3]
@@ -166,12 +166,14 @@ def test_shapes_history_shorter_than_one_horizon_is_validated_on_shorter_windows
 def test_shapes_history_between_one_and_two_horizons_is_validated_and_recovers_the_groups():
     frames = make_shop(history_days=150)
     model = fit(frames, horizon_days=90)
-    assert (model.backtest_["window_days"], len(model.backtest_["origins"])) == (50, 2)
-    # K-means wins the recent window and ties the older one: within the spread, RFM is kept.
+    assert (model.backtest_["window_days"], len(model.backtest_["origins"])) == (50, 3)
+    # K-means separates the next window's behaviour better than RFM on average over the three
+    # windows, by more than the spread between them: the model is taken over the baseline.
     choice = model.backtest_["choice"]["segments"]
-    assert choice["best"] == "kmeans" and choice["chosen"] == "rfm"
-    assert (model.chosen_, model.basis_) == ("rfm", "baseline")
-    assert model.outcome_["summary"].startswith("baseline: rfm (11 segments), 150 days of history")
+    assert choice["chosen"] == choice["best"] == "kmeans"
+    assert choice["mean"]["kmeans"] - choice["mean"]["rfm"] > choice["spread"]["rfm"]
+    assert (model.chosen_, model.basis_) == ("kmeans", "model")
+    assert model.outcome_["summary"].startswith("model: kmeans (")
     purity, largest = recovery(model, frames[3])
     assert purity > 0.9 and largest < 0.5
     assert_named_plainly(model)
@@ -429,8 +431,8 @@ def test_run_now_segmentation_publishes_the_choice_with_its_backtest():
     outcome, backtest = run.metrics["outcome"], run.metrics["backtest"]
     assert outcome["basis"] == "model" and run.chosen_algorithm == "kmeans"
     assert outcome["summary"].startswith("model: kmeans (")
-    assert "validated on 2 windows of 60 days" in outcome["summary"]
-    assert [o["cut"] for o in backtest["origins"]] == ["2024-11-01", "2024-09-02"]
+    assert "validated on 3 windows of 60 days" in outcome["summary"]
+    assert [o["cut"] for o in backtest["origins"]] == ["2024-11-01", "2024-10-02", "2024-09-02"]
     assert all(o["customers"] == 300 and set(o["scores"]) == {"rfm", "kmeans", "dbscan"}
                for o in backtest["origins"])
     assert backtest["choice"]["segments"]["chosen"] == "kmeans"
