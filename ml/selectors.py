@@ -75,11 +75,18 @@ def as_phrase(text) -> str:
     return str(text or "").strip().rstrip(".").strip()
 
 
+def _target_order(target: str) -> tuple:
+    """Targets in the pages' order (PostgreSQL's jsonb keeps the keys of an object in an order of its own)."""
+    return (list(TARGET_LABELS).index(target) if target in TARGET_LABELS else len(TARGET_LABELS), target)
+
+
 def targets_not_forecast(metrics: dict | None) -> dict:
     """{target: reason} of the targets a forecast run did not forecast (``metrics["targets"]``,
     e.g. {"spend": "no amounts: ...", "clv": "..."}); their Forecast columns are NULL."""
+    targets = (metrics or {}).get("targets") or {}
     out = {}
-    for target, entry in ((metrics or {}).get("targets") or {}).items():
+    for target in sorted(targets, key=_target_order):
+        entry = targets[target]
         if isinstance(entry, dict) and entry.get("forecast") is False:
             out[target] = as_phrase(entry.get("reason")) or NOT_FORECAST
     return out
@@ -206,11 +213,17 @@ def backtest_tables(backtest: dict | None) -> list[dict]:
     cuts = [{"cut": o.get("cut", ""), "first_day": o.get("first_day", ""), "last_day": o.get("last_day", ""),
              "customers": o.get("customers")} for o in origins]
     tables = []
-    for target, choice in (backtest.get("choice") or {}).items():
+    choices = backtest.get("choice") or {}
+    for target in sorted(choices, key=_target_order):
+        choice = choices[target]
         per_origin = choice.get("origins") or {}
         mean, spread = choice.get("mean") or {}, choice.get("spread") or {}
         rows = []
-        for name in dict.fromkeys([*per_origin, *mean]):
+        # Simplest first, the order the choice went through (``order``: a list, since PostgreSQL's
+        # jsonb keeps no key order); older runs: the baseline first, then by name.
+        names = [*(choice.get("order") or []),
+                 *sorted(dict.fromkeys([*per_origin, *mean]), key=lambda n: (n != choice.get("baseline"), n))]
+        for name in dict.fromkeys(names):
             values = list(per_origin.get(name) or [])[:len(cuts)]
             values += [None] * (len(cuts) - len(values))
             rows.append({"name": name, "values": [_metric_text(v) for v in values],

@@ -99,8 +99,10 @@ def choose(losses: dict, order, label: str = "loss") -> dict | None:
 
     ``losses``: name -> sequence of one loss per origin (None or NaN where it could not be
     scored: such a candidate is not eligible). ``order``: every name, simplest first (the
-    baselines first). Returns ``{"chosen", "best", "mean", "spread", "origins", "reason"}``
-    (plain floats), or None when no candidate was scored on every origin.
+    baselines first). Returns ``{"chosen", "best", "order", "mean", "spread", "origins", "reason"}``
+    (plain floats; ``order``: the candidates scored, simplest first, as a list, since a JSON
+    object stored in PostgreSQL keeps no key order), or None when no candidate was scored on
+    every origin.
     """
     order = [n for n in order if n in losses]
     table = {n: np.asarray([np.nan if v is None else float(v) for v in losses[n]], float) for n in order}
@@ -134,7 +136,7 @@ def choose(losses: dict, order, label: str = "loss") -> dict | None:
     else:
         reason = (f"{chosen}: within the spread between the {k} backtest windows of the best, {best} "
                   f"(mean {label} {mean[chosen]:.4g} against {mean[best]:.4g}), so the simpler candidate is kept")
-    return {"chosen": chosen, "best": best, "mean": mean, "spread": spread,
+    return {"chosen": chosen, "best": best, "order": order, "mean": mean, "spread": spread,
             "origins": {n: [None if not np.isfinite(v) else float(v) for v in table[n]] for n in order},
             "reason": reason}
 

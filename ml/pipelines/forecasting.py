@@ -708,7 +708,7 @@ def _choose_targets(origins: list, with_spend: bool) -> dict:
         choice[target] = {
             "metric": metric, "lower_is_better": True, "chosen": picked["chosen"], "best": picked["best"],
             "baseline": BASELINE_OF[target], "is_baseline": picked["chosen"] in BASELINES,
-            "mean": picked["mean"], "spread": picked["spread"], "origins": picked["origins"],
+            "order": picked["order"], "mean": picked["mean"], "spread": picked["spread"], "origins": picked["origins"],
             "reason": picked["reason"],
         }
     return choice

@@ -305,7 +305,7 @@ def _choose_metric(values: dict, order: list, metric: str, baseline: str, caps) 
     baselines = {variant_name(baseline, cap) for cap in caps}
     return {"metric": metric, "lower_is_better": False, "chosen": chosen, "best": best,
             "baseline": variant_name(baseline, caps[0]), "is_baseline": chosen in baselines,
-            "mean": mean, "spread": picked["spread"],
+            "order": picked["order"], "mean": mean, "spread": picked["spread"],
             "origins": {n: [None if v is None else -v for v in vals] for n, vals in picked["origins"].items()},
             "reason": reason}
 

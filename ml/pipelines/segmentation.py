@@ -298,7 +298,7 @@ class CustomerSegmenter(BaseEstimator):
         backtest["choice"] = {TARGET: {
             "metric": METRIC, "lower_is_better": False, "chosen": chosen, "best": best,
             "baseline": BASELINE, "is_baseline": chosen == BASELINE, "mean": mean,
-            "spread": picked["spread"], "origins": {a: scores[a] for a in ALGORITHMS},
+            "spread": picked["spread"], "order": picked["order"], "origins": {a: scores[a] for a in ALGORITHMS},
             "reason": reason}}
         for algorithm in ALGORITHMS:
             done = details[algorithm]

@@ -39,8 +39,8 @@ def choice(metric: str, per_origin: dict, *, chosen: str, baseline: str, lower_i
               statistics.stdev([a - b for a, b in zip(values, per_origin[best])]) / len(values) ** 0.5
               for name, values in per_origin.items()}
     return {"metric": metric, "lower_is_better": lower_is_better, "chosen": chosen, "best": best,
-            "baseline": baseline, "is_baseline": chosen == baseline, "mean": mean, "spread": spread,
-            "origins": per_origin, "reason": reason or f"{chosen}: the lowest mean {metric} over 2 backtest windows"}
+            "baseline": baseline, "is_baseline": chosen == baseline, "order": list(per_origin), "mean": mean,
+            "spread": spread, "origins": per_origin, "reason": reason or f"{chosen}: the lowest mean {metric} over 2 backtest windows"}
 
 
 # The holdout figures of the most recent window (the keys the pages read before issue 12).
