@@ -342,30 +342,39 @@ def segment_sizes(user) -> list:
     return list(rows)
 
 
-# z of the 90th percentile of a normal distribution: a P10-P90 range is mean +- Z90 * sd.
-Z90 = 1.2816
 
 
-def forecast_totals(user) -> dict:
-    """Total published expected spend of the visible customers, with a P10-P90 range of the total.
+def forecast_totals(user, portfolio: dict | None = None) -> dict:
+    """Total published expected spend and purchases of the visible customers, each with a
+    P10-P90 range of the total.
 
     Adding the customers' own P10s (or P90s) would pretend they all do badly (or well) at
-    once. Customers buy independently, so the total's spread is the square root of the
-    summed variances, each read off the customer's P10-P90 range as a normal one.
+    once: customers buy independently, so the sum's own spread is the square root of the
+    summed variances, each read off the customer's P10-P90 range as a normal one. But a whole
+    forecast can be off in level too (a season, a trend), which no sum of customers shows: the
+    range adds the forecast run's level error on its backtest windows
+    (``portfolio``: its ``metrics["portfolio"]``; :func:`ml.selectors.forecast_total_range`, the
+    rule whose coverage the Models page shows).
     """
     import math
 
     from django.db.models import F, Sum
 
+    from ml.selectors import forecast_total_range
+
+    def width2(low, high):
+        return Sum((F(f"pf__{high}") - F(f"pf__{low}")) * (F(f"pf__{high}") - F(f"pf__{low}")))
+
     customers = with_insights(visible_customers(user)).filter(no_profiling=False)
     totals = customers.aggregate(
         spend=Sum("pf__expected_spend"), purchases=Sum("pf__expected_purchases"),
-        width2=Sum((F("pf__spend_p90") - F("pf__spend_p10")) * (F("pf__spend_p90") - F("pf__spend_p10"))))
-    width2 = totals.pop("width2")
-    if totals["spend"] is None or width2 is None:
-        return {**totals, "p10": None, "p90": None}
-    sd = math.sqrt(width2) / (2 * Z90)
-    return {**totals, "p10": max(0.0, totals["spend"] - Z90 * sd), "p90": totals["spend"] + Z90 * sd}
+        spend_w2=width2("spend_p10", "spend_p90"), purchases_w2=width2("purchases_p10", "purchases_p90"))
+    out = {"spend": totals["spend"], "purchases": totals["purchases"]}
+    for target, key, prefix in (("spend", "spend", ""), ("orders", "purchases", "purchases_")):
+        w2 = totals[f"{key}_w2"]
+        width = None if w2 is None else math.sqrt(w2)
+        out[f"{prefix}p10"], out[f"{prefix}p90"] = forecast_total_range(target, totals[key], width, portfolio)
+    return out
 
 
 def customer_owners(user):

@@ -66,7 +66,8 @@ def home(request):
         "figures": {
             "customers": customers.count(),
             "revenue_90": selectors.revenue_between(user, now - timedelta(days=90), now),
-            "forecast": selectors.forecast_totals(user),
+            "forecast": selectors.forecast_totals(user, (runs[TrainingRun.Kind.FORECAST].metrics or {}).get("portfolio")
+                                                  if TrainingRun.Kind.FORECAST in runs else None),
         },
         "at_risk": selectors.high_value_at_risk(user),
         "reorder": ml_selectors.top_suggestions(customers, Suggestion.Kind.REORDER),
@@ -373,6 +374,7 @@ def model_list(request):
         "series_charts": series_charts,
         "kinds": kinds,
         "forecast_table": _forecast_table(forecast_run.metrics if forecast_run else {}),
+        "portfolio": ml_selectors.portfolio_checks(forecast_run.metrics if forecast_run else None),
         "accuracy": accuracy,
         "forecast_run": forecast_run,
         "feedback": [(label, feedback_all.get(value, 0), feedback_live.get(value, 0))

@@ -131,6 +131,34 @@ def _algorithm_words(text: str) -> str:
     return text
 
 
+def forecast_total_range(target: str, total, width, portfolio: dict | None) -> tuple:
+    """P10 and P90 of a forecast total of some customers (``target``: "orders" or "spend"):
+    their independent spread (``width``: the square root of the summed squared widths of their
+    own P10-P90 ranges) and the live forecast run's level error on its backtest windows
+    (``portfolio``: its ``metrics["portfolio"]``), combined as the run checked them. (None,
+    None) without a total."""
+    from ml.pipelines.forecasting import Z90, total_interval
+
+    if total is None or width is None:
+        return None, None
+    level_sd = ((portfolio or {}).get(target) or {}).get("level_sd") or 0.0
+    return total_interval(float(total), float(width) / (2 * Z90), float(level_sd))
+
+
+def portfolio_checks(metrics: dict | None) -> list[dict]:
+    """How the P10-P90 range of a forecast total held up on the run's backtest windows, per
+    target: {"label", "covered", "windows", "errors" (total % error per window, most recent
+    first)} from ``metrics["portfolio"]``; empty for runs without it."""
+    out = []
+    for target in sorted((metrics or {}).get("portfolio") or {}, key=_target_order):
+        entry = metrics["portfolio"][target]
+        windows = entry.get("windows") or []
+        out.append({"label": TARGET_LABELS.get(target, target), "windows": len(windows),
+                    "covered": sum(1 for w in windows if w.get("covered")),
+                    "errors": [w.get("total_pct_error") for w in windows]})
+    return out
+
+
 def basis_words(basis: str) -> dict:
     """A Forecast.basis label in plain words: {"css": badge class, "badge": short words, "text": sentence}.
 

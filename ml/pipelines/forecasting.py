@@ -449,6 +449,64 @@ class _RatioQuantiles:
         return pred * self.low_[bins], pred * self.high_[bins]
 
 
+class _SpendBand:
+    """P10 / P90 of spend that agree with the purchases band: spend x (purchases P10 / expected
+    purchases) x ``low_``, and likewise for P90 with ``high_``. A customer whose purchases band
+    starts above 0 gets a spend band above 0, and one who may well buy nothing (purchases P10
+    of 0) a spend P10 of 0. The two factors are learned on a backtest window so that about a
+    tenth of the customers spend below the band and a tenth above it (order values vary on top
+    of the number of orders)."""
+
+    def fit(self, spend, orders, orders_low, orders_high, actual, low=0.1, high=0.9):
+        rel_lo, rel_hi = self._relative(orders, orders_low, orders_high)
+        spend, actual = np.asarray(spend, float), np.asarray(actual, float)
+        n = len(actual)
+        self.low_ = self._factor(actual, spend * rel_lo, int(round(low * n)), below=True)
+        self.high_ = self._factor(actual, spend * rel_hi, int(round((1 - high) * n)), below=False)
+        return self
+
+    @staticmethod
+    def _relative(orders, orders_low, orders_high):
+        orders = np.asarray(orders, float)
+        ok = orders > 1e-9
+        safe = np.where(ok, orders, 1.0)
+        return (np.where(ok, np.asarray(orders_low, float) / safe, 0.0),
+                np.where(ok, np.asarray(orders_high, float) / safe, 1.0))
+
+    @staticmethod
+    def _factor(actual, bound, wanted, below):
+        """The factor c putting ``wanted`` customers below c x bound (``below``) or above it."""
+        if below:
+            # Only a positive bound can have customers below it; c keeps that many under.
+            ratio = np.sort(actual[bound > 0] / bound[bound > 0])
+            return float(ratio[wanted]) if 0 < wanted < len(ratio) else 1.0
+        always = int(((bound <= 0) & (actual > 0)).sum())  # a zero bound is passed by any spend
+        ratio = np.sort(actual[bound > 0] / bound[bound > 0])
+        extra = wanted - always
+        if extra <= 0 or not len(ratio):
+            return float(max(ratio[-1], 1.0)) if len(ratio) else 1.0
+        return float(max(ratio[max(len(ratio) - extra - 1, 0)], 1.0))
+
+    def transform(self, spend, orders, orders_low, orders_high):
+        rel_lo, rel_hi = self._relative(orders, orders_low, orders_high)
+        spend = np.asarray(spend, float)
+        return np.minimum(spend * rel_lo * self.low_, spend), np.maximum(spend * rel_hi * self.high_, spend)
+
+
+# The P10-P90 of a normal: +-1.2816 standard deviations.
+Z90 = float(stats.norm.ppf(0.9))
+
+
+def total_interval(total: float, sampling_sd: float, level_sd: float) -> tuple[float, float]:
+    """P10 and P90 of a forecast total: log-normal around it, with the customers' independent
+    spread (``sampling_sd``, in the total's unit) and a level error (``level_sd``, on the log
+    scale) combined."""
+    if total <= 0:
+        return 0.0, 0.0
+    sigma = float(np.sqrt(level_sd ** 2 + (sampling_sd / total) ** 2))
+    return total * float(np.exp(-Z90 * sigma)), total * float(np.exp(Z90 * sigma))
+
+
 # --------------------------------------------------------------------------- candidate outputs
 
 
@@ -852,10 +910,22 @@ class CustomerForecaster(BaseEstimator):
         return targets
 
     def _intervals(self, s, outs, y) -> dict:
-        out = {"orders": _RatioQuantiles().fit(outs[self.chosen_["orders"]]["orders"], y["orders"])}
+        """Bands learned on one backtest window: purchases by decile ratios, spend from them."""
+        orders = outs[self.chosen_["orders"]]["orders"]
+        out = {"orders": _RatioQuantiles().fit(orders, y["orders"])}
         if "spend" in self.chosen_:
-            out["spend"] = _RatioQuantiles().fit(outs[self.chosen_["spend"]]["spend"], y["spend"])
+            lo, hi = out["orders"].transform(orders)
+            out["spend"] = _SpendBand().fit(outs[self.chosen_["spend"]]["spend"], orders, lo, hi, y["spend"])
         return out
+
+    @staticmethod
+    def _bands(bands, orders, spend):
+        """(orders P10, P90, spend P10, P90) from fitted bands (spend ones NaN without spend)."""
+        lo, hi = bands["orders"].transform(orders)
+        if "spend" not in bands or spend is None:
+            nan = np.full(len(orders), np.nan)
+            return lo, hi, nan, nan
+        return (lo, hi, *bands["spend"].transform(spend, orders, lo, hi))
 
     def basis_label(self) -> str:
         """What produced the forecast, in a few words: "model: ensemble", "baseline: naive rate",
@@ -903,6 +973,7 @@ class CustomerForecaster(BaseEstimator):
                               "summary": self.summary()}}
         if not recent:
             return report
+        report["portfolio"] = self._portfolio(recent)
         s, outs, y = recent[0]
         published = {"orders": outs[self.chosen_["orders"]]["orders"],
                      "spend": outs[self.chosen_["spend"]]["spend"] if "spend" in self.chosen_ else None,
@@ -911,11 +982,10 @@ class CustomerForecaster(BaseEstimator):
         churned = (y["orders"].to_numpy() == 0).astype(int)
         model["churn"]["reliability"] = M.reliability_table(published["p0"], churned)
         if bands is not None:
-            lo, hi = bands["orders"].transform(published["orders"])
+            lo, hi, s_lo, s_hi = self._bands(bands, published["orders"], published["spend"])
             model["coverage"] = {"purchases_p10_p90": M.interval_coverage(lo, hi, y["orders"])}
             if published["spend"] is not None:
-                lo, hi = bands["spend"].transform(published["spend"])
-                model["coverage"]["spend_p10_p90"] = M.interval_coverage(lo, hi, y["spend"])
+                model["coverage"]["spend_p10_p90"] = M.interval_coverage(s_lo, s_hi, y["spend"])
         naive = _scores(outs["naive rate"], y)
         change = _no_change(s)
         if published["spend"] is None:
@@ -931,6 +1001,40 @@ class CustomerForecaster(BaseEstimator):
         if published["spend"] is not None:
             report["series"]["spend"] = M.decile_series(published["spend"], y["spend"])
         return report
+
+    def _portfolio(self, recent: list) -> dict:
+        """The total's P10-P90 and how often it held the actual total on the backtest windows.
+
+        A total is uncertain for two reasons: customers buy independently (the spread of the
+        sum: square root of the summed variances, each read off the customer's P10-P90 band)
+        and the whole forecast may be off in level (a season, a trend), which no sum of
+        customers shows. The level part is the root mean square of log(actual / forecast
+        total) over the windows; the interval on a window uses the other windows' level errors,
+        so its coverage is an honest check (the pages' range is the same formula on all of them).
+        """
+        out = {}
+        for target in ("orders", "spend"):
+            if target not in self.chosen_:
+                continue
+            totals = []
+            for _, outs, y in recent:
+                orders = outs[self.chosen_["orders"]]["orders"]
+                spend = outs[self.chosen_["spend"]]["spend"] if "spend" in self.chosen_ else None
+                lo, hi, s_lo, s_hi = self._bands(self.intervals_, orders, spend)
+                pred, width = (orders, hi - lo) if target == "orders" else (spend, s_hi - s_lo)
+                totals.append((float(pred.sum()), float(y[target].sum()),
+                               float(np.sqrt(np.sum(width ** 2)) / (2 * Z90))))
+            logs = [np.log(a / p) for p, a, _ in totals if p > 0 and a > 0]
+            windows = []
+            for k, (cut, (p, a, sd)) in enumerate(zip(self.plan_.cuts, totals)):
+                others = [v for j, v in enumerate(logs) if j != k] if len(logs) == len(totals) else logs
+                lo, hi = total_interval(p, sd, float(np.sqrt(np.mean(np.square(others)))) if others else 0.0)
+                windows.append({"cut": cut.date().isoformat(), "predicted": p, "actual": a, "low": lo, "high": hi,
+                                "covered": bool(lo <= a <= hi),
+                                "total_pct_error": 100 * (p - a) / a if a > 0 else None})
+            out[target] = {"level_sd": float(np.sqrt(np.mean(np.square(logs)))) if logs else 0.0,
+                           "windows": windows, "coverage": float(np.mean([w["covered"] for w in windows]))}
+        return out
 
     # ------------------------------------------------------------------ predict
 
@@ -970,8 +1074,7 @@ class CustomerForecaster(BaseEstimator):
         p0 = np.clip(outs[self.chosen_["churn"]]["p0"], 0, 1)
         spend = outs[self.chosen_["spend"]]["spend"] if "spend" in self.chosen_ else nan
         if self.intervals_ is not None:
-            p10, p90 = self.intervals_["orders"].transform(orders)
-            s10, s90 = self.intervals_["spend"].transform(spend) if "spend" in self.intervals_ else (nan, nan)
+            p10, p90, s10, s90 = self._bands(self.intervals_, orders, spend if "spend" in self.chosen_ else None)
         else:  # nothing held back: a Poisson band, spend scaled alongside
             p10, p90 = stats.poisson.ppf(0.1, orders), stats.poisson.ppf(0.9, orders)
             unit = np.divide(spend, orders, out=np.zeros_like(orders), where=orders > 0)

@@ -232,3 +232,52 @@ def test_fit_evaluate_model_is_the_plain_fit(log, fit_evaluated):
     assert model.as_of_ == as_of and model.chosen_ == plain.chosen_
     pd.testing.assert_frame_equal(model.predict(log, as_of), plain.predict(log, as_of))
     assert report["cut"] == str(AS_OF.date()) and report == plain.report_
+
+
+def test_spend_range_agrees_with_the_purchases_range(fitted):
+    # given: the published forecasts of the simulated shop
+    _, pred = fitted
+    # then: a customer sure to buy (purchases P10 above 0) has a spend P10 above 0, one who may
+    # well buy nothing has a spend P10 of 0, and spend ranges contain the expected spend
+    sure = pred["purchases_p10"] > 0
+    assert sure.any() and (~sure).any()
+    assert (pred.loc[sure, "spend_p10"] > 0).all()
+    assert (pred.loc[~sure, "spend_p10"] == 0).all()
+    assert (pred["spend_p10"] <= pred["expected_spend"]).all()
+    assert (pred["expected_spend"] <= pred["spend_p90"]).all()
+
+
+def _trending_log(growth):
+    """A stationary shop whose customers all buy ``growth`` times as often from day 240 on."""
+    rng = np.random.default_rng(3)
+    n = 600
+    rate = rng.gamma(2.0, 0.05, n)
+    parts = []
+    for start, end, factor in ((0, 240, 1.0), (240, 365, growth)):
+        counts = rng.poisson(rate * (end - start) * factor)
+        cust = np.repeat(np.arange(n), counts)
+        parts.append(_rows(cust, start + rng.random(len(cust)) * (end - start), np.full(len(cust), 10.0),
+                           prefix=f"p{start}-"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_portfolio_range_widens_with_the_level_error_seen_on_the_backtest_windows():
+    # given: a planted shop with a known, steady rate, and the same shop whose demand jumps
+    steady, _ = fit_evaluate(_trending_log(1.0), AS_OF, horizon_days=60, random_state=0)
+    jump, _ = fit_evaluate(_trending_log(1.6), AS_OF, horizon_days=60, random_state=0)
+    # then: each window's interval is recorded with whether it held the actual total, and the
+    # coverage is the share of windows held
+    for model in (steady, jump):
+        orders = model.report_["portfolio"]["orders"]
+        assert len(orders["windows"]) == 3
+        assert orders["coverage"] == np.mean([w["covered"] for w in orders["windows"]])
+        for w in orders["windows"]:
+            assert w["low"] < w["predicted"] < w["high"]
+            assert w["covered"] == (w["low"] <= w["actual"] <= w["high"])
+    # the steady shop's totals are close, so its level error is small and its range held;
+    # the jump is a level error no sum of customers shows: the range widens with it
+    steady_orders, jump_orders = steady.report_["portfolio"]["orders"], jump.report_["portfolio"]["orders"]
+    assert steady_orders["level_sd"] < 0.1 and steady_orders["coverage"] >= 2 / 3
+    assert jump_orders["level_sd"] > 2 * steady_orders["level_sd"]
+    widths = [w["high"] / w["low"] for w in jump_orders["windows"]]
+    assert min(widths) > max(w["high"] / w["low"] for w in steady_orders["windows"])

@@ -1,8 +1,11 @@
 """Home: the rep's worklists with reasons, key figures and charts."""
+import math
+
 import pytest
 from django.urls import reverse
 
 from ml.models import TrainingRun
+from ml.pipelines.forecasting import Z90
 
 
 def test_home_rep_worklists_show_own_customers_with_reasons(rep_client, world):
@@ -30,9 +33,25 @@ def test_home_key_figures_count_visible_customers_and_forecast_range(rep_client,
     assert figures["customers"] == 3                     # Ada, Bob, Una
     assert figures["revenue_90"] == 200.0                # Ada's and Una's purchases, not Zed's
     assert figures["forecast"]["spend"] == 750.0
-    # three customers each P10-P90 100..400: the total's range is 750 +- sqrt(3) * 150, not 300..1200
-    assert figures["forecast"]["p10"] == pytest.approx(750 - 3 ** 0.5 * 150)
-    assert figures["forecast"]["p90"] == pytest.approx(750 + 3 ** 0.5 * 150)
+    # three customers each P10-P90 100..400: independently, the total's spread is sqrt(3) x 150
+    # (not 300..1200), log-normal around 750; this run recorded no level error
+    spread = 3 ** 0.5 * 300 / 2 / 750
+    assert figures["forecast"]["p10"] == pytest.approx(750 * math.exp(-spread))
+    assert figures["forecast"]["p90"] == pytest.approx(750 * math.exp(spread))
+
+
+def test_home_forecast_range_adds_the_level_error_of_the_backtest_windows(rep_client, world):
+    # given: the forecast run's totals were off by about 20 % (log scale) on its backtest windows
+    run = TrainingRun.objects.get(kind="forecast", is_published=True)
+    run.metrics = {**run.metrics, "portfolio": {"spend": {"level_sd": 0.2}}}
+    run.save()
+    # when
+    figures = rep_client.get(reverse("home")).context["figures"]
+    # then: the range is that much wider than the customers' own spread alone
+    sigma = math.sqrt(0.2 ** 2 + (3 ** 0.5 * 300 / (2 * Z90) / 750) ** 2)
+    assert figures["forecast"]["p10"] == pytest.approx(750 * math.exp(-Z90 * sigma))
+    assert figures["forecast"]["p90"] == pytest.approx(750 * math.exp(Z90 * sigma))
+    assert figures["forecast"]["p90"] - figures["forecast"]["p10"] > 2 * 3 ** 0.5 * 150
 
 
 def test_home_charts_are_served_from_static(rep_client, world):
