@@ -218,3 +218,20 @@ def test_import_schedules_one_retrain_of_each_kind_when_configured(db, settings,
 
     queued = TrainingRun.objects.filter(status="queued", trigger="import")
     assert sorted(queued.values_list("kind", flat=True)) == ["forecast", "recommendation", "segmentation"]
+
+
+def test_two_runs_on_the_same_data_make_the_same_choice_and_numbers(business):
+    # when: the same data and as_of, trained twice (on PostgreSQL the rows may come back in another
+    # physical order after updates; the read is ordered, the sums exact)
+    first = services.run_now("forecast", as_of=AS_OF)
+    Interaction.objects.filter(pk__in=list(Interaction.objects.order_by("pk").values_list("pk", flat=True)[:50])).update(
+        notes="touched")
+    second = services.run_now("forecast", as_of=AS_OF)
+    # then
+    assert first.status == second.status == "succeeded"
+    assert first.chosen_algorithm == second.chosen_algorithm
+    assert first.metrics["backtest"] == second.metrics["backtest"]
+    assert first.metrics["model"] == second.metrics["model"]
+    rows = [list(Forecast.objects.filter(run=r).order_by("customer_id").values_list(
+        "customer_id", "expected_purchases", "expected_spend", "churn_probability")) for r in (first, second)]
+    assert rows[0] == rows[1]
