@@ -541,8 +541,9 @@ def _btyd_outputs(models: dict, s: pd.DataFrame, window: int) -> dict:
     out = {}
     for name in BTYD:
         m = models[name]
-        days = np.nan_to_num(m.conditional_expected_purchases(window, x, t_x, T), nan=0.0)
-        p0 = np.nan_to_num(m.probability_no_purchase(window, x, t_x, T), nan=1.0)
+        alive = m.probability_alive(x, t_x, T)
+        days = np.nan_to_num(m.conditional_expected_purchases(window, x, t_x, T, alive=alive), nan=0.0)
+        p0 = np.nan_to_num(m.probability_no_purchase(window, x, t_x, T, alive=alive), nan=1.0)
         out[name] = {"orders": days * ratio, "days": days, "spend": None if value is None else days * value,
                      "p0": np.clip(p0, 0, 1)}
     return out
