@@ -102,6 +102,12 @@ RULES = {
     "account_token_revoke": rule(LOGIN, 405, 405, 405, 405),
     "customer_personal_data": rule(LOGIN, 403, 403, 200, 200, obj="customer"),  # managers answer access requests
     "customer_erase": rule(LOGIN, 403, 403, 200, 200, obj="customer"),  # GET: the confirmation page
+    # Correcting the timeline: the owner rep did not log this interaction (an import did), so 403;
+    # another rep's customer's interaction does not exist for them. An empty POST deletes nothing.
+    "interaction_edit": rule(LOGIN, 403, 404, 200, 200, obj="interaction"),
+    "interaction_delete": rule(LOGIN, 403, 404, 302, 302, method="POST", obj="interaction"),
+    "data_quality": manager_page(),
+    "data_quality_merge": rule(LOGIN, 403, 403, 302, 302),  # no customers chosen: back to the page
     # --- API
     "api-customer-list": api(),
     "api-customer-detail": owned_api(),
