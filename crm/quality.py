@@ -300,7 +300,7 @@ def _start_of(day: date) -> datetime:
 
 
 def date_findings(limit: int = LIST_LIMIT) -> list[dict]:
-    """[{"what", "short", "rule", "count", "rows"}] for interactions in the future or before ANCIENT_BEFORE and
+    """[{"what", "one" (singular), "short", "rule", "count", "rows"}] for interactions in the future or before ANCIENT_BEFORE and
     such sign-up dates; ``rows`` are the first ``limit`` (interactions with their customer)."""
     future = Q(occurred_at__gt=clock.latest_allowed())
     ancient = Q(occurred_at__lt=_start_of(ANCIENT_BEFORE))
@@ -319,6 +319,6 @@ def date_findings(limit: int = LIST_LIMIT) -> list[dict]:
             ("customers", f"signed up before {ancient_day}", f"signed up before {ancient_day}",
              signups.filter(signup_date__lt=ANCIENT_BEFORE), "signup_date")):
         count = rows.count()
-        out.append({"what": what, "short": short, "rule": rule, "count": count,
+        out.append({"what": what, "one": what[:-1], "short": short, "rule": rule, "count": count,
                     "rows": list(rows.order_by(order, "id")[:limit]) if count else []})
     return out

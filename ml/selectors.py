@@ -99,6 +99,10 @@ def run_error_sentence(run: TrainingRun | None) -> str:
     return first if len(first) <= 400 else first[:399] + "…"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def ignored_lines(run: TrainingRun | None) -> list[str]:
     """Who and what a run left out, and why, in words, from the counts ml.services._load stores in
     ``run.data_counts`` (runs trained before these counts existed give fewer lines)."""
@@ -106,22 +110,20 @@ def ignored_lines(run: TrainingRun | None) -> list[str]:
     as_of = run.as_of.isoformat() if run is not None and run.as_of else "the as-of date"
     lines = []
     if counts.get("no_profiling"):
-        lines.append(f"{counts['no_profiling']:,} customers objected to profiling: left out of training "
-                     "(no segment, forecast or suggestions)")
+        lines.append(f"{_count(counts['no_profiling'], 'customer')} who objected to profiling: left out of "
+                     "training (no segment, forecast or suggestions)")
     without = counts.get("customers_without_purchase")
     if without:
-        lines.append({
-            TrainingRun.Kind.FORECAST: f"{without:,} customers have no purchase on or before {as_of}: no forecast "
-                                       "(nothing to forecast from)",
-            TrainingRun.Kind.SEGMENTATION: f"{without:,} customers have no purchase on or before {as_of}: "
-                                           "grouped as prospects, not clustered",
-            TrainingRun.Kind.RECOMMENDATION: f"{without:,} customers have no purchase on or before {as_of}: they "
-                                             "get the best sellers, not personal suggestions",
-        }.get(run.kind, f"{without:,} customers have no purchase on or before {as_of}"))
+        who = f"{_count(without, 'customer')} without a purchase on or before {as_of}"
+        lines.append(who + {
+            TrainingRun.Kind.FORECAST: ": no forecast (nothing to forecast from)",
+            TrainingRun.Kind.SEGMENTATION: ": grouped as prospects, not clustered",
+            TrainingRun.Kind.RECOMMENDATION: ": the best sellers, not personal suggestions",
+        }.get(run.kind, ""))
     after = counts.get("interactions_after_as_of")
     if after:
         future = counts.get("future_interactions") or 0
-        lines.append(f"{after:,} interactions dated after {as_of} were not read"
+        lines.append(f"{_count(after, 'interaction')} dated after {as_of}: not read"
                      + (f" ({future:,} of them in the future: see the data-quality page)" if future else ""))
     return lines
 
