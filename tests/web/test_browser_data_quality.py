@@ -4,29 +4,13 @@ into the customer they keep, and deletes the meeting."""
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
 from django.utils import timezone
 
 from crm.models import AuditEvent, Customer, Interaction
-from tests.conftest import ROOT
-from tests.web import chromium
+from tests.web import test_browser
 
-SHOTS = ROOT / "test-output" / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium.launched() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
+SHOTS = test_browser.SHOTS
+browser, page = test_browser.browser, test_browser.page  # the same Chromium and page fixtures
 
 
 def test_browser_manager_merges_a_duplicate_and_deletes_a_future_meeting(page, live_server, manager, rep):
