@@ -1018,8 +1018,8 @@ def merge_customers(*, user, keep: Customer, duplicates) -> dict:
         moved["insight rows of past runs dropped"] = dropped
         # Anything else that refers to a customer (a table added later) moves too, never cascades away.
         handled = {Interaction, SuggestionFeedback, CustomerSegment, Forecast, Suggestion, Prospect}
-        for relation in Customer._meta.related_objects:
-            if relation.related_model not in handled and relation.many_to_one:
+        for relation in Customer._meta.get_fields(include_hidden=True):  # hidden: related_name="+" too
+            if relation.one_to_many and relation.auto_created and relation.related_model not in handled:
                 name = relation.field.name
                 moved[relation.related_model._meta.verbose_name_plural] = (
                     relation.related_model._base_manager.filter(**{f"{name}_id__in": ids}).update(**{name: kept}))
