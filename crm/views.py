@@ -213,7 +213,8 @@ def customer_log(request, pk):
         messages.success(request, f"{form.cleaned_data['type'].title()} logged.")
     else:
         messages.error(request, "Could not log that: " + "; ".join(
-            f"{field}: {' '.join(errs)}" for field, errs in form.errors.items()))
+            f"{form.fields[field].label if field in form.fields else field}: {' '.join(errs)}"
+            for field, errs in form.errors.items()))
     return redirect(reverse("customer_detail", args=[customer.pk]) + "#timeline")
 
 

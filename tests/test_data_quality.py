@@ -320,3 +320,23 @@ def test_forecast_rows_of_a_merged_duplicate_are_dropped(pair, manager):
 
     assert moved["insight rows of past runs dropped"] == 2  # its segment row and its forecast
     assert not Forecast.objects.exists()
+
+
+def test_api_merge_moves_everything_and_answers_the_counts(pair, manager, rep):
+    from rest_framework.test import APIClient
+
+    keep, dup = pair
+    api = APIClient()
+    api.force_login(rep)
+    assert api.post(f"/api/v1/customers/{keep.pk}/merge/", {"duplicates": [dup.pk]}, format="json").status_code == 403
+    api.force_login(manager)
+    before = _counts()
+
+    body = api.post(f"/api/v1/customers/{keep.pk}/merge/", {"duplicates": [dup.pk]}, format="json").json()
+
+    assert (body["id"], body["merged"], body["moved"]["interactions"]) == (keep.pk, [dup.pk], 2)
+    assert _counts() == before and not Customer.objects.filter(pk=dup.pk).exists()
+    assert api.post(f"/api/v1/customers/{keep.pk}/merge/", {"duplicates": [dup.pk]},
+                    format="json").status_code == 404
+    assert api.post(f"/api/v1/customers/{keep.pk}/merge/", {"duplicates": [keep.pk]},
+                    format="json").status_code == 409

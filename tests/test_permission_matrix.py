@@ -131,6 +131,7 @@ RULES = {
     "api-import-detail": manager_api(obj="import"),
     "api-customer-personal-data": manager_api(obj="customer"),
     "api-customer-erase": rule(401, 403, 403, 200, 200, method="POST", obj="customer", mutates=True),
+    "api-customer-merge": rule(401, 403, 403, 400, 400, method="POST", obj="customer"),  # empty body: invalid
     "api-feedback": rule(401, 400, 400, 400, 400, method="POST"),
     "api-token": rule(401, 405, 405, 405, 405),  # GET is not a method here; POST is tested in test_security
     "api-schema": public(),  # the API's description is public; its data is not

@@ -572,3 +572,15 @@ class ErasureResultSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     erased_at = serializers.DateTimeField()
     deleted = serializers.DictField(child=serializers.IntegerField(), help_text="Rows deleted, by kind.")
+
+
+class MergeRequestSerializer(serializers.Serializer):
+    duplicates = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+                                       min_length=1, max_length=100,
+                                       help_text="Ids of the customers to merge into this one (then deleted).")
+
+
+class MergeResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The kept customer.")
+    merged = serializers.ListField(child=serializers.IntegerField(), help_text="The ids merged into it and deleted.")
+    moved = serializers.DictField(child=serializers.IntegerField(), help_text="Rows moved or dropped, by kind.")
