@@ -452,7 +452,9 @@ def generate(n_customers: int = 2000, seed: int = 0, end: _dt.date | None = None
 
     Returns ``{"customers": df, "products": df, "interactions": df}`` with exactly the
     import-format columns (see ``CUSTOMER_COLUMNS`` etc.). Interactions span ``days``
-    days ending on ``end`` (inclusive; default: today). Deterministic for ``(seed, end)``.
+    days ending on ``end`` (inclusive; default: yesterday, the last whole day: the rest of today
+    has not happened yet, and the import refuses future-dated rows, crm.clock). Deterministic
+    for ``(seed, end)``.
     Numbers are floats rounded to cents / ints; repeated string columns of the
     interactions frame are pandas Categoricals to keep memory low (``to_csv`` writes
     their values; a missing ``product_sku`` / ``order_ref`` / ``notes`` is written empty).
@@ -464,7 +466,7 @@ def generate(n_customers: int = 2000, seed: int = 0, end: _dt.date | None = None
     if days < 7:
         raise ValueError("days must be >= 7")
     if end is None:
-        end = _dt.date.today()
+        end = _dt.date.today() - _dt.timedelta(days=1)
     if isinstance(end, _dt.datetime):
         end = end.date()
     if n_products is None:

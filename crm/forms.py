@@ -5,7 +5,7 @@ from django import forms
 from django.conf import settings
 from django.utils import timezone
 
-from crm import importing
+from crm import clock, importing
 from crm.models import Customer, Interaction
 from crm.selectors import CHURN_BANDS, CUSTOMER_ORDERINGS
 from ml.models import Suggestion, SuggestionFeedback, TrainingRun
@@ -50,6 +50,14 @@ class CustomerFilterForm(forms.Form):
                 "last_purchase_after": start_of(data.get("last_purchase_after")), "ordering": data.get("sort") or "name"}
 
 
+def _not_future(value):
+    """The clock rule (crm.clock) as a form error: a planned call or meeting is not history."""
+    reason = clock.future_reason(value, column="") if value else None
+    if reason:
+        raise forms.ValidationError(reason[0].upper() + reason[1:] + ".", code="future")
+    return value
+
+
 class LogInteractionForm(forms.Form):
     TYPES = [(Interaction.Type.CALL, "Call"), (Interaction.Type.EMAIL, "Email"),
              (Interaction.Type.MEETING, "Meeting"), (Interaction.Type.NOTE, "Note")]
@@ -57,9 +65,36 @@ class LogInteractionForm(forms.Form):
     type = forms.ChoiceField(label="Type", choices=TYPES)
     occurred_at = forms.DateTimeField(label="When", required=False,
                                       widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-                                      help_text="Leave empty for now.")
+                                      help_text="Leave empty for now. Only what has happened: a date in the "
+                                                "future is refused.")
     notes = forms.CharField(label="Notes", required=False, max_length=5000,
                             widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean_occurred_at(self):
+        return _not_future(self.cleaned_data.get("occurred_at"))
+
+
+class InteractionEditForm(forms.Form):
+    """Correcting a logged interaction on the customer page; crm.services.update_interaction writes it."""
+
+    FIELDS = ("type", "occurred_at", "notes", "quantity", "amount")
+
+    type = forms.ChoiceField(label="Type", choices=Interaction.Type.choices)
+    occurred_at = forms.DateTimeField(label="When", widget=forms.DateTimeInput(
+        attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"))
+    notes = forms.CharField(label="Notes", required=False, max_length=5000,
+                            widget=forms.Textarea(attrs={"rows": 4}))
+    quantity = forms.IntegerField(label="Quantity", min_value=0, max_value=2**31 - 1)
+    amount = forms.DecimalField(label="Amount", required=False, min_value=0, max_digits=14, decimal_places=2,
+                                help_text="Paid for a purchase, refunded for a refund; empty for other types.")
+
+    def clean_occurred_at(self):
+        return _not_future(self.cleaned_data.get("occurred_at"))
+
+    @staticmethod
+    def initial_for(interaction) -> dict:
+        return {"type": interaction.type, "occurred_at": timezone.localtime(interaction.occurred_at),
+                "notes": interaction.notes, "quantity": interaction.quantity, "amount": interaction.amount}
 
 
 class TimelineFilterForm(forms.Form):

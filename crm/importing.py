@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from crm import clock
+
 INTERACTION_TYPES = frozenset(("purchase", "refund", "view", "email", "call", "meeting", "support", "note"))
 
 # Cells are capped well above any real value but low enough that one malformed cell (a
@@ -247,6 +249,9 @@ def _parse_interaction(record: dict, extra: tuple[str, ...], tz) -> tuple:
     if kind not in INTERACTION_TYPES:
         raise RowError(f"type {record['type'][:40]!r} is not one of {', '.join(sorted(INTERACTION_TYPES))}")
     occurred_at = parse_timestamp(record["occurred_at"], tz=tz)
+    future = clock.future_reason(occurred_at, tz=tz)
+    if future:
+        raise RowError(future)
     product_key = _text(record.get("product_sku", ""), "product_sku", 100)
     quantity = _quantity(record.get("quantity", ""))
     amount = _decimal(record.get("amount", ""), "amount")
@@ -668,6 +673,8 @@ def _fast_interactions(col, check, n, tz):
     check(_text_ok(col("customer_external_id"), 100, required=True))
     check(pc.is_in(col("type"), value_set=pa.array(sorted(INTERACTION_TYPES))))
     occurred_at = _fast_timestamps(col("occurred_at"), check, tz)
+    # Future-dated rows take the per-row path, which rejects them (crm.clock).
+    check(pc.less_equal(occurred_at, clock.latest_allowed().strftime("%Y-%m-%d %H:%M:%S")))
     check(_text_ok(col("product_sku"), 100))
     quantity = col("quantity")
     quantity_ok = pc.match_substring_regex(quantity, _FAST_QUANTITY)

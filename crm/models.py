@@ -240,6 +240,7 @@ class AuditEvent(models.Model):
         RETRAIN = "retrain"
         PUBLISH = "publish"
         ROLLBACK = "rollback"
+        MERGE = "merge"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

@@ -142,6 +142,13 @@ def visible_interactions(user) -> QuerySet:
     return interactions.filter(Q(customer__owner=user) | Q(customer__owner__isnull=True))
 
 
+def can_change_interaction(user, interaction: Interaction) -> bool:
+    """Whether the user may edit or delete an interaction of a customer they see: managers and admins
+    any; a sales rep the ones they logged (``created_by``). The pages show Edit where this holds; the
+    services enforce it."""
+    return is_manager(user) or (is_staff_member(user) and interaction.created_by_id == user.pk)
+
+
 def with_insights(customers: QuerySet, runs: dict | None = None) -> QuerySet:
     """Annotate customers with their published segment and forecast (one LEFT JOIN each).
 
@@ -600,3 +607,19 @@ def assignable_owners(user, *, current=None) -> QuerySet:
     if not is_staff_member(user):
         return users.none()
     return users.filter(Q(pk=user.pk) | keep)
+
+
+def merge_preview(customers) -> dict:
+    """{customer id: {"interactions", "purchases", "feedback"}} for the merge confirmation page (two queries)."""
+    from django.db.models import Count
+
+    ids = [c.pk for c in customers]
+    out = {pk: {"interactions": 0, "purchases": 0, "feedback": 0} for pk in ids}
+    for pk, n, purchases in (Interaction.objects.filter(customer_id__in=ids).values("customer_id")
+                             .annotate(n=Count("id"), p=Count("id", filter=Q(type="purchase")))
+                             .values_list("customer_id", "n", "p")):
+        out[pk].update(interactions=n, purchases=purchases)
+    for pk, n in (Customer.objects.filter(pk__in=ids).annotate(n=Count("suggestion_feedback"))
+                  .values_list("pk", "n")):
+        out[pk]["feedback"] = n
+    return out

@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from crm import audit, importing
+from crm import audit, clock, importing
 from crm.heartbeat import Heartbeat, heartbeat_seconds, stale_after
 from crm.models import AuditEvent, Customer, ImportFile, ImportRun, Interaction, Product
 
@@ -790,10 +790,12 @@ def log_interaction(*, user, customer: Customer, type: str, occurred_at=None, no
 
     if not visible_customers(user).filter(pk=customer.pk).exists():
         raise NotAllowed("you cannot log interactions on this customer")
+    occurred_at = occurred_at or timezone.now()
+    _check_not_future(occurred_at)
     with transaction.atomic():
         interaction = Interaction(
             external_id=external_id or f"web-{uuid.uuid4().hex}", customer=customer, type=type,
-            occurred_at=occurred_at or timezone.now(), notes=notes, channel=channel, product=product,
+            occurred_at=occurred_at, notes=notes, channel=channel, product=product,
             quantity=quantity, amount=amount, order_ref=order_ref, created_by=user)
         interaction.full_clean()
         interaction.save()
@@ -916,17 +918,29 @@ def delete_product(*, user, product: Product) -> None:
         raise InUse(f"product {product.sku!r} has interactions; mark it inactive instead") from None
 
 
+def _check_not_future(occurred_at) -> None:
+    """Refuse a future-dated interaction (crm.clock) as a validation error of ``occurred_at``."""
+    from django.core.exceptions import ValidationError
+
+    reason = clock.future_reason(occurred_at)
+    if reason:
+        raise ValidationError({"occurred_at": reason})
+
+
 def _check_interaction_editable(user, interaction: Interaction) -> None:
-    from crm.selectors import is_manager
+    from crm.selectors import can_change_interaction
 
     _check_visible(user, interaction.customer, "you cannot change this customer's interactions")
-    if not is_manager(user) and interaction.created_by_id != user.pk:
+    if not can_change_interaction(user, interaction):
         raise NotAllowed("a sales rep can change only the interactions they logged")
 
 
 def update_interaction(*, user, interaction: Interaction, **fields) -> Interaction:
-    """Change an interaction (managers: any visible one; reps: the ones they logged)."""
+    """Change an interaction (managers: any visible one; reps: the ones they logged). A new
+    ``occurred_at`` in the future is refused (crm.clock), like at every door that logs one."""
     _check_interaction_editable(user, interaction)
+    if fields.get("occurred_at") is not None:
+        _check_not_future(fields["occurred_at"])
     with transaction.atomic():
         changed = audit.changed_fields(interaction, fields)
         _save(interaction, fields)
@@ -937,6 +951,7 @@ def update_interaction(*, user, interaction: Interaction, **fields) -> Interacti
 
 
 def delete_interaction(*, user, interaction: Interaction) -> None:
+    """Delete an interaction (managers: any visible one; reps: the ones they logged), audited."""
     _check_interaction_editable(user, interaction)
     with transaction.atomic():
         customer_id, pk = interaction.customer_id, interaction.pk
@@ -944,6 +959,119 @@ def delete_interaction(*, user, interaction: Interaction) -> None:
         refresh_last_purchase([customer_id])
         interaction.pk = pk
         _audit_interaction(AuditEvent.Action.DELETE, user, interaction)
+
+
+class MergeRefused(Exception):
+    """The customers cannot be merged as asked (the same one twice, an erased or vanished one)."""
+
+
+# Profile fields a merge fills on the kept customer when it has none and a duplicate has one.
+MERGE_FILLED_FIELDS = ("name", "email", "phone", "company", "country", "city")
+
+
+def merge_customers(*, user, keep: Customer, duplicates) -> dict:
+    """Merge duplicate customers into ``keep`` (managers and admins); returns what moved: {label: rows}.
+
+    In one transaction: every interaction and suggestion feedback of the duplicates moves to the
+    kept customer (feedback is one current status per suggestion: where both have one, the most
+    recent stays), as does any other row that refers to them; their segment, forecast,
+    suggestion and prospect rows of past runs are dropped (they describe a customer that no
+    longer exists; the next retrain scores the merged history). The kept customer's empty
+    profile fields are filled from the duplicates, the earliest sign-up date and an owner are
+    kept, an objection to profiling by either stands, and each duplicate's profile is kept in
+    its ``attributes["merged_customers"]`` (nothing typed is lost). The duplicates' rows are
+    then deleted rather than kept as tombstones: a tombstone would hold the same personal data
+    twice and show in every list, count, export and training frame unless each learned to skip
+    it. One audit event names the ids and counts. Raises :class:`MergeRefused`, NotAllowed.
+    """
+    # The merge carries what the models wrote about a customer (an ml table, as crm.privacy's
+    # erasure does): feedback is the salespeople's work and must follow the customer.
+    from ml.models import CustomerSegment, Forecast, Prospect, Suggestion, SuggestionFeedback
+
+    _check_manager(user, "only managers can merge customers")
+    ids = sorted({c.pk for c in duplicates} - {keep.pk})
+    if not ids:
+        raise MergeRefused("choose at least one other customer to merge into the one you keep")
+    with transaction.atomic():
+        rows = Customer.objects.select_for_update().in_bulk([keep.pk, *ids])
+        if len(rows) != len(ids) + 1:
+            raise MergeRefused("one of these customers no longer exists; reload the page")
+        if any(c.erased_at for c in rows.values()):
+            raise MergeRefused("an erased customer cannot be merged")
+        kept, others = rows[keep.pk], [rows[pk] for pk in ids]
+        moved = {"interactions": Interaction.objects.filter(customer_id__in=ids).update(customer_id=kept.pk)}
+
+        feedback = list(SuggestionFeedback.objects.filter(customer_id__in=[kept.pk, *ids])
+                        .order_by("-updated_at", "-id").values_list("pk", "product_id", "kind"))
+        latest, superseded = set(), []
+        for pk, product_id, kind in feedback:
+            if (product_id, kind) in latest:
+                superseded.append(pk)
+            latest.add((product_id, kind))
+        SuggestionFeedback.objects.filter(pk__in=superseded).delete()
+        moved["suggestion feedback"] = SuggestionFeedback.objects.filter(customer_id__in=ids).update(
+            customer_id=kept.pk)
+        moved["suggestion feedback superseded"] = len(superseded)
+        dropped = 0
+        for model in (CustomerSegment, Forecast, Suggestion, Prospect):
+            dropped += model.objects.filter(customer_id__in=ids).delete()[0]
+        moved["insight rows of past runs dropped"] = dropped
+        # Anything else that refers to a customer (a table added later) moves too, never cascades away.
+        handled = {Interaction, SuggestionFeedback, CustomerSegment, Forecast, Suggestion, Prospect}
+        for relation in Customer._meta.get_fields(include_hidden=True):  # hidden: related_name="+" too
+            if relation.one_to_many and relation.auto_created and relation.related_model not in handled:
+                name = relation.field.name
+                moved[relation.related_model._meta.verbose_name_plural] = (
+                    relation.related_model._base_manager.filter(**{f"{name}_id__in": ids}).update(**{name: kept}))
+
+        filled = _merge_profile(kept, others)
+        Customer.objects.filter(pk__in=ids).delete()
+        refresh_last_purchase([kept.pk])
+        counts = ", ".join(f"{n} {label}" for label, n in moved.items() if n)
+        audit.record(AuditEvent.Action.MERGE, user=user, object_type="customer", object_id=kept.pk,
+                     customer_id=kept.pk,
+                     summary=f"customers {', '.join(map(str, ids))} merged into customer {kept.pk}: "
+                             f"{counts or 'nothing to move'}; fields filled: {', '.join(filled) or 'none'}")
+    keep.refresh_from_db()
+    return moved
+
+
+def _merge_profile(kept: Customer, others: list) -> list[str]:
+    """Fill the kept customer's profile from the duplicates (see merge_customers); the names of the fields filled."""
+    filled = []
+    for name in MERGE_FILLED_FIELDS:
+        if not getattr(kept, name):
+            value = next((getattr(o, name) for o in others if getattr(o, name)), "")
+            if value:
+                setattr(kept, name, value)
+                filled.append(name)
+    dates = [d for d in [kept.signup_date, *(o.signup_date for o in others)] if d]
+    if dates and kept.signup_date != min(dates):
+        kept.signup_date = min(dates)
+        filled.append("signup_date")
+    if kept.owner_id is None:
+        kept.owner_id = next((o.owner_id for o in others if o.owner_id), None)
+        if kept.owner_id:
+            filled.append("owner")
+    if not kept.no_profiling and any(o.no_profiling for o in others):
+        kept.no_profiling = True
+        filled.append("no_profiling")
+    attributes = {}
+    for other in others:
+        attributes.update(other.attributes or {})
+    attributes.update(kept.attributes or {})
+    merged = list((kept.attributes or {}).get("merged_customers") or [])
+    now = timezone.now().isoformat()
+    for other in others:
+        merged.extend((other.attributes or {}).get("merged_customers") or [])
+        merged.append({"id": other.pk, "external_id": other.external_id,
+                       **{name: getattr(other, name) for name in MERGE_FILLED_FIELDS},
+                       "signup_date": other.signup_date.isoformat() if other.signup_date else None,
+                       "owner": other.owner.get_username() if other.owner else None, "merged_at": now})
+    attributes["merged_customers"] = merged
+    kept.attributes = attributes
+    kept.save()
+    return filled
 
 
 def issue_token(user):

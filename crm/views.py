@@ -192,7 +192,7 @@ def customer_detail(request, pk):
         "rec_outcome": ml_selectors.run_outcome(runs.get(TrainingRun.Kind.RECOMMENDATION)),
         # Why a kind has no live run, when its latest run was skipped (one query per such kind).
         "skipped": {kind: ml_selectors.skipped_reason(kind) for kind in TrainingRun.Kind.values if kind not in runs},
-        "timeline": selectors.customer_timeline(customer, types=types),
+        "timeline": _with_edit_flags(request.user, selectors.customer_timeline(customer, types=types)),
         "timeline_form": timeline_form, "log_form": forms.LogInteractionForm(),
         "feedback_statuses": forms.FeedbackForm.base_fields["status"].choices,
         "is_manager": selectors.is_manager(request.user),
@@ -214,7 +214,64 @@ def customer_log(request, pk):
         messages.success(request, f"{form.cleaned_data['type'].title()} logged.")
     else:
         messages.error(request, "Could not log that: " + "; ".join(
-            f"{field}: {' '.join(errs)}" for field, errs in form.errors.items()))
+            f"{form.fields[field].label if field in form.fields else field}: {' '.join(errs)}"
+            for field, errs in form.errors.items()))
+    return redirect(reverse("customer_detail", args=[customer.pk]) + "#timeline")
+
+
+def _with_edit_flags(user, interactions) -> list:
+    rows = list(interactions)
+    for interaction in rows:
+        interaction.editable = selectors.can_change_interaction(user, interaction)
+    return rows
+
+
+def _editable_interaction(request, pk):
+    """An interaction of a customer the user sees (else 404) that they may change (else 403)."""
+    interaction = get_object_or_404(selectors.visible_interactions(request.user).select_related(
+        "customer", "product", "created_by"), pk=pk)
+    if not selectors.can_change_interaction(request.user, interaction):
+        raise PermissionDenied("A sales rep can change only the interactions they logged.")
+    return interaction
+
+
+@login_required
+def interaction_edit(request, pk):
+    """Correct a logged interaction (its type, time, notes, quantity, amount); delete it from here too."""
+    interaction = _editable_interaction(request, pk)
+    customer = interaction.customer
+    form = forms.InteractionEditForm(request.POST or None, initial=forms.InteractionEditForm.initial_for(interaction))
+    if request.method == "POST" and form.is_valid():
+        fields = {name: form.cleaned_data[name] for name in forms.InteractionEditForm.FIELDS}
+        try:
+            services.update_interaction(user=request.user, interaction=interaction, **fields)
+        except services.NotAllowed as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except ValidationError as exc:
+            for field, errors in (exc.error_dict if hasattr(exc, "error_dict") else {None: exc.error_list}).items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(request, f"{interaction.get_type_display()} of {interaction.occurred_at:%Y-%m-%d} saved.")
+            return redirect(reverse("customer_detail", args=[customer.pk]) + "#timeline")
+    return render(request, "crm/interaction_form.html", {"form": form, "interaction": interaction,
+                                                         "customer": customer})
+
+
+@login_required
+@require_POST
+def interaction_delete(request, pk):
+    """Delete an interaction (the edit page's Delete button posts ``confirm=delete``)."""
+    interaction = _editable_interaction(request, pk)
+    customer = interaction.customer
+    if request.POST.get("confirm") != "delete":
+        messages.error(request, "Nothing deleted: use the Delete button on the interaction's page.")
+        return redirect("interaction_edit", pk=interaction.pk)
+    what = f"{interaction.get_type_display()} of {interaction.occurred_at:%Y-%m-%d}"
+    try:
+        services.delete_interaction(user=request.user, interaction=interaction)
+    except services.NotAllowed as exc:
+        raise PermissionDenied(str(exc)) from exc
+    messages.success(request, f"{what} deleted.")
     return redirect(reverse("customer_detail", args=[customer.pk]) + "#timeline")
 
 
@@ -364,7 +421,10 @@ def model_list(request):
     for kind, label in TrainingRun.Kind.choices:
         live = published.get(kind)
         latest = next((r for r in runs[kind] if r.status not in TrainingRun.ACTIVE), None)
+        for r in runs[kind]:  # one sentence, never a traceback or a server path (those are in the admin)
+            r.error_sentence = ml_selectors.run_error_sentence(r)
         kinds.append({"kind": kind, "label": label, "runs": runs[kind], "live": live,
+                      "ignored": ml_selectors.ignored_lines(live),
                       "outcome": ml_selectors.run_outcome(live),
                       # The latest finished run was skipped: why (with a live run, that one stays).
                       "skipped": latest if latest and latest.status == TrainingRun.Status.SKIPPED else None,
@@ -615,3 +675,70 @@ def customer_erase(request, pk):
     if error:
         response.status_code = 400
     return response
+
+
+# --- data quality (managers) ----------------------------------------------------------------------
+
+@manager_required
+@require_GET
+def data_quality(request):
+    """Likely duplicates (with a merge per group), missing values, outlier orders, dates out of range."""
+    from crm import quality
+
+    groups, n_groups = quality.duplicate_groups()
+    outliers, n_outliers, outliers_complete = quality.outlier_orders()
+    missing_key = request.GET.get("missing", "")
+    missing = None
+    if missing_key:
+        try:
+            table, column, rows = quality.missing_records(missing_key)
+        except KeyError:
+            raise Http404("No such column.") from None
+        missing = {"key": missing_key, "table": table, "column": column, "rows": rows}
+    return render(request, "crm/data_quality.html", {
+        "groups": groups, "n_groups": n_groups, "missing_values": quality.missing_values(), "missing": missing,
+        "outliers": outliers, "n_outliers": n_outliers, "outliers_complete": outliers_complete,
+        "dates": quality.date_findings(), "rules": {
+            "outlier_factor": quality.OUTLIER_FACTOR, "ancient_before": quality.ANCIENT_BEFORE,
+            "similarity": quality.NAME_SIMILARITY, "phone_digits": quality.PHONE_DIGITS,
+            "limit": quality.LIST_LIMIT},
+    })
+
+
+def _merge_choice(request, data):
+    """(the customer to keep, the duplicates) named by ``keep`` and ``remove`` ids, or None when invalid."""
+    try:
+        keep_id = int(data.get("keep", ""))
+        remove_ids = {int(v) for v in data.getlist("remove")} - {keep_id}
+    except ValueError:
+        return None
+    customers = selectors.visible_customers(request.user).in_bulk([keep_id, *remove_ids])
+    if keep_id not in customers or not remove_ids or len(customers) != len(remove_ids) + 1:
+        return None
+    return customers[keep_id], [customers[pk] for pk in sorted(remove_ids)]
+
+
+@manager_required
+def data_quality_merge(request):
+    """GET ?keep=ID&remove=ID...: what the merge moves, and a button; POST: merge (crm.services.merge_customers)."""
+    choice = _merge_choice(request, request.POST if request.method == "POST" else request.GET)
+    if choice is None:
+        messages.error(request, "Choose the customer to keep and at least one duplicate to merge into it.")
+        return redirect(reverse("data_quality") + "#duplicates")
+    keep, duplicates = choice
+    if request.method == "POST":
+        try:
+            moved = services.merge_customers(user=request.user, keep=keep, duplicates=duplicates)
+        except services.MergeRefused as exc:
+            messages.error(request, f"Not merged: {exc}.")
+            return redirect(reverse("data_quality") + "#duplicates")
+        messages.success(request, f"Merged {len(duplicates)} duplicate{'s' if len(duplicates) != 1 else ''} into "
+                         f"{keep}: " + (", ".join(f"{n} {label}" for label, n in moved.items() if n)
+                                        or "nothing to move") + ".")
+        return redirect("customer_detail", pk=keep.pk)
+    counts = selectors.merge_preview([keep, *duplicates])
+    columns = [f for f in services.MERGE_FILLED_FIELDS if f != "name"] + ["signup_date", "owner"]
+    rows = [{"role": role, "customer": c, "counts": counts[c.pk], "cells": [getattr(c, f) for f in columns]}
+            for role, c in [("kept", keep)] + [("merged, then deleted", d) for d in duplicates]]
+    return render(request, "crm/data_quality_merge.html", {"keep": keep, "duplicates": duplicates, "rows": rows,
+                                                           "columns": [f.replace("_", " ") for f in columns]})

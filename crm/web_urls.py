@@ -36,3 +36,11 @@ urlpatterns += [
     path("customers/<int:pk>/personal-data.json", views.customer_personal_data, name="customer_personal_data"),
     path("customers/<int:pk>/erase/", views.customer_erase, name="customer_erase"),
 ]
+
+# Correcting the timeline, and data quality (managers).
+urlpatterns += [
+    path("interactions/<int:pk>/edit/", views.interaction_edit, name="interaction_edit"),
+    path("interactions/<int:pk>/delete/", views.interaction_delete, name="interaction_delete"),
+    path("data-quality/", views.data_quality, name="data_quality"),
+    path("data-quality/merge/", views.data_quality_merge, name="data_quality_merge"),
+]

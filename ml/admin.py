@@ -2,7 +2,7 @@
 from django.contrib import admin, messages
 
 from crm.services import BackgroundUnavailable
-from ml import services
+from ml import selectors, services
 from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 
 
@@ -12,6 +12,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
                     "progress", "stage", "created_at", "trigger")
     list_filter = ("kind", "status", "is_published", "trigger")
     date_hierarchy = "created_at"
+    # The run's page shows its error whole, traceback included (admins only: it names the server's
+    # paths); the list and every other page show one sentence (ml.selectors.run_error_sentence).
     readonly_fields = [f.name for f in TrainingRun._meta.fields]
     actions = ["publish_selected", "retrain_same_kind"]
 
@@ -20,9 +22,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="Outcome")
     def outcome(self, run):
-        """What the run published and why: its outcome line, or the reason it was skipped."""
+        """What the run published and why: its outcome line, or why it was skipped or failed (one sentence)."""
         if run.status == TrainingRun.Status.SKIPPED:
-            return f"skipped: {run.error}"
+            return f"skipped: {selectors.run_error_sentence(run)}"
+        if run.error:
+            return selectors.run_error_sentence(run)
         return ((run.metrics or {}).get("outcome") or {}).get("summary") or "–"
 
     @admin.action(description="Publish the selected run (roll back to it)", permissions=["change"])

@@ -28,8 +28,17 @@ def cutoff(as_of: date) -> datetime:
 
 
 def latest_interaction_day() -> date | None:
-    latest = Interaction.objects.order_by("-occurred_at").values_list("occurred_at", flat=True).first()
-    return timezone.localtime(latest).date() if latest else None
+    """The default ``as_of``: the local day (``TIME_ZONE``) of the latest interaction that is not in
+    the future, and never after today. The clock is a fact: a row dated ahead (stored before
+    crm.clock refused them at every door, or within its clock-skew tolerance) neither moves the
+    models' "data up to" date nor is read, since every frame is cut at ``as_of``. None: no
+    interaction up to now."""
+    now = timezone.now()
+    latest = (Interaction.objects.filter(occurred_at__lte=now).order_by("-occurred_at")
+              .values_list("occurred_at", flat=True).first())
+    if latest is None:
+        return None
+    return min(timezone.localtime(latest).date(), timezone.localtime(now).date())
 
 
 def _read(sql: str, params: list, columns: list[str], dtypes: dict) -> pd.DataFrame:

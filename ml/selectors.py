@@ -75,6 +75,59 @@ def as_phrase(text) -> str:
     return str(text or "").strip().rstrip(".").strip()
 
 
+# A path on the server (/srv/app/ml/x.py, C:\app\x.py): never shown on a page or by the API.
+_SERVER_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:\\|/)(?:[\w.\-]+[/\\])+[\w.\-]*")
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def run_error_sentence(run: TrainingRun | None) -> str:
+    """A run's error as the one sentence the Models page, the API and the admin list show; "" without one.
+
+    A skipped or refused run's reason is stored in words and shown as it is. An unexpected failure
+    is stored with its traceback (ml.services.execute_run), which goes to the log and the admin's
+    run detail only: here it is named by its first line, with any server path cut out.
+    """
+    error = str(getattr(run, "error", "") or "").strip()
+    if not error:
+        return ""
+    first = _SERVER_PATH.sub("…", error.splitlines()[0].strip())
+    if _TRACEBACK in error:
+        if len(first) > 200:
+            first = first[:199] + "…"
+        return (f"Training failed on an unexpected error ({as_phrase(first)}); the published insights are "
+                "unchanged, and the details are in the server log and the run's admin page.")
+    return first if len(first) <= 400 else first[:399] + "…"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def ignored_lines(run: TrainingRun | None) -> list[str]:
+    """Who and what a run left out, and why, in words, from the counts ml.services._load stores in
+    ``run.data_counts`` (runs trained before these counts existed give fewer lines)."""
+    counts = (getattr(run, "data_counts", None) or {}) if run is not None else {}
+    as_of = run.as_of.isoformat() if run is not None and run.as_of else "the as-of date"
+    lines = []
+    if counts.get("no_profiling"):
+        lines.append(f"{_count(counts['no_profiling'], 'customer')} who objected to profiling: left out of "
+                     "training (no segment, forecast or suggestions)")
+    without = counts.get("customers_without_purchase")
+    if without:
+        who = f"{_count(without, 'customer')} without a purchase on or before {as_of}"
+        lines.append(who + {
+            TrainingRun.Kind.FORECAST: ": no forecast (nothing to forecast from)",
+            TrainingRun.Kind.SEGMENTATION: ": grouped as prospects, not clustered",
+            TrainingRun.Kind.RECOMMENDATION: ": the best sellers, not personal suggestions",
+        }.get(run.kind, ""))
+    after = counts.get("interactions_after_as_of")
+    if after:
+        future = counts.get("future_interactions") or 0
+        lines.append(f"{_count(after, 'interaction')} dated after {as_of}: not read"
+                     + (f" ({future:,} of them in the future: see the data-quality page)" if future else ""))
+    return lines
+
+
 def _target_order(target: str) -> tuple:
     """Targets in the pages' order (PostgreSQL's jsonb keeps the keys of an object in an order of its own)."""
     return (list(TARGET_LABELS).index(target) if target in TARGET_LABELS else len(TARGET_LABELS), target)
@@ -426,7 +479,7 @@ def segment_transitions(run: TrainingRun | None, previous: TrainingRun | None) -
 def run_status(run: TrainingRun) -> dict:
     """The small JSON the models page polls while a run is queued or running."""
     return {"id": run.pk, "kind": run.kind, "status": run.status, "stage": run.stage, "progress": run.progress,
-            "is_published": run.is_published, "error": run.error,
+            "is_published": run.is_published, "error": run_error_sentence(run),
             "finished": run.status not in TrainingRun.ACTIVE,
             "duration_seconds": run.duration_seconds}
 

@@ -17,12 +17,12 @@ from datetime import date
 import numpy as np
 import pandas as pd
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from crm import audit
 from crm.heartbeat import Heartbeat, heartbeat_seconds, stale_after
-from crm.models import AuditEvent, Customer
+from crm.models import AuditEvent, Customer, Interaction
 from ml import data
 from ml.models import CustomerSegment, Forecast, Segment, TrainingRun
 
@@ -356,6 +356,12 @@ def _load(run: TrainingRun, progress, need_products=True, need_purchases=True) -
               "purchases": int((frames["interactions"]["type"] == "purchase").sum()),
               "buyers": int(frames["interactions"].loc[frames["interactions"]["type"] == "purchase",
                                                        "customer_id"].nunique())}
+    # Who and what the run left out, and why (the Models page says it in words,
+    # ml.selectors.ignored_lines): customers who objected to profiling, customers without a
+    # purchase by as_of (no forecast), and rows dated after as_of (not read), of them those in the future.
+    counts["no_profiling"] = len(excluded)
+    counts["customers_without_purchase"] = counts["customers"] - counts["buyers"]
+    counts.update(_after_as_of(as_of))
     if frames["products"] is not None:
         counts["products"] = int(len(frames["products"]))
     TrainingRun.objects.filter(pk=run.pk).update(data_counts=counts)
@@ -363,6 +369,13 @@ def _load(run: TrainingRun, progress, need_products=True, need_purchases=True) -
         raise KindNotSupported(f"no purchases on or before {as_of}: only other interactions, nothing to "
                                f"learn {run.kind}s from")
     return frames
+
+
+def _after_as_of(as_of: date) -> dict:
+    """{"interactions_after_as_of", "future_interactions"}: stored rows a run cut at ``as_of`` does
+    not read, and how many of them are dated after now (one COUNT query)."""
+    return Interaction.objects.filter(occurred_at__gte=data.cutoff(as_of)).aggregate(
+        interactions_after_as_of=Count("id"), future_interactions=Count("id", filter=Q(occurred_at__gt=timezone.now())))
 
 
 def _json(value) -> str:

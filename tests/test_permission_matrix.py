@@ -102,6 +102,12 @@ RULES = {
     "account_token_revoke": rule(LOGIN, 405, 405, 405, 405),
     "customer_personal_data": rule(LOGIN, 403, 403, 200, 200, obj="customer"),  # managers answer access requests
     "customer_erase": rule(LOGIN, 403, 403, 200, 200, obj="customer"),  # GET: the confirmation page
+    # Correcting the timeline: the owner rep did not log this interaction (an import did), so 403;
+    # another rep's customer's interaction does not exist for them. An empty POST deletes nothing.
+    "interaction_edit": rule(LOGIN, 403, 404, 200, 200, obj="interaction"),
+    "interaction_delete": rule(LOGIN, 403, 404, 302, 302, method="POST", obj="interaction"),
+    "data_quality": manager_page(),
+    "data_quality_merge": rule(LOGIN, 403, 403, 302, 302),  # no customers chosen: back to the page
     # --- API
     "api-customer-list": api(),
     "api-customer-detail": owned_api(),
@@ -125,6 +131,7 @@ RULES = {
     "api-import-detail": manager_api(obj="import"),
     "api-customer-personal-data": manager_api(obj="customer"),
     "api-customer-erase": rule(401, 403, 403, 200, 200, method="POST", obj="customer", mutates=True),
+    "api-customer-merge": rule(401, 403, 403, 400, 400, method="POST", obj="customer"),  # empty body: invalid
     "api-feedback": rule(401, 400, 400, 400, 400, method="POST"),
     "api-token": rule(401, 405, 405, 405, 405),  # GET is not a method here; POST is tested in test_security
     "api-schema": public(),  # the API's description is public; its data is not

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler, set_rollback
 
-from crm.services import BackgroundUnavailable, ImportFailed, InUse, NotAllowed
+from crm.services import BackgroundUnavailable, ImportFailed, InUse, MergeRefused, NotAllowed
 from ml.services import RetrainRefused, RunNotPublishable
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _as_api_exception(exc):
         return exceptions.ValidationError(as_serializer_error(exc))
     if isinstance(exc, NotAllowed):
         return exceptions.PermissionDenied(str(exc))
-    if isinstance(exc, (RetrainRefused, RunNotPublishable, InUse)):
+    if isinstance(exc, (RetrainRefused, RunNotPublishable, InUse, MergeRefused)):
         return Conflict(str(exc))
     if isinstance(exc, BackgroundUnavailable):
         return ServiceUnavailable(str(exc))

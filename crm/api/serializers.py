@@ -15,6 +15,7 @@ from crm import selectors
 from crm.forms import import_upload_error
 from crm.models import INTERACTION_TYPES, Customer, ImportFile, ImportRun, Interaction, Product
 from crm.services import BULK_FIELDS, MAX_BULK_ITEMS
+from ml import selectors as ml_selectors
 from ml.models import Segment, Suggestion, SuggestionFeedback, TrainingRun
 
 
@@ -424,6 +425,18 @@ class RunMetricsField(serializers.JSONField):
     """A run's metrics as stored, documented (RUN_METRICS_SCHEMA)."""
 
 
+@extend_schema_field(str)
+class RunErrorField(serializers.Field):
+    """A run's error as one sentence (ml.selectors.run_error_sentence): a traceback stays in the log and
+    the admin's run detail, and no server path is ever sent."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, run):
+        return ml_selectors.run_error_sentence(run)
+
+
 class TrainingRunSerializer(serializers.ModelSerializer):
     requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
@@ -432,7 +445,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         help_text="queued, running; succeeded (trained, published or publishable); skipped (the data cannot "
                   "support this kind, e.g. no product catalogue: nothing trained, the reason in `error`, the "
                   "published run stays); rejected (older runs: did not pass the publish gate); failed; cancelled.")
-    error = serializers.CharField(read_only=True, help_text="Why a run failed, or why it was skipped (in words).")
+    error = RunErrorField(help_text="Why a run failed, or why it was skipped, in one sentence (empty otherwise).")
     metrics = RunMetricsField(read_only=True)
 
     class Meta:
@@ -559,3 +572,15 @@ class ErasureResultSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     erased_at = serializers.DateTimeField()
     deleted = serializers.DictField(child=serializers.IntegerField(), help_text="Rows deleted, by kind.")
+
+
+class MergeRequestSerializer(serializers.Serializer):
+    duplicates = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+                                       min_length=1, max_length=100,
+                                       help_text="Ids of the customers to merge into this one (then deleted).")
+
+
+class MergeResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The kept customer.")
+    merged = serializers.ListField(child=serializers.IntegerField(), help_text="The ids merged into it and deleted.")
+    moved = serializers.DictField(child=serializers.IntegerField(), help_text="Rows moved or dropped, by kind.")

@@ -44,4 +44,5 @@ urlpatterns[-1:-1] = [
     path("customers/<int:pk>/personal-data/", views.CustomerPersonalDataView.as_view(),
          name="api-customer-personal-data"),
     path("customers/<int:pk>/erase/", views.CustomerEraseView.as_view(), name="api-customer-erase"),
+    path("customers/<int:pk>/merge/", views.CustomerMergeView.as_view(), name="api-customer-merge"),
 ]

@@ -517,3 +517,24 @@ class CustomerEraseView(_PrivacyView):
         customer = self.customer(pk)
         counts = privacy.erase_customer(user=request.user, customer=customer)
         return Response({"id": customer.pk, "erased_at": customer.erased_at, "deleted": counts})
+
+
+class CustomerMergeView(_PrivacyView):
+    """Merge duplicate customers into this one (managers and admins): the data-quality page's merge."""
+
+    @extend_schema(summary="Merge duplicates into this customer (managers)", request=s.MergeRequestSerializer,
+                   responses={200: s.MergeResultSerializer})
+    def post(self, request, pk):
+        """Move every interaction and suggestion feedback of the `duplicates` to this customer, fill its
+        empty fields from them, keep their profiles in `attributes.merged_customers`, then delete them,
+        in one transaction (audited). 404 for an unknown id, 409 when the merge is refused."""
+        keep = self.customer(pk)
+        serializer = s.MergeRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ids = sorted(set(serializer.validated_data["duplicates"]) - {keep.pk})
+        duplicates = selectors.visible_customers(request.user).in_bulk(ids)
+        missing = [pk for pk in ids if pk not in duplicates]
+        if missing:
+            raise exceptions.NotFound(f"No customer with id {missing[0]}.")
+        moved = services.merge_customers(user=request.user, keep=keep, duplicates=list(duplicates.values()))
+        return Response({"id": keep.pk, "merged": ids, "moved": moved})

@@ -5,10 +5,11 @@ so the demo also exercises validation, upserts and the import history.
 """
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from crm import demo
 from crm.services import ImportFailed, ensure_sales_reps, import_files
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--customers", type=int, default=2000, help="number of customers (default 2000)")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument("--end", type=date.fromisoformat, default=None,
-                            help="last day of the history, YYYY-MM-DD (default today)")
+                            help="last day of the history, YYYY-MM-DD (default yesterday: the last whole day)")
         parser.add_argument("--days", type=int, default=730, help="days of history (default 730)")
 
     def handle(self, *args, **options):
@@ -32,6 +33,8 @@ class Command(BaseCommand):
         end = options["end"]
         if isinstance(end, str):  # call_command passes option values through unconverted
             end = date.fromisoformat(end)
+        if end is None:  # the last whole day in TIME_ZONE: the rest of today has not happened (crm.clock)
+            end = timezone.localdate() - timedelta(days=1)
         started = time.monotonic()
         ensure_sales_reps(SALES_REPS)
         frames = demo.generate(n_customers=options["customers"], seed=options["seed"], end=end,
