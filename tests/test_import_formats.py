@@ -399,3 +399,19 @@ def test_import_failure_of_an_upload_names_the_file_not_the_server_path(tmp_path
     assert run.status == "failed" and "customers file Kunden.csv (UTF-8, semicolon-delimited)" in run.error
     assert "orders.csv) are fine, but nothing was imported" in run.error
     assert str(settings.MEDIA_ROOT) not in run.error and "/imports/" not in run.error
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"a,b\n1,2\n", ("utf-8", False)),
+    ("a,b\n1,Renée\n".encode("utf-8-sig"), ("utf-8", True)),
+    ("a,b\n1,Renée\n".encode("utf-16"), ("utf-16", True)),
+    ("a,b\n1,Renée\n".encode("utf-16-be"), ("utf-16-be", False)),
+    ("a,b\n1,Renée\n".encode("utf-32"), ("utf-32", True)),
+    ("a,b\n1,Renée Lefèvre\n".encode("cp1252"), ("cp1252", False)),  # not Central European "Lefčvre"
+    (b"a,b\n1,caf\xe9 \x81\n", ("latin-1", False)),  # 0x81 is no Windows-1252 character
+    ("a,b\n1,déjà\n2,".encode() + b"caf\xe9\n", ("utf-8", False)),  # mostly UTF-8: one bad row
+], ids=["ascii", "utf8-bom", "utf16-bom", "utf16be", "utf32", "cp1252", "latin1", "utf8-one-bad-row"])
+def test_detect_encoding_rules(data, expected):
+    import io
+
+    assert importing.detect_encoding(io.BytesIO(data))[:2] == expected
