@@ -394,6 +394,14 @@ def import_history(limit: int = 20) -> QuerySet:
             .order_by("-created_at", "-id")[:limit])
 
 
+def import_sources() -> QuerySet:
+    """The saved upload sources (their column mappings and date formats), by name."""
+    from crm.models import ImportSource  # as the other import selectors here
+
+
+    return ImportSource.objects.order_by("name")
+
+
 # --- REST API reads (issue 6) -----------------------------------------------------------------
 
 INTERACTION_ORDERINGS = {"occurred_at": ("occurred_at", "id"), "-occurred_at": ("-occurred_at", "-id")}
