@@ -84,7 +84,7 @@ def import_upload_error(kind: str, upload) -> str | None:
         return f"The {kind} file is larger than the limit of {limit_mb} MB (IMPORT_MAX_UPLOAD_MB)."
     upload.seek(0)
     try:
-        too_many = importing.more_rows_than(upload, settings.IMPORT_MAX_ROWS)
+        too_many = importing.more_rows_than(upload, settings.IMPORT_MAX_ROWS, importing.detect_format(upload))
     finally:
         upload.seek(0)
     if too_many:

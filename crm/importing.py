@@ -756,12 +756,12 @@ class Transcoded:
         self._done = False
 
     def read(self, size: int = -1) -> bytes:
-        if self._done:
-            return b""
-        data = self.binary.read(self.CHUNK if size is None or size < 0 else size)
-        text = self._decoder.decode(data, final=not data)
-        if not data:
-            self._done = True
+        """At least one character's bytes, or b"" at the end (callers read until b"")."""
+        text = ""
+        while not text and not self._done:
+            data = self.binary.read(self.CHUNK if size is None or size < 0 else max(size, 4))
+            text = self._decoder.decode(data, final=not data)
+            self._done = not data
         return text.encode("utf-8", "surrogateescape")
 
     def tell(self) -> int:
@@ -976,9 +976,11 @@ def more_rows_than(binary, limit: int, fmt: FileFormat | None = None) -> bool:
     unreadable record is one). Counting line breaks bounds that from above at memory speed, so
     a file under the limit costs one pass of ``bytes.count``; only a file with more lines than
     the limit is parsed (a quoted cell may span lines), and only up to the limit. ``fmt``: the
-    file's format (its encoding and delimiter), UTF-8 and commas when not given.
+    file's format (its encoding and delimiter), UTF-8 and commas when not given. Reads from the
+    start of the stream.
     """
     fmt = fmt or FileFormat()
+    binary.seek(0)
     binary = utf8_stream(binary, fmt.encoding)
     breaks, previous = 0, b""
     for chunk in iter(lambda: binary.read(_Lines.CHUNK), b""):

@@ -415,3 +415,15 @@ def test_detect_encoding_rules(data, expected):
     import io
 
     assert importing.detect_encoding(io.BytesIO(data))[:2] == expected
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "cp1252"])
+def test_more_rows_than_counts_rows_of_a_detected_encoding(encoding):
+    import io
+
+    content = "external_id;name\r\n" + "".join(f"K{i};Zoë\u010a\r\n" if encoding == "utf-16" else f"K{i};Zoë\r\n"
+                                               for i in range(3))
+    data = io.BytesIO(content.encode(encoding))  # U+010A holds a 0x0A byte in UTF-16
+    fmt = importing.detect_format(data)
+
+    assert (importing.more_rows_than(data, 3, fmt), importing.more_rows_than(data, 2, fmt)) == (False, True)
