@@ -817,7 +817,7 @@ def detect_format(binary, delimiter: str | None = None) -> FileFormat:
 # --- Batches: a vectorised fast path, the per-row path above for everything else -----------
 #
 # Per-row parsing costs ~20-30 µs a row, far over the import's budget (~4 µs a row next to
-# the database's work). A batch of plain lines (no quotes, CR, NUL, blank lines or invalid
+# the database's work). A batch of plain lines (no quotes, lone CR, NUL, blank lines or invalid
 # UTF-8: one line = one record, so line numbers are positions) is parsed by pyarrow's CSV
 # reader and checked column by column. The column checks are deliberately conservative: a
 # row that passes them would pass ``spec.read_row`` with the same values and no warning;
@@ -960,9 +960,15 @@ class _Lines:
         else:
             return None
         prefix = self.buf[self.pos:self.pos + cut]
-        if (not prefix or b'"' in prefix or b"\r" in prefix or b"\x00" in prefix or b"\n\n" in prefix
-                or prefix.startswith(b"\n")):
+        if (not prefix or b'"' in prefix or b"\x00" in prefix or b"\n\n" in prefix or prefix.startswith(b"\n")):
             return None
+        if b"\r" in prefix:
+            # Windows line ends (what spreadsheets write) are plain too when every line has one:
+            # pyarrow and csv then agree on the lines. A lone CR is a line break to csv only.
+            crlf = prefix.count(b"\r\n")
+            if (crlf != prefix.count(b"\r") or crlf != prefix.count(b"\n") or b"\n\r\n" in prefix
+                    or prefix.startswith(b"\r\n")):
+                return None
         return prefix
 
     def take(self, size: int):
@@ -1119,7 +1125,7 @@ def _fast_batch(prefix, first_row, names, extra, spec, fast, options, delimiter)
             huge |= np.asarray(pc.greater(pc.utf8_length(table.column(i).chunk(0)), MAX_CELL_BYTES)
                                .fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
     ok &= ~huge
-    staged = fast(col, check, n, options.tz)
+    staged = fast(col, check, n, options)
     row_no = pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
     if extra:
         attributes = _fast_attributes([col(name) for name in extra], extra)
@@ -1178,16 +1184,45 @@ def _fast_timestamps(array, check, tz):
                      for d in parsed.to_pylist()], pa.string())
 
 
-def _fast_interactions(col, check, n, tz):
+def _fast_local_dates(array, date_format):
+    """Day-first or month-first dates (and times) rewritten as ISO text, as _local_date reads them;
+    other values unchanged (the ISO checks then pass or flag them). Mixed separators, 12-hour
+    times and impossible dates are left for the per-row path to explain."""
+    if date_format not in _HOW:
+        return array
+    parts = pc.extract_regex(array, pattern=_FAST_LOCAL)
+    matched = pc.is_valid(parts)
+    field = {name: pc.struct_field(parts, name) for name in ("a", "s1", "b", "s2", "y", "h", "mi", "se")}
+    day, month = (field["a"], field["b"]) if date_format == "dmy" else (field["b"], field["a"])
+    iso = pc.binary_join_element_wise(field["y"], pc.utf8_lpad(month, 2, "0"), pc.utf8_lpad(day, 2, "0"), "-")
+    clock = pc.binary_join_element_wise(pc.utf8_lpad(field["h"], 2, "0"), field["mi"], ":")
+    clock = pc.if_else(pc.equal(field["se"], ""), clock, pc.binary_join_element_wise(clock, field["se"], ":"))
+    iso = pc.if_else(pc.equal(field["h"], ""), iso, pc.binary_join_element_wise(iso, clock, " "))
+    use = pc.and_(matched, pc.equal(field["s1"], field["s2"])).fill_null(False)
+    return pc.if_else(use, iso, array)
+
+
+def _fast_decimal_comma(array):
+    """12,5 and 12,50 as 12.5 and 12.50 (parse_money's reading of a lone comma before 1-2 digits)."""
+    comma = pc.match_substring_regex(array, r"^\d{1,12},\d{1,2}$")
+    return pc.if_else(comma, pc.replace_substring(array, ",", "."), array)
+
+
+_FAST_LOCAL = (r"^(?P<a>\d{1,2})(?P<s1>[/.\-])(?P<b>\d{1,2})(?P<s2>[/.\-])(?P<y>\d{4})"
+               r"(?:[ T](?P<h>\d{1,2}):(?P<mi>\d\d)(?::(?P<se>\d\d))?)?$")
+
+
+def _fast_interactions(col, check, n, options):
+    tz = options.tz
     check(_text_ok(col("customer_external_id"), 100, required=True))
     check(pc.is_in(col("type"), value_set=pa.array(sorted(INTERACTION_TYPES))))
-    occurred_at = _fast_timestamps(col("occurred_at"), check, tz)
+    occurred_at = _fast_timestamps(_fast_local_dates(col("occurred_at"), options.date_format), check, tz)
     check(_text_ok(col("product_sku"), 100))
     quantity = col("quantity")
     quantity_ok = pc.match_substring_regex(quantity, _FAST_QUANTITY)
     check(quantity_ok)
     quantity = pc.cast(pc.if_else(pc.and_(quantity_ok, pc.not_equal(quantity, "")), quantity, "1"), pa.int64())
-    amount = col("amount")
+    amount = _fast_decimal_comma(col("amount"))
     check(pc.match_substring_regex(amount, _FAST_MONEY))
     amount = pc.if_else(pc.equal(amount, ""), pa.scalar(None, pa.string()), amount)
     for name in ("order_ref", "channel"):
@@ -1200,7 +1235,7 @@ def _fast_interactions(col, check, n, tz):
             "amount": amount, "order_ref": col("order_ref"), "channel": col("channel"), "notes": col("notes")}
 
 
-def _fast_customers(col, check, n, tz):
+def _fast_customers(col, check, n, options):
     check(_text_ok(col("external_id"), 100, required=True))
     email = col("email")
     check(pc.match_substring_regex(email, _FAST_EMAIL))
@@ -1208,7 +1243,7 @@ def _fast_customers(col, check, n, tz):
     for name, length in (("name", 200), ("phone", 50), ("company", 200), ("country", 100), ("city", 100),
                          ("owner", 150)):
         check(_text_ok(col(name), length))
-    signup = col("signup_date")
+    signup = _fast_local_dates(col("signup_date"), options.date_format)
     shape = pc.match_substring_regex(signup, _FAST_DATE)
     check(shape)
     signup = pc.if_else(pc.and_(shape, pc.not_equal(signup, "")), signup, pa.scalar(None, pa.string()))

@@ -427,3 +427,47 @@ def test_more_rows_than_counts_rows_of_a_detected_encoding(encoding):
     fmt = importing.detect_format(data)
 
     assert (importing.more_rows_than(data, 3, fmt), importing.more_rows_than(data, 2, fmt)) == (False, True)
+
+
+@pytest.mark.parametrize("date_format", ["dmy", "mdy"])
+def test_day_first_and_month_first_dates_read_the_same_on_the_fast_and_the_per_row_path(tmp_path, settings,
+                                                                                      date_format):
+    settings.TIME_ZONE = "Europe/Paris"
+    values = ["31/12/2024", "1.2.2024 7:05", "2024-03-04", "12/31/2024 14:30:59", "31/12-2024", "30/02/2024",
+              "2/3/2024 2:30 PM"]
+    rows = [["customer_external_id", "type", "occurred_at", "external_id"]] + [
+        ["C1", "call", value, f"I{i}"] for i, value in enumerate(values)]
+    plain = write(tmp_path, "plain.csv", rows)  # no quotes: read column-wise by pyarrow
+    quoted = tmp_path / "quoted.csv"  # quotes: read row by row
+    quoted.write_text("".join(",".join(f'"{v}"' for v in row) + "\n" for row in rows))
+    Customer.objects.create(external_id="C1")
+    outcome = {}
+    for path in (plain, quoted):
+        Interaction.objects.all().delete()
+        import_files({"interactions": path}, date_format=date_format)
+        outcome[path.name] = (sorted(Interaction.objects.values_list("external_id", "occurred_at")),
+                              [(r["row"], r["reason"]) for r in read_rejects(rejected_path_for(path))])
+
+    assert outcome["plain.csv"] == outcome["quoted.csv"]
+    stored, rejected = outcome["plain.csv"]
+    assert len(stored) + len(rejected) == len(values) and len(stored) >= 4
+
+
+def test_decimal_commas_and_windows_line_ends_read_the_same_on_the_fast_and_the_per_row_path(tmp_path):
+    amounts = ["12,5", "0,99", "1.234,50", "1,234", "007,10", "12,50 €", "3", ""]
+    rows = [["customer_external_id", "type", "occurred_at", "amount", "external_id"]] + [
+        ["C1", "purchase", "2024-01-01", amount, f"I{i}"] for i, amount in enumerate(amounts)]
+    plain = write(tmp_path, "plain.csv", rows, delimiter=";", newline="\r\n")
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text("".join(";".join(f'"{v}"' for v in row) + "\r\n" for row in rows))
+    Customer.objects.create(external_id="C1")
+    outcome = {}
+    for path in (plain, quoted):
+        Interaction.objects.all().delete()
+        import_files({"interactions": path})
+        outcome[path.name] = (sorted(Interaction.objects.values_list("external_id", "amount")),
+                              [(r["row"], r["reason"]) for r in read_rejects(rejected_path_for(path))])
+
+    assert outcome["plain.csv"] == outcome["quoted.csv"]
+    assert dict(outcome["plain.csv"][0])["I2"] == Decimal("1234.50")
+    assert [row for row, _ in outcome["plain.csv"][1]] == ["5"]  # 1,234: ambiguous
