@@ -294,6 +294,11 @@ class ImportFile(models.Model):
     def __str__(self):
         return f"{self.kind}: {self.filename}"
 
+    def in_file_order(self, mapping: dict) -> list:
+        """A ``{file column: contract column}`` mapping as pairs in the file's column order (the JSON
+        columns do not keep their order on PostgreSQL)."""
+        return [(name, mapping[name]) for name in self.header if name in mapping]
+
 
 class AuditEvent(models.Model):
     """One thing a user (or the system) did: the trail admins read. No personal data in it.

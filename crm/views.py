@@ -463,9 +463,12 @@ def import_detail(request, pk, data=None):
     for f in run.files.all():
         rows = selectors.rejected_rows(f)
         header = ["row", "outcome", "reason", *(rows[0]["values"] if rows else ())]
-        columns = list(next((r["values"] for r in f.preview if r["values"]), {}))
+        shown = set().union(*(r["values"] for r in f.preview)) if f.preview else set()
+        order = [importing.source_of(c) for c in importing.SPECS[f.kind].columns]
+        columns = [c for c in order if c in shown]  # the contract's order (JSON keys lose theirs on PostgreSQL)
         preview = [{**r, "cells": [r["values"].get(c, "") for c in columns]} for r in f.preview]
-        files.append({"file": f, "header": header, "rows": rows, "preview_columns": columns, "preview": preview})
+        files.append({"file": f, "header": header, "rows": rows, "preview_columns": columns, "preview": preview,
+                      "mapped": f.in_file_order(f.column_mapping)})
     finished = run.status in ImportRun.FINISHED
     mapping_form = _mapping_form(run, data) if run.dry_run and finished and run.files.all() else None
     return render(request, "crm/import_detail.html", {

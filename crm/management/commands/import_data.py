@@ -85,19 +85,20 @@ class Command(BaseCommand):
                           + ("; nothing was written" if run.dry_run else ""))
         verb = "would " if run.dry_run else ""
         for result in run.files.all():
-            mapped = ", ".join(f"{k!r} -> {v}" for k, v in result.column_mapping.items())
+            mapped = ", ".join(f"{k!r} -> {v}" for k, v in result.in_file_order(result.column_mapping))
             self.stdout.write(f"{result.kind} ({result.filename}): {result.encoding}, {result.delimiter}-delimited"
                               + (f"; columns: {mapped}" if mapped else ""))
             if run.dry_run and result.suggested_mapping:
                 self.stdout.write("  suggested: " + ", ".join(f"{k!r} -> {v}" for k, v in
-                                                             result.suggested_mapping.items())
+                                                             result.in_file_order(result.suggested_mapping))
                                   + " (pass them in --mapping to import with them)")
             self.stdout.write(
                 f"  read {result.rows_read}, {verb}create {result.created}, {verb}update {result.updated}, "
                 f"unchanged {result.unchanged}, {verb}reject {result.rejected}, with warnings {result.warned}"
                 + (f" (see {Path(result.rejected_path).name})" if result.rejected_path else ""))
             if run.dry_run and verbosity > 0:
+                order = [importing.source_of(c) for c in importing.SPECS[result.kind].columns]
                 for row in result.preview[:5]:
-                    values = ", ".join(f"{k}={v}" for k, v in row["values"].items())
+                    values = ", ".join(f"{k}={row['values'][k]}" for k in order if k in row["values"])
                     self.stdout.write(f"  row {row['row']} {row['outcome']}: {values or row['reason']}"
                                       + (f" ({row['reason']})" if row["reason"] and values else ""))
