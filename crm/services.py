@@ -610,9 +610,9 @@ def import_files(files: dict, *, user=None, source: str = "command", run: Import
         run.refresh_from_db()
         raise
     if run.source_name and not run.dry_run:
-        save_source(run.source_name, mapping={kind: c.header.mapping for kind, c in checked.items()} | {
-            kind: m for kind, m in mappings.items() if kind not in checked and m}, date_format=date_format,
-            user=run.user)
+        # The whole mapping asked for (or saved) per kind: entries for columns this file lacks stay.
+        save_source(run.source_name, mapping={kind: importing.check_mapping(importing.SPECS[kind], m)
+                                              for kind, m in mappings.items()}, date_format=date_format, user=run.user)
     total = sum(path.stat().st_size for path in files.values())
     ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.RUNNING, started_at=timezone.now(),
                                                heartbeat_at=timezone.now(), bytes_total=total, error="")

@@ -471,3 +471,14 @@ def test_decimal_commas_and_windows_line_ends_read_the_same_on_the_fast_and_the_
     assert outcome["plain.csv"] == outcome["quoted.csv"]
     assert dict(outcome["plain.csv"][0])["I2"] == Decimal("1234.50")
     assert [row for row, _ in outcome["plain.csv"][1]] == ["5"]  # 1,234: ambiguous
+
+
+def test_saved_source_keeps_mapping_entries_for_columns_a_later_file_lacks(tmp_path):
+    ImportSource.objects.create(name="Shop", mapping={"customers": {"Customer ID": "external_id", "Tel": "phone"}})
+    path = write(tmp_path, "clients.csv", [["Customer ID", "name"], ["S1", "Ann"]])
+
+    import_files({"customers": path}, source_name="Shop")
+
+    assert ImportSource.objects.get(name="Shop").mapping == {"customers": {"Customer ID": "external_id",
+                                                                           "Tel": "phone"}}
+    assert Customer.objects.get().external_id == "S1"
