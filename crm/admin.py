@@ -9,8 +9,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from crm import services
-from crm.forms import import_upload_error
-from crm.models import AuditEvent, Customer, ImportFile, ImportRun, Interaction, Product
+from crm.forms import DATE_FORMAT_CHOICES, import_upload_error
+from crm.models import AuditEvent, Customer, ImportFile, ImportRun, ImportSource, Interaction, Product
 
 
 class RecentInteractionInline(admin.TabularInline):
@@ -68,7 +68,8 @@ class InteractionAdmin(admin.ModelAdmin):
 
 class ImportFileInline(admin.TabularInline):
     model = ImportFile
-    fields = ("kind", "filename", "rows_read", "created", "updated", "unchanged", "rejected", "seconds", "rejects")
+    fields = ("kind", "filename", "encoding", "delimiter", "column_mapping", "error", "rows_read", "created", "updated",
+              "unchanged", "rejected", "warned", "seconds", "rejects")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -80,13 +81,17 @@ class ImportFileInline(admin.TabularInline):
         if not obj.rejected_path:
             return "—"
         url = reverse("admin:crm_importfile_rejects", args=[obj.pk])
-        return format_html('<a href="{}">download {} rejected rows</a>', url, obj.rejected)
+        return format_html('<a href="{}">download {} rejected rows and {} warnings</a>', url, obj.rejected, obj.warned)
 
 
 class ImportUploadForm(forms.Form):
     customers = forms.FileField(required=False, help_text="customers.csv")
     products = forms.FileField(required=False, help_text="products.csv")
     interactions = forms.FileField(required=False, help_text="interactions.csv")
+    date_format = forms.ChoiceField(choices=DATE_FORMAT_CHOICES, required=False, help_text="ISO dates always read.")
+    source_name = forms.CharField(max_length=100, required=False, label="Source",
+                                  help_text="Use (and save) this upload source's column mapping and date format.")
+    dry_run = forms.BooleanField(required=False, help_text="Check only: show what would happen, write no data.")
 
     def clean(self):
         data = super().clean()
@@ -101,8 +106,8 @@ class ImportUploadForm(forms.Form):
 
 @admin.register(ImportRun)
 class ImportRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "created_at", "user", "source", "status", "stage", "rows_done", "duration")
-    list_filter = ("status", "source")
+    list_display = ("id", "created_at", "user", "source", "outcome", "stage", "rows_done", "duration")
+    list_filter = ("status", "dry_run", "source")
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in ImportRun._meta.fields]
     inlines = [ImportFileInline]
@@ -110,6 +115,13 @@ class ImportRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("files")  # the outcome counts the files' rows
+
+    @admin.display(description="outcome", ordering="status")
+    def outcome(self, obj):
+        return obj.outcome
 
     @admin.display(description="seconds")
     def duration(self, obj):
@@ -128,13 +140,18 @@ class ImportRunAdmin(admin.ModelAdmin):
             raise Http404
         form = ImportUploadForm(request.POST, request.FILES) if request.method == "POST" else ImportUploadForm()
         if request.method == "POST" and form.is_valid():
-            uploads = {k: form.cleaned_data[k] for k in services.ORDER if form.cleaned_data.get(k)}
+            data = form.cleaned_data
+            uploads = {k: data[k] for k in services.ORDER if data.get(k)}
             try:
-                run = services.import_uploads(uploads, user=request.user, source="admin")
+                run = services.import_uploads(uploads, user=request.user, source="admin", dry_run=data["dry_run"],
+                                              date_format=data["date_format"], source_name=data["source_name"].strip())
             except services.ImportFailed as exc:
                 form.add_error(None, str(exc))
             else:
-                self.message_user(request, f"Import #{run.pk} finished: {services.summary(run)}", messages.SUCCESS)
+                level = messages.SUCCESS if run.status == ImportRun.Status.SUCCEEDED and not run.dry_run else (
+                    messages.INFO if run.dry_run else messages.WARNING)
+                self.message_user(request, f"{'Dry run' if run.dry_run else 'Import'} #{run.pk} {run.outcome}: "
+                                           f"{services.summary(run)}", level)
                 return redirect("admin:crm_importrun_change", run.pk)
         context = {**self.admin_site.each_context(request), "form": form, "title": "Import CSV files",
                    "opts": self.model._meta}
@@ -146,6 +163,15 @@ class ImportRunAdmin(admin.ModelAdmin):
             raise Http404("No rejected rows were kept for this file.")
         return FileResponse(open(result.rejected_path, "rb"), as_attachment=True,
                             filename=Path(result.rejected_path).name, content_type="text/csv")
+
+
+@admin.register(ImportSource)
+class ImportSourceAdmin(admin.ModelAdmin):
+    """Upload sources: the column mapping and date format their files need (saved by imports)."""
+
+    list_display = ("name", "date_format", "updated_at", "updated_by")
+    search_fields = ("name",)
+    readonly_fields = ("updated_at", "updated_by")
 
 
 @admin.register(ImportFile)

@@ -119,7 +119,7 @@ def import_upload_error(kind: str, upload) -> str | None:
         return f"The {kind} file is larger than the limit of {limit_mb} MB (IMPORT_MAX_UPLOAD_MB)."
     upload.seek(0)
     try:
-        too_many = importing.more_rows_than(upload, settings.IMPORT_MAX_ROWS)
+        too_many = importing.more_rows_than(upload, settings.IMPORT_MAX_ROWS, importing.detect_format(upload))
     finally:
         upload.seek(0)
     if too_many:
@@ -128,10 +128,24 @@ def import_upload_error(kind: str, upload) -> str | None:
     return None
 
 
+DATE_FORMAT_CHOICES = [("", "the source's, else ISO"), *importing.DATE_FORMATS.items()]
+KINDS = ("customers", "products", "interactions")
+
+
 class ImportForm(forms.Form):
+    """The upload: files, how they read (dates, the source whose saved mapping applies) and
+    whether to check them first (``action``: "check" for a dry run, "import")."""
+
     customers = forms.FileField(label="customers.csv", required=False)
     products = forms.FileField(label="products.csv", required=False)
     interactions = forms.FileField(label="interactions.csv", required=False)
+    date_format = forms.ChoiceField(label="Dates", choices=DATE_FORMAT_CHOICES, required=False,
+                                    help_text="ISO dates (2024-12-31) always read.")
+    source_name = forms.CharField(label="Source (optional)", max_length=100, required=False,
+                                  widget=forms.TextInput(attrs={"list": "import-sources",
+                                                                "placeholder": "e.g. Shop export"}),
+                                  help_text="Its saved column mapping and date format apply, and this import's are "
+                                            "saved under it.")
 
     def clean(self):
         data = super().clean()
@@ -142,6 +156,54 @@ class ImportForm(forms.Form):
             if error:
                 self.add_error(kind, error)
         return data
+
+
+class ImportMappingForm(forms.Form):
+    """The dry run's page: which contract column each file column reads as, the date format and
+    the source to save them under. ``files``: the dry run's ImportFile rows."""
+
+    date_format = forms.ChoiceField(label="Dates", choices=list(importing.DATE_FORMATS.items()))
+    source_name = forms.CharField(label="Save as source", max_length=100, required=False,
+                                  help_text="Name it to reuse this mapping and date format for the next upload.")
+
+    def __init__(self, *args, files=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.columns = []  # [(kind, [(file column, form field name, suggested?)])]
+        for f in files:
+            spec = importing.SPECS[f.kind]
+            mapped = {**f.suggested_mapping, **f.column_mapping}
+            choices = [("", "— not a contract column (kept in attributes)"), *((c, c) for c in spec.known)]
+            entries = []
+            for i, name in enumerate(f.header):
+                field_name = f"map-{f.kind}-{i}"
+                self.fields[field_name] = forms.ChoiceField(
+                    label=name or f"column {i + 1}", choices=choices, required=False,
+                    initial=mapped.get(name) or (name if name in spec.known else ""))
+                entries.append((name, field_name, name in f.suggested_mapping))
+            self.columns.append((f.kind, entries))
+
+    def mapping(self) -> dict:
+        """``{kind: {file column: contract column}}`` for the columns read under another name."""
+        out = {}
+        for kind, entries in self.columns:
+            chosen = {name: self.cleaned_data.get(field_name) or "" for name, field_name, _ in entries}
+            out[kind] = {name: target for name, target in chosen.items() if target and target != name}
+        return out
+
+    def clean(self):
+        data = super().clean()
+        for kind, entries in self.columns:
+            targets = [(data.get(field_name) or name, field_name) for name, field_name, _ in entries
+                       if data.get(field_name) or name in importing.SPECS[kind].known]
+            for target, field_name in targets:
+                if sum(1 for t, _ in targets if t == target) > 1:
+                    self.add_error(field_name, f"Another column of the {kind} file reads as {target} too.")
+        return data
+
+    def bound_columns(self):
+        """[(kind, [(file column, bound field, suggested?)])] for the template."""
+        return [(kind, [(name, self[field_name], suggested) for name, field_name, suggested in entries])
+                for kind, entries in self.columns]
 
 
 class RetrainForm(forms.Form):

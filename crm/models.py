@@ -149,12 +149,24 @@ class ImportRun(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
-        SUCCEEDED = "succeeded"
+        SUCCEEDED = "succeeded"  # every row loaded as given
+        PARTIAL = "partial", "completed with rejected rows or warnings"
         FAILED = "failed"
 
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED)
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    source = models.CharField(max_length=20, default="command", help_text="command, upload, api or seed.")
+    source = models.CharField(max_length=20, default="command", help_text="command, upload, admin, api or seed.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    dry_run = models.BooleanField(
+        default=False, help_text="Checked only: the counts say what an import would do; no data was written.")
+    date_format = models.CharField(
+        max_length=3, blank=True, help_text="iso, dmy (day first) or mdy (month first); empty: the source's, else iso.")
+    source_name = models.CharField(
+        max_length=100, blank=True, help_text="The upload source whose saved column mapping and date format it used.")
+    mapping = models.JSONField(
+        default=dict, blank=True, help_text='Column mapping asked for, per file: {"customers": {"Customer ID": '
+                                            '"external_id"}}; the saved source\'s mapping fills in the rest.')
     stage = models.CharField(max_length=100, blank=True)
     rows_done = models.BigIntegerField(default=0)
     bytes_done = models.BigIntegerField(default=0)
@@ -179,7 +191,7 @@ class ImportRun(models.Model):
 
     @property
     def progress_percent(self):
-        if self.status == self.Status.SUCCEEDED:
+        if self.status in (self.Status.SUCCEEDED, self.Status.PARTIAL):
             return 100
         if not self.bytes_total:
             return 0
@@ -190,6 +202,60 @@ class ImportRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+    @property
+    def outcome(self) -> str:
+        """The run's status in words: "completed, 10 of 13 rows rejected", "dry run: ...", "failed".
+
+        Reads ``files`` (prefetch them on list pages).
+        """
+        if self.status in (self.Status.QUEUED, self.Status.RUNNING):
+            return f"dry run {self.status}" if self.dry_run else self.status
+        if self.status == self.Status.FAILED:
+            return "dry run failed" if self.dry_run else "failed"
+        files = list(self.files.all())
+        rows = sum(f.rows_read for f in files)
+        rejected = sum(f.rejected for f in files)
+        warned = sum(f.warned for f in files)
+        rows_text = f"{rows:,} row{'s' if rows != 1 else ''}"
+        if self.dry_run:
+            if not rejected and not warned:
+                return f"dry run: all {rows_text} would load"
+            parts = [f"{rejected:,} of {rows_text} would be rejected"] if rejected else []
+            parts += [f"{warned:,} would load with warnings"] if warned else []
+            return "dry run: " + ", ".join(parts)
+        if self.status == self.Status.SUCCEEDED:
+            return f"succeeded, {rows_text}"
+        parts = [f"{rejected:,} of {rows_text} rejected"] if rejected else [f"{warned:,} of {rows_text} with warnings"]
+        if rejected and warned:
+            parts.append(f"{warned:,} with warnings")
+        return "completed, " + ", ".join(parts)
+
+    @property
+    def badge(self) -> str:
+        """The CSS class of its status badge (a dry run is never shown as a success)."""
+        if self.dry_run and self.status in (self.Status.SUCCEEDED, self.Status.PARTIAL):
+            return "dry-run"
+        return self.status
+
+
+class ImportSource(models.Model):
+    """Where uploads come from ("Shop export", "Old CRM"): the column mapping and date format that
+    its files need, saved by name so the next upload from it reads the same way."""
+
+    name = models.CharField(max_length=100, unique=True)
+    mapping = models.JSONField(default=dict, blank=True,
+                               help_text='Per file: {"customers": {"Customer ID": "external_id"}, ...}.')
+    date_format = models.CharField(max_length=3, default="iso")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
 
 
 class ImportFile(models.Model):
@@ -210,7 +276,16 @@ class ImportFile(models.Model):
     updated = models.BigIntegerField(default=0)
     unchanged = models.BigIntegerField(default=0)
     rejected = models.BigIntegerField(default=0)
+    warned = models.BigIntegerField(default=0, help_text="Rows loaded with a bad optional field skipped.")
     seconds = models.FloatField(default=0)
+    encoding = models.CharField(max_length=40, blank=True, help_text="As detected, e.g. Windows-1252.")
+    delimiter = models.CharField(max_length=10, blank=True, help_text="As detected: comma, semicolon, tab or pipe.")
+    header = models.JSONField(default=list, blank=True, help_text="The file's column names.")
+    column_mapping = models.JSONField(default=dict, blank=True, help_text="{file column: contract column} applied.")
+    suggested_mapping = models.JSONField(default=dict, blank=True,
+                                         help_text="{file column: contract column} proposed for other columns.")
+    preview = models.JSONField(default=list, blank=True, help_text="The first rows as read, with their outcome.")
+    error = models.TextField(blank=True, help_text="Why the file could not be imported at all.")
 
     class Meta:
         ordering = ["run", "id"]
@@ -218,6 +293,11 @@ class ImportFile(models.Model):
 
     def __str__(self):
         return f"{self.kind}: {self.filename}"
+
+    def in_file_order(self, mapping: dict) -> list:
+        """A ``{file column: contract column}`` mapping as pairs in the file's column order (the JSON
+        columns do not keep their order on PostgreSQL)."""
+        return [(name, mapping[name]) for name in self.header if name in mapping]
 
 
 class AuditEvent(models.Model):

@@ -410,6 +410,14 @@ def import_history(limit: int = 20) -> QuerySet:
             .order_by("-created_at", "-id")[:limit])
 
 
+def import_sources() -> QuerySet:
+    """The saved upload sources (their column mappings and date formats), by name."""
+    from crm.models import ImportSource  # as the other import selectors here
+
+
+    return ImportSource.objects.order_by("name")
+
+
 # --- REST API reads (issue 6) -----------------------------------------------------------------
 
 INTERACTION_ORDERINGS = {"occurred_at": ("occurred_at", "id"), "-occurred_at": ("-occurred_at", "-id")}
@@ -442,7 +450,8 @@ def import_runs() -> QuerySet:
 
 
 def rejected_rows(import_file, limit: int = 100) -> list[dict]:
-    """The first ``limit`` rejected rows of an imported file: [{"row", "reason", "values": {column: cell}}]."""
+    """The first ``limit`` rejected rows and rows with warnings of an imported file:
+    [{"row", "outcome" ("rejected" or "warning"), "reason", "values": {column: cell}}]."""
     import csv
     from itertools import islice
     from pathlib import Path
@@ -453,11 +462,14 @@ def rejected_rows(import_file, limit: int = 100) -> list[dict]:
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.reader(f)
         header = next(reader, [])
+        # Reports written before warnings existed have no outcome column: every row was rejected.
+        fixed = 3 if header[1:2] == ["outcome"] else 2
         out = []
         for cells in islice(reader, limit):
-            row, reason, *values = cells + [""] * max(0, 2 - len(cells))
-            out.append({"row": int(row) if row.isdigit() else None, "reason": reason,
-                        "values": dict(zip(header[2:], values))})
+            cells = cells + [""] * max(0, fixed - len(cells))
+            row, *head, reason = cells[:fixed]
+            out.append({"row": int(row) if row.isdigit() else None, "outcome": head[0] if head else "rejected",
+                        "reason": reason, "values": dict(zip(header[fixed:], cells[fixed:]))})
     return out
 
 

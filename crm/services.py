@@ -13,9 +13,10 @@ import csv
 import io
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -26,7 +27,7 @@ from django.utils import timezone
 
 from crm import audit, clock, importing
 from crm.heartbeat import Heartbeat, heartbeat_seconds, stale_after
-from crm.models import AuditEvent, Customer, ImportFile, ImportRun, Interaction, Product
+from crm.models import AuditEvent, Customer, ImportFile, ImportRun, ImportSource, Interaction, Product
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,24 @@ class BackgroundUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class _Resolve:
+    """A staged key column looked up in another table, a batch at a time."""
+
+    key_column: str  # staged column holding the key
+    table: str
+    table_key: str
+    reason: str  # {value} is the key
+    required: bool  # unknown: reject the row (else skip the field with a warning)
+    dry_keys: str = ""  # the temp table of keys a dry run would have created in ``table``
+
+
+@dataclass(frozen=True)
 class _Target:
     table: str
     key: str
     # staged column -> target column
     mapping: dict
-    resolves: tuple  # (staged key column, staged id column, table, table key column, reason)
+    resolves: tuple
     has_updated_at: bool
     has_created_by: bool
 
@@ -59,8 +72,8 @@ _TARGETS = {
         mapping={"external_id": "external_id", "name": "name", "email": "email", "phone": "phone",
                  "company": "company", "country": "country", "city": "city", "signup_date": "signup_date",
                  "owner_username": "owner_id", "attributes": "attributes"},
-        resolves=(("owner_username", "owner_id", get_user_model()._meta.db_table, "username",
-                   "unknown owner {value!r}: no user with that username"),),
+        resolves=(_Resolve("owner_username", get_user_model()._meta.db_table, "username",
+                           "unknown owner {value!r}: no user with that username: field skipped", required=False),),
         has_updated_at=True, has_created_by=False,
     ),
     "products": _Target(
@@ -75,13 +88,17 @@ _TARGETS = {
                  "occurred_at": "occurred_at", "product_key": "product_id", "quantity": "quantity",
                  "amount": "amount", "order_ref": "order_ref", "channel": "channel", "notes": "notes",
                  "attributes": "attributes"},
-        resolves=(("customer_key", "customer_id", Customer._meta.db_table, "external_id",
-                   "unknown customer {value!r}: not in this import's customers nor already stored"),
-                  ("product_key", "product_id", Product._meta.db_table, "sku",
-                   "unknown product {value!r}: not in this import's products nor already stored")),
+        resolves=(_Resolve("customer_key", Customer._meta.db_table, "external_id",
+                           "unknown customer {value!r}: not in this import's customers nor already stored",
+                           required=True, dry_keys="crm_dry_customers"),
+                  _Resolve("product_key", Product._meta.db_table, "sku",
+                           "unknown product {value!r}: not in this import's products nor already stored: "
+                           "field skipped", required=False, dry_keys="crm_dry_products")),
         has_updated_at=False, has_created_by=True,
     ),
 }
+# What a dry run would have created, so later files of the same dry run resolve against it.
+_DRY_KEYS = {"customers": "crm_dry_customers", "products": "crm_dry_products"}
 
 # Staging column types; the same names as crm.importing's FileSpec.columns.
 _PG_TYPES = {"signup_date": "date", "price": "numeric", "active": "boolean", "occurred_at": "timestamptz",
@@ -95,23 +112,29 @@ def _stage_name(kind):
 
 
 class _Stager:
-    """Temporary tables of one import on one connection, and the SQL that merges a batch."""
+    """Temporary tables of one import on one connection, and the SQL that merges a batch.
 
-    def __init__(self, kind: str, spec: importing.FileSpec, written: tuple[str, ...], user_id):
+    ``dry_run``: the same checks and counts, but the merge writes nothing; the keys it would have
+    created go to a temporary table that later files of the run resolve against.
+    """
+
+    def __init__(self, kind: str, spec: importing.FileSpec, written: tuple[str, ...], user_id,
+                 dry_run: bool = False):
         self.kind, self.spec, self.written = kind, spec, written
         self.target = _TARGETS[kind]
         self.user_id = user_id
+        self.dry_run = dry_run
         self.pg = connection.vendor == "postgresql"
         self.stage = _stage_name(kind)
         self.seen = f"crm_seen_{kind}"
         self.resolved = f"crm_resolved_{kind}"
         # Resolved keys (customer, product, owner) are joined in the merge, not copied into the
         # staging rows: an UPDATE of the staging table would rewrite every row of the batch.
-        self.joins = [(i, r) for i, r in enumerate(self.target.resolves) if r[0] in written]
+        self.joins = [(i, r) for i, r in enumerate(self.target.resolves) if r.key_column in written]
 
     def create(self, cursor):
         types = _PG_TYPES if self.pg else _SQLITE_TYPES
-        cols = ["row_no bigint"] + [f"{c} {types.get(c, 'text')}" for c in self.spec.columns]
+        cols = ["row_no bigint"] + [f"{c} {types.get(c, 'text')}" for c in self.spec.columns] + ["keep text"]
         resolved = cols + [f"r{i} bigint" for i, _ in self.joins] + ["target_id bigint", "changed boolean"]
         if self.pg:
             # The "seen" keys of a 1M-row file outgrow the default 8 MB of local buffers; this only
@@ -154,6 +177,7 @@ class _Stager:
     def load(self, cursor, batch):
         """Put one batch's good rows (an :class:`importing.Batch`) in the staging table."""
         names = ["row_no", *self.spec.columns]
+        row_names = [*names, "keep"]  # per-row tuples end with the columns a warning skipped
         table = batch.table if batch.table is not None and batch.table.num_rows else None
         if self.pg:
             # TRUNCATE, not DELETE: deleted rows would stay as dead tuples that every later
@@ -172,7 +196,7 @@ class _Stager:
                 with raw.copy(f"COPY {self.stage} ({', '.join(names)}) FROM STDIN (FORMAT csv)") as copy:
                     copy.write(out.getbuffer())
             if batch.rows:
-                with raw.copy(f"COPY {self.stage} ({', '.join(names)}) FROM STDIN") as copy:
+                with raw.copy(f"COPY {self.stage} ({', '.join(row_names)}) FROM STDIN") as copy:
                     for row in batch.rows:
                         copy.write_row(row)
             # No ANALYZE of the staging table (it cost ~10% of a batch): with hash and merge joins
@@ -189,21 +213,22 @@ class _Stager:
             cursor.execute("SET LOCAL synchronous_commit = off")
             return len(batch.rows) + (table.num_rows if table is not None else 0)
         cursor.execute(f"DELETE FROM {self.stage}")
-        marks = ", ".join(["%s"] * len(names))
-        sql = f"INSERT INTO {self.stage} ({', '.join(names)}) VALUES ({marks})"
         if table is not None:
-            cursor.executemany(sql, zip(*(column.to_pylist() for column in table.columns)))
+            marks = ", ".join(["%s"] * len(names))
+            cursor.executemany(f"INSERT INTO {self.stage} ({', '.join(names)}) VALUES ({marks})",
+                               zip(*(column.to_pylist() for column in table.columns)))
         if batch.rows:
-            conv = [i for i, c in enumerate(names) if c in ("occurred_at", "signup_date")]
+            conv = [i for i, c in enumerate(row_names) if c in ("occurred_at", "signup_date")]
             rows = batch.rows
             if conv:
                 def fix(row):
                     row = list(row)
                     for i in conv:
-                        row[i] = self._sqlite_value(names[i], row[i])
+                        row[i] = self._sqlite_value(row_names[i], row[i])
                     return row
                 rows = [fix(r) for r in rows]
-            cursor.executemany(sql, rows)
+            marks = ", ".join(["%s"] * len(row_names))
+            cursor.executemany(f"INSERT INTO {self.stage} ({', '.join(row_names)}) VALUES ({marks})", rows)
         return len(batch.rows) + (table.num_rows if table is not None else 0)
 
     def reject_duplicates(self, cursor, staged: int):
@@ -231,42 +256,65 @@ class _Stager:
             out.append((row_no, reason))
         return out
 
-    def resolve(self, cursor):
+    def _ref(self, i, resolve):
+        """The SQL of a resolved id in resolve()'s join (-1: a key a dry run would have created)."""
+        if self.dry_run and resolve.dry_keys:
+            return f"COALESCE(r{i}.id, CASE WHEN d{i}.key IS NOT NULL THEN -1 END)"
+        return f"r{i}.id"
+
+    def _kept(self, column, keep_sql):
+        """SQL: true when a warning skipped ``column`` of the row (``keep_sql``: its keep column)."""
+        find = "strpos" if self.pg else "instr"
+        return f"{find}(COALESCE({keep_sql}, ''), ',{column},') > 0"
+
+    def resolve(self, cursor, skips_fields: bool = False):
         """Join the batch once to everything the merge needs: resolved ids, the stored row, changed?
 
         One pass over the customer, product, owner and target indexes; the rejection of
         unknown keys and the UPDATE and INSERT then read this table alone. On a re-import of
-        unchanged rows nothing else touches the target table.
+        unchanged rows nothing else touches the target table. A field skipped by a warning (an
+        unknown owner or product, or ``keep``) does not count as a change.
         """
         t = self.target
         cursor.execute(f"DELETE FROM {self.resolved}")
         written = [c for c in self.written if c != self.spec.key]
         distinct = "IS DISTINCT FROM" if self.pg else "IS NOT"
-        changed = " OR ".join(f"t.{t.mapping[c]} {distinct} {self._joined(c)}" for c in written) or "1 = 0"
-        columns = ["row_no", *self.spec.columns]
-        refs = [f"r{i}.id" for i, _ in self.joins]
-        joins = "".join(f" LEFT JOIN {table} r{i} ON r{i}.{table_key} = s.{key_col}"
-                        for i, (key_col, _id, table, table_key, _reason) in self.joins)
+        refs = {r.key_column: (i, r, self._ref(i, r)) for i, r in self.joins}
+        terms = []
+        for c in written:
+            if c in refs:
+                i, r, ref = refs[c]
+                term = f"t.{t.mapping[c]} {distinct} {ref}"
+                if not r.required:
+                    term = f"(NOT (s.{c} <> '' AND {ref} IS NULL) AND {term})"
+            else:
+                term = f"t.{t.mapping[c]} {distinct} s.{c}"
+            if skips_fields:
+                term = f"(NOT {self._kept(c, 's.keep')} AND {term})"
+            terms.append(term)
+        changed = " OR ".join(terms) or "1 = 0"
+        columns = ["row_no", *self.spec.columns, "keep"]
+        joins = ""
+        for i, r in self.joins:
+            joins += f" LEFT JOIN {r.table} r{i} ON r{i}.{r.table_key} = s.{r.key_column}"
+            if self.dry_run and r.dry_keys:
+                joins += f" LEFT JOIN {r.dry_keys} d{i} ON d{i}.key = s.{r.key_column}"
         cursor.execute(
             f"INSERT INTO {self.resolved} SELECT {', '.join(f's.{c}' for c in columns)}"
-            f"{''.join(', ' + r for r in refs)}, t.id, t.id IS NOT NULL AND ({changed}) "
+            f"{''.join(', ' + ref for _i, _r, ref in refs.values())}, t.id, t.id IS NOT NULL AND ({changed}) "
             f"FROM {self.stage} s{joins} LEFT JOIN {t.table} t ON t.{t.key} = s.{self.spec.key}"
         )
 
-    def _joined(self, column):
-        """A staged column's target value in resolve()'s join."""
-        for i, (key_col, *_rest) in self.joins:
-            if key_col == column:
-                return f"r{i}.id"
-        return f"s.{column}"
-
-    def reject_unresolved(self, cursor):
-        """Rows whose customer, product or owner key is unknown: [(row_no, reason)]."""
-        out = []
-        for i, (key_col, _id_col, _table, _table_key, reason) in self.joins:
-            cursor.execute(f"SELECT row_no, {key_col} FROM {self.resolved} WHERE {key_col} <> '' AND r{i} IS NULL")
-            out.extend((row_no, reason.format(value=value)) for row_no, value in cursor.fetchall())
-        return out
+    def unresolved(self, cursor):
+        """Rows whose customer, product or owner key is unknown: ([(row_no, reason)] rejected,
+        [(row_no, reason)] loading with that field skipped)."""
+        rejected, warned = [], []
+        for i, r in self.joins:
+            cursor.execute(f"SELECT row_no, {r.key_column} FROM {self.resolved} "
+                           f"WHERE {r.key_column} <> '' AND r{i} IS NULL")
+            found = [(row_no, r.reason.format(value=value)) for row_no, value in cursor.fetchall()]
+            (rejected if r.required else warned).extend(found)
+        return rejected, warned
 
     def delete_rows(self, cursor, row_numbers, table=None):
         if not row_numbers:
@@ -279,22 +327,44 @@ class _Stager:
 
     def _source(self, column):
         """The SQL expression, over the resolved table ``r``, that gives a staged column's target value."""
-        for i, (key_col, *_rest) in self.joins:
-            if key_col == column:
+        for i, r in self.joins:
+            if r.key_column == column:
                 return f"r.r{i}"
         return f"r.{column}"
 
-    def merge(self, cursor, now):
-        """Update changed stored rows, insert new ones; return (created, updated)."""
+    def _update_value(self, column, skips_fields):
+        """The UPDATE's value of a column: the stored one where a warning skipped the field."""
+        t = self.target
+        value = self._source(column)
+        stored = f"{t.table}.{t.mapping[column]}"
+        for i, r in self.joins:
+            if r.key_column == column and not r.required:
+                value = f"CASE WHEN r.{column} <> '' AND r.r{i} IS NULL THEN {stored} ELSE {value} END"
+        if skips_fields:
+            value = f"CASE WHEN {self._kept(column, 'r.keep')} THEN {stored} ELSE {value} END"
+        return value
+
+    def merge(self, cursor, now, skips_fields: bool = False):
+        """Update changed stored rows, insert new ones; return (created, updated).
+
+        A dry run counts them instead, and notes the keys it would have created.
+        """
         t = self.target
         cursor.execute(f"SELECT SUM(CASE WHEN changed THEN 1 ELSE 0 END), "
                        f"SUM(CASE WHEN target_id IS NULL THEN 1 ELSE 0 END) FROM {self.resolved}")
         to_update, to_insert = (n or 0 for n in cursor.fetchone())
+        if self.dry_run:
+            if self.kind in _DRY_KEYS and to_insert:
+                ignore = "" if self.pg else "OR IGNORE "
+                conflict = " ON CONFLICT (key) DO NOTHING" if self.pg else ""
+                cursor.execute(f"INSERT {ignore}INTO {_DRY_KEYS[self.kind]} (key) SELECT {self.spec.key} "
+                               f"FROM {self.resolved} WHERE target_id IS NULL{conflict}")
+            return to_insert, to_update
         written = [c for c in self.written if c != self.spec.key]
         now_value = now if self.pg else now.replace(tzinfo=None).isoformat(sep=" ")
         updated = created = 0
         if written and to_update:
-            sets = [f"{t.mapping[c]} = {self._source(c)}" for c in written]
+            sets = [f"{t.mapping[c]} = {self._update_value(c, skips_fields)}" for c in written]
             if t.has_updated_at:
                 sets.append("updated_at = %s")
             cursor.execute(
@@ -350,39 +420,50 @@ class _Stager:
         return {k: v for k, v in defaults.items() if k not in provided}
 
 
+def _dry_tables(cursor, create: bool):
+    for table in _DRY_KEYS.values():
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        if create:
+            cursor.execute(f"CREATE TEMP TABLE {table} (key text PRIMARY KEY)")
+
+
+REJECTED, WARNING = "rejected", "warning"
+
+
 class _Rejects:
-    """The NAME.rejected.csv of one file: written only when a row is rejected."""
+    """The NAME.rejected.csv of one file: its rejected rows and the rows that loaded with a
+    warning (``outcome``), with every reason; written only when there is one."""
 
     def __init__(self, path: Path, header: list[str]):
-        self.path, self.header, self.count = path, header, 0
+        self.path, self.header = path, header
+        self.count = self.warned = 0
         self._file = None
         self._writer = None
         if path.exists():
             path.unlink()
 
-    def add(self, row: int, reason: str, raw: list[str]):
+    def add(self, row: int, outcome: str, reason: str, raw: list[str]):
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "w", newline="", encoding="utf-8", errors="backslashreplace")
             self._writer = csv.writer(self._file)
-            self._writer.writerow(["row", "reason", *self.header])
-        self._writer.writerow([row, reason, *raw])
-        self.count += 1
+            self._writer.writerow(["row", "outcome", "reason", *self.header])
+        self._writer.writerow([row, outcome, reason, *raw])
+        if outcome == REJECTED:
+            self.count += 1
+        else:
+            self.warned += 1
 
     def close(self):
         if self._file is not None:
             self._file.close()
 
 
-def _open_text(path: Path):
-    binary = open(path, "rb")
-    # utf-8-sig: a byte-order mark is not part of the first column's name, even when that name is quoted.
-    return binary, io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
-
-
-def rejected_path_for(path: Path, rejected_dir: Path | None = None) -> Path:
+def rejected_path_for(path: Path, rejected_dir: Path | None = None, dry_run: bool = False) -> Path:
+    """Where a file's rejected rows go: NAME.rejected.csv (a dry run's: NAME.dry-run.rejected.csv,
+    so it never replaces the report of a real import)."""
     name = path.name[:-4] if path.name.lower().endswith(".csv") else path.name
-    return (rejected_dir or path.parent) / f"{name}.rejected.csv"
+    return (rejected_dir or path.parent) / f"{name}{'.dry-run' if dry_run else ''}.rejected.csv"
 
 
 def row_limit_message(kind: str) -> str:
@@ -390,88 +471,201 @@ def row_limit_message(kind: str) -> str:
             "split it into smaller files")
 
 
-def _check_files(files: dict) -> dict:
-    """Open every file and check its header before anything is written: {kind: header}."""
-    headers = {}
-    for kind, path in files.items():
-        spec = importing.SPECS[kind]
-        if not path.exists():
-            raise ImportFailed(f"{kind} file {path} does not exist")
-        if not path.is_file():
-            raise ImportFailed(f"{kind} file {path} is not a file")
-        try:
-            binary, text = _open_text(path)
-        except OSError as exc:
-            raise ImportFailed(f"{kind} file {path} cannot be read: {exc.strerror}") from None
-        try:
-            headers[kind] = importing.read_header(csv.reader(text), spec)
+@dataclass
+class _Checked:
+    """One file of an import after its header was read (or failed to be)."""
+
+    kind: str
+    path: Path
+    name: str  # what messages call it: the file's own name, never a server path
+    fmt: importing.FileFormat | None = None
+    header: importing.Header | None = None
+    raw_header: list | None = None
+    error: str = ""
+
+
+def _check_file(kind: str, path: Path, name: str, mapping: dict, apply_suggestions: bool) -> _Checked:
+    checked = _Checked(kind, path, name)
+    spec = importing.SPECS[kind]
+    if not path.exists():
+        checked.error = f"{kind} file {name} does not exist"
+        return checked
+    if not path.is_file():
+        checked.error = f"{kind} file {name} is not a file"
+        return checked
+    try:
+        with open(path, "rb") as binary:
+            checked.fmt = fmt = importing.detect_format(binary)
+            lines = importing._Lines(importing.utf8_stream(binary, fmt.encoding))
+            reader = importing.csv_reader(lines, fmt)
+            try:
+                checked.header = importing.read_header(reader, spec, mapping, apply_suggestions)
+            except importing.FileError as exc:
+                checked.error = f"{kind} file {name} ({fmt.describe()}): {exc}"
+                binary.seek(0)
+                first = next(importing.csv_reader(importing._Lines(importing.utf8_stream(binary, fmt.encoding)),
+                                                  fmt), [])
+                checked.raw_header = [c.strip().lstrip("\ufeff") for c in first]
+                return checked
             binary.seek(0)
-            if importing.more_rows_than(binary, settings.IMPORT_MAX_ROWS):
-                raise ImportFailed(f"{path}: {row_limit_message(kind)}")
+            if importing.more_rows_than(binary, settings.IMPORT_MAX_ROWS, fmt):
+                checked.error = f"{kind} file {name}: {row_limit_message(kind)}"
+    except (OSError, csv.Error) as exc:
+        checked.error = f"{kind} file {name} cannot be read: {getattr(exc, 'strerror', None) or exc}"
+    return checked
+
+
+def source_settings(source_name: str) -> ImportSource | None:
+    """The saved mapping and date format of an upload source, or None."""
+    return ImportSource.objects.filter(name=source_name).first() if source_name else None
+
+
+def save_source(name: str, *, mapping: dict, date_format: str, user=None) -> ImportSource:
+    """Save (or replace) an upload source's column mapping and date format."""
+    source, _ = ImportSource.objects.update_or_create(
+        name=name, defaults={"mapping": {k: v for k, v in mapping.items() if v}, "date_format": date_format,
+                             "updated_by": user})
+    return source
+
+
+def _mappings(run: ImportRun) -> tuple[dict, str]:
+    """The column mapping per kind and the date format an import uses: what it asks for, else
+    what its source saved, else none and ISO."""
+    saved = source_settings(run.source_name)
+    mapping = {kind: dict((saved.mapping if saved else {}).get(kind, {})) for kind in ORDER}
+    for kind, asked in (run.mapping or {}).items():
+        if kind in mapping and isinstance(asked, dict):
+            mapping[kind] = {str(k): str(v) for k, v in asked.items()}
+    date_format = run.date_format or (saved.date_format if saved else "") or "iso"
+    return mapping, date_format
+
+
+def _check_files(run: ImportRun, files: dict, names: dict, mapping: dict) -> dict:
+    """Read every file's format and header before anything is written, and record them on the
+    run's ImportFile rows: {kind: _Checked}. Raises ImportFailed naming every file's problem."""
+    checked = {}
+    for kind, path in files.items():
+        try:
+            importing.check_mapping(importing.SPECS[kind], mapping.get(kind, {}))
         except importing.FileError as exc:
-            raise ImportFailed(f"{path}: {exc}") from None
-        except OSError as exc:
-            raise ImportFailed(f"{kind} file {path} cannot be read: {exc}") from None
-        finally:
-            text.close()
-    return headers
+            checked[kind] = _Checked(kind, path, names[kind], error=str(exc))
+            continue
+        checked[kind] = _check_file(kind, path, names[kind], mapping.get(kind, {}), apply_suggestions=run.dry_run)
+    for c in checked.values():
+        ImportFile.objects.update_or_create(run=run, kind=c.kind, defaults=dict(
+            filename=c.name[:500], path=str(c.path), error=c.error,
+            encoding=c.fmt.encoding_label if c.fmt else "", delimiter=c.fmt.delimiter_label if c.fmt else "",
+            header=c.header.original if c.header else (c.raw_header or []),
+            column_mapping=c.header.mapping if c.header else {},
+            suggested_mapping=c.header.suggested if c.header else _suggest(c)))
+    errors = [c.error for c in checked.values() if c.error]
+    if errors:
+        fine = [c.name for c in checked.values() if not c.error]
+        tail = (f" The other file(s) ({', '.join(fine)}) are fine, but nothing was imported: fix the file above and "
+                "import them together again." if fine else " Nothing was imported.")
+        raise ImportFailed("; ".join(errors) + "." + tail)
+    return checked
+
+
+def _suggest(c: _Checked) -> dict:
+    return importing.suggest_mapping(importing.SPECS[c.kind], c.raw_header) if c.raw_header else {}
 
 
 def import_files(files: dict, *, user=None, source: str = "command", run: ImportRun | None = None,
-                 rejected_dir: Path | None = None, progress=None, batch_size: int | None = None) -> ImportRun:
-    """Import up to three contract CSV files: ``{"customers": path, "products": path, "interactions": path}``.
+                 rejected_dir: Path | None = None, progress=None, batch_size: int | None = None,
+                 names: dict | None = None, dry_run: bool = False, date_format: str = "", mapping: dict | None = None,
+                 source_name: str = "") -> ImportRun:
+    """Import up to three CSV files: ``{"customers": path, "products": path, "interactions": path}``.
 
-    Customers and products go first, so interactions may refer to them. Each file's bad rows
-    go to ``NAME.rejected.csv`` (next to the file, or in ``rejected_dir``) with their line
-    number and reason; good rows load. Returns the finished :class:`ImportRun`, whose files
-    carry the counts. Raises :class:`ImportFailed`, having written no data, when a file is
-    missing or its header unusable. ``progress(run, file_result)`` is called after each batch.
+    Customers and products go first, so interactions may refer to them. Each file's encoding and
+    delimiter are detected; ``mapping`` (``{kind: {file column: contract column}}``) and the
+    saved mapping of ``source_name`` rename columns; ``date_format`` ("iso", "dmy", "mdy")
+    says how non-ISO dates read. Each file's rejected rows and rows with warnings go to
+    ``NAME.rejected.csv`` (next to the file, or in ``rejected_dir``) with their line number and
+    every reason; good rows load. ``dry_run``: everything is read and checked and counted, the
+    mapping's suggestions applied, but no data is written. ``names``: what messages call each
+    file (default: the file's name). Returns the finished :class:`ImportRun`, whose files carry
+    the counts. Raises :class:`ImportFailed`, having written no data, when a file is missing or
+    its header unusable. ``progress(run, file_result)`` is called after each batch. When ``run``
+    is given (a saved upload), its own dry run, date format, source and mapping are used.
     """
     files = {kind: Path(files[kind]) for kind in ORDER if files.get(kind)}
+    names = {kind: (names or {}).get(kind) or path.name for kind, path in files.items()}
     if not files:
         raise ImportFailed("no file given: name at least one of customers, products, interactions")
     if run is None:
         # Runs in this process: marked dispatched so the sweep never hands it to a worker too.
-        run = ImportRun.objects.create(user=user, source=source, dispatched_at=timezone.now())
+        run = ImportRun.objects.create(user=user, source=source, dispatched_at=timezone.now(), dry_run=dry_run,
+                                       date_format=date_format, source_name=source_name, mapping=mapping or {})
+    mappings, date_format = _mappings(run)
+    ImportRun.objects.filter(pk=run.pk).update(date_format=date_format)
+    run.refresh_from_db()
     try:
-        headers = _check_files(files)
+        if date_format not in importing.DATE_FORMATS:
+            raise ImportFailed(f"date format {date_format!r} is not one of {', '.join(importing.DATE_FORMATS)}")
+        checked = _check_files(run, files, names, mappings)
     except ImportFailed as exc:
         ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.FAILED, error=str(exc),
                                                    finished_at=timezone.now())
         run.refresh_from_db()
         raise
+    if run.source_name and not run.dry_run:
+        # The whole mapping asked for (or saved) per kind: entries for columns this file lacks stay.
+        save_source(run.source_name, mapping={kind: importing.check_mapping(importing.SPECS[kind], m)
+                                              for kind, m in mappings.items()}, date_format=date_format, user=run.user)
     total = sum(path.stat().st_size for path in files.values())
     ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.RUNNING, started_at=timezone.now(),
                                                heartbeat_at=timezone.now(), bytes_total=total, error="")
     run.refresh_from_db()
-    user_id = run.user_id
+    options = importing.Options(tz=timezone.get_default_timezone(), date_format=date_format)
     done_before = 0
     try:
-        for kind, path in files.items():
-            result = ImportFile.objects.create(run=run, kind=kind, filename=path.name, path=str(path))
-            _import_one(run, result, kind, path, headers[kind], user_id, rejected_dir, progress,
-                        batch_size or settings.IMPORT_BATCH_SIZE, done_before)
-            done_before += path.stat().st_size
+        if run.dry_run:
+            with connection.cursor() as cursor:
+                _dry_tables(cursor, create=True)
+        for c in checked.values():
+            _import_one(run, c, options, rejected_dir, progress, batch_size or settings.IMPORT_BATCH_SIZE, done_before)
+            done_before += c.path.stat().st_size
     except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _without_paths(exc, checked)
         with transaction.atomic():
             ImportRun.objects.filter(pk=run.pk).update(
                 status=ImportRun.Status.FAILED, error=f"stopped part-way ({reason}); every finished batch is stored, "
-                "re-run the same import to complete it", finished_at=timezone.now())
-            _audit_import(run, "stopped part-way")
+                "re-run the same import to complete it" if not run.dry_run else f"the dry run stopped ({reason})",
+                finished_at=timezone.now())
+            if not run.dry_run:
+                _audit_import(run, "stopped part-way")
         run.refresh_from_db()
         raise
-    if run.files.filter(kind=ImportFile.Kind.INTERACTIONS).exclude(created=0, updated=0).exists():
+    finally:
+        if run.dry_run:
+            try:
+                with connection.cursor() as cursor:
+                    _dry_tables(cursor, create=False)
+            except Exception:  # the connection may be the reason we are here; temp tables die with it
+                log.debug("could not drop the dry run's tables", exc_info=True)
+    if not run.dry_run and run.files.filter(kind=ImportFile.Kind.INTERACTIONS).exclude(created=0, updated=0).exists():
         ImportRun.objects.filter(pk=run.pk).update(stage="updating customers' last purchase",
                                                    heartbeat_at=timezone.now())
         refresh_last_purchase()
+    clean = not run.files.exclude(rejected=0, warned=0).exists()
     with transaction.atomic():
-        ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.SUCCEEDED, stage="done",
-                                                   bytes_done=total, finished_at=timezone.now())
-        _audit_import(run, "finished")
+        ImportRun.objects.filter(pk=run.pk).update(
+            status=ImportRun.Status.SUCCEEDED if clean else ImportRun.Status.PARTIAL, stage="done",
+            bytes_done=total, finished_at=timezone.now())
+        if not run.dry_run:
+            _audit_import(run, "finished")
     run.refresh_from_db()
     schedule_retrain_after_import(run)
     return run
+
+
+def _without_paths(exc: BaseException, checked: dict) -> str:
+    """An unexpected error for the run's record, with the files' server paths replaced by their names."""
+    text = f"{type(exc).__name__}: {exc}"
+    for c in checked.values():
+        text = text.replace(str(c.path), c.name).replace(str(c.path.parent), "…")
+    return text
 
 
 def _audit_import(run: ImportRun, outcome: str) -> None:
@@ -480,40 +674,50 @@ def _audit_import(run: ImportRun, outcome: str) -> None:
                  summary=f"import {run.pk} {outcome}: {summary(run)}"[:500])
 
 
-def _import_one(run, result, kind, path, header, user_id, rejected_dir, progress, batch_size, done_before):
+PREVIEW_ROWS = 10  # the first records of each file, as read, on the run's page
+
+
+def _import_one(run, checked: _Checked, options, rejected_dir, progress, batch_size, done_before):
+    kind, path, header = checked.kind, checked.path, checked.header
     spec = importing.SPECS[kind]
-    written = spec.written_columns(header)
-    rejects = _Rejects(rejected_path_for(path, rejected_dir), header)
-    stager = _Stager(kind, spec, written, user_id)
+    result = ImportFile.objects.get(run=run, kind=kind)
+    written = spec.written_columns(header.names)
+    rejects = _Rejects(rejected_path_for(path, rejected_dir, dry_run=run.dry_run), header.original)
+    stager = _Stager(kind, spec, written, run.user_id, dry_run=run.dry_run)
     started = time.monotonic()
     binary = open(path, "rb")
     counts = {"rows_read": 0, "created": 0, "updated": 0}
-    tz = timezone.get_default_timezone()
+    preview = []
     try:
         with connection.cursor() as cursor:
             stager.create(cursor)
-        batches = importing.read_batches(binary, spec, batch_size, tz=tz)
+        batches = importing.read_batches(binary, spec, batch_size, options, checked.fmt, header.mapping)
         next(batches)  # the header, checked already
         for number, batch in enumerate(batches):
             counts["rows_read"] += batch.rows_read
-            bad = []
+            bad, warned = [], []
             if batch.rows or (batch.table is not None and batch.table.num_rows):
                 if number % 10 == 0:
                     with connection.cursor() as cursor:
                         stager.analyze_target(cursor)
+                skips = batch.skips_fields
                 with transaction.atomic(), connection.cursor() as cursor:
                     staged = stager.load(cursor, batch)
                     bad = stager.reject_duplicates(cursor, staged)
                     stager.delete_rows(cursor, [r for r, _ in bad])
-                    stager.resolve(cursor)
-                    unresolved = stager.reject_unresolved(cursor)
+                    stager.resolve(cursor, skips)
+                    unresolved, warned = stager.unresolved(cursor)
                     stager.delete_rows(cursor, [r for r, _ in unresolved], stager.resolved)
-                    created, updated = stager.merge(cursor, timezone.now())
+                    created, updated = stager.merge(cursor, timezone.now(), skips)
                 bad += unresolved
                 counts["created"] += created
                 counts["updated"] += updated
-            for row_no, reason, raw in sorted(batch.rejected + [(r, why, batch.raw(r)) for r, why in bad]):
-                rejects.add(row_no, reason, raw)
+            reported = _report(batch, bad, warned)
+            for row_no, outcome, reason, raw in reported:
+                rejects.add(row_no, outcome, reason, raw)
+            if len(preview) < PREVIEW_ROWS:
+                preview += _preview(spec, written, batch, reported, options, PREVIEW_ROWS - len(preview))
+                ImportFile.objects.filter(pk=result.pk).update(preview=preview)
             _record_progress(run, result, counts, rejects, started, done_before + binary.tell(), progress)
         _record_progress(run, result, counts, rejects, started, done_before + os.path.getsize(path), progress)
     finally:
@@ -525,19 +729,82 @@ def _import_one(run, result, kind, path, header, user_id, rejected_dir, progress
         except Exception:  # the connection may be the reason we are here; temp tables die with it
             log.debug("could not drop staging tables", exc_info=True)
     ImportFile.objects.filter(pk=result.pk).update(
-        rejected_path=str(rejects.path) if rejects.count else "", seconds=time.monotonic() - started)
+        rejected_path=str(rejects.path) if rejects.count or rejects.warned else "",
+        seconds=time.monotonic() - started)
     result.refresh_from_db()
     return result
+
+
+def _report(batch, bad, warned):
+    """The batch's rows to report, in row order: (row_no, outcome, every reason, raw cells).
+
+    A row rejected in SQL (a duplicate key, an unknown customer) carries the warnings its
+    fields had too; a row that loaded with warnings is reported as a warning.
+    """
+    warnings = {row: list(reasons) for row, reasons in batch.warnings.items()}
+    for row_no, reason in warned:
+        warnings.setdefault(row_no, []).append(reason)
+    rejected = {}
+    for row_no, reason in bad:
+        rejected.setdefault(row_no, []).append(reason)
+    out = [(row_no, REJECTED, reason, raw) for row_no, reason, raw in batch.rejected]
+    for row_no, reasons in rejected.items():
+        out.append((row_no, REJECTED, "; ".join(reasons + warnings.pop(row_no, [])), batch.raw(row_no)))
+    for row_no, reasons in warnings.items():
+        out.append((row_no, WARNING, "; ".join(reasons), batch.raw(row_no)))
+    return sorted(out, key=lambda item: item[0])
+
+
+def _preview(spec, written, batch, reported, options, limit):
+    """The batch's first ``limit`` records as read: [{"row", "outcome", "values", "reason"}]."""
+    problems = {row_no: (outcome, reason) for row_no, outcome, reason, _raw in reported}
+    rows = {}
+    for row in batch.rows:
+        if len(rows) >= limit:
+            break
+        rows[row[0]] = dict(zip(spec.columns, row[1:-1]))
+    if batch.table is not None and batch.table.num_rows:
+        head = batch.table.slice(0, limit).to_pylist()
+        for row in head:
+            rows[row.pop("row_no")] = row
+    for row_no, *_rest in reported[:limit]:
+        rows.setdefault(row_no, None)
+    out = []
+    for row_no in sorted(rows)[:limit]:
+        outcome, reason = problems.get(row_no, ("ok", ""))
+        values = rows[row_no]
+        if values is None or outcome == REJECTED:
+            shown = {}
+        else:
+            shown = {importing.source_of(c): _shown(c, values.get(c), options) for c in written if c != "attributes"}
+            if "attributes" in written:
+                shown["attributes"] = values.get("attributes") or "{}"
+        out.append({"row": row_no, "outcome": outcome, "values": shown, "reason": reason})
+    return out
+
+
+def _shown(column, value, options):
+    """A staged value as text for the preview (times in TIME_ZONE, as a person entered them)."""
+    if value is None:
+        return ""
+    if column == "occurred_at":
+        if isinstance(value, str):  # the fast path's UTC text
+            value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return value.astimezone(options.tz).isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _record_progress(run, result, counts, rejects, started, bytes_done, progress):
     unchanged = counts["rows_read"] - rejects.count - counts["created"] - counts["updated"]
     ImportFile.objects.filter(pk=result.pk).update(
         rows_read=counts["rows_read"], created=counts["created"], updated=counts["updated"],
-        unchanged=max(unchanged, 0), rejected=rejects.count, seconds=time.monotonic() - started)
+        unchanged=max(unchanged, 0), rejected=rejects.count, warned=rejects.warned,
+        seconds=time.monotonic() - started)
     ImportRun.objects.filter(pk=run.pk).update(
-        stage=f"importing {result.kind}", bytes_done=bytes_done, heartbeat_at=timezone.now(),
-        rows_done=_rows_done(run, result, counts))
+        stage=f"{'checking' if run.dry_run else 'importing'} {result.kind}", bytes_done=bytes_done,
+        heartbeat_at=timezone.now(), rows_done=_rows_done(run, result, counts))
     if progress is not None:
         result.refresh_from_db()
         run.refresh_from_db()
@@ -549,13 +816,17 @@ def _rows_done(run, result, counts):
     return earlier + counts["rows_read"]
 
 
-def save_uploads(uploads: dict, *, user=None, source: str = "upload", in_process: bool = False) -> ImportRun:
+def save_uploads(uploads: dict, *, user=None, source: str = "upload", in_process: bool = False,
+                 dry_run: bool = False, date_format: str = "", source_name: str = "",
+                 mapping: dict | None = None) -> ImportRun:
     """Store uploaded files under MEDIA_ROOT/imports/<run id>/ and create their queued ImportRun.
 
-    ``in_process``: the caller imports them itself, so no worker must be sent the run.
+    ``in_process``: the caller imports them itself, so no worker must be sent the run. The
+    other options are import_files()'s.
     """
     run = ImportRun.objects.create(user=user, source=source, status=ImportRun.Status.QUEUED,
-                                   dispatched_at=timezone.now() if in_process else None)
+                                   dispatched_at=timezone.now() if in_process else None, dry_run=dry_run,
+                                   date_format=date_format, source_name=source_name, mapping=mapping or {})
     folder = Path(settings.MEDIA_ROOT) / "imports" / str(run.pk)
     folder.mkdir(parents=True, exist_ok=True)
     for kind in ORDER:
@@ -574,24 +845,43 @@ def run_saved_import(run_id: int, progress=None) -> ImportRun:
     """Import the files saved for a queued ImportRun (the background half of an upload)."""
     run = ImportRun.objects.get(pk=run_id)
     files = {f.kind: f.path for f in run.files.all()}
-    originals = {f.kind: f.filename for f in run.files.all()}
+    names = {f.kind: f.filename for f in run.files.all()}
     run.files.all().delete()  # recreated with their counts by import_files
-    run = import_files(files, user=run.user, source=run.source, run=run,
-                       rejected_dir=Path(settings.MEDIA_ROOT) / "imports" / str(run.pk), progress=progress)
-    for result in run.files.all():
-        ImportFile.objects.filter(pk=result.pk).update(filename=originals.get(result.kind, result.filename))
-    return run
+    return import_files(files, run=run, rejected_dir=Path(settings.MEDIA_ROOT) / "imports" / str(run.pk),
+                        progress=progress, names=names)
 
 
-def import_uploads(uploads: dict, *, user=None, source: str = "upload") -> ImportRun:
-    """Save uploaded files and import them now, in this process."""
-    run = save_uploads(uploads, user=user, source=source, in_process=True)
+def import_uploads(uploads: dict, *, user=None, source: str = "upload", **options) -> ImportRun:
+    """Save uploaded files and import them now, in this process (options: import_files()'s)."""
+    run = save_uploads(uploads, user=user, source=source, in_process=True, **options)
     return run_saved_import(run.pk)
+
+
+def import_checked(run_id: int, *, user=None, mapping: dict | None = None, date_format: str | None = None,
+                   source_name: str | None = None, dry_run: bool = False, source: str | None = None) -> ImportRun:
+    """A new queued import of the files a dry run checked (after the mapping was confirmed or
+    changed): the files are copied, so the dry run keeps its own record. ``dry_run``: check
+    again instead. The caller dispatches it (see enqueue_checked)."""
+    checked = ImportRun.objects.get(pk=run_id)
+    run = ImportRun.objects.create(
+        user=user, source=source or checked.source, status=ImportRun.Status.QUEUED, dry_run=dry_run,
+        date_format=checked.date_format if date_format is None else date_format,
+        source_name=checked.source_name if source_name is None else source_name,
+        mapping=checked.mapping if mapping is None else mapping)
+    folder = Path(settings.MEDIA_ROOT) / "imports" / str(run.pk)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in checked.files.all():
+        if not f.path or not Path(f.path).is_file():
+            continue
+        target = folder / f"{f.kind}.csv"
+        shutil.copyfile(f.path, target)
+        ImportFile.objects.create(run=run, kind=f.kind, filename=f.filename, path=str(target))
+    return run
 
 
 def summary(run: ImportRun) -> str:
     parts = [f"{f.kind}: {f.created} created, {f.updated} updated, {f.unchanged} unchanged, {f.rejected} rejected"
-             for f in run.files.all()]
+             + (f", {f.warned} with warnings" if f.warned else "") for f in run.files.all()]
     return "; ".join(parts) or "nothing imported"
 
 
@@ -658,17 +948,31 @@ def sweep_stale_imports() -> dict:
     return {"requeued": requeued, "failed": failed}
 
 
-def enqueue_import(uploads: dict, *, user=None, source: str = "upload") -> ImportRun:
-    """Save uploads and hand the import to a worker once this transaction commits.
+def enqueue_import(uploads: dict, *, user=None, source: str = "upload", **options) -> ImportRun:
+    """Save uploads and hand the import (or dry run) to a worker once this transaction commits.
 
-    Raises :class:`BackgroundUnavailable` (outside a transaction) when the broker cannot be
-    reached: the run stays queued with its files and is sent when the broker is back.
+    ``options``: save_uploads()'s (dry_run, date_format, source_name, mapping). Raises
+    :class:`BackgroundUnavailable` (outside a transaction) when the broker cannot be reached:
+    the run stays queued with its files and is sent when the broker is back.
     """
-    from crm.tasks import run_import_task
-
-    run = save_uploads(uploads, user=user, source=source)
-    dispatch_on_commit(run_import_task, ImportRun, run.pk, f"import #{run.pk}")
+    run = save_uploads(uploads, user=user, source=source, **options)
+    _dispatch_import(run)
     return run
+
+
+def enqueue_checked(run_id: int, **options) -> ImportRun:
+    """Queue the import (or another dry run) of the files a dry run checked: import_checked()'s
+    options; BackgroundUnavailable as enqueue_import()."""
+    run = import_checked(run_id, **options)
+    _dispatch_import(run)
+    return run
+
+
+def _dispatch_import(run: ImportRun) -> None:
+    from crm.tasks import run_import_task  # tasks import this module
+
+    what = f"{'dry run' if run.dry_run else 'import'} #{run.pk}"
+    dispatch_on_commit(run_import_task, ImportRun, run.pk, what)
 
 
 def dispatch(task, model, pk: int) -> bool:
@@ -742,7 +1046,8 @@ def dispatch_pending_imports() -> list[int]:
 
 def schedule_retrain_after_import(run: ImportRun) -> list:
     """Queue a retrain of every model after an import that changed data (RETRAIN_AFTER_IMPORT)."""
-    if not settings.RETRAIN_AFTER_IMPORT or run.status != ImportRun.Status.SUCCEEDED:
+    if (not settings.RETRAIN_AFTER_IMPORT or run.dry_run
+            or run.status not in (ImportRun.Status.SUCCEEDED, ImportRun.Status.PARTIAL)):
         return []
     if not any(f.created or f.updated for f in run.files.all()):
         return []

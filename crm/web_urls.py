@@ -20,6 +20,7 @@ urlpatterns = [
     path("imports/", views.import_list, name="import_list"),
     path("imports/<int:pk>/", views.import_detail, name="import_detail"),
     path("imports/<int:pk>/status.json", views.import_status, name="import_status"),
+    path("imports/<int:pk>/confirm/", views.import_confirm, name="import_confirm"),
     path("imports/<int:pk>/rejected/<str:kind>.csv", views.import_rejected, name="import_rejected"),
 ]
 urlpatterns += [

@@ -76,8 +76,9 @@ def test_admin_upload_imports_files_and_offers_rejects(client, admin_user, db, t
     assert response.status_code == 200
     run = ImportRun.objects.get()
     result = run.files.get()
-    assert (run.status, result.filename, result.created, result.rejected) == ("succeeded", "my interactions.csv", 1, 1)
+    assert (run.status, result.filename, result.created, result.rejected) == ("partial", "my interactions.csv", 1, 1)
     assert b"download 1 rejected rows" in response.content
+    assert b"Import #%d completed, 1 of 2 rows rejected" % run.pk in response.content
     rejects = client.get(reverse("admin:crm_importfile_rejects", args=[result.pk]))
     assert b"type 'party' is not one of" in b"".join(rejects.streaming_content)
 
@@ -86,3 +87,18 @@ def test_admin_upload_requires_a_file(client, admin_user):
     client.force_login(admin_user)
     response = client.post(reverse("admin:crm_importrun_upload"), {})
     assert b"Choose at least one file." in response.content
+
+
+def test_admin_upload_dry_run_writes_nothing(client, admin_user, db, tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    client.force_login(admin_user)
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("shop.csv", "external_id;name\nS1;Zoë\n".encode("cp1252"), content_type="text/csv")
+
+    response = client.post(reverse("admin:crm_importrun_upload"), {"customers": upload, "dry_run": "on"}, follow=True)
+
+    run = ImportRun.objects.get()
+    assert run.dry_run and not Customer.objects.exists()
+    assert b"Dry run #%d dry run: all 1 row would load" % run.pk in response.content
+    assert run.files.get().encoding == "Windows-1252"

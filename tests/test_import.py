@@ -105,15 +105,12 @@ def test_import_files_file_without_owner_column_keeps_stored_owner(base_files, w
 
 @pytest.mark.parametrize(("row", "reason"), [
     (["C9", "purchase", "2024-02-01", "P1", "1", "5", "", "X1", "", ""], "unknown customer 'C9'"),
-    (["C1", "purchase", "2024-02-01", "P9", "1", "5", "", "X1", "", ""], "unknown product 'P9'"),
     (["C1", "purchase", "2024-13-01", "P1", "1", "5", "", "X1", "", ""], "occurred_at is not an ISO date"),
     (["C1", "purchase", "yesterday", "P1", "1", "5", "", "X1", "", ""], "occurred_at is not an ISO date"),
-    (["C1", "purchase", "2024-02-01", "P1", "1", "-5.00", "", "X1", "", ""], "amount is negative"),
-    (["C1", "purchase", "2024-02-01", "P1", "1", "5,00", "", "X1", "", ""], "amount is not a number"),
-    (["C1", "purchase", "2024-02-01", "P1", "-2", "5", "", "X1", "", ""], "quantity is negative"),
     (["C1", "gift", "2024-02-01", "P1", "1", "5", "", "X1", "", ""], "type 'gift' is not one of"),
     (["C1", "purchase", "2024-02-01", "P1", "1", "5", "", "X1", ""], "expected 10 columns, found 9"),
-    (["C1", "purchase", "2024-02-01", "P1", "1", "5.001", "", "X1", "", ""], "more than 2 decimal places"),
+    (["", "purchase", "2024-02-01", "P1", "1", "5", "", "X1", "", ""], "customer_external_id is empty"),
+    (["C1", "purchase", "2024-02-01", "P1", "1", "5", "", "X" * 101, "", ""], "external_id is longer than 100"),
 ])
 def test_import_files_rejects_bad_interaction_row_and_keeps_good_ones(base_files, write_csv, row, reason):
     import_files({"customers": base_files["customers"], "products": base_files["products"]})
@@ -126,6 +123,31 @@ def test_import_files_rejects_bad_interaction_row_and_keeps_good_ones(base_files
     assert set(Interaction.objects.values_list("external_id", flat=True)) == {"G1", "G2"}
     rejects = read_rejects(rejected_path_for(path))
     assert len(rejects) == 1 and rejects[0]["row"] == "3" and reason in rejects[0]["reason"]
+    assert rejects[0]["outcome"] == "rejected"
+
+
+@pytest.mark.parametrize(("row", "reason", "field", "stored"), [
+    (["C1", "purchase", "2024-02-01", "P9", "1", "5", "", "X1", "", ""], "unknown product 'P9'", "product", None),
+    (["C1", "purchase", "2024-02-01", "P1", "1", "-5.00", "", "X1", "", ""], "amount is negative", "amount", None),
+    (["C1", "purchase", "2024-02-01", "P1", "1", "5.001", "", "X1", "", ""], "more than 2 decimal places",
+     "amount", None),
+    (["C1", "purchase", "2024-02-01", "P1", "-2", "5", "", "X1", "", ""], "quantity is negative", "quantity", 1),
+    (["C1", "purchase", "2024-02-01", "P1", "2.5", "5", "", "X1", "", ""], "quantity is not a whole number",
+     "quantity", 1),
+])
+def test_import_files_bad_optional_interaction_field_loads_the_row_with_a_warning(base_files, write_csv, row,
+                                                                                  reason, field, stored):
+    import_files({"customers": base_files["customers"], "products": base_files["products"]})
+    path = write_csv("bad.csv", INTERACTION_HEADER, [row])
+
+    run = import_files({"interactions": path})
+
+    assert counts(run)["interactions"] == (1, 1, 0, 0, 0)
+    assert getattr(Interaction.objects.get(external_id="X1"), field) == stored
+    [warning] = read_rejects(rejected_path_for(path))
+    assert (warning["row"], warning["outcome"]) == ("2", "warning")
+    assert reason in warning["reason"] and warning["reason"].endswith("field skipped")
+    assert run.files.get().warned == 1 and run.status == ImportRun.Status.PARTIAL
 
 
 def test_import_files_rejects_duplicate_key_inside_file_across_batches(base_files, write_csv):
@@ -142,19 +164,22 @@ def test_import_files_rejects_duplicate_key_inside_file_across_batches(base_file
     assert reject["row"] == "9" and "already on row 3" in reject["reason"]
 
 
-def test_import_files_rejects_non_utf8_row(base_files, tmp_path):
+def test_import_files_rejects_the_invalid_row_of_a_utf8_file(base_files, tmp_path):
     import_files({"customers": base_files["customers"]})
-    path = tmp_path / "latin1.csv"
-    path.write_bytes(b"customer_external_id,type,occurred_at,notes\n"
-                     b"C1,note,2024-02-01,fine\n"
-                     b"C1,note,2024-02-02,caf\xe9\n"
-                     b"C1,note,2024-02-03,also fine\n")
+    path = tmp_path / "mixed.csv"
+    path.write_bytes("customer_external_id,type,occurred_at,notes\n"
+                     "C1,note,2024-02-01,Crème brûlée\n".encode() +
+                     b"C1,note,2024-02-02,caf\xe9\n" +
+                     "C1,note,2024-02-03,déjà vu\n".encode())
 
     run = import_files({"interactions": path})
 
+    # Mostly valid UTF-8: the good rows keep their accents, the one bad row is rejected.
     assert counts(run)["interactions"] == (3, 2, 0, 0, 1)
+    assert sorted(Interaction.objects.values_list("notes", flat=True)) == ["Crème brûlée", "déjà vu"]
     [reject] = read_rejects(rejected_path_for(path))
     assert reject["row"] == "3" and "not valid UTF-8 (byte 0xe9)" in reject["reason"]
+    assert run.files.get().encoding == "UTF-8"
 
 
 def test_import_files_rejects_bad_customer_and_product_rows(write_csv, rep):
@@ -174,11 +199,21 @@ def test_import_files_rejects_bad_customer_and_product_rows(write_csv, rep):
 
     run = import_files({"customers": customers, "products": products})
 
-    assert counts(run) == {"customers": (5, 1, 0, 0, 4), "products": (4, 1, 0, 0, 3)}
-    reasons = [r["reason"] for r in read_rejects(rejected_path_for(customers))]
-    assert reasons == ["unknown owner 'nobody': no user with that username", "email is not an e-mail address "
-                       "(not-an-email)", "signup_date is not a date YYYY-MM-DD (01/02/2024)", "external_id is empty"]
-    assert [r["row"] for r in read_rejects(rejected_path_for(products))] == ["3", "4", "5"]
+    # Only a missing key or name rejects a row; a bad optional field is skipped with a warning.
+    assert counts(run) == {"customers": (5, 4, 0, 0, 1), "products": (4, 3, 0, 0, 1)}
+    report = [(r["row"], r["outcome"], r["reason"]) for r in read_rejects(rejected_path_for(customers))]
+    assert report == [
+        ("3", "warning", "unknown owner 'nobody': no user with that username: field skipped"),
+        ("4", "warning", "email is not an e-mail address (not-an-email): field skipped"),
+        ("5", "warning", "signup_date 01/02/2024 is not an ISO date (YYYY-MM-DD): declare the file's date format "
+                         "(day first or month first) to read it: field skipped"),
+        ("6", "rejected", "external_id is empty"),
+    ]
+    assert Customer.objects.get(external_id="C2").owner is None
+    assert Customer.objects.get(external_id="C3").email == ""
+    assert Product.objects.get(sku="P2").price is None and Product.objects.get(sku="P4").active is True
+    assert [(r["row"], r["outcome"]) for r in read_rejects(rejected_path_for(products))] == [
+        ("3", "warning"), ("4", "rejected"), ("5", "warning")]
 
 
 def test_import_files_missing_required_column_writes_nothing(base_files, write_csv):

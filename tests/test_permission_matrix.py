@@ -94,6 +94,7 @@ RULES = {
     "import_detail": manager_page(obj="import"),
     "import_status": manager_page(obj="import"),
     "import_rejected": rule(LOGIN, 403, 403, 404, 404, obj="import"),  # no rejected rows in this import
+    "import_confirm": rule(LOGIN, 403, 403, 404, 404, method="POST", obj="import"),  # only a dry run's files
     "customer_create": page(),
     "customer_edit": owned_page(),
     "account": page(),
@@ -129,6 +130,7 @@ RULES = {
     "api-training-run-publish": rule(401, 403, 403, 409, 409, method="POST", obj="failed_run"),
     "api-import-list": manager_api(),
     "api-import-detail": manager_api(obj="import"),
+    "api-import-import-checked": rule(401, 403, 403, 400, 400, method="POST", obj="import"),  # not a dry run
     "api-customer-personal-data": manager_api(obj="customer"),
     "api-customer-erase": rule(401, 403, 403, 200, 200, method="POST", obj="customer", mutates=True),
     "api-customer-merge": rule(401, 403, 403, 400, 400, method="POST", obj="customer"),  # empty body: invalid

@@ -8,7 +8,7 @@ from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -386,7 +386,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     retrieve=extend_schema(summary="An import's status, counts and rejected rows (managers)"),
 )
 class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """CSV imports (contract section 1), run by a worker. Managers and admins only."""
+    """CSV imports (contract section 1, or as spreadsheets export them), run by a worker. Managers and admins only."""
 
     serializer_class = s.ImportRunSerializer
     permission_classes = [IsManager]
@@ -398,14 +398,37 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "with_rejected_rows": self.action == "retrieve"}
 
-    @extend_schema(summary="Upload CSV files to import (managers)", request={"multipart/form-data":
-                   s.ImportUploadSerializer}, responses={202: s.ImportRunSerializer})
+    @extend_schema(summary="Upload CSV files to import, or to check first (managers)", request={
+        "multipart/form-data": s.ImportUploadSerializer}, responses={202: s.ImportRunSerializer})
     def create(self, request):
         """Upload customers.csv, products.csv and/or interactions.csv; 202 with the import's id. A worker
-        imports them; GET the import for its status, counts and rejected rows."""
+        imports them (or only checks them, with ``dry_run``); GET the import for its detected format, column
+        mapping, first rows, counts and rejected rows."""
         serializer = s.ImportUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = services.enqueue_import(serializer.validated_data, user=request.user, source="api")
+        data = serializer.validated_data
+        uploads = {k: data[k] for k in ("customers", "products", "interactions") if data.get(k)}
+        run = services.enqueue_import(uploads, user=request.user, source="api", dry_run=data["dry_run"],
+                                      date_format=data["date_format"], source_name=data["source_name"].strip(),
+                                      mapping=data["mapping"])
+        run = selectors.import_runs().get(pk=run.pk)
+        return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Import the files a dry run checked (managers)", request=s.ImportConfirmSerializer,
+                   responses={202: s.ImportRunSerializer})
+    @action(detail=True, methods=["post"], url_path="import", parser_classes=[JSONParser, MultiPartParser])
+    def import_checked(self, request, pk=None):
+        """Queue the import of a dry run's files (a copy: the dry run keeps its record), with its mapping, date
+        format and source unless the request gives others; ``dry_run``: check them again instead."""
+        checked = self.get_object()
+        if not checked.dry_run:
+            raise exceptions.ValidationError("only the files of a dry run can be imported this way")
+        serializer = s.ImportConfirmSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        run = services.enqueue_checked(checked.pk, user=request.user, source="api", dry_run=data["dry_run"],
+                                       mapping=data.get("mapping"), date_format=data.get("date_format"),
+                                       source_name=data.get("source_name"))
         run = selectors.import_runs().get(pk=run.pk)
         return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
 

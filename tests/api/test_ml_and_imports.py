@@ -1,8 +1,10 @@
 """Segments, training runs (retrain, publish/rollback), suggestion feedback and imports."""
+import json
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from crm.models import ImportRun
+from crm.models import Customer, ImportRun
 from crm.services import run_queued_import
 from ml.models import SuggestionFeedback, TrainingRun
 from tests.api.conftest import error_of
@@ -128,7 +130,7 @@ def test_rep_cannot_import(book, rep_client, media):
 
 def test_manager_uploads_import_then_reads_counts_and_rejected_rows(book, manager_client, media,
                                                                     django_capture_on_commit_callbacks):
-    customers = "external_id,name,email\nN-1,New one,\nN-2,Bad mail,not-an-email\n"
+    customers = "external_id,name,email\nN-1,New one,\nN-2,Bad mail,not-an-email\n,No key,\n"
     with django_capture_on_commit_callbacks() as callbacks:
         response = manager_client.post("/api/v1/imports/", {"customers": _upload("customers.csv", customers)},
                                        format="multipart")
@@ -138,12 +140,52 @@ def test_manager_uploads_import_then_reads_counts_and_rejected_rows(book, manage
 
     body = manager_client.get(f"/api/v1/imports/{import_id}/").json()
 
-    assert body["status"] == "succeeded"
+    assert (body["status"], body["outcome"]) == ("partial", "completed, 1 of 3 rows rejected, 1 with warnings")
     [result] = body["files"]
-    assert (result["kind"], result["filename"], result["created"], result["rejected"]) == (
-        "customers", "customers.csv", 1, 1)
-    assert result["rejected_rows"] == [{"row": 3, "reason": "email is not an e-mail address (not-an-email)",
-                                        "values": {"external_id": "N-2", "name": "Bad mail", "email": "not-an-email"}}]
+    assert (result["kind"], result["filename"], result["created"], result["rejected"], result["warned"]) == (
+        "customers", "customers.csv", 2, 1, 1)
+    assert (result["encoding"], result["delimiter"]) == ("UTF-8", "comma")
+    assert result["rejected_rows"] == [
+        {"row": 3, "outcome": "warning", "reason": "email is not an e-mail address (not-an-email): field skipped",
+         "values": {"external_id": "N-2", "name": "Bad mail", "email": "not-an-email"}},
+        {"row": 4, "outcome": "rejected", "reason": "external_id is empty",
+         "values": {"external_id": "", "name": "No key", "email": ""}}]
+
+
+def test_manager_checks_an_import_first_then_imports_the_checked_files(book, manager_client, media,
+                                                                        django_capture_on_commit_callbacks):
+    shop = "Customer ID;Full Name;Signed up\nS-1;Zoë;31/12/2024\n".encode("cp1252")
+    with django_capture_on_commit_callbacks():
+        response = manager_client.post("/api/v1/imports/", {
+            "customers": SimpleUploadedFile("shop.csv", shop, content_type="text/csv"), "dry_run": "true",
+            "date_format": "dmy", "mapping": json.dumps({"customers": {"Full Name": "name"}})}, format="multipart")
+    assert response.status_code == 202 and response.json()["dry_run"] is True
+    checked = response.json()["id"]
+    run_queued_import(checked)
+    body = manager_client.get(f"/api/v1/imports/{checked}/").json()
+    assert body["outcome"] == "dry run: all 1 row would load" and not Customer.objects.filter(external_id="S-1")
+    [result] = body["files"]
+    assert (result["encoding"], result["delimiter"], result["created"]) == ("Windows-1252", "semicolon", 1)
+    assert result["column_mapping"] == {"Full Name": "name", "Customer ID": "external_id",
+                                        "Signed up": "signup_date"}  # the dry run applied the suggestions
+    assert result["preview"][0]["values"] == {"external_id": "S-1", "name": "Zoë", "signup_date": "2024-12-31"}
+
+    with django_capture_on_commit_callbacks():
+        response = manager_client.post(f"/api/v1/imports/{checked}/import/", {"mapping": {"customers": {
+            "Customer ID": "external_id", "Full Name": "name", "Signed up": "signup_date"}}}, format="json")
+    assert response.status_code == 202 and response.json()["dry_run"] is False
+    run_queued_import(response.json()["id"])
+
+    customer = Customer.objects.get(external_id="S-1")
+    assert (customer.name, str(customer.signup_date)) == ("Zoë", "2024-12-31")
+
+
+def test_import_with_a_bad_mapping_is_400(book, manager_client, media):
+    response = manager_client.post("/api/v1/imports/", {"customers": _upload("c.csv", "external_id\nX\n"),
+                                                        "mapping": json.dumps(["not", "a", "mapping"])},
+                                   format="multipart")
+
+    assert response.status_code == 400 and not ImportRun.objects.exists()
 
 
 def test_import_without_files_is_400(book, manager_client, media):
