@@ -124,6 +124,7 @@ def run_cj(data_dir: Path, caps) -> None:
               f"cap {rec.reorder_cap_}")
         print("outcome:", rec.outcome_["summary"])
         _backtest_table(rec.backtest_)
+        _diversity_table(rec)
         _table("new mode, `recommendations`", scores["recommendations_new"], 1)
         _table("any mode, `reorder`", scores["reorder_any"], 0)
         _table("any mode, `recommendations` (for reference)", scores["recommendations_any"], 0)
@@ -147,6 +148,25 @@ def _backtest_table(backtest: dict) -> None:
         for name, values in choice["origins"].items():
             cells = " ".join("   -   " if v is None else f"{v:7.4f}" for v in values)
             print(f"    {name:34s} {cells}  mean {choice['mean'].get(name, float('nan')):.4f}")
+
+
+def _diversity_table(rec: Recommender) -> None:
+    """Cross-sell: each candidate's coverage, share of lists unlike popularity's and intra-list
+    diversity (means over the backtest windows), then the published lists' (``rec.diversity_``,
+    set by ``recommend``)."""
+    def pct(v):
+        return "   -   " if v is None else f"{100 * v:6.1f}%"
+
+    print("  cross-sell lists: coverage / unlike popularity's / intra-list diversity")
+    for name, m in rec.candidates_.items():
+        if "differs from popularity" in m:
+            print(f"    {name:34s} {pct(m['coverage'])} {pct(m['differs from popularity'])} "
+                  f"{pct(m['intra-list diversity'])}")
+    if getattr(rec, "diversity_", None) is None:
+        rec.recommend()
+    d = rec.diversity_
+    print(f"    {'published lists':34s} {pct(d['coverage'])} {pct(d['differs from popularity'])} "
+          f"{pct(d['intra-list diversity'])}  ({d['customers']} customers, {d.get('products', 0)} products)")
 
 
 def _repeat_buy_export(interactions, products) -> pd.DataFrame:
@@ -227,6 +247,7 @@ def run_synthetic() -> None:
     print({k: len(v) for k, v in out.items()}, "chosen:", rec.chosen_, rec.reorder_chosen_)
     print("outcome:", rec.outcome_["summary"])
     _backtest_table(rec.backtest_)
+    _diversity_table(rec)
 
 
 def main(argv=None) -> None:

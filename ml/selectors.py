@@ -319,9 +319,40 @@ def backtest_tables(backtest: dict | None) -> list[dict]:
     return tables
 
 
+def _share_text(value) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f} %"
+
+
+def diversity_table(metrics: dict | None) -> dict | None:
+    """How personal the cross-sell lists are, from a recommendation run's metrics: per
+    candidate (averaged over the backtest windows: its lists for the scored customers) and for
+    the published lists (every customer with a history), the catalogue coverage, the share of
+    customers whose top 10 differs from their popularity top 10, and the intra-list diversity
+    (share of pairs of listed products in different categories). None for other runs."""
+    metrics = metrics or {}
+    validation = metrics.get("validation") or {}
+    choice = ((metrics.get("backtest") or {}).get("choice") or {}).get("cross_sell") or {}
+    names = [n for n in dict.fromkeys([*(choice.get("order") or []), *validation])
+             if "differs from popularity" in (validation.get(n) or {})]
+    published = metrics.get("diversity") or None
+    if not names and not published:
+        return None
+
+    def row(name, m):
+        return {"name": name, "coverage": _share_text(m.get("coverage")),
+                "differs": _share_text(m.get("differs from popularity")),
+                "diversity": _share_text(m.get("intra-list diversity")),
+                "chosen": name == choice.get("chosen")}
+
+    return {"rows": [row(n, validation[n]) for n in names],
+            "published": row("published lists", published) if published else None,
+            "customers": (published or {}).get("customers")}
+
+
 def run_outcome(run: TrainingRun | None) -> dict:
     """What a run published and why: {"basis", "css", "badge", "summary", "plan_reason",
-    "validated", "tables", "not_forecast_lines", "empty_reasons", "notes"} from its metrics; empty
+    "validated", "tables", "not_forecast_lines", "empty_reasons", "notes", "diversity"} from its
+    metrics (``diversity``: see :func:`diversity_table`, recommendation runs only); empty
     strings and lists for runs written before the rolling-origin backtest. ``empty_reasons``:
     {"cross_sell" | "reorder": why a customer's list may be empty} from a recommendation run's
     ``cross_sell_reason`` / ``reorder_reason``; ``notes``: the same as (label, reason) pairs."""
@@ -333,7 +364,8 @@ def run_outcome(run: TrainingRun | None) -> dict:
     return {"basis": outcome.get("basis") or "", "css": css, "badge": badge, "summary": outcome.get("summary") or "",
             "plan_reason": backtest.get("reason") or "", "validated": backtest.get("validated"),
             "tables": backtest_tables(backtest), "not_forecast_lines": not_forecast_lines(targets_not_forecast(m)),
-            "empty_reasons": empty, "notes": [(TARGET_LABELS[t], reason) for t, reason in empty.items()]}
+            "empty_reasons": empty, "notes": [(TARGET_LABELS[t], reason) for t, reason in empty.items()],
+            "diversity": diversity_table(m) if run is not None and run.kind == TrainingRun.Kind.RECOMMENDATION else None}
 
 
 def skipped_reason(kind: str) -> str:
@@ -410,14 +442,36 @@ def _suggestion_lists(run, first_id: int, last_id: int) -> dict:
 
 # --- Pages for sales staff ---------------------------------------------------------------------
 
+# Suggestions looked at to fill the cross-sell worklist with different products: the best
+# scores of a few hundred rows, a single indexed query whatever the base size.
+WORKLIST_POOL = 400
+
+
 def top_suggestions(customers, kind: str, limit: int = 5) -> list:
-    """The highest-scoring published suggestions of ``kind`` for the given customers queryset."""
+    """The highest-scoring published suggestions of ``kind`` for the given customers queryset.
+
+    Cross-sell: one row per customer and per product (the best-scoring first), so the
+    worklist shows different products to pitch unless the best suggestions really are all
+    the same product (then the rest of the list repeats products, best score first)."""
     run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
     if run_id is None:
         return []
-    return list(Suggestion.objects.filter(run_id=run_id, kind=kind, customer__in=customers.values("pk"),
-                                          customer__no_profiling=False)
-                .select_related("customer", "product").order_by("-score", "customer_id", "rank")[:limit])
+    rows = (Suggestion.objects.filter(run_id=run_id, kind=kind, customer__in=customers.values("pk"),
+                                      customer__no_profiling=False)
+            .select_related("customer", "product").order_by("-score", "customer_id", "rank"))
+    if kind != Suggestion.Kind.RECOMMENDATION:
+        return list(rows[:limit])
+    pool = list(rows[:WORKLIST_POOL])
+    picked, products, people = [], set(), set()
+    for s in pool:
+        if s.product_id not in products and s.customer_id not in people:
+            picked.append(s)
+            products.add(s.product_id)
+            people.add(s.customer_id)
+            if len(picked) == limit:
+                return picked
+    rest = [s for s in pool if s not in picked and s.customer_id not in people]
+    return picked + rest[:limit - len(picked)]
 
 
 def feedback_for_customer(customer) -> dict:

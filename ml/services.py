@@ -527,28 +527,41 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
     out = model.suggest_all(customer_ids, n_prospects=20, n_similar=10)
     progress(75, "writing suggestions")
     recs, similar, prospects = out["recommendations"], out["similar_products"], out["prospects"]
+    # The pipeline shares one evidence dict between the suggestions with the same figures (a
+    # million rows, a few thousand dicts): each is serialised once.
+    texts = {}
+
+    def _lists(frame, *columns) -> list:  # the columns as plain Python lists (ints, floats, objects)
+        return [frame[c].to_numpy().tolist() if frame[c].dtype.kind in "iuf" else list(frame[c]) for c in columns]
+
+    def evidence_text(ev):
+        key = id(ev)
+        if key not in texts:
+            texts[key] = (ev, _json(ev))  # the dict is kept so that its id is not reused
+        return texts[key][1]
+
     with transaction.atomic():
+        # Columns as Python lists first (one conversion per column, not per value): two
+        # million rows otherwise spend most of the write converting numpy scalars.
         data.bulk_insert(Suggestion, ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason",
                                       "evidence", "basis"], (
-            (run.pk, int(c), k, int(r), int(p), float(sc), reason, _json(ev), basis)
-            for c, k, r, p, sc, reason, ev, basis in zip(
-                recs["customer_id"], recs["kind"], recs["rank"], recs["product_id"], recs["score"], recs["reason"],
-                recs["evidence"], recs["basis"])))
+            (run.pk, c, k, r, p, sc, reason, evidence_text(ev), basis)
+            for c, k, r, p, sc, reason, ev, basis in zip(*_lists(
+                recs, "customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis"))))
         data.bulk_insert(SimilarProduct, ["run_id", "product_id", "rank", "similar_id", "score", "reason"], (
-            (run.pk, int(p), int(r), int(q), float(sc), reason) for p, r, q, sc, reason in zip(
-                similar["product_id"], similar["rank"], similar["similar_product_id"], similar["score"],
-                similar["reason"])))
+            (run.pk, *row) for row in zip(*_lists(similar, "product_id", "rank", "similar_product_id", "score",
+                                                  "reason"))))
         data.bulk_insert(Prospect, ["run_id", "product_id", "rank", "customer_id", "score", "reason"], (
-            (run.pk, int(p), int(r), int(c), float(sc), reason) for p, r, c, sc, reason in zip(
-                prospects["product_id"], prospects["rank"], prospects["customer_id"], prospects["score"],
-                prospects["reason"])))
+            (run.pk, *row) for row in zip(*_lists(prospects, "product_id", "rank", "customer_id", "score",
+                                                  "reason"))))
     chosen = model.chosen_ if isinstance(model.chosen_, str) else "blend"
     metrics = {"outcome": model.outcome_, "backtest": model.backtest_, "validation": model.candidates_,
                "chosen": model.chosen_, "reorder_chosen": model.reorder_chosen_,
                "category_cap": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
                "counts": {"suggestions": int(len(recs)), "similar": int(len(similar)),
                           "prospects": int(len(prospects)),
-                          "reorder": int((recs["kind"] == "reorder").sum())}}
+                          "reorder": int((recs["kind"] == "reorder").sum())},
+               "diversity": model.diversity_, "ease": model.ease_}
     for target, reason in model.reasons_.items():
         if reason:
             metrics[f"{target}_reason"] = reason

@@ -6,8 +6,11 @@ history up to the cut and scored on the purchases of the ``W`` days after it:
 
 - **cross-sell** (target ``cross_sell``): NDCG@10 on the products new to the customer
   (the window's purchases of products they had not bought before the cut), over customers
-  with such a purchase. Candidates: each scorer (popularity, the baseline, first), each with
-  and without the per-category cap, and a blend of the scorers.
+  with such a purchase. Candidates: each scorer (the personal ones first, popularity, the
+  baseline, and the other shared lists last), each with and without the per-category cap, and
+  a blend of the best four. Each candidate's coverage, share of lists unlike the customer's
+  popularity list and intra-list diversity are recorded with its scores. EASE's penalty is
+  chosen before, on the learning half of the latest origin (:func:`tune_ease`).
 - **reorder** (target ``reorder``): NDCG@10 on the re-bought products (the window's
   purchases of products they had bought before), over customers with such a purchase.
   Candidates: repeat_buy (the baseline), the ``due`` rule and the learned classifiers, each
@@ -18,10 +21,11 @@ hash of their id, so the same data gives the same customers, halves and choice w
 row order. Half A teaches what has to be learned (the blend weights, pooled over the
 origins; the reorder classifiers, on that origin); every candidate is scored on half B.
 
-The choice is :func:`ml.pipelines.backtest.choose` (simplest first, one-standard-error rule
-on the per-origin differences): the unconstrained list comes before the capped one, so the
-cap is kept only where it wins beyond the spread. The blend is kept only when it beats the
-best single candidate on every origin.
+The choice is :func:`ml.pipelines.backtest.choose` (first in the given order, one-standard-error
+rule on the per-origin differences): the unconstrained list comes before the capped one, so the
+cap is kept only where it wins beyond the spread, and for cross-sell the personal candidates
+come before the lists every customer shares. The blend is kept only when it beats the best
+single candidate on every origin.
 """
 
 from __future__ import annotations
@@ -33,14 +37,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ml.pipelines.backtest import BacktestPlan, choose
+from ml.pipelines.recommend_factors import EASE_LAMBDAS
 from ml.pipelines.recommend_history import History, lookup
 from ml.pipelines.recommend_ranking import (
     candidate_table,
+    chunks,
     frame_top_n,
     ranking_metrics,
     stable_unit,
     stack_tables,
     table_metrics,
+    top_n,
     truth_matrix,
 )
 from ml.pipelines.recommend_reorder import (
@@ -62,6 +69,8 @@ REORDER_METRIC = "NDCG@10 on re-bought products"
 # Weights tried for a scorer added to the blend, relative to the first scorer's 1.0:
 # a coarse log grid, so the search stays a few dozen evaluations.
 BLEND_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+# Scorers the blend search considers: the best four on their own (see ``search_blend``).
+BLEND_SCORERS = 4
 # Salts of the customer hash: one picks the customers scored, one splits them in halves.
 PICK_SALT, HALF_SALT = 1, 2
 
@@ -98,21 +107,11 @@ def collect_origin(cut, history: History, scorer, window: pd.DataFrame | None, n
     between the origins: the search costs in proportion to all of them together).
     """
     origin = Origin(cut=cut, n_products=history.n_products, category_code=history.category_code)
-    truth_any = truth_matrix(history, window)
-    rebought = truth_any.multiply(history.bought).tocsr()
-    rebought.eliminate_zeros()
-    truth_new = (truth_any - rebought).tocsr()
-    truth_new.eliminate_zeros()
-    truth_new.sort_indices()
-    ids = history.customer_ids
-    half_b = stable_unit(ids, random_state * 16 + HALF_SALT) >= 0.5
-    pick = stable_unit(ids, random_state * 16 + PICK_SALT)
+    truth_any, rebought, truth_new = window_truths(history, window)
+    half_b = halves(history, random_state)
 
     def picked(mask, most):
-        rows = np.flatnonzero(mask)
-        if len(rows) > most:
-            rows = np.sort(rows[np.argsort(pick[rows], kind="stable")[:most]])
-        return rows
+        return pick_rows(history, mask, most, random_state)
 
     has_new = np.diff(truth_new.indptr) > 0
     rows_a, rows_b = picked(has_new & ~half_b, max_learning), picked(has_new & half_b, max_scored)
@@ -139,6 +138,64 @@ def collect_origin(cut, history: History, scorer, window: pd.DataFrame | None, n
     return origin
 
 
+def window_truths(history: History, window) -> tuple:
+    """(all, re-bought, new) binary matrices of the window's purchases, rows x products."""
+    truth_any = truth_matrix(history, window)
+    rebought = truth_any.multiply(history.bought).tocsr()
+    rebought.eliminate_zeros()
+    truth_new = (truth_any - rebought).tocsr()
+    truth_new.eliminate_zeros()
+    truth_new.sort_indices()
+    return truth_any, rebought, truth_new
+
+
+def halves(history: History, random_state: int) -> np.ndarray:
+    """True for the customers of half B (scored), False for half A (learning), by id hash."""
+    return stable_unit(history.customer_ids, random_state * 16 + HALF_SALT) >= 0.5
+
+
+def pick_rows(history: History, mask, most: int, random_state: int) -> np.ndarray:
+    """At most ``most`` of the rows in ``mask``, picked by a hash of the customer id."""
+    rows = np.flatnonzero(mask)
+    if len(rows) > most:
+        pick = stable_unit(history.customer_ids[rows], random_state * 16 + PICK_SALT)
+        rows = np.sort(rows[np.argsort(pick, kind="stable")[:most]])
+    return rows
+
+
+def tune_ease(scorer, history: History, window, *, n: int, max_rows: int, random_state: int) -> dict | None:
+    """EASE's lambda (relative to the mean diagonal of X'X, one of ``EASE_LAMBDAS``) by NDCG@n
+    on products new to the customer, for the learning half's customers of one origin (the
+    latest). The best lambda's model is left in ``scorer`` (no second solve). Returns
+    {"lambda": relative value, "penalty": absolute, "scores": {lambda: NDCG}}, or None when no
+    customer of the learning half bought a new product in the window."""
+    if "ease" not in scorer.available():
+        return None
+    _, _, truth_new = window_truths(history, window)
+    rows = pick_rows(history, (np.diff(truth_new.indptr) > 0) & ~halves(history, random_state), max_rows,
+                     random_state)
+    if len(rows) == 0:
+        return None
+    gram = scorer.ease_gram()
+    scores, best = {}, None
+    for lam in EASE_LAMBDAS:
+        model = gram.solve(lam)
+        lists = []
+        for chunk in chunks(rows, scorer.chunk_rows):
+            score = model.block(history.bought[chunk])
+            score[scorer.excluded(chunk)] = -np.inf
+            lists.append(top_n(score, n, history.category_code, None))
+        ndcg = ranking_metrics(np.concatenate(lists), truth_new[rows], n, history.n_products)["ndcg"]
+        scores[str(lam)] = float(ndcg)
+        if best is None or ndcg > best[0]:
+            best = (ndcg, lam, model)
+        del model
+    scorer.set_ease_penalty(best[1])
+    scorer._learned["ease"] = best[2]
+    return {"lambda": float(best[1]), "penalty": float(best[2].penalty), "scores": scores,
+            "products": int(len(gram.columns))}
+
+
 # ---------------------------------------------------------------------- cross-sell
 def choose_cross_sell(origins: list, names, caps, *, n: int, forced: str | None = None) -> dict:
     """The cross-sell choice over the origins: {"algorithm", "cap", "weights", "record"}.
@@ -156,7 +213,7 @@ def choose_cross_sell(origins: list, names, caps, *, n: int, forced: str | None 
         return {**default, "record": None}
     per = {}
     for a, cap in variants:
-        metrics = [table_metrics(o.table_b, {a: 1.0}, n, cap, o.n_products) for o in origins]
+        metrics = [table_metrics(o.table_b, {a: 1.0}, n, cap, o.n_products, diversity=True) for o in origins]
         per[variant_name(a, cap)] = metrics
         for o, m in zip(origins, metrics):
             o.scores[variant_name(a, cap)] = _score_json(m)
@@ -176,7 +233,7 @@ def choose_cross_sell(origins: list, names, caps, *, n: int, forced: str | None 
     weights = search_blend(stack_tables([o.table_a for o in origins]), names, n, best_cap, origins[0].n_products)
     if len(weights) < 2:
         return out
-    blend = [table_metrics(o.table_b, weights, n, best_cap, o.n_products) for o in origins]
+    blend = [table_metrics(o.table_b, weights, n, best_cap, o.n_products, diversity=True) for o in origins]
     name = variant_name("blend", best_cap)
     for o, m in zip(origins, blend):
         o.scores[name] = _score_json(m)
@@ -211,8 +268,11 @@ def search_blend(table, names, n, cap, n_products) -> dict:
         return table_metrics(table, weights, n, cap, n_products)["ndcg"]
 
     single = {a: ndcg({a: 1.0}) for a in names}
-    weights = {max(names, key=lambda a: (single[a], -names.index(a))): 1.0}
-    best = max(single.values())
+    # Only the best few scorers on their own are worth blending: a scorer far behind rarely
+    # adds anything, and each one costs a pass over the grid per round.
+    names = sorted(names, key=lambda a: (-single[a], list(single).index(a)))[:BLEND_SCORERS]
+    weights = {names[0]: 1.0}
+    best = single[names[0]]
     while len(weights) < len(names):
         trial = None
         for a in names:
@@ -311,8 +371,13 @@ def _choose_metric(values: dict, order: list, metric: str, baseline: str, caps) 
 
 
 def _score_json(m: dict) -> dict:
-    return {"NDCG@10": m["ndcg"], "recall@10": m["recall"], "precision@10": m["precision"],
-            "hit rate": m["hit_rate"], "coverage": m["coverage"]}
+    out = {"NDCG@10": m["ndcg"], "recall@10": m["recall"], "precision@10": m["precision"],
+           "hit rate": m["hit_rate"], "coverage": m["coverage"]}
+    # Cross-sell only: how personal the lists are (see ranking.list_diversity).
+    if "differs" in m:
+        out["differs from popularity"] = m["differs"]
+        out["intra-list diversity"] = m["diversity"]
+    return out
 
 
 def backtest_record(plan: BacktestPlan, origins: list, choices: dict) -> dict:
@@ -334,6 +399,7 @@ def mean_scores(origins: list) -> dict:
         rows = [o.scores.get(name) for o in origins]
         if any(r is None for r in rows):
             continue
-        out[name] = {m: float(np.mean([r[m] for r in rows])) for m in rows[0]}
+        out[name] = {m: (None if any(r.get(m) is None for r in rows) else float(np.mean([r[m] for r in rows])))
+                     for m in rows[0]}
     return out
 

@@ -9,11 +9,13 @@ products is ever built.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from implicit.nearest_neighbours import all_pairs_knn
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 EPOCH = pd.Timestamp("1970-01-01")
@@ -244,7 +246,7 @@ def top_k_per_row(matrix: sp.csr_matrix, k: int, block_cells: int = 20_000_000) 
 
 
 def item_similarity(bought: sp.csr_matrix, k: int, cobuyers: bool = True,
-                    block_cells: int = 10_000_000) -> tuple:
+                    block_cells: int = 10_000_000, num_threads: int = 1) -> tuple:
     """Item-item cosine on the purchase matrix, each customer weighted by IDF.
 
     A customer who bought few products says more about each pair than one who bought
@@ -252,6 +254,8 @@ def item_similarity(bought: sp.csr_matrix, k: int, cobuyers: bool = True,
     product and, on the same pattern, the number of customers who bought both (None when
     ``cobuyers`` is False). The product x product gram is built in row blocks and cut to
     its top k at once, so it never exists whole (it can hold tens of millions of entries).
+    The neighbours come from implicit's ``all_pairs_knn``; the co-buyer counts are computed
+    in row blocks on their pattern.
     """
     n_products = bought.shape[1]
     per_customer = np.diff(bought.indptr)
@@ -260,20 +264,23 @@ def item_similarity(bought: sp.csr_matrix, k: int, cobuyers: bool = True,
     norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=0)).ravel())
     norms[norms == 0] = 1.0
     inv = (1.0 / norms).astype(np.float32)
-    weighted_t = weighted.T.tocsr()
+    # implicit's all-pairs k-nearest-neighbours (compiled) on the IDF-weighted, column-normalised
+    # matrix gives the same cosines as a blocked gram + top-k in numpy, faster; k + 1 because
+    # a product comes out as its own nearest neighbour, dropped below.
+    normalised = (weighted @ sp.diags(inv)).tocsr().astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # implicit's note on OpenBLAS threads: bounded by the caller
+        knn = all_pairs_knn(normalised, k + 1, show_progress=False, num_threads=num_threads).tocsr()
+    knn.setdiag(0.0)  # a product is not its own neighbour
+    knn.eliminate_zeros()
+    knn = top_k_per_row(knn.astype(np.float32), k)
+    knn.sort_indices()
     bought_t = bought.T.tocsr() if cobuyers else None
     step = max(1, block_cells // max(n_products, 1))
     sims, counts = [], []
     for start in range(0, n_products, step):
         stop = min(start + step, n_products)
-        gram = (weighted_t[start:stop] @ weighted).tocsr()
-        g_rows = start + np.repeat(np.arange(stop - start), np.diff(gram.indptr))
-        gram.data *= inv[g_rows]
-        gram.data *= inv[gram.indices]
-        gram.data[g_rows == gram.indices] = 0.0  # a product is not its own neighbour
-        gram.eliminate_zeros()
-        top = top_k_per_row(gram, k)
-        top.sort_indices()
+        top = knn[start:stop]
         sims.append(top)
         if cobuyers:
             both = (bought_t[start:stop] @ bought).tocsr()

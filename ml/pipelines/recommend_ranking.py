@@ -76,7 +76,7 @@ def candidate_table(scorer, rows, truth, names, width=50) -> dict:
     for chunk in chunks(rows, scorer.chunk_rows):
         block = scorer.features(chunk, names)
         excluded = scorer.excluded(chunk)
-        cand = np.concatenate([_top_shared(block[a][0], excluded, width) if block[a].strides[0] == 0
+        cand = np.concatenate([top_shared(block[a][0], excluded, width) if block[a].strides[0] == 0
                                else top_cols(np.where(excluded, -np.inf, block[a]), width) for a in names], axis=1)
         cand.sort(axis=1)
         invalid = np.zeros(cand.shape, bool)
@@ -95,14 +95,61 @@ def candidate_table(scorer, rows, truth, names, width=50) -> dict:
                  "labels": np.zeros((0, width_all), bool), "n_truth": np.zeros(0, np.int64),
                  "feats": {a: np.zeros((0, width_all), np.float32) for a in names}}
         empty["category"] = np.zeros((0, width_all), np.int64)
+        empty["shared_lists"] = np.zeros((0, 10), np.int64)
+        empty["popularity"] = scorer.popularity
         return empty
     table = {k: np.concatenate(v) for k, v in parts.items() if k != "feats"}
     table["feats"] = {a: np.concatenate(v) for a, v in parts["feats"].items()}
     table["category"] = scorer.history.category_code[table["cols"]]
+    table["shared_lists"] = shared_lists(scorer, rows)
+    table["popularity"] = scorer.popularity
     return table
 
 
-def _top_shared(score: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
+def shared_lists(scorer, rows, n: int = 10) -> np.ndarray:
+    """Each customer's popularity top n (the best sellers they have not bought), as product
+    columns: what "differs from popularity" compares a list with."""
+    out = []
+    for chunk in chunks(rows, scorer.chunk_rows):
+        out.append(top_shared(scorer.popularity, scorer.excluded(chunk), n))
+    return np.concatenate(out) if out else np.zeros((0, n), np.int64)
+
+
+def list_diversity(lists: np.ndarray, category: np.ndarray, shared: np.ndarray | None,
+                   popularity: np.ndarray | None = None) -> dict:
+    """How personal and varied top-n lists are (``lists``: customers x n product columns, -1
+    padding; ``shared``: the same customers' popularity lists, or None; ``popularity``: the
+    popularity score per column, so that products tied on it count as the same).
+
+    - ``differs``: the share of customers whose list (as a set, up to ties in popularity) is not
+      their popularity list;
+    - ``diversity``: intra-list diversity, the mean over lists of the share of pairs of listed
+      products in different categories (pairs with a product without a category left out;
+      None when no list has such a pair).
+    """
+    out = {"differs": None, "diversity": None}
+    if len(lists) == 0:
+        return out
+    if shared is not None and len(shared) == len(lists):
+        key = np.append(popularity if popularity is not None else np.arange(len(category), dtype=float), -1.0)
+        a = np.sort(key[np.where(lists >= 0, lists, -1)], axis=1)
+        b = np.sort(key[np.where(shared >= 0, shared, -1)[:, :lists.shape[1]]], axis=1)
+        width = min(a.shape[1], b.shape[1])
+        out["differs"] = float((a[:, -width:] != b[:, -width:]).any(axis=1).mean()) if width else None
+    cat = np.where(lists >= 0, category[np.maximum(lists, 0)], -1)
+    known = cat >= 0
+    pair = known[:, :, None] & known[:, None, :]
+    upper = np.triu(np.ones((cat.shape[1], cat.shape[1]), bool), 1)
+    pair &= upper[None]
+    differ = (cat[:, :, None] != cat[:, None, :]) & pair
+    n_pairs = pair.sum(axis=(1, 2))
+    ok = n_pairs > 0
+    if ok.any():
+        out["diversity"] = float((differ.sum(axis=(1, 2))[ok] / n_pairs[ok]).mean())
+    return out
+
+
+def top_shared(score: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
     """``top_cols`` for a score every row shares (popularity): one sort of the catalogue,
     then each row's first k columns that are not excluded (padded with excluded ones, which
     the candidate table marks invalid)."""
@@ -125,13 +172,17 @@ def _top_shared(score: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
 
 def stack_tables(tables: list) -> dict:
     """Candidate tables of several windows as one (same scorers, same width)."""
-    out = {k: np.concatenate([t[k] for t in tables]) for k in ("cols", "invalid", "labels", "n_truth", "category")}
+    out = {k: np.concatenate([t[k] for t in tables])
+           for k in ("cols", "invalid", "labels", "n_truth", "category", "shared_lists")}
     out["feats"] = {a: np.concatenate([t["feats"][a] for t in tables]) for a in tables[0]["feats"]}
+    out["popularity"] = tables[0].get("popularity")
     return out
 
 
-def table_metrics(table, weights, n, cap, n_products) -> dict:
-    """Metrics of the blend ``weights`` over a candidate table (see ``candidate_table``)."""
+def table_metrics(table, weights, n, cap, n_products, diversity=False, per_customer=False) -> dict:
+    """Metrics of the blend ``weights`` over a candidate table (see ``candidate_table``);
+    ``diversity`` adds ``differs`` and ``diversity`` (see :func:`list_diversity`),
+    ``per_customer`` each customer's NDCG (an array, for the spread of a difference)."""
     score = np.zeros(table["cols"].shape, np.float32)
     for a, w in weights.items():
         score += np.float32(w) * table["feats"][a]
@@ -140,8 +191,28 @@ def table_metrics(table, weights, n, cap, n_products) -> dict:
     ok = pos >= 0
     safe = np.maximum(pos, 0)
     hits = np.take_along_axis(table["labels"], safe, 1) & ok
-    cols = np.take_along_axis(table["cols"], safe, 1)[ok]
-    return metrics_from_hits(hits, table["n_truth"], n, len(np.unique(cols)), n_products)
+    lists = np.where(ok, np.take_along_axis(table["cols"], safe, 1), -1)
+    metrics = metrics_from_hits(hits, table["n_truth"], n, len(np.unique(lists[ok])), n_products)
+    if per_customer:
+        metrics["per_customer"] = ndcg_per_customer(hits, table["n_truth"], n)
+    if diversity:
+        metrics.update(list_diversity(lists, category_of(table), table.get("shared_lists"), table.get("popularity")))
+    return metrics
+
+
+def category_of(table) -> np.ndarray:
+    """Product column -> category code, from a candidate table's own (cols, category)."""
+    size = int(table["cols"].max(initial=-1)) + 1
+    out = np.full(max(size, 1), -1, np.int64)
+    out[table["cols"].ravel()] = table["category"].ravel()
+    return out
+
+
+def ndcg_per_customer(hits, n_truth, k) -> np.ndarray:
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (hits * disc[: hits.shape[1]]).sum(axis=1)
+    ideal = np.cumsum(disc)[np.clip(n_truth, 1, k) - 1]
+    return np.where(n_truth > 0, dcg / ideal, 0.0)
 
 
 def metrics_from_hits(hits, n_truth, k, n_recommended, catalogue_size) -> dict:

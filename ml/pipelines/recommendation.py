@@ -12,20 +12,29 @@ Cross-sell scorers, each giving a customer x product score computed in customer 
 
 - ``popularity``: distinct buyers, all time; ``popularity_recent``: in the last 30 days;
   ``segment``: distinct buyers within the customer's segment;
-- ``item_cf``: item-item cosine on the IDF-weighted purchase matrix (top-k neighbours);
+- ``item_cf``: item-item cosine on the IDF-weighted purchase matrix (top-k neighbours, found
+  by implicit's compiled all-pairs kNN);
 - ``user_cf``: cosine k-nearest customers (IDF-weighted rows);
 - ``content``: TF-IDF over name, category, description and tags; the customer's profile is
   the sum of the products they bought, scored through each product's nearest text
   neighbours;
-- ``category``: the customer's share of products bought in the product's category.
+- ``category``: the customer's share of products bought in the product's category;
+- ``ease``, ``bm25_knn``, ``als``, ``bpr``: EASE and implicit's BM25 item-kNN, ALS and BPR
+  (:mod:`ml.pipelines.recommend_factors`: settings, the EASE cut, determinism).
+
+Every personal scorer breaks its ties by popularity (a thousandth of its scale), so the
+products it has no signal for come in best-seller order rather than in column order.
 
 ``algorithm="auto"`` chooses on rolling backtest origins (:mod:`ml.pipelines.backtest`,
 :mod:`ml.pipelines.recommend_backtest`): each scorer with and without the per-category
-cap, popularity (the baseline) first, and a blend of the scorers kept only when it beats
-the best single one on every origin. Replenishment (:mod:`ml.pipelines.recommend_reorder`)
-is chosen the same way, repeat-buy being its baseline, and only ever lists products with
-evidence of re-buying. With too little history for a backtest window (see
-``plan_backtest``) the baselines are used: popularity and repeat-buy, uncapped.
+cap, the personal scorers first and the popularity lists last (popularity, the baseline, is
+published only when it beats every personal candidate beyond the spread between windows),
+and a blend of the scorers kept only when it beats the best single one on every origin.
+On a base of more than ``max_backtest_customers`` buyers the origins learn from a hashed
+sample of them. Replenishment (:mod:`ml.pipelines.recommend_reorder`) is chosen the same way,
+repeat-buy being its baseline, and only ever lists products with evidence of re-buying. With
+too little history for a backtest window (see ``plan_backtest``) the baselines are used:
+popularity and repeat-buy, uncapped (nothing could show a personal list is better).
 """
 
 from __future__ import annotations
@@ -44,7 +53,19 @@ from ml.pipelines.recommend_backtest import (
     collect_origin,
     fit_final_reorder,
     mean_scores,
+    tune_ease,
     variant_name,
+)
+from ml.pipelines.recommend_factors import (
+    BPR_MAX_PAIRS,
+    EASE_LAMBDAS,
+    FACTOR_SCORERS,
+    LEARNED_SCORERS,
+    EaseGram,
+    ease_columns,
+    fit_als,
+    fit_bm25_knn,
+    fit_bpr,
 )
 from ml.pipelines.recommend_history import (
     History,
@@ -58,9 +79,12 @@ from ml.pipelines.recommend_history import (
 from ml.pipelines.recommend_ranking import (
     chunks,
     frame_top_n,
+    list_diversity,
     rank_frame,
     ranking_metrics,
+    stable_unit,
     top_n,
+    top_shared,
     truth_matrix,
     window_purchases,
 )
@@ -78,11 +102,20 @@ from ml.pipelines.recommend_reorder import (
 )
 
 POPULAR = ("popularity", "popularity_recent", "segment")
-PERSONAL = ("item_cf", "user_cf", "content", "category")
+PERSONAL = ("item_cf", "user_cf", "content", "category", "ease", "bm25_knn", "als", "bpr")
 ALGORITHMS = POPULAR + PERSONAL
-# Simplest first, for the one-standard-error choice: the baseline, the other popularity
-# lists, the rules on the customer's own purchases, then the neighbour methods.
-CROSS_ORDER = ("popularity", "popularity_recent", "segment", "category", "content", "item_cf", "user_cf")
+# The order of the one-standard-error choice: the personal scorers first, simplest first (a
+# rule on the customer's own categories, text, the neighbour methods, the closed-form EASE,
+# then the factor models), and the lists every customer shares last. A cross-sell list is
+# meant to be personal: popularity is published only when it beats every personal candidate
+# by more than the spread between windows, never because it is the default.
+CROSS_ORDER = ("category", "content", "item_cf", "ease", "bm25_knn", "user_cf", "als", "bpr",
+               "popularity", "popularity_recent", "segment")
+# Salt of the customer hash that picks the backtest sample (the origins' own picks use 1 and 2).
+SAMPLE_SALT = 3
+# Weight of popularity inside every personal scorer, as a tie-break (see ``_Scorer.features``);
+# the personal scores are scaled to a maximum of 1 per customer.
+TIE_BREAK = 1e-3
 # The per-category cap tried against no cap: 3 of 10 from one category still lets a strong
 # category lead the list while leaving room for others.
 CATEGORY_CAP = 3
@@ -118,6 +151,10 @@ class Recommender:
     max_validation_customers : customers per backtest target: half are scored on each origin,
         half teach the blend (shared out between the origins); picked by a hash of the id.
     recent_days : the "recent" popularity window.
+    max_backtest_customers : above this many buyers, the backtest origins learn from the rows of
+        a hashed sample of this many (see ``_backtest_sample``): 10,000 customers hold enough
+        purchases to rank the candidates, and the factor models' and neighbour searches' cost on
+        the origins then stops growing with the base.
     n_threads : BLAS / OpenMP threads while fitting and suggesting (None: the libraries'
         default). One by default: the reorder classifiers fit on a few thousand pairs, where
         threads that spin-wait on a shared 2-core box cost far more than they give (a fit
@@ -127,7 +164,7 @@ class Recommender:
     def __init__(self, algorithm="auto", n=10, horizon_days=90, max_per_category="auto",
                  random_state=0, min_history=1, user_neighbours=50, item_neighbours=100,
                  text_neighbours=50, user_pool_cells=100_000_000, max_validation_customers=4_000,
-                 recent_days=30, n_threads=1):
+                 recent_days=30, n_threads=1, max_backtest_customers=10_000):
         self.algorithm = algorithm
         self.n = n
         self.horizon_days = horizon_days
@@ -141,6 +178,7 @@ class Recommender:
         self.max_validation_customers = max_validation_customers
         self.recent_days = recent_days
         self.n_threads = n_threads
+        self.max_backtest_customers = max_backtest_customers
 
     # ------------------------------------------------------------------ fit
     def fit(self, interactions, products, as_of, segments=None) -> Recommender:
@@ -168,17 +206,31 @@ class Recommender:
         self.plan_ = plan = plan_backtest(buys["occurred_at"].min(), as_of, self.horizon_days)
         self.window_days_ = window = plan.window_days or self.horizon_days
         self._text_cache = None
+        # BPR's cost grows with the purchase pairs; decided once, on the pairs as of as_of, so
+        # that every origin and the final fit have the same candidates.
+        pairs = len(buys[["customer_id", "product_id"]].drop_duplicates())
+        self.with_bpr_ = pairs <= BPR_MAX_PAIRS
+        self.ease_ = None
+        self.ease_penalty_ = EASE_LAMBDAS[-1]
         origins = []
         # Half of the customer budget is scored on each origin; the other half teaches the
         # blend, shared out between the origins.
         max_scored = max(1, self.max_validation_customers // 2)
         max_learning = max(1, max_scored // max(len(plan.cuts), 1))
-        for cut in plan.cuts:
-            history = self._history(interactions, products, cut, segments, cobuyers=False)
+        sample = self._backtest_sample(interactions, buys)
+        for k, cut in enumerate(plan.cuts):
+            history = self._history(sample, products, cut, segments, cobuyers=False)
             scorer = _Scorer(history, self._scorer_params())
             last = cut + pd.Timedelta(days=window)
+            purchases = window_purchases(sample, cut, last)
+            if k == 0 and self.algorithm in ("auto", "ease"):  # EASE's lambda, on the latest origin's learning half
+                self.ease_ = tune_ease(scorer, history, purchases, n=self.n, max_rows=max_scored,
+                                       random_state=self.random_state)
+                if self.ease_ is not None:
+                    self.ease_penalty_ = self.ease_["lambda"]
+            scorer.set_ease_penalty(self.ease_penalty_)
             origins.append(collect_origin(
-                cut, history, scorer, window_purchases(interactions, cut, last), scorer.available(),
+                cut, history, scorer, purchases, scorer.available(),
                 window_days=window, max_scored=max_scored, max_learning=max_learning,
                 random_state=self.random_state))
             del history, scorer
@@ -187,6 +239,18 @@ class Recommender:
         self._choose(origins, list(self.scorer_.available()))
         self._text_cache = None
         return self
+
+    def _backtest_sample(self, interactions, buys) -> pd.DataFrame:
+        """The rows the backtest origins learn from: every customer's, or on a base of more
+        than ``max_backtest_customers`` buyers the rows of that many of them, picked by a hash
+        of the id (the same customers whatever the row order). Every candidate is fitted and
+        scored on the same sample, so they are compared alike; the final fit uses everyone."""
+        ids = np.unique(buys["customer_id"].to_numpy(np.int64))
+        if len(ids) <= self.max_backtest_customers:
+            return interactions
+        unit = stable_unit(ids, self.random_state * 16 + SAMPLE_SALT)
+        keep = ids[np.argsort(unit, kind="stable")[:self.max_backtest_customers]]
+        return interactions.loc[interactions["customer_id"].isin(keep)]
 
     def _caps(self) -> tuple:
         if self.max_per_category == "auto":
@@ -261,7 +325,9 @@ class Recommender:
 
     def _scorer_params(self) -> dict:
         return {"user_neighbours": self.user_neighbours, "user_pool_cells": self.user_pool_cells,
-                "random_state": self.random_state}
+                "random_state": self.random_state, "n_threads": self.n_threads,
+                "ease_penalty": getattr(self, "ease_penalty_", EASE_LAMBDAS[-1]),
+                "with_bpr": getattr(self, "with_bpr_", True)}
 
     # ------------------------------------------------------------ suggest
     def recommend(self, customer_ids=None) -> pd.DataFrame:
@@ -291,6 +357,7 @@ class Recommender:
         # cross-sell output (peak memory).
         reorder = self._reorder(customer_ids[known], rows[known])
         cross = self._cross_sell(customer_ids[personal], rows[personal], n_prospects)
+        self.diversity_ = cross["diversity"]
         parts = [cross["recommendations"], self._cold(customer_ids[~known]), reorder]
         if thin.any():  # a little history: popular products, minus what they bought
             popular = {a: 1.0 for a in POPULAR if a in self.scorer_.available()}
@@ -327,7 +394,7 @@ class Recommender:
         if not names:  # e.g. "content" asked for a catalogue without text
             weights, names = {"popularity": 1.0}, ("popularity",)
         weights = {a: weights[a] for a in names}
-        parts, pool = [], []
+        parts, pool, stats = [], [], []
         n_p = scorer.n_products
         for idx in chunks(np.arange(len(rows)), scorer.chunk_rows):
             chunk = rows[idx]
@@ -335,9 +402,13 @@ class Recommender:
             score = np.zeros((len(chunk), n_p), np.float32)
             for a in names:
                 score += np.float32(weights[a]) * block[a]
-            score[scorer.excluded(chunk)] = -np.inf
+            excluded = scorer.excluded(chunk)
+            score[excluded] = -np.inf
             top, cand, cand_val = top_n(score, self.n, h.category_code, self.cross_cap_, candidates=True)
             if lists:
+                d = list_diversity(top, h.category_code, top_shared(scorer.popularity, excluded, self.n),
+                                   scorer.popularity)
+                stats.append((len(chunk), d["differs"], d["diversity"], np.unique(top[top >= 0])))
                 r, k = np.nonzero(top >= 0)
                 c = top[r, k]
                 parts.append(pd.DataFrame({
@@ -355,6 +426,7 @@ class Recommender:
                              _reason_algorithm(block, weights, names, r, c).astype(np.int8)))
         out = {}
         if lists:
+            out["diversity"] = _published_diversity(stats, int(h.active.sum()))
             frame = pd.concat(parts, ignore_index=True) if parts else _empty_pairs()
             reasons, evidence, basis = self._explain(frame["row"].to_numpy(), frame["col"].to_numpy(),
                                                      frame["alg"].to_numpy())
@@ -541,6 +613,29 @@ class Recommender:
                         {"algorithm": "content", "because_of_product_id": pid, "bought_on": d,
                          "text_similarity": t})
                 reasons[i], evidence[i] = hit
+        for name in LEARNED_SCORERS:
+            sel = np.flatnonzero((algs == ALGORITHMS.index(name)) & (rows >= 0))
+            if not len(sel) or name not in scorer._learned:
+                continue
+            first, second = _top_contributors(h.bought, rows[sel], cols[sel], scorer.learned(name).weights)
+            ids = h.product_ids
+            for i, a, b in zip(sel.tolist(), first.tolist(), second.tolist()):
+                if a < 0 and name in FACTOR_SCORERS:  # taste factors, no single product behind it
+                    reasons[i], evidence[i] = memo.setdefault((name, -1, -1), (
+                        "Customers whose purchases are like yours buy this", {"algorithm": name}))
+                    continue
+                if a < 0:  # no product of theirs points to it: the popularity tie-break placed it
+                    continue
+                hit = memo.get((name, a, b))
+                if hit is None:
+                    anchors = h.names[a] if b < 0 else f"{h.names[a]} and {h.names[b]}"
+                    if name in FACTOR_SCORERS:
+                        text = f"Customers who buy {anchors} tend to buy this too"
+                    else:
+                        text = f"Customers who bought {anchors} also bought this"
+                    hit = memo[(name, a, b)] = (text, {
+                        "algorithm": name, "because_of_product_ids": [int(ids[a])] + ([] if b < 0 else [int(ids[b])])})
+                reasons[i], evidence[i] = hit
         user_sel = np.flatnonzero(algs == ALGORITHMS.index("user_cf"))
         if len(user_sel):
             counts = scorer.neighbour_buyers(rows[user_sel], cols[user_sel]).tolist()
@@ -632,6 +727,50 @@ class _Scorer:
                                shape=(self.n_products, max(n_cat, 1)))
         self.category_counts = (h.bought @ onehot).tocsr()
         self._neighbours = {}
+        self.random_state = int(params["random_state"])
+        self.n_threads = params.get("n_threads") or 1
+        self.ease_penalty = params.get("ease_penalty", EASE_LAMBDAS[-1])
+        self.with_bpr = bool(params.get("with_bpr", True))
+        self._learned = {}
+        self._ease_gram = None
+
+    def learned(self, name: str):
+        """The fitted model of a learned scorer (``recommend_factors``), fitted on first use:
+        a final fit only pays for the scorers the choice kept."""
+        if name not in self._learned:
+            h = self.history
+            if name == "als":
+                self._learned[name] = fit_als(h.bought, h.pair_rows, self.random_state, self.n_threads)
+            elif name == "bpr":
+                self._learned[name] = fit_bpr(h.bought, self.random_state)
+            elif name == "bm25_knn":
+                self._learned[name] = fit_bm25_knn(h.bought, self.n_threads)
+            elif name == "ease":
+                self._learned[name] = self.ease_gram().solve(self.ease_penalty)
+            else:
+                raise KeyError(name)
+        return self._learned[name]
+
+    def ease_gram(self) -> EaseGram:
+        if self._ease_gram is None:
+            self._ease_gram = EaseGram(self.history.bought, ease_columns(self.history.buyers))
+        return self._ease_gram
+
+    def set_ease_penalty(self, relative: float) -> None:
+        if relative != self.ease_penalty:
+            self._learned.pop("ease", None)
+        self.ease_penalty = relative
+
+    def learned_block(self, name: str, rows) -> np.ndarray:
+        model = self.learned(name)
+        if name in FACTOR_SCORERS:
+            return _row_scale(model.block(rows))
+        if name == "ease":
+            if getattr(self, "_ease_x", None) is None or self._ease_x[0] is not model:
+                # The purchase matrix cut to EASE's columns once, not per chunk.
+                self._ease_x = (model, self.history.bought[:, model.columns].tocsr())
+            return _row_scale(model.block(self.history.bought[rows], self._ease_x[1][rows]))
+        return _row_scale(model.block(self.history.bought[rows]))
 
     def available(self) -> tuple:
         """The scorers this data supports, in CROSS_ORDER. They depend on the catalogue and
@@ -644,7 +783,11 @@ class _Scorer:
             names.append("category")
         if self.history.text_sim.nnz:
             names.append("content")
-        names += ["item_cf", "user_cf"]
+        names += ["item_cf", "user_cf", "bm25_knn", "als"]
+        if self.n_products >= 2:  # EASE on no product with two buyers yet scores 0: the tie-break
+            names.append("ease")
+        if self.with_bpr:
+            names.append("bpr")
         return tuple(a for a in CROSS_ORDER if a in names)
 
     def excluded(self, rows) -> np.ndarray:
@@ -680,12 +823,19 @@ class _Scorer:
                 out[a] = _row_scale((h.bought[rows] @ h.text_sim).toarray())
             elif a == "user_cf":
                 out[a] = _row_scale((self._neighbour_matrix(rows) @ self.pool_bought).toarray())
+            elif a in LEARNED_SCORERS:
+                out[a] = self.learned_block(a, rows)
             elif a == "category":
                 counts = self.category_counts[rows].toarray()
                 share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
                 block = share[:, np.maximum(h.category_code, 0)]
                 block[:, h.category_code < 0] = 0.0
                 out[a] = _row_scale(block)
+            if a in PERSONAL:
+                # Ties (above all the products a personal scorer has no signal for, all 0)
+                # are broken by popularity, not by column order: a thousandth of the
+                # popularity scale moves nothing the scorer tells apart.
+                out[a] += np.float32(TIE_BREAK) * self.popularity
         return out
 
     def _neighbour_matrix(self, rows) -> sp.csr_matrix:
@@ -717,6 +867,24 @@ class _Scorer:
 
 
 # ---------------------------------------------------------------------- helpers
+def _published_diversity(stats, n_active) -> dict:
+    """Coverage (distinct products listed / active products), the share of customers whose
+    list differs from their popularity list, and the mean intra-list diversity, over the
+    chunks' (customers, differs, diversity, products) of the personal cross-sell lists."""
+    if not stats:
+        return {"customers": 0, "coverage": 0.0, "differs from popularity": None, "intra-list diversity": None}
+    sizes = np.array([s[0] for s in stats], float)
+
+    def mean(values):
+        ok = [(v, w) for v, w in zip(values, sizes) if v is not None]
+        return float(np.average([v for v, _ in ok], weights=[w for _, w in ok])) if ok else None
+
+    products = np.unique(np.concatenate([s[3] for s in stats]))
+    return {"customers": int(sizes.sum()), "coverage": float(len(products) / max(n_active, 1)),
+            "products": int(len(products)), "differs from popularity": mean([s[1] for s in stats]),
+            "intra-list diversity": mean([s[2] for s in stats])}
+
+
 def _scale(v: np.ndarray) -> np.ndarray:
     m = v.max(initial=0.0)
     return v / m if m > 0 else v
@@ -763,6 +931,38 @@ def _best_anchor(bought, sim, rows, cols):
         src[start + pr[w][got]] = items[w][got]
         best[start + pr[w][got]] = s[w][got]
     return src, best
+
+
+def _top_contributors(bought, rows, cols, weights, step: int = 20_000) -> tuple:
+    """For each (customer row, product column) pair, the two products the customer bought
+    that carry the most weight towards the product in the scorer (``weights(items, targets)``:
+    EASE's or the item-kNN's item-item weight, the factor models' taste similarity). Returns
+    two column arrays, -1 where fewer products have a positive weight."""
+    first = np.full(len(rows), -1, np.int64)
+    second = np.full(len(rows), -1, np.int64)
+    for start in range(0, len(rows), step):
+        r, c = rows[start:start + step], cols[start:start + step]
+        sub = bought[r]
+        pr = np.repeat(np.arange(len(r)), np.diff(sub.indptr))
+        items = sub.indices.astype(np.int64)
+        w = np.asarray(weights(items, c[pr]), np.float64)
+        w[w <= 0] = -np.inf
+        # Pairs' entries are contiguous (CSR rows): the best and second best per pair by two
+        # reductions, the lowest column winning a tie.
+        for out in (first, second):
+            has = np.diff(sub.indptr) > 0
+            starts = sub.indptr[:-1][has]
+            if not len(starts):
+                break
+            best = np.full(len(r), -np.inf)
+            best[has] = np.maximum.reduceat(w, starts)
+            at = np.where(w == best[pr], items, np.iinfo(np.int64).max)
+            pick = np.full(len(r), -1, np.int64)
+            pick[has] = np.minimum.reduceat(at, starts)
+            ok = np.isfinite(best) & (pick >= 0)
+            out[start + np.flatnonzero(ok)] = pick[ok]
+            w[(items == pick[pr]) & ok[pr]] = -np.inf
+    return first, second
 
 
 def lookup_last(h: History, rows, cols) -> np.ndarray:
