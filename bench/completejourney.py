@@ -177,6 +177,15 @@ def replace_section(start: str, end: str, section: str, path: Path = ROOT / "BEN
     path.write_text(content)
 
 
+LOAD_AT_START = os.getloadavg()[0]
+
+
+def code_commit() -> str:
+    """The last commit that changed the product's code (ml/, crm/): what the figures measure."""
+    return subprocess.run(["git", "log", "-1", "--format=%h", "--", "ml", "crm"], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True).stdout.strip()
+
+
 def write_benchmarks(text: str, backend: str) -> None:
     start = "<!-- completejourney:start -->"
     end = "<!-- completejourney:end -->"
@@ -184,8 +193,9 @@ def write_benchmarks(text: str, backend: str) -> None:
                f"`python bench/completejourney.py --backend {backend} --write` — imports the rows on or before "
                f"2017-10-03 with `import_data`, runs `retrain --kind all --as-of 2017-10-03 --horizon-days 90 --sync` "
                f"and `export_insights`, and scores the export on 2017-10-04 .. 2018-01-01 exactly as "
-               f"../shared/data/completejourney/ANCHORS.md does. Machine: {os.cpu_count()} cores, "
-               f"{time.strftime('%Y-%m-%d')}.\n\n{text}\n{end}")
+               f"../shared/data/completejourney/ANCHORS.md does. Product code as of commit "
+               f"{code_commit()}; machine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, 1-minute load "
+               f"{LOAD_AT_START:.2f} at the start.\n\n{text}\n{end}")
     replace_section(start, end, section)
 
 
