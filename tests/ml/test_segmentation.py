@@ -16,7 +16,7 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ml.pipelines.customer_features import (  # noqa: E402
+from ml.pipelines.segmentation.features import (  # noqa: E402
     customer_features,
     features_from_rows,
     prepare_rows,

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ml.pipelines.recommend_history import History, lookup
+from ml.pipelines.recommendation.history import History, lookup
+from ml.pipelines.schema import visible
 
 
 def chunks(values, size):
@@ -278,11 +279,10 @@ def frame_top_n(frame, score, rows, n, category, cap) -> np.ndarray:
 def window_purchases(interactions, cut, last_day):
     """Purchases with a product in (cut, last_day] (days, inclusive), or None when there is
     no such purchase or none with a product on or before the cut."""
-    end = last_day + pd.Timedelta(days=1)
-    start = cut + pd.Timedelta(days=1)
     buys = interactions.loc[(interactions["type"] == "purchase") & (interactions["product_id"] >= 0)]
-    before = (buys["occurred_at"] < start).any()
-    window = buys.loc[(buys["occurred_at"] >= start) & (buys["occurred_at"] < end)]
+    seen = visible(buys, cut)
+    before = seen.any()
+    window = buys.loc[~seen & visible(buys, last_day)]
     if not before or window.empty:
         return None
     return window[["customer_id", "product_id"]]

@@ -37,9 +37,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ml.pipelines.backtest import BacktestPlan, choose
-from ml.pipelines.recommend_factors import EASE_LAMBDAS
-from ml.pipelines.recommend_history import History, lookup
-from ml.pipelines.recommend_ranking import (
+from ml.pipelines.recommendation.factors import EASE_LAMBDAS
+from ml.pipelines.recommendation.history import History, lookup
+from ml.pipelines.recommendation.ranking import (
     candidate_table,
     chunks,
     frame_top_n,
@@ -50,7 +50,7 @@ from ml.pipelines.recommend_ranking import (
     top_n,
     truth_matrix,
 )
-from ml.pipelines.recommend_reorder import (
+from ml.pipelines.recommendation.reorder import (
     LEARNED,
     MAX_TRAINING_PAIRS,
     REORDER_BASELINE,
