@@ -25,8 +25,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.cj_protocol import forecast_truth, score_forecast_export  # noqa: E402
-from ml.pipelines.forecasting import metrics as M  # noqa: E402
 from ml.pipelines.forecasting import CustomerForecaster, fit_evaluate  # noqa: E402
+from ml.pipelines.forecasting import metrics as M  # noqa: E402
 
 DATA_DIR = Path("/work/shared/data/completejourney")
 AS_OF = "2017-10-03"

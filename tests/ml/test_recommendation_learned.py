@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from ml.pipelines.recommendation import Recommender
 from ml.pipelines.recommendation.factors import EaseGram, ease_columns, fit_als
 from ml.pipelines.recommendation.ranking import list_diversity
-from ml.pipelines.recommendation import Recommender
 from tests.ml.test_recommendation import AS_OF, make_interactions, make_products
 
 
