@@ -83,8 +83,10 @@ class CustomerForecaster(BaseEstimator):
     ``with_spend_`` (amounts present), ``choice_`` (target -> choice record), ``chosen_``
     (target -> published candidate), ``targets_`` (target -> what is forecast and why),
     ``report_`` (JSON-ready backtest report: per-origin scores of every candidate, the choice,
-    the published forecast's figures on the most recent window), ``window_days_`` (label window
-    of the final fit).
+    the published forecast's figures on the most recent window), ``backtest_`` and ``outcome_``
+    (its "backtest" and "outcome", the layout every family's model has), ``window_days_`` (label
+    window of the final fit), ``final_`` (the :class:`~.candidates.CandidateFit` as of as_of) and
+    ``intervals_`` (the P10-P90 bands, None when nothing was held back).
     """
 
     def __init__(self, horizon_days=90, algorithm="auto", clv_days=365, random_state=0, n_threads=1,
@@ -146,6 +148,8 @@ class CustomerForecaster(BaseEstimator):
         self.intervals_ = self._intervals(*recent[0]) if recent else None
         report_bands = self._intervals(*recent[1]) if len(recent) > 1 else None
         self.report_ = self._report(origins, recent, report_bands)
+        # The layout every family's model shares (the same objects as in report_).
+        self.backtest_, self.outcome_ = self.report_["backtest"], self.report_["outcome"]
         return self
 
     def _published(self, outs: dict) -> tuple[dict, dict]:

@@ -56,7 +56,7 @@ def evaluate_holdout(interactions, products, as_of, horizon_days=90, segments=No
     variants["chosen"] = rec._weights()
     for name, weights in variants.items():
         lists = []
-        for chunk in chunks(rows_new, scorer.chunk_rows):
+        for chunk in chunks(rows_new, scorer.chunk_rows_):
             score = scorer.blend(chunk, weights)
             score[scorer.excluded(chunk)] = -np.inf
             lists.append(top_n(score, rec.n, h.category_code, rec.cross_cap_))

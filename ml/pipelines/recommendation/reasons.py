@@ -72,7 +72,7 @@ def explain(h: History, scorer, rows, cols, algs, recent_days: int, segment=None
             reasons[i], evidence[i] = hit
     for name in LEARNED_SCORERS:
         sel = np.flatnonzero((algs == ALGORITHMS.index(name)) & (rows >= 0))
-        if not len(sel) or name not in scorer._learned:
+        if not len(sel) or name not in scorer.learned_:
             continue
         first, second = top_contributors(h.bought, rows[sel], cols[sel], scorer.learned(name).weights)
         ids = h.product_ids
@@ -96,7 +96,7 @@ def explain(h: History, scorer, rows, cols, algs, recent_days: int, segment=None
     user_sel = np.flatnonzero(algs == ALGORITHMS.index("user_cf"))
     if len(user_sel):
         counts = scorer.neighbour_buyers(rows[user_sel], cols[user_sel]).tolist()
-        k_users = scorer.k_users
+        k_users = scorer.k_users_
         for i, c in zip(user_sel.tolist(), counts):
             hit = memo.get(("user_cf", c))
             if hit is None:
@@ -108,7 +108,7 @@ def explain(h: History, scorer, rows, cols, algs, recent_days: int, segment=None
                              & (h.category_code[cols] >= 0))
     if len(cat_sel):
         codes = h.category_code[cols[cat_sel]]
-        counts = lookup(scorer.category_counts, rows[cat_sel], codes).astype(np.int64).tolist()
+        counts = lookup(scorer.category_counts_, rows[cat_sel], codes).astype(np.int64).tolist()
         for i, code, k in zip(cat_sel.tolist(), codes.tolist(), counts):
             hit = memo.get(("category", code, k))
             if hit is None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
 from ml.pipelines.backtest import plan_backtest
@@ -101,7 +102,7 @@ class NotSupported(Exception):
     """The data cannot support recommendations at all; the message says why in words."""
 
 
-class Recommender:
+class Recommender(BaseEstimator):
     """Cross-sell and replenishment suggestions with reasons, as of a date.
 
     Parameters
@@ -189,7 +190,7 @@ class Recommender:
         sample = self._backtest_sample(interactions, buys)
         for k, cut in enumerate(plan.cuts):
             history = self._history(sample, products, cut, segments, cobuyers=False)
-            scorer = Scorer(history, self._scorer_params())
+            scorer = Scorer(**self._scorer_params()).fit(history)
             last = cut + pd.Timedelta(days=window)
             purchases = window_purchases(sample, cut, last)
             if k == 0 and self.algorithm in ("auto", "ease"):  # EASE's lambda, on the latest origin's learning half
@@ -204,7 +205,7 @@ class Recommender:
                 random_state=self.random_state))
             del history, scorer
         self.history_ = self._history(interactions, products, as_of, segments)
-        self.scorer_ = Scorer(self.history_, self._scorer_params())
+        self.scorer_ = Scorer(**self._scorer_params()).fit(self.history_)
         self._choose(origins, list(self.scorer_.available()))
         self._text_cache = None
         return self
@@ -364,8 +365,8 @@ class Recommender:
             weights, names = {"popularity": 1.0}, ("popularity",)
         weights = {a: weights[a] for a in names}
         parts, pool, stats = [], [], []
-        n_p = scorer.n_products
-        for idx in chunks(np.arange(len(rows)), scorer.chunk_rows):
+        n_p = scorer.n_products_
+        for idx in chunks(np.arange(len(rows)), scorer.chunk_rows_):
             chunk = rows[idx]
             block = scorer.features(chunk, names)
             score = np.zeros((len(chunk), n_p), np.float32)
@@ -375,8 +376,8 @@ class Recommender:
             score[excluded] = -np.inf
             top, cand, cand_val = top_n(score, self.n, h.category_code, self.cross_cap_, candidates=True)
             if lists:
-                d = list_diversity(top, h.category_code, top_shared(scorer.popularity, excluded, self.n),
-                                   scorer.popularity)
+                d = list_diversity(top, h.category_code, top_shared(scorer.popularity_, excluded, self.n),
+                                   scorer.popularity_)
                 stats.append((len(chunk), d["differs"], d["diversity"], np.unique(top[top >= 0])))
                 r, k = np.nonzero(top >= 0)
                 c = top[r, k]
@@ -429,9 +430,9 @@ class Recommender:
         seg = np.array([h.segment_of.get(int(c), -1) for c in customer_ids], np.int64)
         frames = []
         for s in np.unique(seg):
-            parts = {"popularity": scorer.popularity, "popularity_recent": scorer.popularity_recent}
+            parts = {"popularity": scorer.popularity_, "popularity_recent": scorer.popularity_recent_}
             if s >= 0:
-                parts["segment"] = scorer.segment_norm[s]
+                parts["segment"] = scorer.segment_norm_[s]
             score = sum(parts.values()) / len(parts)
             score = np.where(h.active, score, -np.inf)[None, :].astype(np.float32)
             top = top_n(score, self.n, h.category_code, self.cross_cap_)[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.pipelines.backtest import choose, plan_backtest
+from ml.pipelines.backtest import BacktestPlan, choose
 from ml.pipelines.schema import as_of_day
 from ml.pipelines.segmentation.features import features_from_rows
 from ml.pipelines.segmentation.models import assign, fit_model, json_ready
@@ -26,11 +26,12 @@ METRIC = "adjusted eta squared"
 MIN_BUYERS_FOR_AUTO = 50
 
 
-def compare_algorithms(rows: dict, as_of, features_now: pd.DataFrame, settings: dict, horizon_days: int):
+def compare_algorithms(rows: dict, as_of, features_now: pd.DataFrame, settings: dict, plan: BacktestPlan):
     """Compare the algorithms on the backtest origins; returns (algorithm, reason, basis,
     backtest table, comparison).
 
-    ``rows``: :func:`~ml.pipelines.segmentation.features.prepare_rows` up to ``as_of``;
+    ``rows``: :func:`~ml.pipelines.segmentation.features.prepare_rows` up to ``as_of``; ``plan``:
+    the backtest windows (:func:`ml.pipelines.backtest.plan_backtest` from the first purchase);
     ``features_now``: the features as of ``as_of``; ``settings``: the segmenter's
     (:meth:`CustomerSegmenter._settings`). ``comparison``: algorithm -> its mean score, its
     per-origin scores and the first origin's details ({} when nothing was compared).
@@ -40,7 +41,6 @@ def compare_algorithms(rows: dict, as_of, features_now: pd.DataFrame, settings: 
     without money) of the adjusted eta squared of that window's figures between segments.
     The choice is :func:`ml.pipelines.backtest.choose` on the negated scores, RFM first.
     """
-    plan = plan_backtest(first_purchase_day(rows), as_of, horizon_days)
     backtest = dict(plan.to_json(), target=TARGET)
     if not plan.validated:
         backtest["choice"] = {}

@@ -77,6 +77,7 @@ class CustomerSegmenter(BaseEstimator):
     comparison_ : dict algorithm -> {"score" (mean adjusted eta squared over the scored
         origins), "origins" (one score per origin, None where not scored), ...} (auto with a
         validated backtest only; empty otherwise).
+    plan_ : the :class:`~ml.pipelines.backtest.BacktestPlan` (the windows held back).
     backtest_ : the per-origin table in the layout of ``run.metrics["backtest"]``: the plan
         (:meth:`BacktestPlan.to_json`), per origin "customers", "buyers" and "scores"
         (algorithm -> {metric: value}), and "choice" {"segments": {...}} ({} when not validated).
@@ -126,14 +127,14 @@ class CustomerSegmenter(BaseEstimator):
                                    "there is nobody to segment")
         self.comparison_ = {}
         self.money_ = bool(rows["money"])
+        self.plan_ = plan = plan_backtest(first_purchase_day(rows), as_of, self.horizon_days)
         if self.algorithm == "auto":
             self.chosen_, self.chosen_reason_, self.basis_, self.backtest_, self.comparison_ = \
-                compare_algorithms(rows, as_of, features, self._settings(), self.horizon_days)
+                compare_algorithms(rows, as_of, features, self._settings(), plan)
         else:
             self.chosen_ = self.algorithm
             self.chosen_reason_ = "set by the caller"
             self.basis_ = "not validated"
-            plan = plan_backtest(first_purchase_day(rows), as_of, self.horizon_days)
             self.backtest_ = dict(plan.to_json(), target=TARGET, validated=False, origins=[],
                                   choice={}, reason=f"{self.algorithm} set by the caller: not "
                                                     f"compared on backtest windows")
