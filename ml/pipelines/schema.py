@@ -41,6 +41,8 @@ import pandas as pd
 # The stored interaction types (``crm.models.INTERACTION_TYPES``, which the pipelines may not
 # import: they are Django-free; tests/ml/test_time_zone_cut.py asserts the two are equal).
 INTERACTION_TYPES = ("purchase", "refund", "view", "email", "call", "meeting", "support", "note")
+# The types that carry money (an amount paid or refunded); every other type is a touch.
+MONEY_TYPES = ("purchase", "refund")
 
 INTERACTION_COLUMNS = (
     "customer_id", "product_id", "type", "occurred_at", "quantity", "amount", "order_ref",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ml.pipelines.backtest import choose, relative
-from ml.pipelines.forecasting import metrics as M
+from ml.pipelines.forecasting.metrics import churn_metrics, count_metrics
 from ml.pipelines.forecasting.models import BASELINES, TARGETS
 
 # Simplest first: the choice keeps the simplest candidate whose backtest scores are within the
@@ -26,9 +26,9 @@ def window_scores(out: dict, y: pd.DataFrame) -> dict:
     """One candidate's figures on a window: {"orders", "spend", "churn"} (None where it has none)."""
     churned = (y["orders"].to_numpy() == 0).astype(int)
     return {
-        "orders": None if out["orders"] is None else M.count_metrics(out["orders"], y["orders"]),
-        "spend": None if out["spend"] is None else M.count_metrics(out["spend"], y["spend"]),
-        "churn": None if out["p0"] is None else M.churn_metrics(out["p0"], churned),
+        "orders": None if out["orders"] is None else count_metrics(out["orders"], y["orders"]),
+        "spend": None if out["spend"] is None else count_metrics(out["spend"], y["spend"]),
+        "churn": None if out["p0"] is None else churn_metrics(out["p0"], churned),
     }
 
 

@@ -52,11 +52,11 @@ from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
 from ml.pipelines.backtest import MAX_ORIGINS, plan_backtest
-from ml.pipelines.forecasting import metrics as M
 from ml.pipelines.forecasting.candidates import CandidateFit, Workspace
 from ml.pipelines.forecasting.evaluation import BASELINE_OF, choose_targets, flat_scores, window_scores
 from ml.pipelines.forecasting.features import amount_share, day_number
 from ml.pipelines.forecasting.intervals import Z90, RatioQuantiles, SpendBand, total_interval
+from ml.pipelines.forecasting.metrics import decile_series, interval_coverage, reliability_table
 from ml.pipelines.forecasting.models import ALGORITHMS, BASELINES, MIN_AMOUNT_SHARE, TARGETS, no_change
 from ml.pipelines.forecasting.reasons import explain_factors
 
@@ -273,12 +273,12 @@ class CustomerForecaster(BaseEstimator):
                      "p0": outs[self.chosen_["churn"]]["p0"]}
         model = window_scores(published, y)
         churned = (y["orders"].to_numpy() == 0).astype(int)
-        model["churn"]["reliability"] = M.reliability_table(published["p0"], churned)
+        model["churn"]["reliability"] = reliability_table(published["p0"], churned)
         if bands is not None:
             lo, hi, s_lo, s_hi = self._bands(bands, published["orders"], published["spend"])
-            model["coverage"] = {"purchases_p10_p90": M.interval_coverage(lo, hi, y["orders"])}
+            model["coverage"] = {"purchases_p10_p90": interval_coverage(lo, hi, y["orders"])}
             if published["spend"] is not None:
-                model["coverage"]["spend_p10_p90"] = M.interval_coverage(s_lo, s_hi, y["spend"])
+                model["coverage"]["spend_p10_p90"] = interval_coverage(s_lo, s_hi, y["spend"])
         naive = window_scores(outs["naive rate"], y)
         change = no_change(s)
         if published["spend"] is None:
@@ -288,11 +288,11 @@ class CustomerForecaster(BaseEstimator):
             "model": model,
             "candidates": {n: window_scores(o, y) for n, o in outs.items()},
             "baselines": {"naive rate": naive, "no change": window_scores(change, y)},
-            "series": {"orders": M.decile_series(published["orders"], y["orders"])},
+            "series": {"orders": decile_series(published["orders"], y["orders"])},
             "beats_naive": bool(model["orders"]["rmse"] <= naive["orders"]["rmse"]),
         })
         if published["spend"] is not None:
-            report["series"]["spend"] = M.decile_series(published["spend"], y["spend"])
+            report["series"]["spend"] = decile_series(published["spend"], y["spend"])
         return report
 
     def _portfolio(self, recent: list) -> dict:

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from implicit.nearest_neighbours import all_pairs_knn
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from ml.pipelines.schema import as_of_day, visible
+from ml.pipelines.schema import MONEY_TYPES, as_of_day, visible
 
 EPOCH = pd.Timestamp("1970-01-01")
 DAY_NS = 86_400 * 10**9
@@ -73,7 +73,7 @@ def purchases_until(interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataF
     keep = (
         visible(interactions, as_of)
         & (interactions["product_id"] >= 0).to_numpy()
-        & interactions["type"].isin(("purchase", "refund")).to_numpy()
+        & interactions["type"].isin(MONEY_TYPES).to_numpy()
     )
     return interactions.loc[keep, ["customer_id", "product_id", "type", "occurred_at"]]
 

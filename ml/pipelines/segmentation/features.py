@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.pipelines.schema import INTERACTION_TYPES, as_of_day, end_of, visible
+from ml.pipelines.schema import INTERACTION_TYPES, MONEY_TYPES, as_of_day, end_of, visible
 
 _DAY_NS = 86_400 * 10**9
 
 # Engagement touches (everything that is not money) whose mix describes how a customer deals
 # with the company.
-TOUCH_TYPES = ("view", "email", "call", "meeting", "support", "note")
+TOUCH_TYPES = tuple(t for t in INTERACTION_TYPES if t not in MONEY_TYPES)
 OTHER_CATEGORY = "(other)"
 NO_CATEGORY = "(none)"
 CATEGORY_PREFIX = "cat_share:"

@@ -25,8 +25,7 @@ SILHOUETTE_SAMPLE = 3000
 # customer is then compared with every core point, so it is fitted on at most this many
 # buyers: 3,000 keeps the assignment of 100,000 buyers near a second.
 DBSCAN_SAMPLE = 3000
-# BLAS / OpenMP threads while clustering. The matrices are small (a sample of ~20 columns), so
-# a second thread gains little, and on a shared 2-core box (web, worker, database) threads
+
 # Classic RFM grid: row = recency score R (1..5), column = the mean of the frequency and
 # monetary scores rounded (1..5). The names are the usual marketing groups.
 RFM_GROUPS = ("Champions", "Loyal customers", "Potential loyalists", "New customers",
