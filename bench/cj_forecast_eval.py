@@ -25,8 +25,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.cj_protocol import forecast_truth, score_forecast_export  # noqa: E402
-from ml.pipelines import metrics as M  # noqa: E402
 from ml.pipelines.forecasting import CustomerForecaster, fit_evaluate  # noqa: E402
+from ml.pipelines.forecasting import metrics as M  # noqa: E402
 
 DATA_DIR = Path("/work/shared/data/completejourney")
 AS_OF = "2017-10-03"
@@ -124,7 +124,7 @@ def main(argv=None):
     print(f"chosen: {model.chosen_}   label window: {model.window_days_} days   "
           f"{'fit_evaluate' if args.fit_evaluate else 'fit'} {t1 - t0:.2f} s, predict {t2 - t1:.2f} s")
     print(f"outcome: {model.report_['outcome']['summary']}")
-    print(f"ensemble weights: {json.dumps(model.final_.weights, default=float)}")
+    print(f"ensemble weights: {json.dumps(model.final_.weights_, default=float)}")
     for c in model.report_["backtest"]["choice"].values():
         print(f"\nbacktest, {c['metric']} per window ({', '.join(o['cut'] for o in model.report_['backtest']['origins'])}):")
         for name, values in c["origins"].items():

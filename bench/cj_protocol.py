@@ -1,7 +1,7 @@
 """The scoring protocol of ../shared/data/completejourney/ANCHORS.md, on any contract frame.
 
 Shared by bench/cj_forecast_eval.py, bench/cj_recs_eval.py, bench/completejourney.py and
-bench/shapes.py; no product code here (only the metric functions of ``ml.pipelines.metrics``),
+bench/shapes.py; no product code here (only the metric functions of ``ml.pipelines.forecasting.metrics``),
 so a change to a model never changes how it is scored.
 
 Frames are contract ``interactions.csv`` rows read as text (``dtype=str``). The day of a row
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.pipelines import metrics as M
+from ml.pipelines.forecasting import metrics as M
 
 K = 10
 

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import sparse
 
 from bench.cj_protocol import K, order_keys
-from ml.pipelines.btyd import BetaGeoModel, GammaGammaModel
+from ml.pipelines.forecasting.btyd import BetaGeoModel, GammaGammaModel
 
 
 def _daily(rows: pd.DataFrame) -> pd.DataFrame:

@@ -442,7 +442,7 @@ def method_text(backend: str, results: list[dict]) -> str:
         "(read back with `manage.py shell -c`: status, publication, `metrics.outcome`). The export is scored on the "
         "shape's own rows in 2017-10-04 .. 2018-01-01 by ANCHORS.md's protocol (purchases only; missing households "
         "count as 0 orders and churn 1), next to anchors trained on the same rows and scored by the same code "
-        "(bench/shape_anchors.py: naive rate; BG/NBD from `ml.pipelines.btyd` on purchase days, x orders per "
+        "(bench/shape_anchors.py: naive rate; BG/NBD from `ml.pipelines.forecasting.btyd` on purchase days, x orders per "
         "purchase day, churn = P(no purchase in the window), spend x Gamma-Gamma; LinearRegression by the inner "
         "backtest, whose label window is 90 days, or history // 3 scaled to 90 when the history is shorter than two "
         "horizons: 30 days x3 for short_1h, 45 days x2 for short_1_5h; popularity, item-kNN = ANCHORS' item_cf, "

@@ -7,7 +7,7 @@ never model instances, so a 100,000-customer run writes its rows in seconds.
 from __future__ import annotations
 
 import io
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from crm.models import Customer, Interaction, Product
-from ml.pipelines.schema import NO_PRODUCT
+from ml.pipelines.schema import INTERACTION_COLUMNS, NO_PRODUCT, end_of
 
 # Rows fetched per round trip on SQLite (PostgreSQL streams with COPY instead).
 FETCH_SIZE = 50_000
@@ -23,8 +23,10 @@ FETCH_SIZE = 50_000
 
 def cutoff(as_of: date) -> datetime:
     """The first instant after the local day ``as_of`` (midnight in ``TIME_ZONE``): rows at or after
-    it are never read."""
-    return timezone.make_aware(datetime.combine(as_of + timedelta(days=1), time.min), timezone.get_default_timezone())
+    it are never read. The pipelines' own cut (:func:`ml.pipelines.schema.end_of`) on the frame's
+    local wall-clock times, made an instant in ``TIME_ZONE``: the database read and the pipelines
+    end the as-of day at the same moment."""
+    return timezone.make_aware(end_of(as_of).to_pydatetime(), timezone.get_default_timezone())
 
 
 def latest_interaction_day() -> date | None:
@@ -88,7 +90,7 @@ def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_cus
            # A fixed row order: the same data gives the same frame (and the same sums, to the last
            # bit) whatever order the database happens to keep its rows in after updates.
            + " ORDER BY id")
-    columns = ["customer_id", "product_id", "type", "occurred_at", "quantity", "amount", "order_ref"]
+    columns = list(INTERACTION_COLUMNS)
     frame = _read(sql, params, columns, {"customer_id": "int64", "product_id": "int64", "type": str,
                                          "quantity": "int64", "amount": "float64", "order_ref": str})
     frame["customer_id"] = frame["customer_id"].astype("int64")

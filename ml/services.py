@@ -494,8 +494,8 @@ def train_forecast(run: TrainingRun, progress) -> dict:
             (run.pk, int(r[0]), *(None if np.isnan(v) else float(v) for v in r[1:10]), r[10], _json(list(r[11])))
             for r in rows))
     return {"metrics": metrics, "chosen_algorithm": model.basis_label()[:80],
-            "artefact": _clean({"chosen": model.chosen_, "weights": model.final_.weights,
-                                "btyd": {n: model.final_.btyd[n].params_ for n in ("bgnbd", "paretonbd")},
+            "artefact": _clean({"chosen": model.chosen_, "weights": model.final_.weights_,
+                                "btyd": {n: model.final_.btyd_[n].params_ for n in ("bgnbd", "paretonbd")},
                                 "forecasts": int(len(pred))})}
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ml.pipelines.btyd import (
+from ml.pipelines.forecasting.btyd import (
     BetaGeoModel,
     GammaGammaModel,
     ParetoNBDModel,

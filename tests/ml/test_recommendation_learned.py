@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from ml.pipelines.recommend_factors import EaseGram, ease_columns, fit_als
-from ml.pipelines.recommend_ranking import list_diversity
 from ml.pipelines.recommendation import Recommender
+from ml.pipelines.recommendation.factors import EaseGram, ease_columns, fit_als
+from ml.pipelines.recommendation.ranking import list_diversity
 from tests.ml.test_recommendation import AS_OF, make_interactions, make_products
 
 
@@ -183,7 +183,7 @@ def test_train_recommendation_stores_the_diversity_and_the_models_page_shows_it(
 
 
 def test_als_on_a_big_base_folds_in_the_customers_left_out_of_its_sample(monkeypatch):
-    import ml.pipelines.recommend_factors as factors
+    import ml.pipelines.recommendation.factors as factors
 
     interactions, products, group, size = planted_blocks(seed=9, noise=0)
     customers, x = purchase_matrix(interactions, products)

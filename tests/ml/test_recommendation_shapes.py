@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.pipelines.recommend_reorder import NO_REBUYING
 from ml.pipelines.recommendation import NO_ACTIVE, NO_CATALOGUE, NotSupported, Recommender
+from ml.pipelines.recommendation.reorder import NO_REBUYING
 from tests.ml.test_recommendation import AS_OF, make_interactions, make_products
 
 

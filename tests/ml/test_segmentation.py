@@ -16,16 +16,16 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ml.pipelines.customer_features import (  # noqa: E402
-    customer_features,
-    features_from_rows,
-    prepare_rows,
-)
 from ml.pipelines.segmentation import (  # noqa: E402
     PROSPECTS,
     UNUSUAL,
     CustomerSegmenter,
     match_segments,
+)
+from ml.pipelines.segmentation.features import (  # noqa: E402
+    customer_features,
+    features_from_rows,
+    prepare_rows,
 )
 
 AS_OF = pd.Timestamp("2024-12-31")

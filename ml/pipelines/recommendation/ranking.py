@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ml.pipelines.recommend_history import History, lookup
+from ml.pipelines.recommendation.history import History, lookup
+from ml.pipelines.schema import visible
 
 
 def chunks(values, size):
@@ -73,7 +74,7 @@ def candidate_table(scorer, rows, truth, names, width=50) -> dict:
     takes its top 10 from this union, so weights can be searched without rescoring.
     """
     parts = {"cols": [], "invalid": [], "labels": [], "n_truth": [], "feats": {a: [] for a in names}}
-    for chunk in chunks(rows, scorer.chunk_rows):
+    for chunk in chunks(rows, scorer.chunk_rows_):
         block = scorer.features(chunk, names)
         excluded = scorer.excluded(chunk)
         cand = np.concatenate([top_shared(block[a][0], excluded, width) if block[a].strides[0] == 0
@@ -96,13 +97,13 @@ def candidate_table(scorer, rows, truth, names, width=50) -> dict:
                  "feats": {a: np.zeros((0, width_all), np.float32) for a in names}}
         empty["category"] = np.zeros((0, width_all), np.int64)
         empty["shared_lists"] = np.zeros((0, 10), np.int64)
-        empty["popularity"] = scorer.popularity
+        empty["popularity"] = scorer.popularity_
         return empty
     table = {k: np.concatenate(v) for k, v in parts.items() if k != "feats"}
     table["feats"] = {a: np.concatenate(v) for a, v in parts["feats"].items()}
-    table["category"] = scorer.history.category_code[table["cols"]]
+    table["category"] = scorer.history_.category_code[table["cols"]]
     table["shared_lists"] = shared_lists(scorer, rows)
-    table["popularity"] = scorer.popularity
+    table["popularity"] = scorer.popularity_
     return table
 
 
@@ -110,8 +111,8 @@ def shared_lists(scorer, rows, n: int = 10) -> np.ndarray:
     """Each customer's popularity top n (the best sellers they have not bought), as product
     columns: what "differs from popularity" compares a list with."""
     out = []
-    for chunk in chunks(rows, scorer.chunk_rows):
-        out.append(top_shared(scorer.popularity, scorer.excluded(chunk), n))
+    for chunk in chunks(rows, scorer.chunk_rows_):
+        out.append(top_shared(scorer.popularity_, scorer.excluded(chunk), n))
     return np.concatenate(out) if out else np.zeros((0, n), np.int64)
 
 
@@ -278,11 +279,10 @@ def frame_top_n(frame, score, rows, n, category, cap) -> np.ndarray:
 def window_purchases(interactions, cut, last_day):
     """Purchases with a product in (cut, last_day] (days, inclusive), or None when there is
     no such purchase or none with a product on or before the cut."""
-    end = last_day + pd.Timedelta(days=1)
-    start = cut + pd.Timedelta(days=1)
     buys = interactions.loc[(interactions["type"] == "purchase") & (interactions["product_id"] >= 0)]
-    before = (buys["occurred_at"] < start).any()
-    window = buys.loc[(buys["occurred_at"] >= start) & (buys["occurred_at"] < end)]
+    seen = visible(buys, cut)
+    before = seen.any()
+    window = buys.loc[~seen & visible(buys, last_day)]
     if not before or window.empty:
         return None
     return window[["customer_id", "product_id"]]

@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ml.pipelines.recommend_history import History, lookup
+from ml.pipelines.recommendation.history import History, lookup
 
 REORDER_CANDIDATES = ("repeat_buy", "due", "reorder_lr", "reorder_hgb")
 REORDER_BASELINE = "repeat_buy"
@@ -185,52 +185,6 @@ def reorder_labels(frame: pd.DataFrame, truth: sp.csr_matrix) -> np.ndarray:
     """1 where the pair was bought again in the window (truth: rows x products, binary)."""
     return (lookup(truth, frame["row"].to_numpy(), frame["col"].to_numpy()) > 0).astype(np.int8)
 
-
-def reorder_reason(frame: pd.DataFrame, categories) -> tuple[list[str], list[dict]]:
-    """Words and evidence for each row of a (selected) reorder frame: the re-buying that let
-    the pair in (see :func:`evidence_of`). ``categories``: category names by code."""
-    if len(frame) == 0:
-        return [], []
-    own = np.nan_to_num(frame["own_interval"].to_numpy(), nan=0.0)
-    # Rounded in numpy, then each distinct combination of figures is written once: a million
-    # rows share a few thousand reasons (and one evidence dict each, treated as read-only).
-    keys = np.column_stack([
-        frame["rebuy_evidence"].to_numpy().astype(np.int64), frame["days"].to_numpy().astype(np.int64),
-        frame["since_last"].to_numpy().astype(np.int64), np.maximum(np.rint(own), 1).astype(np.int64),
-        np.maximum(np.rint(frame["product_cycle"].to_numpy()), 1).astype(np.int64),
-        frame["repeat_buyers"].to_numpy().astype(np.int64), frame["buyers"].to_numpy().astype(np.int64),
-        frame["category"].to_numpy().astype(np.int64), frame["category_repeat_pairs"].to_numpy().astype(np.int64),
-        frame["category_pairs"].to_numpy().astype(np.int64)])
-    # Hash groups (no sort): the group of each row, and each group's first row.
-    inverse = pd.DataFrame(keys).groupby(list(range(keys.shape[1])), sort=False).ngroup().to_numpy()
-    first = np.full(int(inverse.max(initial=-1)) + 1, len(inverse), np.int64)
-    np.minimum.at(first, inverse, np.arange(len(inverse)))
-    words, proofs = [], []
-    for key in keys[first].tolist():
-        kind, days, since, every_own, cycle, repeaters, buyers, cat, cat_rep, cat_pairs = key
-        if kind == OWN:
-            hit = (f"You have bought this on {days} days, about every {every_own} days; "
-                   f"last bought {since} days ago",
-                   {"evidence": "own", "times_bought": days, "interval_days": every_own,
-                    "days_since_last": since})
-        elif kind == PRODUCT:
-            hit = (f"You bought this {since} days ago; {repeaters} of its {buyers} buyers bought it "
-                   f"again, about every {cycle} days",
-                   {"evidence": "product", "times_bought": days, "days_since_last": since,
-                    "repeat_buyers": repeaters, "buyers": buyers, "product_cycle_days": cycle})
-        else:
-            name = str(categories[cat])
-            hit = (f"You bought this {since} days ago; in {name}, customers buy the same product again "
-                   f"({cat_rep} of {cat_pairs} purchases were repeated), about every {cycle} days",
-                   {"evidence": "category", "times_bought": days, "days_since_last": since,
-                    "category": name, "category_repeat_pairs": cat_rep, "category_pairs": cat_pairs,
-                    "product_cycle_days": cycle})
-        words.append(hit[0])
-        proofs.append(hit[1])
-    inverse = inverse.ravel().tolist()
-    reasons = [words[i] for i in inverse]
-    evidence = [proofs[i] for i in inverse]
-    return reasons, evidence
 
 
 def fit_reorder_model(name: str, frame: pd.DataFrame, random_state: int, max_pairs: int = MAX_TRAINING_PAIRS):

@@ -1,8 +1,8 @@
 """One row of behaviour features per customer, as of a date.
 
-Input frames follow :mod:`ml.pipelines.schema`. Only rows with
-``occurred_at < as_of + 1 day`` are read, so the whole of the ``as_of`` day counts and nothing
-after it does. Everything is vectorised over rows (``bincount`` / ``groupby`` on integer codes):
+The segmentation family's features. Input frames follow :mod:`ml.pipelines.schema`; rows
+are cut there (:func:`ml.pipelines.schema.visible`), so the whole of the ``as_of`` day counts
+and nothing after it does. Everything is vectorised over rows (``bincount`` / ``groupby`` on integer codes):
 there is no Python loop over customers, so 10 million interactions fit in a few GB.
 """
 from __future__ import annotations
@@ -10,14 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.pipelines.schema import INTERACTION_TYPES
+from ml.pipelines.schema import INTERACTION_TYPES, MONEY_TYPES, as_of_day, end_of, visible
 
-DAY = pd.Timedelta(days=1)
 _DAY_NS = 86_400 * 10**9
 
 # Engagement touches (everything that is not money) whose mix describes how a customer deals
 # with the company.
-TOUCH_TYPES = ("view", "email", "call", "meeting", "support", "note")
+TOUCH_TYPES = tuple(t for t in INTERACTION_TYPES if t not in MONEY_TYPES)
 OTHER_CATEGORY = "(other)"
 NO_CATEGORY = "(none)"
 CATEGORY_PREFIX = "cat_share:"
@@ -28,11 +27,6 @@ FILLER_CATEGORIES = (NO_CATEGORY, OTHER_CATEGORY)
 MIN_MONEY_SHARE = 0.5
 
 _TYPE_CODE = {name: code for code, name in enumerate(INTERACTION_TYPES)}
-
-
-def as_of_day(as_of) -> pd.Timestamp:
-    """``as_of`` as a midnight timestamp (a date, a datetime or an ISO string)."""
-    return pd.Timestamp(as_of).normalize()
 
 
 def category_columns(categories) -> list[str]:
@@ -110,9 +104,8 @@ def prepare_rows(interactions: pd.DataFrame, products: pd.DataFrame,
     sum depends on the order of its terms). ``products`` may be None or empty (no catalogue).
     """
     products = _catalogue(products)
-    end = (as_of_day(until) + DAY).to_datetime64()
     occurred = interactions["occurred_at"].to_numpy(dtype="datetime64[ns]")
-    keep = np.flatnonzero(occurred < end)
+    keep = np.flatnonzero(visible(interactions, until))
     t_ns = occurred[keep].view(np.int64)
     cust = interactions["customer_id"].to_numpy(dtype=np.int64)[keep]
     type_code = pd.Categorical(interactions["type"],
@@ -166,7 +159,7 @@ def features_from_rows(prepared: dict, as_of, categories=None,
     """:func:`customer_features` as of ``as_of`` from :func:`prepare_rows` output (which must
     have been prepared until ``as_of`` or later)."""
     day = as_of_day(as_of)
-    end_ns = (day + DAY).to_datetime64().astype("datetime64[ns]").view(np.int64)
+    end_ns = end_of(day).to_datetime64().astype("datetime64[ns]").view(np.int64)
     day_ns = int(day.to_datetime64().astype("datetime64[ns]").view(np.int64))
     ids, n = prepared["ids"], len(prepared["ids"])
 

@@ -1,4 +1,4 @@
-"""Purchase history as sparse matrices, cut at ``as_of`` (part of the recommendation pipeline).
+"""Purchase history as sparse matrices, cut at ``as_of`` (:func:`ml.pipelines.schema.visible`).
 
 Everything the recommenders learn from is built here once per cut: the customer x product
 purchase matrix, per-pair timing (first / last purchase day, distinct purchase days), the
@@ -18,13 +18,10 @@ import scipy.sparse as sp
 from implicit.nearest_neighbours import all_pairs_knn
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from ml.pipelines.schema import MONEY_TYPES, as_of_day, visible
+
 EPOCH = pd.Timestamp("1970-01-01")
 DAY_NS = 86_400 * 10**9
-
-
-def as_of_day(as_of) -> pd.Timestamp:
-    """``as_of`` as a midnight timestamp; the whole day is visible (inclusive)."""
-    return pd.Timestamp(as_of).normalize().tz_localize(None)
 
 
 def day_number(ts) -> np.ndarray:
@@ -73,11 +70,10 @@ class History:
 
 def purchases_until(interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Purchase and refund rows on or before ``as_of`` (inclusive day), with a product."""
-    end = as_of + pd.Timedelta(days=1)
     keep = (
-        (interactions["occurred_at"] < end)
-        & (interactions["product_id"] >= 0)
-        & interactions["type"].isin(("purchase", "refund"))
+        visible(interactions, as_of)
+        & (interactions["product_id"] >= 0).to_numpy()
+        & interactions["type"].isin(MONEY_TYPES).to_numpy()
     )
     return interactions.loc[keep, ["customer_id", "product_id", "type", "occurred_at"]]
 

@@ -20,18 +20,18 @@ Cross-sell scorers, each giving a customer x product score computed in customer 
   neighbours;
 - ``category``: the customer's share of products bought in the product's category;
 - ``ease``, ``bm25_knn``, ``als``, ``bpr``: EASE and implicit's BM25 item-kNN, ALS and BPR
-  (:mod:`ml.pipelines.recommend_factors`: settings, the EASE cut, determinism).
+  (:mod:`ml.pipelines.recommendation.factors`: settings, the EASE cut, determinism).
 
 Every personal scorer breaks its ties by popularity (a thousandth of its scale), so the
 products it has no signal for come in best-seller order rather than in column order.
 
 ``algorithm="auto"`` chooses on rolling backtest origins (:mod:`ml.pipelines.backtest`,
-:mod:`ml.pipelines.recommend_backtest`): each scorer with and without the per-category
+:mod:`ml.pipelines.recommendation.backtest`): each scorer with and without the per-category
 cap, the personal scorers first and the popularity lists last (popularity, the baseline, is
 published only when it beats every personal candidate beyond the spread between windows),
 and a blend of the scorers kept only when it beats the best single one on every origin.
 On a base of more than ``max_backtest_customers`` buyers the origins learn from a hashed
-sample of them. Replenishment (:mod:`ml.pipelines.recommend_reorder`) is chosen the same way,
+sample of them. Replenishment (:mod:`ml.pipelines.recommendation.reorder`) is chosen the same way,
 repeat-buy being its baseline, and only ever lists products with evidence of re-buying. With
 too little history for a backtest window (see ``plan_backtest``) the baselines are used:
 popularity and repeat-buy, uncapped (nothing could show a personal list is better).
@@ -42,10 +42,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
 from ml.pipelines.backtest import plan_backtest
-from ml.pipelines.recommend_backtest import (
+from ml.pipelines.recommendation.backtest import (
     CROSS_BASELINE,
     backtest_record,
     choose_cross_sell,
@@ -56,66 +57,39 @@ from ml.pipelines.recommend_backtest import (
     tune_ease,
     variant_name,
 )
-from ml.pipelines.recommend_factors import (
-    BPR_MAX_PAIRS,
-    EASE_LAMBDAS,
-    FACTOR_SCORERS,
-    LEARNED_SCORERS,
-    EaseGram,
-    ease_columns,
-    fit_als,
-    fit_bm25_knn,
-    fit_bpr,
-)
-from ml.pipelines.recommend_history import (
+from ml.pipelines.recommendation.factors import BPR_MAX_PAIRS, EASE_LAMBDAS
+from ml.pipelines.recommendation.history import (
     History,
-    as_of_day,
     build_history,
     catalogue_purchases,
     lookup,
     text_similarity,
     top_k_per_row,
 )
-from ml.pipelines.recommend_ranking import (
+from ml.pipelines.recommendation.ranking import (
     chunks,
-    frame_top_n,
     list_diversity,
     rank_frame,
-    ranking_metrics,
     stable_unit,
     top_n,
     top_shared,
-    truth_matrix,
     window_purchases,
 )
-from ml.pipelines.recommend_reorder import (
+from ml.pipelines.recommendation.reasons import explain, reason_algorithm, reorder_reason, similar_reasons
+from ml.pipelines.recommendation.reorder import (
     LEARNED,
     NO_REBUYING,
     REORDER_BASELINE,
-    due_score,
     has_evidence,
     not_due,
     reorder_frame,
-    reorder_reason,
-    repeat_buy_score,
     score_reorder,
 )
+from ml.pipelines.recommendation.scorers import ALGORITHMS, POPULAR, Scorer
+from ml.pipelines.schema import as_of_day
 
-POPULAR = ("popularity", "popularity_recent", "segment")
-PERSONAL = ("item_cf", "user_cf", "content", "category", "ease", "bm25_knn", "als", "bpr")
-ALGORITHMS = POPULAR + PERSONAL
-# The order of the one-standard-error choice: the personal scorers first, simplest first (a
-# rule on the customer's own categories, text, the neighbour methods, the closed-form EASE,
-# then the factor models), and the lists every customer shares last. A cross-sell list is
-# meant to be personal: popularity is published only when it beats every personal candidate
-# by more than the spread between windows, never because it is the default.
-CROSS_ORDER = ("category", "content", "item_cf", "ease", "bm25_knn", "user_cf", "als", "bpr",
-               "popularity", "popularity_recent", "segment")
 # Salt of the customer hash that picks the backtest sample (the origins' own picks use 1 and 2).
 SAMPLE_SALT = 3
-# Weight of popularity inside every personal scorer, as a tie-break (see ``_Scorer.features``);
-# the personal scores are scaled to a maximum of 1 per customer.
-TIE_BREAK = 1e-3
 # The per-category cap tried against no cap: 3 of 10 from one category still lets a strong
 # category lead the list while leaving room for others.
 CATEGORY_CAP = 3
@@ -123,16 +97,12 @@ CATEGORY_CAP = 3
 NO_CATALOGUE = "no product catalogue: purchases carry no product, so there are no recommendations"
 NO_ACTIVE = "no active product: every product of the catalogue is inactive, so nothing is suggested"
 
-# Dense per-chunk score blocks are chunk x products float32; ~4M cells (16 MB) per block
-# keeps a handful of blocks well under 200 MB whatever the catalogue size.
-CHUNK_CELLS = 4_000_000
-
 
 class NotSupported(Exception):
     """The data cannot support recommendations at all; the message says why in words."""
 
 
-class Recommender:
+class Recommender(BaseEstimator):
     """Cross-sell and replenishment suggestions with reasons, as of a date.
 
     Parameters
@@ -220,7 +190,7 @@ class Recommender:
         sample = self._backtest_sample(interactions, buys)
         for k, cut in enumerate(plan.cuts):
             history = self._history(sample, products, cut, segments, cobuyers=False)
-            scorer = _Scorer(history, self._scorer_params())
+            scorer = Scorer(**self._scorer_params()).fit(history)
             last = cut + pd.Timedelta(days=window)
             purchases = window_purchases(sample, cut, last)
             if k == 0 and self.algorithm in ("auto", "ease"):  # EASE's lambda, on the latest origin's learning half
@@ -235,7 +205,7 @@ class Recommender:
                 random_state=self.random_state))
             del history, scorer
         self.history_ = self._history(interactions, products, as_of, segments)
-        self.scorer_ = _Scorer(self.history_, self._scorer_params())
+        self.scorer_ = Scorer(**self._scorer_params()).fit(self.history_)
         self._choose(origins, list(self.scorer_.available()))
         self._text_cache = None
         return self
@@ -395,8 +365,8 @@ class Recommender:
             weights, names = {"popularity": 1.0}, ("popularity",)
         weights = {a: weights[a] for a in names}
         parts, pool, stats = [], [], []
-        n_p = scorer.n_products
-        for idx in chunks(np.arange(len(rows)), scorer.chunk_rows):
+        n_p = scorer.n_products_
+        for idx in chunks(np.arange(len(rows)), scorer.chunk_rows_):
             chunk = rows[idx]
             block = scorer.features(chunk, names)
             score = np.zeros((len(chunk), n_p), np.float32)
@@ -406,15 +376,15 @@ class Recommender:
             score[excluded] = -np.inf
             top, cand, cand_val = top_n(score, self.n, h.category_code, self.cross_cap_, candidates=True)
             if lists:
-                d = list_diversity(top, h.category_code, top_shared(scorer.popularity, excluded, self.n),
-                                   scorer.popularity)
+                d = list_diversity(top, h.category_code, top_shared(scorer.popularity_, excluded, self.n),
+                                   scorer.popularity_)
                 stats.append((len(chunk), d["differs"], d["diversity"], np.unique(top[top >= 0])))
                 r, k = np.nonzero(top >= 0)
                 c = top[r, k]
                 parts.append(pd.DataFrame({
                     "row": chunk[r], "customer_id": customer_ids[idx][r], "rank": k + 1,
                     "col": c, "score": score[r, c].astype(float),
-                    "alg": _reason_algorithm(block, weights, names, r, c),
+                    "alg": reason_algorithm(block, weights, names, r, c),
                 }))
             if n_prospects:
                 # Prospects come from each customer's best ~50 products: a customer is
@@ -423,7 +393,7 @@ class Recommender:
                 r, k = np.nonzero(np.isfinite(cand_val))
                 c = cand[r, k]
                 pool.append((chunk[r].astype(np.int32), c.astype(np.int32), cand_val[r, k],
-                             _reason_algorithm(block, weights, names, r, c).astype(np.int8)))
+                             reason_algorithm(block, weights, names, r, c).astype(np.int8)))
         out = {}
         if lists:
             out["diversity"] = _published_diversity(stats, int(h.active.sum()))
@@ -460,9 +430,9 @@ class Recommender:
         seg = np.array([h.segment_of.get(int(c), -1) for c in customer_ids], np.int64)
         frames = []
         for s in np.unique(seg):
-            parts = {"popularity": scorer.popularity, "popularity_recent": scorer.popularity_recent}
+            parts = {"popularity": scorer.popularity_, "popularity_recent": scorer.popularity_recent_}
             if s >= 0:
-                parts["segment"] = scorer.segment_norm[s]
+                parts["segment"] = scorer.segment_norm_[s]
             score = sum(parts.values()) / len(parts)
             score = np.where(h.active, score, -np.inf)[None, :].astype(np.float32)
             top = top_n(score, self.n, h.category_code, self.cross_cap_)[0]
@@ -549,321 +519,17 @@ class Recommender:
         frame["rank"] = frame.groupby("src").cumcount() + 1
         co = lookup(h.item_cobuyers, frame["src"].to_numpy(), frame["dst"].to_numpy())
         text = lookup(h.text_sim, frame["src"].to_numpy(), frame["dst"].to_numpy())
-        reasons, evidence = [], []
-        for src, dst, n_co, t in zip(frame["src"].to_numpy(), frame["dst"].to_numpy(), co, text):
-            if n_co > 0:
-                reasons.append(f"Bought together with {h.names[src]} by {int(n_co)} customers")
-                evidence.append({"co_buyers": int(n_co)})
-            else:
-                reasons.append(_text_reason(h, src, dst))
-                evidence.append({"text_similarity": round(float(t), 4)})
+        reasons, evidence = similar_reasons(h, frame["src"].to_numpy(), frame["dst"].to_numpy(), co, text)
         return pd.DataFrame({
             "product_id": h.product_ids[frame["src"].to_numpy()], "rank": frame["rank"].to_numpy(np.int64),
             "similar_product_id": h.product_ids[frame["dst"].to_numpy()],
             "score": frame["score"].to_numpy(float), "reason": _obj(reasons), "evidence": _obj(evidence),
         })
 
-    # ------------------------------------------------------------ reasons
     def _explain(self, rows, cols, algs, segment=None) -> tuple[list, list, list]:
-        """Words, evidence and basis for (customer row, product column) pairs.
-
-        ``algs`` holds the index (in ALGORITHMS) of the scorer that contributed most.
-        """
-        h, scorer = self.history_, self.scorer_
-        n = len(rows)
-        reasons = [""] * n
-        evidence = [None] * n
-        basis = ["personal"] * n
-        algs = np.asarray(algs)
-        # Equal reasons share one string and one evidence dict (memory on big bases);
-        # the dicts are read-only for callers.
-        memo = {}
-        anchor = {}
-        for name, sim in (("item_cf", h.item_sim), ("content", h.text_sim)):
-            sel = np.flatnonzero(algs == ALGORITHMS.index(name))
-            if len(sel):
-                anchor[name] = (sel, *_best_anchor(h.bought, sim, rows[sel], cols[sel]))
-        if "item_cf" in anchor:
-            sel, src, _ = anchor["item_cf"]
-            co = lookup(h.item_cobuyers, np.maximum(src, 0), cols[sel]).astype(np.int64).tolist()
-            pids = h.product_ids[np.maximum(src, 0)].tolist()
-            for i, s, c, pid in zip(sel.tolist(), src.tolist(), co, pids):
-                if s < 0:
-                    continue
-                hit = memo.get(("item_cf", s, c))
-                if hit is None:
-                    hit = memo[("item_cf", s, c)] = (
-                        f"Customers who buy {h.names[s]} also buy this ({c} of them)",
-                        {"algorithm": "item_cf", "because_of_product_id": pid, "co_buyers": c})
-                reasons[i], evidence[i] = hit
-        if "content" in anchor:
-            sel, src, sims = anchor["content"]
-            last = pd.DatetimeIndex(lookup_last(h, rows[sel], np.maximum(src, 0)).astype("datetime64[D]"))
-            months = last.strftime("%B %Y").tolist()
-            days = last.strftime("%Y-%m-%d").tolist()
-            pids = h.product_ids[np.maximum(src, 0)].tolist()
-            for i, s, m, d, t, pid in zip(sel.tolist(), src.tolist(), months, days,
-                                          np.round(sims, 4).tolist(), pids):
-                if s < 0:
-                    continue
-                hit = memo.get(("content", s, d, t))
-                if hit is None:
-                    hit = memo[("content", s, d, t)] = (
-                        f"Similar to {h.names[s]}, which you bought in {m}",
-                        {"algorithm": "content", "because_of_product_id": pid, "bought_on": d,
-                         "text_similarity": t})
-                reasons[i], evidence[i] = hit
-        for name in LEARNED_SCORERS:
-            sel = np.flatnonzero((algs == ALGORITHMS.index(name)) & (rows >= 0))
-            if not len(sel) or name not in scorer._learned:
-                continue
-            first, second = _top_contributors(h.bought, rows[sel], cols[sel], scorer.learned(name).weights)
-            ids = h.product_ids
-            for i, a, b in zip(sel.tolist(), first.tolist(), second.tolist()):
-                if a < 0 and name in FACTOR_SCORERS:  # taste factors, no single product behind it
-                    reasons[i], evidence[i] = memo.setdefault((name, -1, -1), (
-                        "Customers whose purchases are like yours buy this", {"algorithm": name}))
-                    continue
-                if a < 0:  # no product of theirs points to it: the popularity tie-break placed it
-                    continue
-                hit = memo.get((name, a, b))
-                if hit is None:
-                    anchors = h.names[a] if b < 0 else f"{h.names[a]} and {h.names[b]}"
-                    if name in FACTOR_SCORERS:
-                        text = f"Customers who buy {anchors} tend to buy this too"
-                    else:
-                        text = f"Customers who bought {anchors} also bought this"
-                    hit = memo[(name, a, b)] = (text, {
-                        "algorithm": name, "because_of_product_ids": [int(ids[a])] + ([] if b < 0 else [int(ids[b])])})
-                reasons[i], evidence[i] = hit
-        user_sel = np.flatnonzero(algs == ALGORITHMS.index("user_cf"))
-        if len(user_sel):
-            counts = scorer.neighbour_buyers(rows[user_sel], cols[user_sel]).tolist()
-            k_users = scorer.k_users
-            for i, c in zip(user_sel.tolist(), counts):
-                hit = memo.get(("user_cf", c))
-                if hit is None:
-                    hit = memo[("user_cf", c)] = (
-                        f"{c} of the {k_users} customers whose purchases are most like yours bought this",
-                        {"algorithm": "user_cf", "similar_customers_who_bought": c, "neighbours": k_users})
-                reasons[i], evidence[i] = hit
-        cat_sel = np.flatnonzero((algs == ALGORITHMS.index("category")) & (rows >= 0)
-                                 & (h.category_code[cols] >= 0))
-        if len(cat_sel):
-            codes = h.category_code[cols[cat_sel]]
-            counts = lookup(scorer.category_counts, rows[cat_sel], codes).astype(np.int64).tolist()
-            for i, code, k in zip(cat_sel.tolist(), codes.tolist(), counts):
-                hit = memo.get(("category", code, k))
-                if hit is None:
-                    cat = h.categories[code]
-                    hit = memo[("category", code, k)] = (
-                        f"You often buy {cat} ({k} products so far)",
-                        {"algorithm": "category", "category": str(cat), "products_bought_in_category": k})
-                reasons[i], evidence[i] = hit
-        rest = [i for i in range(n) if not reasons[i]]
-        recent_days = self.recent_days
-        for i in rest:
-            a = ALGORITHMS[algs[i]]
-            c = cols[i]
-            seg = segment if rows[i] < 0 else h.customer_segment[rows[i]]
-            basis[i] = "popular"
-            key = (a, c, seg if a == "segment" else None)
-            if key in memo:
-                reasons[i], evidence[i] = memo[key]
-                continue
-            if a == "segment" and seg is not None and seg >= 0:
-                name = h.segment_names[seg]
-                k = int(h.segment_buyers[seg, c])
-                reasons[i] = f"Popular with {name} ({k} of them bought it)"
-                evidence[i] = {"algorithm": "segment", "segment": str(name), "segment_buyers": k}
-            elif a == "popularity_recent":
-                k = int(h.recent_buyers[c])
-                reasons[i] = f"Popular right now: {k} customers bought it in the last {recent_days} days"
-                evidence[i] = {"algorithm": "popularity_recent", "recent_buyers": k, "days": recent_days}
-            else:
-                k = int(h.buyers[c])
-                reasons[i] = f"A best seller: bought by {k} customers"
-                evidence[i] = {"algorithm": "popularity", "buyers": k}
-            memo[key] = (reasons[i], evidence[i])
-        return reasons, evidence, basis
-
-
-# ---------------------------------------------------------------------- scorers
-class _Scorer:
-    """Per-chunk score blocks (rows x products, float32, each row scaled to max 1)."""
-
-    def __init__(self, history: History, params: dict):
-        h = self.history = history
-        self.n_products = h.n_products
-        n_customers = h.bought.shape[0]
-        self.chunk_rows = int(max(64, min(4096, CHUNK_CELLS // max(self.n_products, 1))))
-        self.popularity = _scale(np.log1p(h.buyers)).astype(np.float32)
-        self.popularity_recent = _scale(np.log1p(h.recent_buyers) + 1e-3 * np.log1p(h.buyers)).astype(np.float32)
-        self.segment_norm = None
-        if h.segment_buyers is not None and len(h.segment_buyers):
-            seg = np.log1p(h.segment_buyers)
-            self.segment_norm = (seg / np.maximum(seg.max(axis=1, keepdims=True), 1e-12)).astype(np.float32)
-        # Customers' rows weighted by product IDF then L2-normalised: sharing a rare product
-        # says more about two customers' tastes than sharing milk.
-        idf = np.log1p(n_customers / np.maximum(h.buyers, 1.0)).astype(np.float32)
-        x = (h.bought @ sp.diags(idf)).tocsr()
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        self.user_x = (sp.diags((1.0 / norms).astype(np.float32)) @ x).tocsr()
-        self.k_users = int(params["user_neighbours"])
-        pool_size = int(min(n_customers, max(self.k_users + 1, params["user_pool_cells"] // max(n_customers, 1))))
-        rng = np.random.default_rng(params["random_state"])
-        self.pool = np.arange(n_customers) if pool_size >= n_customers else np.sort(
-            rng.choice(n_customers, pool_size, replace=False))
-        self.pool_pos = np.full(n_customers, -1, np.int64)
-        self.pool_pos[self.pool] = np.arange(len(self.pool))
-        self.pool_xt = self.user_x[self.pool].T.tocsr()
-        self.pool_bought = h.bought[self.pool].tocsr()
-        self._pool_keys = None
-        cats = h.category_code
-        has = cats >= 0
-        n_cat = int(cats.max(initial=-1)) + 1
-        onehot = sp.csr_matrix((np.ones(has.sum(), np.float32), (np.flatnonzero(has), cats[has])),
-                               shape=(self.n_products, max(n_cat, 1)))
-        self.category_counts = (h.bought @ onehot).tocsr()
-        self._neighbours = {}
-        self.random_state = int(params["random_state"])
-        self.n_threads = params.get("n_threads") or 1
-        self.ease_penalty = params.get("ease_penalty", EASE_LAMBDAS[-1])
-        self.with_bpr = bool(params.get("with_bpr", True))
-        self._learned = {}
-        self._ease_gram = None
-
-    def learned(self, name: str):
-        """The fitted model of a learned scorer (``recommend_factors``), fitted on first use:
-        a final fit only pays for the scorers the choice kept."""
-        if name not in self._learned:
-            h = self.history
-            if name == "als":
-                self._learned[name] = fit_als(h.bought, h.pair_rows, self.random_state, self.n_threads)
-            elif name == "bpr":
-                self._learned[name] = fit_bpr(h.bought, self.random_state)
-            elif name == "bm25_knn":
-                self._learned[name] = fit_bm25_knn(h.bought, self.n_threads)
-            elif name == "ease":
-                self._learned[name] = self.ease_gram().solve(self.ease_penalty)
-            else:
-                raise KeyError(name)
-        return self._learned[name]
-
-    def ease_gram(self) -> EaseGram:
-        if self._ease_gram is None:
-            self._ease_gram = EaseGram(self.history.bought, ease_columns(self.history.buyers))
-        return self._ease_gram
-
-    def set_ease_penalty(self, relative: float) -> None:
-        if relative != self.ease_penalty:
-            self._learned.pop("ease", None)
-        self.ease_penalty = relative
-
-    def learned_block(self, name: str, rows) -> np.ndarray:
-        model = self.learned(name)
-        if name in FACTOR_SCORERS:
-            return _row_scale(model.block(rows))
-        if name == "ease":
-            if getattr(self, "_ease_x", None) is None or self._ease_x[0] is not model:
-                # The purchase matrix cut to EASE's columns once, not per chunk.
-                self._ease_x = (model, self.history.bought[:, model.columns].tocsr())
-            return _row_scale(model.block(self.history.bought[rows], self._ease_x[1][rows]))
-        return _row_scale(model.block(self.history.bought[rows]))
-
-    def available(self) -> tuple:
-        """The scorers this data supports, in CROSS_ORDER. They depend on the catalogue and
-        the segments only (not on who bought what by a date), so every backtest origin and
-        the final fit have the same ones."""
-        names = ["popularity", "popularity_recent"]
-        if self.segment_norm is not None:
-            names.append("segment")
-        if (self.history.category_code >= 0).any():
-            names.append("category")
-        if self.history.text_sim.nnz:
-            names.append("content")
-        names += ["item_cf", "user_cf", "bm25_knn", "als"]
-        if self.n_products >= 2:  # EASE on no product with two buyers yet scores 0: the tie-break
-            names.append("ease")
-        if self.with_bpr:
-            names.append("bpr")
-        return tuple(a for a in CROSS_ORDER if a in names)
-
-    def excluded(self, rows) -> np.ndarray:
-        """Bought before, refunded (and not bought again) or inactive: never suggested."""
-        h = self.history
-        out = (h.bought[rows] + h.blocked[rows]).toarray() > 0
-        out |= ~h.active[None, :]
-        return out
-
-    def blend(self, rows, weights: dict) -> np.ndarray:
-        block = self.features(rows, tuple(weights))
-        score = np.zeros((len(rows), self.n_products), np.float32)
-        for a, w in weights.items():
-            score += np.float32(w) * block[a]
-        return score
-
-    def features(self, rows, names) -> dict:
-        h = self.history
-        out = {}
-        for a in names:
-            if a == "popularity":
-                out[a] = np.broadcast_to(self.popularity, (len(rows), self.n_products))
-            elif a == "popularity_recent":
-                out[a] = np.broadcast_to(self.popularity_recent, (len(rows), self.n_products))
-            elif a == "segment":
-                seg = h.customer_segment[rows]
-                block = self.segment_norm[np.maximum(seg, 0)].copy()
-                block[seg < 0] = 0.0
-                out[a] = block
-            elif a == "item_cf":
-                out[a] = _row_scale((h.bought[rows] @ h.item_sim).toarray())
-            elif a == "content":
-                out[a] = _row_scale((h.bought[rows] @ h.text_sim).toarray())
-            elif a == "user_cf":
-                out[a] = _row_scale((self._neighbour_matrix(rows) @ self.pool_bought).toarray())
-            elif a in LEARNED_SCORERS:
-                out[a] = self.learned_block(a, rows)
-            elif a == "category":
-                counts = self.category_counts[rows].toarray()
-                share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-                block = share[:, np.maximum(h.category_code, 0)]
-                block[:, h.category_code < 0] = 0.0
-                out[a] = _row_scale(block)
-            if a in PERSONAL:
-                # Ties (above all the products a personal scorer has no signal for, all 0)
-                # are broken by popularity, not by column order: a thousandth of the
-                # popularity scale moves nothing the scorer tells apart.
-                out[a] += np.float32(TIE_BREAK) * self.popularity
-        return out
-
-    def _neighbour_matrix(self, rows) -> sp.csr_matrix:
-        """The k most similar pool customers of each row, as a sparse similarity matrix."""
-        sims = (self.user_x[rows] @ self.pool_xt).toarray()
-        own = self.pool_pos[rows]
-        sims[np.flatnonzero(own >= 0), own[own >= 0]] = 0.0
-        k = min(self.k_users, sims.shape[1])
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(sims.shape[1]), (len(rows), 1))
-        val = np.take_along_axis(sims, top, 1)
-        r = np.repeat(np.arange(len(rows)), top.shape[1])
-        keep = val.ravel() > 0
-        return sp.csr_matrix((val.ravel()[keep], (r[keep], top.ravel()[keep])), shape=(len(rows), sims.shape[1]))
-
-    def neighbour_buyers(self, rows, cols) -> np.ndarray:
-        """How many of the row's nearest customers bought the product (for the reason)."""
-        out = np.zeros(len(rows), np.int64)
-        if self._pool_keys is None:
-            pb = self.pool_bought
-            self._pool_keys = np.repeat(np.arange(pb.shape[0], dtype=np.int64), np.diff(pb.indptr)) * pb.shape[1] + pb.indices
-        for start in range(0, len(rows), 2048):
-            r, c = rows[start:start + 2048], cols[start:start + 2048]
-            nb = self._neighbour_matrix(r).tocsr()
-            nr = np.repeat(np.arange(len(r)), np.diff(nb.indptr))
-            hit = lookup(self.pool_bought, nb.indices, c[nr], self._pool_keys) > 0
-            out[start:start + len(r)] = np.bincount(nr[hit], minlength=len(r))
-        return out
-
+        """Words, evidence and basis for (customer row, product column) pairs (see
+        :func:`ml.pipelines.recommendation.reasons.explain`)."""
+        return explain(self.history_, self.scorer_, rows, cols, algs, self.recent_days, segment=segment)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -885,99 +551,6 @@ def _published_diversity(stats, n_active) -> dict:
             "intra-list diversity": mean([s[2] for s in stats])}
 
 
-def _scale(v: np.ndarray) -> np.ndarray:
-    m = v.max(initial=0.0)
-    return v / m if m > 0 else v
-
-
-def _row_scale(block: np.ndarray) -> np.ndarray:
-    """Each row to max 1, so scorers with different units can be blended per customer."""
-    block = block.astype(np.float32, copy=False)
-    m = block.max(axis=1, keepdims=True)
-    np.divide(block, m, out=block, where=m > 0)
-    return block
-
-
-def _reason_algorithm(block, weights, names, r, c) -> np.ndarray:
-    """Index in ALGORITHMS of the scorer contributing most to each (r, c)."""
-    positive = [a for a in names if weights[a] > 0] or list(names)
-    contrib = np.column_stack([weights[a] * block[a][r, c] for a in positive]) if len(r) else np.zeros((0, 1))
-    best = contrib.argmax(axis=1) if len(r) else np.zeros(0, np.int64)
-    # A personal scorer with no signal for this pair should not be quoted as the reason.
-    idx = np.array([ALGORITHMS.index(a) for a in positive])
-    return idx[best]
-
-
-def _best_anchor(bought, sim, rows, cols):
-    """For each pair, the product the customer bought that is most similar to cols.
-
-    Looks up sim[i, col] for every product i the customer bought (a customer buys tens
-    of products; a popular target can have thousands of neighbours pointing at it, so the
-    search goes from the customer's side). Returns (anchor column or -1, its similarity).
-    """
-    src = np.full(len(rows), -1, np.int64)
-    best = np.zeros(len(rows))
-    sim_keys = np.repeat(np.arange(sim.shape[0], dtype=np.int64), np.diff(sim.indptr)) * sim.shape[1] + sim.indices
-    for start in range(0, len(rows), 50_000):
-        r, c = rows[start:start + 50_000], cols[start:start + 50_000]
-        sub = bought[r]
-        pr = np.repeat(np.arange(len(r)), np.diff(sub.indptr))
-        items = sub.indices
-        s = lookup(sim, items, c[pr], sim_keys)
-        order = np.lexsort((-s, pr))
-        first = np.r_[True, pr[order][1:] != pr[order][:-1]]
-        w = order[first]
-        got = s[w] > 0
-        src[start + pr[w][got]] = items[w][got]
-        best[start + pr[w][got]] = s[w][got]
-    return src, best
-
-
-def _top_contributors(bought, rows, cols, weights, step: int = 20_000) -> tuple:
-    """For each (customer row, product column) pair, the two products the customer bought
-    that carry the most weight towards the product in the scorer (``weights(items, targets)``:
-    EASE's or the item-kNN's item-item weight, the factor models' taste similarity). Returns
-    two column arrays, -1 where fewer products have a positive weight."""
-    first = np.full(len(rows), -1, np.int64)
-    second = np.full(len(rows), -1, np.int64)
-    for start in range(0, len(rows), step):
-        r, c = rows[start:start + step], cols[start:start + step]
-        sub = bought[r]
-        pr = np.repeat(np.arange(len(r)), np.diff(sub.indptr))
-        items = sub.indices.astype(np.int64)
-        w = np.asarray(weights(items, c[pr]), np.float64)
-        w[w <= 0] = -np.inf
-        # Pairs' entries are contiguous (CSR rows): the best and second best per pair by two
-        # reductions, the lowest column winning a tie.
-        for out in (first, second):
-            has = np.diff(sub.indptr) > 0
-            starts = sub.indptr[:-1][has]
-            if not len(starts):
-                break
-            best = np.full(len(r), -np.inf)
-            best[has] = np.maximum.reduceat(w, starts)
-            at = np.where(w == best[pr], items, np.iinfo(np.int64).max)
-            pick = np.full(len(r), -1, np.int64)
-            pick[has] = np.minimum.reduceat(at, starts)
-            ok = np.isfinite(best) & (pick >= 0)
-            out[start + np.flatnonzero(ok)] = pick[ok]
-            w[(items == pick[pr]) & ok[pr]] = -np.inf
-    return first, second
-
-
-def lookup_last(h: History, rows, cols) -> np.ndarray:
-    keys = h.pair_keys()
-    q = rows.astype(np.int64) * h.n_products + cols
-    pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
-    return np.where(keys[pos] == q, h.pair_last[pos], h.as_of_day)
-
-
-def _text_reason(h: History, src, dst) -> str:
-    if h.category_code[src] >= 0 and h.category_code[src] == h.category_code[dst]:
-        return f"Similar to {h.names[src]}: same category ({h.categories[h.category_code[src]]})"
-    return f"Similar description to {h.names[src]}"
-
-
 def _obj(values, n=None) -> pd.Series:
     """An object column: strings and dicts stay shared Python objects (a repeated reason
     is stored once) instead of being copied into an Arrow string column."""
@@ -997,60 +570,3 @@ def _empty_frame() -> pd.DataFrame:
                          "rank": np.zeros(0, np.int64), "product_id": np.zeros(0, np.int64),
                          "score": np.zeros(0), "reason": pd.Series([], dtype=object),
                          "evidence": pd.Series([], dtype=object), "basis": pd.Series([], dtype=object)})
-
-
-# ---------------------------------------------------------------------- evaluation
-def evaluate_holdout(interactions, products, as_of, horizon_days=90, segments=None, **params) -> dict:
-    """Time split: fit as of ``as_of - horizon_days``, score on the following window.
-
-    Cross-sell lists are scored in "new" mode (only products new to the customer count,
-    previously bought ones removed from truth) and reorder lists in "any" mode. The
-    catalogue is the products bought on or before the cut; customers scored are those
-    with a purchase before the cut and a catalogue purchase in the window. Returns
-    ``{"new": {scorer: metrics}, "any": {...}, "chosen": ..., "validation": ...}``.
-    """
-    as_of = as_of_day(as_of)
-    cut = as_of - pd.Timedelta(days=horizon_days)
-    rec = Recommender(horizon_days=horizon_days, **params).fit(interactions, products, cut, segments)
-    h = rec.history_
-    result = {"new": {}, "any": {}, "chosen": _jsonable(rec.chosen_), "reorder_chosen": rec.reorder_chosen_,
-              "validation": _jsonable(rec.candidates_)}
-    window = window_purchases(interactions, cut, as_of)
-    if window is None:
-        return result
-    truth_any = truth_matrix(h, window)
-    catalogue = h.buyers > 0
-    truth_any = (truth_any @ sp.diags(catalogue.astype(np.float32))).tocsr()
-    truth_any.eliminate_zeros()
-    truth_new = truth_any - truth_any.multiply(h.bought)
-    truth_new.eliminate_zeros()
-    rows_any = np.flatnonzero(np.diff(truth_any.indptr) > 0)
-    rows_new = np.flatnonzero(np.diff(truth_new.indptr) > 0)
-    scorer = rec.scorer_
-    n_cat = int(catalogue.sum())
-    variants = {a: {a: 1.0} for a in scorer.available()}
-    variants["chosen"] = rec._weights()
-    for name, weights in variants.items():
-        lists = []
-        for chunk in chunks(rows_new, scorer.chunk_rows):
-            score = scorer.blend(chunk, weights)
-            score[scorer.excluded(chunk)] = -np.inf
-            lists.append(top_n(score, rec.n, h.category_code, rec.cross_cap_))
-        lists = np.concatenate(lists) if lists else np.zeros((0, rec.n), np.int64)
-        result["new"][name] = ranking_metrics(lists, truth_new[rows_new], rec.n, n_cat)
-    frame = rec.reorder_scores()
-    for name, score in (("reorder", frame["score"].to_numpy()), ("repeat_buy", repeat_buy_score(frame)),
-                        ("due", due_score(frame, rec.window_days_))):
-        lists = frame_top_n(frame, score, rows_any, rec.n, h.category_code, rec.reorder_cap_)
-        result["any"][name] = ranking_metrics(lists, truth_any[rows_any], rec.n, n_cat)
-    return result
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (np.floating, float)):
-        return float(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    return value

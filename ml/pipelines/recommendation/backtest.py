@@ -37,9 +37,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ml.pipelines.backtest import BacktestPlan, choose
-from ml.pipelines.recommend_factors import EASE_LAMBDAS
-from ml.pipelines.recommend_history import History, lookup
-from ml.pipelines.recommend_ranking import (
+from ml.pipelines.recommendation.factors import EASE_LAMBDAS
+from ml.pipelines.recommendation.history import History, lookup
+from ml.pipelines.recommendation.ranking import (
     candidate_table,
     chunks,
     frame_top_n,
@@ -50,7 +50,7 @@ from ml.pipelines.recommend_ranking import (
     top_n,
     truth_matrix,
 )
-from ml.pipelines.recommend_reorder import (
+from ml.pipelines.recommendation.reorder import (
     LEARNED,
     MAX_TRAINING_PAIRS,
     REORDER_BASELINE,
@@ -181,7 +181,7 @@ def tune_ease(scorer, history: History, window, *, n: int, max_rows: int, random
     for lam in EASE_LAMBDAS:
         model = gram.solve(lam)
         lists = []
-        for chunk in chunks(rows, scorer.chunk_rows):
+        for chunk in chunks(rows, scorer.chunk_rows_):
             score = model.block(history.bought[chunk])
             score[scorer.excluded(chunk)] = -np.inf
             lists.append(top_n(score, n, history.category_code, None))
@@ -191,7 +191,7 @@ def tune_ease(scorer, history: History, window, *, n: int, max_rows: int, random
             best = (ndcg, lam, model)
         del model
     scorer.set_ease_penalty(best[1])
-    scorer._learned["ease"] = best[2]
+    scorer.learned_["ease"] = best[2]
     return {"lambda": float(best[1]), "penalty": float(best[2].penalty), "scores": scores,
             "products": int(len(gram.columns))}
 

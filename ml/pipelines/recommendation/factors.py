@@ -30,6 +30,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from ml.pipelines.recommendation.history import lookup
+from ml.pipelines.recommendation.ranking import stable_unit
+
 # EASE needs a dense products x products solve: 4 N^2 bytes per float32 matrix and about N^3
 # operations. At 3,000 products that is 36 MB and ~0.3 s per solve on the 2-vCPU benchmark
 # machine (4,000: 0.7-1.2 s, measured), so the seven solves of a run (the lambda grid on the
@@ -123,7 +126,6 @@ class SimilarityModel:
 
     def weights(self, items: np.ndarray, targets: np.ndarray) -> np.ndarray:
         if self.dense is None:
-            from ml.pipelines.recommend_history import lookup  # noqa: PLC0415 -- circular at import time
             return lookup(self.sparse_sim, items, targets)
         a, b = self.position[items], self.position[targets]
         ok = (a >= 0) & (b >= 0)
@@ -155,7 +157,6 @@ def fit_als(bought: sp.csr_matrix, pair_rows: np.ndarray, random_state: int, n_t
         return FactorModel("als", model.user_factors, model.item_factors)
     # A big base: the product factors are learned from a hashed sample of customers, then every
     # customer's factors are solved against them (one least-squares step each: "fold-in").
-    from ml.pipelines.recommend_ranking import stable_unit  # noqa: PLC0415 -- circular at import time
     sample = np.sort(np.argsort(stable_unit(np.arange(n_users), random_state * 16 + 4), kind="stable")
                      [:ALS_MAX_CUSTOMERS])
     _quiet(model.fit, weighted[sample], show_progress=False)
