@@ -13,8 +13,8 @@ from rest_framework import serializers
 
 from crm import selectors
 from crm.forms import import_upload_error
+from crm.interactions import BULK_FIELDS, MAX_BULK_ITEMS
 from crm.models import INTERACTION_TYPES, Customer, ImportFile, ImportRun, Interaction, Product
-from crm.services import BULK_FIELDS, MAX_BULK_ITEMS
 from ml import selectors as ml_selectors
 from ml.models import Segment, Suggestion, SuggestionFeedback, TrainingRun
 
