@@ -12,6 +12,7 @@ from crm.imports.formats import FileFormat, _bad_bytes, _Lines, csv_reader, dete
 from crm.imports.headers import read_header
 from crm.imports.rows import FileSpec
 from crm.imports.values import _HOW, INTERACTION_TYPES, MAX_CELL_BYTES, Options, RowError, _json_str
+from crm.limits import CUSTOMER, INTERACTION, PRODUCT, USERNAME
 
 # --- Batches: a vectorised fast path, the per-row path above for everything else -----------
 #
@@ -286,12 +287,12 @@ _FAST_LOCAL = (r"^(?P<a>\d{1,2})(?P<s1>[/.\-])(?P<b>\d{1,2})(?P<s2>[/.\-])(?P<y>
 
 def _fast_interactions(col, check, n, options):
     tz = options.tz
-    check(_text_ok(col("customer_external_id"), 100, required=True))
+    check(_text_ok(col("customer_external_id"), CUSTOMER["external_id"], required=True))
     check(pc.is_in(col("type"), value_set=pa.array(sorted(INTERACTION_TYPES))))
     occurred_at = _fast_timestamps(_fast_local_dates(col("occurred_at"), options.date_format), check, tz)
     # Future-dated rows take the per-row path, which rejects them (crm.clock).
     check(pc.less_equal(occurred_at, clock.latest_allowed().strftime("%Y-%m-%d %H:%M:%S")))
-    check(_text_ok(col("product_sku"), 100))
+    check(_text_ok(col("product_sku"), PRODUCT["sku"]))
     quantity = col("quantity")
     quantity_ok = pc.match_substring_regex(quantity, _FAST_QUANTITY)
     check(quantity_ok)
@@ -300,22 +301,22 @@ def _fast_interactions(col, check, n, options):
     check(pc.match_substring_regex(amount, _FAST_MONEY))
     amount = pc.if_else(pc.equal(amount, ""), pa.scalar(None, pa.string()), amount)
     for name in ("order_ref", "channel"):
-        check(_text_ok(col(name), 100))
+        check(_text_ok(col(name), INTERACTION[name]))
     check(pc.match_substring_regex(col("notes"), _OPTIONAL_TEXT))
     # Rows without an external_id are keyed by content (content_key), in the per-row path.
-    check(_text_ok(col("external_id"), 100, required=True))
+    check(_text_ok(col("external_id"), INTERACTION["external_id"], required=True))
     return {"external_id": col("external_id"), "customer_key": col("customer_external_id"), "type": col("type"),
             "occurred_at": occurred_at, "product_key": col("product_sku"), "quantity": quantity,
             "amount": amount, "order_ref": col("order_ref"), "channel": col("channel"), "notes": col("notes")}
 
 
 def _fast_customers(col, check, n, options):
-    check(_text_ok(col("external_id"), 100, required=True))
+    check(_text_ok(col("external_id"), CUSTOMER["external_id"], required=True))
     email = col("email")
     check(pc.match_substring_regex(email, _FAST_EMAIL))
-    check(pc.less_equal(pc.utf8_length(email), 254))
-    for name, length in (("name", 200), ("phone", 50), ("company", 200), ("country", 100), ("city", 100),
-                         ("owner", 150)):
+    check(pc.less_equal(pc.utf8_length(email), CUSTOMER["email"]))
+    for name, length in (*((n, CUSTOMER[n]) for n in ("name", "phone", "company", "country", "city")),
+                         ("owner", USERNAME)):
         check(_text_ok(col(name), length))
     signup = _fast_local_dates(col("signup_date"), options.date_format)
     shape = pc.match_substring_regex(signup, _FAST_DATE)

@@ -31,6 +31,7 @@ from crm.imports.values import (
     _text,
     parse_timestamp,
 )
+from crm.limits import CUSTOMER, INTERACTION, PRODUCT, USERNAME
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def source_of(column: str) -> str:
 
 
 def _email(value: str) -> str:
-    email = _text(value, "email", 254)
+    email = _text(value, "email", CUSTOMER["email"])
     if email and not _EMAIL.match(email):
         raise RowError(f"email is not an e-mail address ({email[:60]})")
     return email
@@ -115,15 +116,15 @@ def _email(value: str) -> str:
 def _read_customer(record: dict, extra: tuple[str, ...], row: _Row) -> tuple:
     get = record.get
     values = (
-        row.required(_key, record["external_id"], "external_id", 100),
-        row.optional("name", "", _text, get("name", ""), "name", 200),
+        row.required(_key, record["external_id"], "external_id", CUSTOMER["external_id"]),
+        row.optional("name", "", _text, get("name", ""), "name", CUSTOMER["name"]),
         row.optional("email", "", _email, get("email", "")),
-        row.optional("phone", "", _text, get("phone", ""), "phone", 50),
-        row.optional("company", "", _text, get("company", ""), "company", 200),
-        row.optional("country", "", _text, get("country", ""), "country", 100),
-        row.optional("city", "", _text, get("city", ""), "city", 100),
+        row.optional("phone", "", _text, get("phone", ""), "phone", CUSTOMER["phone"]),
+        row.optional("company", "", _text, get("company", ""), "company", CUSTOMER["company"]),
+        row.optional("country", "", _text, get("country", ""), "country", CUSTOMER["country"]),
+        row.optional("city", "", _text, get("city", ""), "city", CUSTOMER["city"]),
         row.optional("signup_date", None, _date, get("signup_date", ""), "signup_date", row.options.date_format),
-        row.optional("owner_username", "", _text, get("owner", ""), "owner", 150),
+        row.optional("owner_username", "", _text, get("owner", ""), "owner", USERNAME),
         _attributes(record, extra),
     )
     row.check()
@@ -132,17 +133,17 @@ def _read_customer(record: dict, extra: tuple[str, ...], row: _Row) -> tuple:
 
 def _tags(value: str) -> str:
     tags = ";".join(t for t in (s.strip() for s in value.split(";")) if t)
-    if len(tags) > 500:
-        raise RowError("tags are longer than 500 characters")
+    if len(tags) > PRODUCT["tags"]:
+        raise RowError(f"tags are longer than {PRODUCT['tags']} characters")
     return tags
 
 
 def _read_product(record: dict, extra: tuple[str, ...], row: _Row) -> tuple:
     get = record.get
     values = (
-        row.required(_key, record["sku"], "sku", 100),
-        row.required(_key, record["name"], "name", 300),
-        row.optional("category", "", _text, get("category", ""), "category", 200),
+        row.required(_key, record["sku"], "sku", PRODUCT["sku"]),
+        row.required(_key, record["name"], "name", PRODUCT["name"]),
+        row.optional("category", "", _text, get("category", ""), "category", PRODUCT["category"]),
         row.optional("price", None, _decimal, get("price", ""), "price"),
         get("description", "").strip(),
         row.optional("tags", "", _tags, get("tags", "")),
@@ -178,19 +179,19 @@ def _past_timestamp(value: str, name: str, tz, date_format) -> datetime:
 
 def _read_interaction(record: dict, extra: tuple[str, ...], row: _Row) -> tuple:
     get = record.get
-    customer_key = row.required(_key, record["customer_external_id"], "customer_external_id", 100)
+    customer_key = row.required(_key, record["customer_external_id"], "customer_external_id", CUSTOMER["external_id"])
     kind = row.required(_type, record["type"])
     occurred_at = row.required(_past_timestamp, record["occurred_at"], "occurred_at", row.options.tz,
                                row.options.date_format)
-    product_key = row.optional("product_key", "", _text, get("product_sku", ""), "product_sku", 100)
+    product_key = row.optional("product_key", "", _text, get("product_sku", ""), "product_sku", PRODUCT["sku"])
     quantity = row.optional("quantity", 1, _quantity, get("quantity", ""))
     amount = row.optional("amount", None, _decimal, get("amount", ""), "amount")
-    order_ref = row.optional("order_ref", "", _text, get("order_ref", ""), "order_ref", 100)
-    channel = row.optional("channel", "", _text, get("channel", ""), "channel", 100)
+    order_ref = row.optional("order_ref", "", _text, get("order_ref", ""), "order_ref", INTERACTION["order_ref"])
+    channel = row.optional("channel", "", _text, get("channel", ""), "channel", INTERACTION["channel"])
     notes = get("notes", "").strip()
     attributes = _attributes(record, extra)
     # The row's key: a bad one cannot be skipped (the row would get another identity).
-    external_id = row.required(_text, get("external_id", ""), "external_id", 100)
+    external_id = row.required(_text, get("external_id", ""), "external_id", INTERACTION["external_id"])
     row.check()
     if not external_id:
         external_id = content_key((customer_key, kind, occurred_at.isoformat(), product_key, quantity, amount,
