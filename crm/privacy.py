@@ -74,7 +74,7 @@ def export_personal_data(*, user, customer: Customer) -> dict:
     """The customer's personal data (:func:`personal_data`), recorded in the audit trail.
 
     ``user``: the manager or admin asking (None: a management command). Raises
-    crm.services.NotAllowed for other roles.
+    crm.access.NotAllowed for other roles.
     """
     _check_manager(user)
     with transaction.atomic():

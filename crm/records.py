@@ -132,8 +132,6 @@ def create_token(user):
     Unlike :func:`issue_token` it never returns an existing key: a page that shows a key only
     right after creating it must not reveal an older one. Raises :class:`TokenExists`.
     """
-    from rest_framework.authtoken.models import Token
-
     try:
         with transaction.atomic():
             return Token.objects.create(user=user)
