@@ -2,6 +2,8 @@
 the sales reps' calls, meetings and notes, as sorted column arrays."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from crm.demo.arrays import _DAY, _H_MAIL, _H_SHOP, _H_WORK, _group_offsets, _seconds_in_day
@@ -33,7 +35,34 @@ from crm.demo.tables import (
 
 
 def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, end_ts):
-    """Simulate all interactions; returns integer/float column arrays (sorted) and customer arrays."""
+    """Simulate all interactions; returns integer/float column arrays (sorted) and customer arrays.
+
+    The steps draw from ``rng`` in a fixed order: the same seed gives the same business.
+    """
+    P, C, price, pop_cum, cat_start, cat_lo, cat_hi = _catalogue(products, pm)
+    kind, signup_day, taste_cum = _customers(rng, n, days, pm)
+    sample_products = functools.partial(_sample_products, rng, taste_cum, cat_lo, cat_hi, cat_start, pop_cum, P, C,
+                                        price)
+    mean_gap, shape, refund_p, F, fav_n, fav_prod, fav_every, fav_phase = _rhythm(rng, kind, n, sample_products, pm)
+    lapsing, ocust, oj, oday, ots, okind, n_orders0 = _orders(Lam, signup_day, days, mean_gap, n, kind, rng, shape,
+        day_grid)
+    l_order, l_prod = _lines(F, fav_n, ocust, fav_every, oj, fav_phase, fav_prod, n_orders0, rng, okind,
+        sample_products, pm, P, oday)
+    O, l_order, L, l_cnt, l_off, ocust, ots, oday, okind, l_prod = _chronology(l_order, n_orders0, ots, ocust, oj, oday,
+        okind, l_prod)
+    och, l_cust, l_qty, l_amount, l_ts = _pricing(okind, O, rng, promo_day, oday, ocust, l_order, price, l_prod, ots)
+    r_idx, r_ts, r_qty, r_amount, so, s1_ts, s1_prod, s1_cust, s1_note = _refunds(O, refund_p, ocust, rng, l_off, l_cnt,
+        l_order, L, l_ts, end_ts, l_qty, l_amount, ots, l_prod)
+    n_orders_c, signup_ts, rem_days, parts = _shopping(ocust, n, O, ots, signup_day, days, end_ts, lapsing, l_cust,
+        l_ts, l_prod, l_qty, l_amount, l_order, och, r_ts, r_qty, r_amount, r_idx, s1_cust, s1_ts, s1_prod, s1_note,
+        rng, so, L, kind, sample_products, pm)
+    owned, rep_idx, has_company = _contacts(rng, rem_days, n, signup_day, days, dow, parts, kind, reps, n_orders_c,
+        fav_prod, pm)
+    return _assemble(parts, end_ts, signup_ts, O, kind, signup_day, has_company, owned, rep_idx)
+
+
+def _catalogue(products, pm):
+    """The catalogue's popularity as cumulative ranges per category, for sampling products."""
     P = len(products)
     C = len(_CATS)
     price = pm["price"]
@@ -42,7 +71,11 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     cat_lo = np.concatenate([[0.0], pop_cum])[cat_start[:-1]]
     cat_hi = pop_cum[np.maximum(cat_start[1:] - 1, 0)]
     cat_hi = np.where(pm["counts"] > 0, cat_hi, cat_lo)
+    return P, C, price, pop_cum, cat_start, cat_lo, cat_hi
 
+
+def _customers(rng, n, days, pm):
+    """Each customer's kind, sign-up day and taste (a Dirichlet over categories, tilted per kind)."""
     # ---------------- customers ----------------
     kind = rng.choice(len(KINDS), size=n, p=_KIND_MIX / _KIND_MIX.sum())
     # signups: growing business (density rising over the window), last week excluded mostly
@@ -58,27 +91,11 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     taste /= taste.sum(axis=1, keepdims=True)
     taste_cum = np.cumsum(taste, axis=1).astype(np.float32)
     taste_cum[:, -1] = 1.0
+    return kind, signup_day, taste_cum
 
-    def sample_products(cust_idx, bias=None):
-        m = len(cust_idx)
-        u = rng.random(m, dtype=np.float32)
-        cat = np.minimum((taste_cum[cust_idx] < u[:, None]).sum(axis=1), C - 1)
-        lo, hi = cat_lo[cat], cat_hi[cat]
 
-        def draw():
-            tgt = lo + rng.random(m) * (hi - lo)
-            p = np.searchsorted(pop_cum, tgt, side="right")
-            p = np.clip(p, cat_start[cat], np.maximum(cat_start[cat + 1] - 1, cat_start[cat]))
-            return np.minimum(p, P - 1)
-
-        p = draw()
-        if bias is not None and np.any(bias != 0):
-            p2 = draw()
-            cheaper = np.where(price[p2] < price[p], p2, p)
-            dearer = np.where(price[p2] > price[p], p2, p)
-            p = np.where(bias < 0, cheaper, np.where(bias > 0, dearer, p))
-        return p
-
+def _rhythm(rng, kind, n, sample_products, pm):
+    """Each customer's purchase rhythm, refund propensity and favourite products."""
     mean_gap = rng.uniform(_GAP_LO[kind], _GAP_HI[kind])
     shape = _GAP_SHAPE[kind]
     refund_p = np.where(kind == KINDS.index("refund_prone"), rng.uniform(0.2, 0.4, n), 0.02)
@@ -91,7 +108,11 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
                                       / mean_gap[:, None])).astype(np.int64)
     fav_every = np.minimum(fav_every, 10_000)
     fav_phase = (rng.random((n, F)) * fav_every).astype(np.int64)
+    return mean_gap, shape, refund_p, F, fav_n, fav_prod, fav_every, fav_phase
 
+
+def _orders(Lam, signup_day, days, mean_gap, n, kind, rng, shape, day_grid):
+    """The orders: a time-warped renewal process per customer."""
     # ---------------- orders: time-warped renewal process per customer ----------------
     op_start = Lam[signup_day]
     op_end = Lam[days]
@@ -120,7 +141,11 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     ots = oday * _DAY + _seconds_in_day(rng, len(oday), _H_SHOP)
     okind = kind[ocust]
     n_orders0 = len(ocust)
+    return lapsing, ocust, oj, oday, ots, okind, n_orders0
 
+
+def _lines(F, fav_n, ocust, fav_every, oj, fav_phase, fav_prod, n_orders0, rng, okind, sample_products, pm, P, oday):
+    """The order lines: favourites due, exploration by taste, complements; deduplicated."""
     # ---------------- order lines ----------------
     fav_hit = (np.arange(F)[None, :] < fav_n[ocust][:, None]) & \
               ((oj[:, None] + fav_phase[ocust]) % fav_every[ocust] == 0)
@@ -147,7 +172,11 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     ok = oday[l_order] < pm["disc_day"][l_prod]
     l_order, l_prod = l_order[ok], l_prod[ok]
     del key, ok, part, add, fo, fs, eo, exp_prod, fav_line_prod
+    return l_order, l_prod
 
+
+def _chronology(l_order, n_orders0, ots, ocust, oj, oday, okind, l_prod):
+    """The orders that kept lines, re-indexed chronologically, and their lines grouped."""
     # orders that still have lines, re-indexed chronologically
     has = np.bincount(l_order, minlength=n_orders0) > 0
     order_ids = np.nonzero(has)[0]
@@ -162,7 +191,11 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     L = len(l_order)
     l_cnt = np.bincount(l_order, minlength=O)
     l_off = _group_offsets(l_cnt)
+    return O, l_order, L, l_cnt, l_off, ocust, ots, oday, okind, l_prod
 
+
+def _pricing(okind, O, rng, promo_day, oday, ocust, l_order, price, l_prod, ots):
+    """Each order's channel and discount, each line's quantity and amount."""
     # per-order channel and discount
     och = (rng.random(O)[:, None] > np.cumsum(_ORDER_CH, axis=1)[okind]).sum(axis=1)
     och = np.minimum(och, 2)  # 0 web, 1 store, 2 phone -> CHANNELS indices 0, 1, 2
@@ -177,7 +210,11 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     l_qty = 1 + rng.poisson(_QTY[okind[l_order]])
     l_amount = np.round(price[l_prod] * l_qty * (1.0 - disc[l_order]), 2)
     l_ts = ots[l_order]
+    return och, l_cust, l_qty, l_amount, l_ts
 
+
+def _refunds(O, refund_p, ocust, rng, l_off, l_cnt, l_order, L, l_ts, end_ts, l_qty, l_amount, ots, l_prod):
+    """Refunds after purchases and the support tickets that precede some."""
     # ---------------- refunds ----------------
     refunded = rng.random(O) < refund_p[ocust]
     forced = l_off[:-1] + (rng.random(O) * l_cnt).astype(np.int64)
@@ -200,7 +237,12 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     s1_prod = l_prod[forced[so]]
     s1_cust = ocust[so]
     s1_note = _NOTE_OFF["support_refund"][0] + rng.integers(0, _NOTE_OFF["support_refund"][1], len(so))
+    return r_idx, r_ts, r_qty, r_amount, so, s1_ts, s1_prod, s1_cust, s1_note
 
+
+def _shopping(ocust, n, O, ots, signup_day, days, end_ts, lapsing, l_cust, l_ts, l_prod, l_qty, l_amount, l_order, och,
+              r_ts, r_qty, r_amount, r_idx, s1_cust, s1_ts, s1_prod, s1_note, rng, so, L, kind, sample_products, pm):
+    """Purchases, refunds and support as interaction parts, then views (before purchases and browsing)."""
     # ---------------- per-customer aggregates for other interactions ----------------
     n_orders_c = np.bincount(ocust, minlength=n)
     last_ots = np.full(n, -1, dtype=np.int64)
@@ -213,31 +255,17 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
 
     parts = []  # tuples of (cust, type, ts, prod, qty, amount, order, channel, note)
 
-    def add_part(cust, typ, ts, prod=None, qty=None, amount=None, order=None, channel=None, note=None):
-        m = len(cust)
-        parts.append((
-            np.asarray(cust, np.int64),
-            np.full(m, _T[typ], np.int8),
-            np.asarray(ts, np.int64),
-            np.full(m, -1, np.int64) if prod is None else np.asarray(prod, np.int64),
-            np.zeros(m, np.int64) if qty is None else np.asarray(qty, np.int64),
-            np.zeros(m) if amount is None else np.asarray(amount, float),
-            np.full(m, -1, np.int64) if order is None else np.asarray(order, np.int64),
-            np.full(m, _CH[channel], np.int8) if isinstance(channel, str) else np.asarray(channel, np.int8),
-            np.full(m, -1, np.int16) if note is None else np.asarray(note, np.int16),
-        ))
-
-    add_part(l_cust, "purchase", l_ts, l_prod, l_qty, l_amount, l_order, och[l_order])
-    add_part(l_cust[r_idx], "refund", r_ts, l_prod[r_idx], r_qty, r_amount, l_order[r_idx],
+    _add_part(parts, l_cust, "purchase", l_ts, l_prod, l_qty, l_amount, l_order, och[l_order])
+    _add_part(parts, l_cust[r_idx], "refund", r_ts, l_prod[r_idx], r_qty, r_amount, l_order[r_idx],
              och[l_order[r_idx]], None)
-    add_part(s1_cust, "support", s1_ts, s1_prod, channel=rng.choice([3, 2, 5], len(so)), note=s1_note)
+    _add_part(parts, s1_cust, "support", s1_ts, s1_prod, channel=rng.choice([3, 2, 5], len(so)), note=s1_note)
 
     # views preceding purchases (web/app orders mostly)
     pv = np.nonzero((rng.random(L) < 0.3) & (och[l_order] == 0))[0]
     v1_ts = l_ts[pv] - 60 - (rng.exponential(0.8, len(pv)) * _DAY).astype(np.int64)
     lo = signup_ts[l_cust[pv]]
     v1_ts = np.where(v1_ts < lo, lo + (rng.random(len(pv)) * (l_ts[pv] - lo)).astype(np.int64), v1_ts)
-    add_part(l_cust[pv], "view", v1_ts, l_prod[pv], channel=rng.choice([0, 4], len(pv), p=[0.7, 0.3]))
+    _add_part(parts, l_cust[pv], "view", v1_ts, l_prod[pv], channel=rng.choice([0, 4], len(pv), p=[0.7, 0.3]))
     # browsing views
     bspan = (browse_end - signup_ts) / _DAY
     nb = rng.poisson(bspan / 120.0 * _VIEWS[kind])
@@ -245,21 +273,17 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     b_ts = signup_ts[bc] + (rng.random(len(bc)) * (browse_end - signup_ts)[bc]).astype(np.int64)
     b_prod = sample_products(bc)
     okb = (b_ts // _DAY) < pm["disc_day"][b_prod]
-    add_part(bc[okb], "view", b_ts[okb], b_prod[okb], channel=rng.choice([0, 4], okb.sum(), p=[0.7, 0.3]))
+    _add_part(parts, bc[okb], "view", b_ts[okb], b_prod[okb], channel=rng.choice([0, 4], okb.sum(), p=[0.7, 0.3]))
+    return n_orders_c, signup_ts, rem_days, parts
 
-    def uniform_days(cust, weekdays_only=False, hours=_H_WORK):
-        d = signup_day[cust] + (rng.random(len(cust)) * (days - signup_day[cust])).astype(np.int64)
-        if weekdays_only:
-            dd = (d + (dow[0])) % 7
-            d = d + np.where(dd == 5, 2, np.where(dd == 6, 1, 0))
-        ts = d * _DAY + _seconds_in_day(rng, len(cust), hours)
-        return ts
 
+def _contacts(rng, rem_days, n, signup_day, days, dow, parts, kind, reps, n_orders_c, fav_prod, pm):
+    """E-mails, owners, calls, meetings, notes and general support tickets."""
     # marketing / transactional emails (~ one every 2 months)
     ne = rng.poisson(rem_days / 150.0)
     ec = np.repeat(np.arange(n), ne)
-    e_ts = uniform_days(ec, hours=_H_MAIL)
-    add_part(ec, "email", e_ts, channel="email",
+    e_ts = _uniform_days(rng, signup_day, days, dow, ec, hours=_H_MAIL)
+    _add_part(parts, ec, "email", e_ts, channel="email",
              note=_NOTE_OFF["email"][0] + rng.integers(0, _NOTE_OFF["email"][1], len(ec)))
 
     # owner assignment
@@ -270,16 +294,16 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     # calls (owned accounts)
     nc = rng.poisson(rem_days / 250.0 * _CALLS[kind] * owned)
     cc = np.repeat(np.arange(n), nc)
-    c_ts = uniform_days(cc, weekdays_only=True)
-    add_part(cc, "call", c_ts, channel="phone",
+    c_ts = _uniform_days(rng, signup_day, days, dow, cc, weekdays_only=True)
+    _add_part(parts, cc, "call", c_ts, channel="phone",
              note=_NOTE_OFF["call"][0] + rng.integers(0, _NOTE_OFF["call"][1], len(cc)))
     # meetings (owned B2B accounts, mostly big occasional)
     has_company = rng.random(n) < _COMPANY[kind]
     mrate = np.where(kind == KINDS.index("big_occasional"), 3.0, 0.4) * owned * has_company
     nm = rng.poisson(rem_days / 365.0 * mrate)
     mc = np.repeat(np.arange(n), nm)
-    m_ts = uniform_days(mc, weekdays_only=True)
-    add_part(mc, "meeting", m_ts, channel=rng.choice([6, 7], len(mc)),
+    m_ts = _uniform_days(rng, signup_day, days, dow, mc, weekdays_only=True)
+    _add_part(parts, mc, "meeting", m_ts, channel=rng.choice([6, 7], len(mc)),
              note=_NOTE_OFF["meeting"][0] + rng.integers(0, _NOTE_OFF["meeting"][1], len(mc)))
     # notes: follow-ups of calls/meetings plus free notes
     fc = np.concatenate([cc, mc])
@@ -288,18 +312,22 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
     n2 = rng.poisson(rem_days / 365.0 * 0.5 * owned)
     nc2 = np.repeat(np.arange(n), n2)
     note_c = np.concatenate([fc[fsel], nc2])
-    note_ts = np.concatenate([f_ts[fsel] + rng.integers(300, 1800, fsel.sum()), uniform_days(nc2)])
-    add_part(note_c, "note", note_ts, channel="internal",
+    note_ts = np.concatenate([f_ts[fsel] + rng.integers(300, 1800, fsel.sum()), _uniform_days(rng, signup_day, days, dow, nc2)])
+    _add_part(parts, note_c, "note", note_ts, channel="internal",
              note=_NOTE_OFF["note"][0] + rng.integers(0, _NOTE_OFF["note"][1], len(note_c)))
     # general support tickets
     ns = rng.poisson(0.04 * n_orders_c + rem_days / 730.0 * 0.2)
     sc = np.repeat(np.arange(n), ns)
-    s_ts = uniform_days(sc)
+    s_ts = _uniform_days(rng, signup_day, days, dow, sc)
     s_prod = np.where(rng.random(len(sc)) < 0.5, fav_prod[sc, 0], -1)
     s_prod = np.where((s_prod >= 0) & ((s_ts // _DAY) >= pm["disc_day"][np.maximum(s_prod, 0)]), -1, s_prod)
-    add_part(sc, "support", s_ts, s_prod, channel=rng.choice([3, 2, 5], len(sc)),
+    _add_part(parts, sc, "support", s_ts, s_prod, channel=rng.choice([3, 2, 5], len(sc)),
              note=_NOTE_OFF["support"][0] + rng.integers(0, _NOTE_OFF["support"][1], len(sc)))
+    return owned, rep_idx, has_company
 
+
+def _assemble(parts, end_ts, signup_ts, O, kind, signup_day, has_company, owned, rep_idx):
+    """All parts as columns, inside the window and after sign-up, in time order."""
     # ---------------- assemble interactions ----------------
     cols = [np.concatenate([p[i] for p in parts]) for i in range(9)]
     parts.clear()
@@ -316,3 +344,52 @@ def _simulate(rng, n, days, products, pm, reps, dow, promo_day, Lam, day_grid, e
         cols[j] = cols[j][order]
     del order, ok
     return cols, O, kind, signup_day, has_company, owned, rep_idx
+
+
+def _sample_products(rng, taste_cum, cat_lo, cat_hi, cat_start, pop_cum, P, C, price, cust_idx, bias=None):
+    """``len(cust_idx)`` products drawn by each customer's taste and the catalogue's popularity;
+    ``bias`` -1 / +1: the cheaper / dearer of two draws."""
+    m = len(cust_idx)
+    u = rng.random(m, dtype=np.float32)
+    cat = np.minimum((taste_cum[cust_idx] < u[:, None]).sum(axis=1), C - 1)
+    lo, hi = cat_lo[cat], cat_hi[cat]
+
+    def draw():
+        tgt = lo + rng.random(m) * (hi - lo)
+        p = np.searchsorted(pop_cum, tgt, side="right")
+        p = np.clip(p, cat_start[cat], np.maximum(cat_start[cat + 1] - 1, cat_start[cat]))
+        return np.minimum(p, P - 1)
+
+    p = draw()
+    if bias is not None and np.any(bias != 0):
+        p2 = draw()
+        cheaper = np.where(price[p2] < price[p], p2, p)
+        dearer = np.where(price[p2] > price[p], p2, p)
+        p = np.where(bias < 0, cheaper, np.where(bias > 0, dearer, p))
+    return p
+
+
+def _add_part(parts, cust, typ, ts, prod=None, qty=None, amount=None, order=None, channel=None, note=None):
+    """Append interactions of one type as columns (cust, type, ts, prod, qty, amount, order, channel, note)."""
+    m = len(cust)
+    parts.append((
+        np.asarray(cust, np.int64),
+        np.full(m, _T[typ], np.int8),
+        np.asarray(ts, np.int64),
+        np.full(m, -1, np.int64) if prod is None else np.asarray(prod, np.int64),
+        np.zeros(m, np.int64) if qty is None else np.asarray(qty, np.int64),
+        np.zeros(m) if amount is None else np.asarray(amount, float),
+        np.full(m, -1, np.int64) if order is None else np.asarray(order, np.int64),
+        np.full(m, _CH[channel], np.int8) if isinstance(channel, str) else np.asarray(channel, np.int8),
+        np.full(m, -1, np.int16) if note is None else np.asarray(note, np.int16),
+    ))
+
+
+def _uniform_days(rng, signup_day, days, dow, cust, weekdays_only=False, hours=_H_WORK):
+    """A time for each of ``cust`` on a uniform day after their sign-up (weekends moved to Monday)."""
+    d = signup_day[cust] + (rng.random(len(cust)) * (days - signup_day[cust])).astype(np.int64)
+    if weekdays_only:
+        dd = (d + (dow[0])) % 7
+        d = d + np.where(dd == 5, 2, np.where(dd == 6, 1, 0))
+    ts = d * _DAY + _seconds_in_day(rng, len(cust), hours)
+    return ts
