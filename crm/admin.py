@@ -7,10 +7,12 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
+from crm.access import user_roles
 from crm.forms import DATE_FORMAT_CHOICES, import_upload_error
 from crm.imports import importer, queue
-from crm.models import AuditEvent, Customer, ImportFile, ImportRun, ImportSource, Interaction, Product
+from crm.models import ROLE_ADMIN, AuditEvent, Customer, ImportFile, ImportRun, ImportSource, Interaction, Product
 
 
 class RecentInteractionInline(admin.TabularInline):
@@ -76,8 +78,6 @@ class ImportFileInline(admin.TabularInline):
 
     @admin.display(description="rejected rows")
     def rejects(self, obj):
-        from django.utils.html import format_html
-
         if not obj.rejected_path:
             return "—"
         url = reverse("admin:crm_importfile_rejects", args=[obj.pk])
@@ -201,9 +201,6 @@ class AuditEventAdmin(admin.ModelAdmin):
         return obj.actor_username or "system"
 
     def _is_admin(self, request):
-        from crm.models import ROLE_ADMIN
-        from crm.selectors import user_roles
-
         return request.user.is_active and ROLE_ADMIN in user_roles(request.user)
 
     def has_module_permission(self, request):

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import audit, clock
-from crm.access import NotAllowed, check_interaction_editable, visible_customers
+from crm.access import check_interaction_editable, check_visible, visible_customers
 from crm.imports.rows import INTERACTIONS
 from crm.imports.values import RowError
 from crm.models import AuditEvent, Customer, Interaction, Product
@@ -49,8 +49,7 @@ def log_interaction(*, user, customer: Customer, type: str, occurred_at=None, no
                     external_id: str = "") -> Interaction:
     """Record a call, e-mail, meeting, note (or any interaction) on a customer the user may see."""
 
-    if not visible_customers(user).filter(pk=customer.pk).exists():
-        raise NotAllowed("you cannot log interactions on this customer")
+    check_visible(user, customer, "you cannot log interactions on this customer")
     occurred_at = occurred_at or timezone.now()
     _check_not_future(occurred_at)
     with transaction.atomic():
