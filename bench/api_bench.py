@@ -91,7 +91,7 @@ def prepare(n_paths: int):
     from django.db import connection
 
     from crm.models import ROLE_MANAGER, Customer, Product
-    from crm.services import issue_token
+    from crm.records import issue_token
     from ml.selectors import segments
 
     if connection.vendor != "postgresql":
@@ -201,8 +201,8 @@ def measured(master: int, run):
 
 
 def cleanup():
+    from crm.interactions import refresh_last_purchase
     from crm.models import Interaction
-    from crm.services import refresh_last_purchase
 
     ids = set(Interaction.objects.filter(external_id__startswith="apibench-").values_list("customer_id", flat=True))
     deleted = Interaction.objects.filter(external_id__startswith="apibench-").delete()[0]

@@ -127,7 +127,7 @@ def fixtures() -> dict:
     from django.db.models import Max
 
     from crm.models import ROLE_MANAGER, Customer, Interaction, Product
-    from crm.services import issue_token
+    from crm.records import issue_token
 
     user, _ = User.objects.get_or_create(username="soak-manager", defaults={"is_staff": True})
     user.groups.add(Group.objects.get_or_create(name=ROLE_MANAGER)[0])

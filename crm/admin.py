@@ -7,10 +7,12 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
-from crm import services
+from crm.access import user_roles
 from crm.forms import DATE_FORMAT_CHOICES, import_upload_error
-from crm.models import AuditEvent, Customer, ImportFile, ImportRun, ImportSource, Interaction, Product
+from crm.imports import importer, queue
+from crm.models import ROLE_ADMIN, AuditEvent, Customer, ImportFile, ImportRun, ImportSource, Interaction, Product
 
 
 class RecentInteractionInline(admin.TabularInline):
@@ -76,8 +78,6 @@ class ImportFileInline(admin.TabularInline):
 
     @admin.display(description="rejected rows")
     def rejects(self, obj):
-        from django.utils.html import format_html
-
         if not obj.rejected_path:
             return "—"
         url = reverse("admin:crm_importfile_rejects", args=[obj.pk])
@@ -95,9 +95,9 @@ class ImportUploadForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if not any(data.get(k) for k in services.ORDER):
+        if not any(data.get(k) for k in importer.ORDER):
             raise forms.ValidationError("Choose at least one file.")
-        for kind in services.ORDER:
+        for kind in importer.ORDER:
             error = import_upload_error(kind, data[kind]) if data.get(kind) else None
             if error:
                 self.add_error(kind, error)
@@ -141,17 +141,17 @@ class ImportRunAdmin(admin.ModelAdmin):
         form = ImportUploadForm(request.POST, request.FILES) if request.method == "POST" else ImportUploadForm()
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            uploads = {k: data[k] for k in services.ORDER if data.get(k)}
+            uploads = {k: data[k] for k in importer.ORDER if data.get(k)}
             try:
-                run = services.import_uploads(uploads, user=request.user, source="admin", dry_run=data["dry_run"],
+                run = queue.import_uploads(uploads, user=request.user, source="admin", dry_run=data["dry_run"],
                                               date_format=data["date_format"], source_name=data["source_name"].strip())
-            except services.ImportFailed as exc:
+            except importer.ImportFailed as exc:
                 form.add_error(None, str(exc))
             else:
                 level = messages.SUCCESS if run.status == ImportRun.Status.SUCCEEDED and not run.dry_run else (
                     messages.INFO if run.dry_run else messages.WARNING)
                 self.message_user(request, f"{'Dry run' if run.dry_run else 'Import'} #{run.pk} {run.outcome}: "
-                                           f"{services.summary(run)}", level)
+                                           f"{importer.summary(run)}", level)
                 return redirect("admin:crm_importrun_change", run.pk)
         context = {**self.admin_site.each_context(request), "form": form, "title": "Import CSV files",
                    "opts": self.model._meta}
@@ -201,9 +201,6 @@ class AuditEventAdmin(admin.ModelAdmin):
         return obj.actor_username or "system"
 
     def _is_admin(self, request):
-        from crm.models import ROLE_ADMIN
-        from crm.selectors import user_roles
-
         return request.user.is_active and ROLE_ADMIN in user_roles(request.user)
 
     def has_module_permission(self, request):

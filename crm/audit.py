@@ -39,7 +39,7 @@ def record(action: str, *, user=None, object_type: str = "", object_id="", custo
     ``customer_id``: the customer the event is about, if any, so the customer's personal-data
     export can list the events about them. ``summary``: field names and counts only, no values.
     """
-    from crm.models import AuditEvent
+    from crm.models import AuditEvent  # at call time: the middleware above loads before the models may
 
     actor = user if user is not None and getattr(user, "is_authenticated", False) else None
     return AuditEvent.objects.create(
@@ -56,7 +56,7 @@ def changed_fields(instance, fields: dict) -> list[str]:
 def record_export(user, what: str, filters: dict | None = None):
     """The audit event of a bulk export: what was exported and which filters were set (names only,
     a search text may be a name)."""
-    from crm.models import AuditEvent
+    from crm.models import AuditEvent  # at call time: the middleware above loads before the models may
 
     used = sorted(k for k, v in (filters or {}).items() if v not in (None, "", [], ()) and k != "ordering")
     return record(AuditEvent.Action.EXPORT, user=user, object_type="export",

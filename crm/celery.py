@@ -18,13 +18,15 @@ log = logging.getLogger(__name__)
 def dispatch_pending_on_start(**kwargs):
     """A worker coming up (typically after the broker was down) sends the queued runs and imports
     whose tasks never reached the broker, without waiting for beat's next sweep."""
+    # Imported when the worker is up: Django's apps (and crm.jobs, which imports this module for
+    # the app) are loaded by then.
     from django.db import connections
 
-    from ml.services import dispatch_pending
+    from crm.jobs import dispatch_pending
 
     try:
         sent = dispatch_pending()
-        if sent["runs"] or sent["imports"]:
+        if any(sent.values()):
             log.info("sent queued work the broker had missed: %s", sent)
     except Exception:  # the worker must start even when the database is not reachable yet
         log.exception("could not send the queued work on start; beat's sweep will")

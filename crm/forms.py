@@ -5,7 +5,7 @@ from django import forms
 from django.conf import settings
 from django.utils import timezone
 
-from crm import clock, importing
+from crm import clock, imports
 from crm.models import Customer, Interaction
 from crm.selectors import CHURN_BANDS, CUSTOMER_ORDERINGS
 from ml.models import Suggestion, SuggestionFeedback, TrainingRun
@@ -75,7 +75,7 @@ class LogInteractionForm(forms.Form):
 
 
 class InteractionEditForm(forms.Form):
-    """Correcting a logged interaction on the customer page; crm.services.update_interaction writes it."""
+    """Correcting a logged interaction on the customer page; crm.interactions.update_interaction writes it."""
 
     FIELDS = ("type", "occurred_at", "notes", "quantity", "amount")
 
@@ -119,7 +119,7 @@ def import_upload_error(kind: str, upload) -> str | None:
         return f"The {kind} file is larger than the limit of {limit_mb} MB (IMPORT_MAX_UPLOAD_MB)."
     upload.seek(0)
     try:
-        too_many = importing.more_rows_than(upload, settings.IMPORT_MAX_ROWS, importing.detect_format(upload))
+        too_many = imports.more_rows_than(upload, settings.IMPORT_MAX_ROWS, imports.detect_format(upload))
     finally:
         upload.seek(0)
     if too_many:
@@ -128,7 +128,7 @@ def import_upload_error(kind: str, upload) -> str | None:
     return None
 
 
-DATE_FORMAT_CHOICES = [("", "the source's, else ISO"), *importing.DATE_FORMATS.items()]
+DATE_FORMAT_CHOICES = [("", "the source's, else ISO"), *imports.DATE_FORMATS.items()]
 KINDS = ("customers", "products", "interactions")
 
 
@@ -162,7 +162,7 @@ class ImportMappingForm(forms.Form):
     """The dry run's page: which contract column each file column reads as, the date format and
     the source to save them under. ``files``: the dry run's ImportFile rows."""
 
-    date_format = forms.ChoiceField(label="Dates", choices=list(importing.DATE_FORMATS.items()))
+    date_format = forms.ChoiceField(label="Dates", choices=list(imports.DATE_FORMATS.items()))
     source_name = forms.CharField(label="Save as source", max_length=100, required=False,
                                   help_text="Name it to reuse this mapping and date format for the next upload.")
 
@@ -170,7 +170,7 @@ class ImportMappingForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.columns = []  # [(kind, [(file column, form field name, suggested?)])]
         for f in files:
-            spec = importing.SPECS[f.kind]
+            spec = imports.SPECS[f.kind]
             mapped = {**f.suggested_mapping, **f.column_mapping}
             choices = [("", "— not a contract column (kept in attributes)"), *((c, c) for c in spec.known)]
             entries = []
@@ -194,7 +194,7 @@ class ImportMappingForm(forms.Form):
         data = super().clean()
         for kind, entries in self.columns:
             targets = [(data.get(field_name) or name, field_name) for name, field_name, _ in entries
-                       if data.get(field_name) or name in importing.SPECS[kind].known]
+                       if data.get(field_name) or name in imports.SPECS[kind].known]
             for target, field_name in targets:
                 if sum(1 for t, _ in targets if t == target) > 1:
                     self.add_error(field_name, f"Another column of the {kind} file reads as {target} too.")
@@ -216,7 +216,7 @@ class _OwnerField(forms.ModelChoiceField):
 
 
 class CustomerForm(forms.Form):
-    """A customer's profile as the pages edit it; crm.services.create_customer / update_customer write it.
+    """A customer's profile as the pages edit it; crm.records.create_customer / update_customer write it.
 
     A plain form over the model's fields, not a ModelForm: a ModelForm copies the input onto the
     instance while validating, and the update service must compare the new owner with the stored

@@ -8,6 +8,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from crm import limits
+
 INTERACTION_TYPES = ("purchase", "refund", "view", "email", "call", "meeting", "support", "note")
 
 # Role names, created as auth groups by a data migration.
@@ -20,13 +22,13 @@ ROLES = (ROLE_SALES_REP, ROLE_MANAGER, ROLE_ADMIN)
 class Customer(models.Model):
     # Uniqueness as a constraint, not unique=True: on PostgreSQL that would add a second,
     # pattern-ops index that every import row has to maintain and no query uses.
-    external_id = models.CharField(max_length=100, help_text="The customer's key in the source system.")
-    name = models.CharField(max_length=200, blank=True)
-    email = models.EmailField(max_length=254, blank=True)
-    phone = models.CharField(max_length=50, blank=True)
-    company = models.CharField(max_length=200, blank=True)
-    country = models.CharField(max_length=100, blank=True)
-    city = models.CharField(max_length=100, blank=True)
+    external_id = models.CharField(max_length=limits.CUSTOMER["external_id"], help_text="The customer's key in the source system.")
+    name = models.CharField(max_length=limits.CUSTOMER["name"], blank=True)
+    email = models.EmailField(max_length=limits.CUSTOMER["email"], blank=True)
+    phone = models.CharField(max_length=limits.CUSTOMER["phone"], blank=True)
+    company = models.CharField(max_length=limits.CUSTOMER["company"], blank=True)
+    country = models.CharField(max_length=limits.CUSTOMER["country"], blank=True)
+    city = models.CharField(max_length=limits.CUSTOMER["city"], blank=True)
     signup_date = models.DateField(null=True, blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -65,12 +67,12 @@ class Customer(models.Model):
 
 
 class Product(models.Model):
-    sku = models.CharField(max_length=100)
-    name = models.CharField(max_length=300)
-    category = models.CharField(max_length=200, blank=True, db_index=True)
+    sku = models.CharField(max_length=limits.PRODUCT["sku"])
+    name = models.CharField(max_length=limits.PRODUCT["name"])
+    category = models.CharField(max_length=limits.PRODUCT["category"], blank=True, db_index=True)
     price = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     description = models.TextField(blank=True)
-    tags = models.CharField(max_length=500, blank=True, help_text="';'-separated.")
+    tags = models.CharField(max_length=limits.PRODUCT["tags"], blank=True, help_text="';'-separated.")
     active = models.BooleanField(default=True)
     attributes = models.JSONField(default=dict, blank=True, help_text="Extra columns of the import file.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -105,7 +107,7 @@ class Interaction(models.Model):
 
     # Always set: the source's key when the file gives one, else a key derived from the row's
     # content (``h-…``), so re-importing the same file is idempotent either way.
-    external_id = models.CharField(max_length=100)
+    external_id = models.CharField(max_length=limits.INTERACTION["external_id"])
     # The FK indexes are left out: the (customer, occurred_at) and (product, occurred_at)
     # indexes below serve those lookups, and every extra index slows bulk imports.
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="interactions", db_index=False)
@@ -115,8 +117,8 @@ class Interaction(models.Model):
                                 db_index=False)
     quantity = models.IntegerField(default=1)
     amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
-    order_ref = models.CharField(max_length=100, blank=True)
-    channel = models.CharField(max_length=100, blank=True)
+    order_ref = models.CharField(max_length=limits.INTERACTION["order_ref"], blank=True)
+    channel = models.CharField(max_length=limits.INTERACTION["channel"], blank=True)
     notes = models.TextField(blank=True)
     attributes = models.JSONField(default=dict, blank=True, help_text="Extra columns of the import file.")
     created_by = models.ForeignKey(

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from crm import audit
+from crm import audit, hooks
+from crm.access import NotAllowed, is_manager
 from crm.models import AuditEvent, Customer, Interaction
 
 FORMAT = "crm-personal-data/1"
@@ -24,16 +27,8 @@ PERSONAL_FIELDS = ("name", "email", "phone", "company", "country", "city")
 
 
 def _check_manager(user) -> None:
-    from crm.selectors import is_manager
-    from crm.services import NotAllowed
-
     if user is not None and not is_manager(user):
         raise NotAllowed("only managers and admins can export or erase a customer's personal data")
-
-
-def _run(run) -> dict:
-    return {"run_id": run.pk, "kind": run.kind, "as_of": run.as_of, "finished_at": run.finished_at,
-            "published": run.is_published}
 
 
 def personal_data(customer: Customer) -> dict:
@@ -45,18 +40,8 @@ def personal_data(customer: Customer) -> dict:
     likely buyer of), suggestion_feedback, audit_events (what staff did with their record).
     A fixed number of queries whatever the customer's history.
     """
-    # ml builds on crm: read at call time, so importing crm never loads ml.
-    from ml.models import CustomerSegment, Forecast, Prospect, Suggestion, SuggestionFeedback
-    from ml.selectors import targets_not_forecast
-
     c = Customer.objects.select_related("owner").get(pk=customer.pk)
     interactions = Interaction.objects.filter(customer=c).select_related("product").order_by("occurred_at", "id")
-    segments = CustomerSegment.objects.filter(customer=c).select_related("run", "segment").order_by("run_id")
-    forecasts = Forecast.objects.filter(customer=c).select_related("run").order_by("run_id")
-    suggestions = Suggestion.objects.filter(customer=c).select_related("run", "product").order_by(
-        "run_id", "kind", "rank")
-    prospects = Prospect.objects.filter(customer=c).select_related("run", "product").order_by("run_id", "product_id")
-    feedback = SuggestionFeedback.objects.filter(customer=c).select_related("product", "user").order_by("id")
     events = AuditEvent.objects.filter(customer_id=c.pk).order_by("at", "id")
     return {
         "format": FORMAT,
@@ -73,24 +58,8 @@ def personal_data(customer: Customer) -> dict:
             "quantity": i.quantity, "amount": i.amount, "order_ref": i.order_ref, "channel": i.channel,
             "notes": i.notes, "attributes": i.attributes, "created_at": i.created_at,
         } for i in interactions],
-        "segments": [{**_run(s.run), "segment": s.segment.name, "segment_key": s.segment.key,
-                      "profile": s.segment.profile, "distance": s.distance} for s in segments],
-        "forecasts": [{**_run(f.run), "horizon_days": f.run.horizon_days,
-                       "expected_purchases": f.expected_purchases, "expected_spend": f.expected_spend,
-                       "churn_probability": f.churn_probability, "clv": f.clv,
-                       "expected_refund_rate": f.expected_refund_rate, "purchases_p10": f.purchases_p10,
-                       "purchases_p90": f.purchases_p90, "spend_p10": f.spend_p10, "spend_p90": f.spend_p90,
-                       "basis": f.basis, "factors": f.factors,
-                       # Why a null value is null: the target was not forecast for the data (e.g. no amounts).
-                       "not_forecast": targets_not_forecast(f.run.metrics)} for f in forecasts],
-        "suggestions": [{**_run(s.run), "kind": s.kind, "rank": s.rank, "product_sku": s.product.sku,
-                         "product_name": s.product.name, "score": s.score, "reason": s.reason,
-                         "evidence": s.evidence, "basis": s.basis} for s in suggestions],
-        "prospects": [{**_run(p.run), "product_sku": p.product.sku, "product_name": p.product.name,
-                       "rank": p.rank, "score": p.score, "reason": p.reason} for p in prospects],
-        "suggestion_feedback": [{"product_sku": f.product.sku, "kind": f.kind, "status": f.status,
-                                 "run_id": f.run_id, "by": f.user.get_username() if f.user else None,
-                                 "created_at": f.created_at, "updated_at": f.updated_at} for f in feedback],
+        # What other apps keep about them (ml: segments, forecasts, suggestions, prospects, feedback).
+        **{section: records for data in hooks.customer_data() for section, records in data.export(c).items()},
         "audit_events": [{"at": e.at, "action": e.action, "actor": e.actor_username or None,
                           "object_type": e.object_type, "object_id": e.object_id, "summary": e.summary}
                          for e in events],
@@ -105,7 +74,7 @@ def export_personal_data(*, user, customer: Customer) -> dict:
     """The customer's personal data (:func:`personal_data`), recorded in the audit trail.
 
     ``user``: the manager or admin asking (None: a management command). Raises
-    crm.services.NotAllowed for other roles.
+    crm.access.NotAllowed for other roles.
     """
     _check_manager(user)
     with transaction.atomic():
@@ -113,9 +82,9 @@ def export_personal_data(*, user, customer: Customer) -> dict:
         audit.record(AuditEvent.Action.PERSONAL_DATA_EXPORT, user=user, object_type="customer",
                      object_id=customer.pk, customer_id=customer.pk,
                      summary=f"customer {customer.pk}: personal data exported ("
-                             + ", ".join(f"{len(data[k])} {k.replace('_', ' ')}" for k in (
-                                 "interactions", "segments", "forecasts", "suggestions", "prospects",
-                                 "suggestion_feedback")) + ")")
+                             + ", ".join(f"{len(data[k])} {k.replace('_', ' ')}" for k in data
+                                            if k not in ("format", "generated_at", "customer", "audit_events"))
+                             + ")")
     return data
 
 
@@ -131,21 +100,15 @@ def erase_customer(*, user, customer: Customer) -> dict:
     trail and for systems that hold it. The audit event keeps that it happened (id, who, when,
     counts), not what was erased.
     """
-    from django.contrib.admin.models import LogEntry
-    from django.contrib.contenttypes.models import ContentType
-
-    from ml.models import CustomerSegment, Forecast, Prospect, Suggestion, SuggestionFeedback
-
     _check_manager(user)
     pk = customer.pk
     with transaction.atomic():
         counts = {}
         # Deleting the interactions also takes them out of every later training frame, so the
         # similar-product and item-based models retrained after this never see them.
-        for label, model in (("interactions", Interaction), ("segments", CustomerSegment),
-                             ("forecasts", Forecast), ("suggestions", Suggestion), ("prospects", Prospect),
-                             ("suggestion feedback", SuggestionFeedback)):
-            counts[label] = model.objects.filter(customer_id=pk).delete()[0]
+        counts["interactions"] = Interaction.objects.filter(customer_id=pk).delete()[0]
+        for data in hooks.customer_data():  # what other apps keep about them (ml: insights, feedback)
+            counts.update(data.erase(pk))
         now = timezone.now()
         Customer.objects.filter(pk=pk).update(
             external_id=f"erased-{pk}", **{f: "" for f in PERSONAL_FIELDS}, signup_date=None, attributes={},

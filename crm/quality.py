@@ -1,6 +1,6 @@
 """Data quality: what in the stored data would mislead the models or the people who read them.
 
-Reads only (the merge that fixes a duplicate is crm.services.merge_customers). The data-quality
+Reads only (the merge that fixes a duplicate is crm.merging.merge_customers). The data-quality
 page for managers shows each finding with links to its records:
 
 - **likely duplicate customers**: the same e-mail address (trimmed, case-insensitive), the same

@@ -14,6 +14,19 @@ from django.db.models import Exists, F, FilteredRelation, OuterRef, Q, QuerySet
 from rest_framework.authtoken.models import Token
 
 from crm import sql
+
+# The roles and the rep-sees-own rule live in crm.access (re-exported here for the pages).
+from crm.access import (  # noqa: F401
+    can_change_interaction,
+    is_manager,
+    is_staff_member,
+    sees_all_customers,
+    user_roles,
+    visibility_sql,
+    visible_customers,
+    visible_interactions,
+)
+from crm.access import visibility as _visibility
 from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP, Customer, Interaction, Product
 
 # Churn-risk bands shown as filters and worklist labels: (key, label, low, high), high exclusive.
@@ -42,53 +55,6 @@ CUSTOMER_ORDERINGS = {
     "segment": (F("segment_name").asc(nulls_last=True), "name", "external_id"),
     "-segment": (F("segment_name").desc(nulls_last=True), "name", "external_id"),
 }
-
-
-def user_roles(user) -> set[str]:
-    if not user.is_authenticated:
-        return set()
-    cached = getattr(user, "_crm_roles", None)
-    if cached is None:
-        cached = set(user.groups.values_list("name", flat=True))
-        if user.is_superuser:
-            cached.add(ROLE_ADMIN)
-        user._crm_roles = cached
-    return cached
-
-
-def sees_all_customers(user) -> bool:
-    return bool(user_roles(user) & {ROLE_MANAGER, ROLE_ADMIN})
-
-
-def is_manager(user) -> bool:
-    return bool(user_roles(user) & {ROLE_MANAGER, ROLE_ADMIN})
-
-
-def is_staff_member(user) -> bool:
-    """Any CRM role: sales rep, manager or admin."""
-    return bool(user_roles(user) & {ROLE_SALES_REP, ROLE_MANAGER, ROLE_ADMIN})
-
-
-def _visibility(user, prefix: str = "") -> Q | None:
-    """The row-level rule as a condition on the customer reached through ``prefix`` (e.g.
-    ``"customer__"`` from an insight row): Q() for managers and admins, own or unassigned for
-    reps, None for users who may see no customer at all."""
-    if sees_all_customers(user):
-        return Q()
-    if not is_staff_member(user):
-        return None
-    return Q(**{f"{prefix}owner": user}) | Q(**{f"{prefix}owner__isnull": True})
-
-
-def visibility_sql(user, alias: str) -> tuple[str, list] | None:
-    """:func:`_visibility` as SQL on the customer table under ``alias``, for the prepared reads
-    (crm.sql): ("", []) for managers and admins, own-or-unassigned for reps, None for no customer."""
-    if sees_all_customers(user):
-        return "", []
-    if not is_staff_member(user):
-        return None
-    owner = sql.column(Customer, "owner")
-    return f"({alias}.{owner} = %s OR {alias}.{owner} IS NULL)", [user.pk]
 
 
 @functools.cache
@@ -125,28 +91,6 @@ def user_by_token(key: str):
         roles.add(ROLE_ADMIN)
     user._crm_roles = roles
     return user
-
-
-def visible_customers(user) -> QuerySet:
-    """Customers this user may see: all for managers and admins; own and unassigned for reps."""
-    rule = _visibility(user)
-    return Customer.objects.none() if rule is None else Customer.objects.filter(rule)
-
-
-def visible_interactions(user) -> QuerySet:
-    interactions = Interaction.objects.all()
-    if sees_all_customers(user):
-        return interactions
-    if not is_staff_member(user):
-        return interactions.none()
-    return interactions.filter(Q(customer__owner=user) | Q(customer__owner__isnull=True))
-
-
-def can_change_interaction(user, interaction: Interaction) -> bool:
-    """Whether the user may edit or delete an interaction of a customer they see: managers and admins
-    any; a sales rep the ones they logged (``created_by``). The pages show Edit where this holds; the
-    services enforce it."""
-    return is_manager(user) or (is_staff_member(user) and interaction.created_by_id == user.pk)
 
 
 def with_insights(customers: QuerySet, runs: dict | None = None) -> QuerySet:

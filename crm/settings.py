@@ -293,7 +293,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing happens inside a web request (on commit): when the broker is down the request must
 # answer "background work unavailable" within seconds, not hang. A refused connection fails at
 # once; an unreachable host costs at most (1 + max_retries) connection timeouts. The run or
-# import stays queued in the database and is sent later (see crm.services.dispatch_pending).
+# import stays queued in the database and is sent later (see crm.jobs.dispatch_pending).
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}

@@ -68,7 +68,7 @@ def fetchall(query: str, params) -> list[tuple]:
     """The rows of a read built from :class:`Select` parts (see the module's text on preparing)."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get("server_side_binding"):
-            from django.db.backends.postgresql.base import ServerBindingCursor
+            from django.db.backends.postgresql.base import ServerBindingCursor  # needs psycopg: PostgreSQL only
 
             cursor.cursor.close()
             cursor.cursor = ServerBindingCursor(connection.connection)

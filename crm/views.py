@@ -19,7 +19,8 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from crm import audit, forms, importing, selectors, services
+from crm import audit, forms, selectors, services
+from crm import imports as importing
 from crm.exports import safe_cell
 from crm.models import ImportFile, ImportRun, Product
 from ml import selectors as ml_selectors

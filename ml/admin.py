@@ -1,7 +1,7 @@
 """Admin for training runs (with publish / rollback and retrain actions) and their insights."""
 from django.contrib import admin, messages
 
-from crm.services import BackgroundUnavailable
+from crm.jobs import BackgroundUnavailable
 from ml import selectors, services
 from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 

@@ -603,7 +603,7 @@ def insights_by_customer(customers, runs: dict | None = None) -> dict:
 
 def visible_prospects(user, product: Product, limit: int = 20):
     """prospects() restricted to the customers the user may see."""
-    from crm.selectors import visible_customers
+    from crm.access import visible_customers
 
     run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
     return (Prospect.objects.filter(run_id=run_id, product=product, customer__in=visible_customers(user))
@@ -735,7 +735,7 @@ def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | 
     ``runs`` ({kind: run}) pins the runs read (a list page sorted by one run's forecasts shows
     that run's values); without it the published runs are joined in the same query.
     """
-    from crm.selectors import visibility_sql
+    from crm.access import visibility_sql
 
     rule = visibility_sql(user, "c")
     if rule is None or (ids is not None and not ids):

@@ -17,11 +17,12 @@ from datetime import date
 import numpy as np
 import pandas as pd
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from crm import audit
-from crm.heartbeat import Heartbeat, heartbeat_seconds, stale_after
+from crm import audit, jobs
+from crm.access import NotAllowed, visible_customers
+from crm.imports.queue import dispatch_pending_imports
 from crm.models import AuditEvent, Customer, Interaction
 from ml import data
 from ml.models import CustomerSegment, Forecast, Segment, TrainingRun
@@ -36,6 +37,8 @@ Status = TrainingRun.Status
 # A run is tried this many times in all (worker deaths included) before it is marked failed.
 MAX_ATTEMPTS = 3
 KIND_ORDER = (Kind.SEGMENTATION, Kind.FORECAST, Kind.RECOMMENDATION)
+# The task that runs one queued run (ml.tasks), sent by name: services never import tasks.
+EXECUTE_RUN_TASK = "ml.execute_run"
 
 
 class RetrainRefused(Exception):
@@ -104,35 +107,30 @@ def _join(existing: TrainingRun, enqueue: bool) -> TrainingRun:
 def _enqueue(run_id: int) -> None:
     """Send the run's task on commit; raises BackgroundUnavailable (outside a transaction) when the
     broker is unreachable, the run staying queued for the sweep or a starting worker to send."""
-    from crm.services import dispatch_on_commit
-    from ml.tasks import execute_run_task
-
-    dispatch_on_commit(execute_run_task, TrainingRun, run_id, f"training run #{run_id}")
+    jobs.dispatch_on_commit(EXECUTE_RUN_TASK, TrainingRun, run_id, f"training run #{run_id}")
 
 
 def _send(run_id: int) -> bool:
-    from crm.services import dispatch
-    from ml.tasks import execute_run_task
+    return jobs.dispatch(EXECUTE_RUN_TASK, TrainingRun, run_id)
 
-    return dispatch(execute_run_task, TrainingRun, run_id)
+
+def send_pending_runs() -> tuple[list[int], bool]:
+    """Send the queued training runs whose task never reached the broker, or whose message looks
+    lost: (the ids sent, whether the broker could be reached)."""
+    # A queued run whose message was lost (its worker was killed while holding it for a retry)
+    # is sent again once no run of its kind is running, so it cannot block its kind for hours.
+    running_kinds = TrainingRun.objects.filter(status=Status.RUNNING).values_list("kind", flat=True)
+    queued = TrainingRun.objects.filter(status=Status.QUEUED)
+    jobs.release_overdue(TrainingRun, queued.exclude(kind__in=list(running_kinds)).values_list("pk", flat=True))
+    return jobs.send_queued(EXECUTE_RUN_TASK, TrainingRun, queued)
 
 
 def dispatch_pending() -> dict:
     """Send every queued training run and import whose task never reached the broker (it was down
-    when they were requested). Called by beat's sweep and when a worker starts."""
-    from crm.services import dispatch_pending_imports, release_overdue
-
-    # A queued run whose message was lost (its worker was killed while holding it for a retry)
-    # is sent again once no run of its kind is running, so it cannot block its kind for hours.
-    running_kinds = TrainingRun.objects.filter(status=Status.RUNNING).values_list("kind", flat=True)
-    release_overdue(TrainingRun, TrainingRun.objects.filter(status=Status.QUEUED).exclude(
-        kind__in=list(running_kinds)).values_list("pk", flat=True))
-    runs = []
-    for pk in TrainingRun.objects.filter(status=Status.QUEUED, dispatched_at__isnull=True).order_by("pk").values_list(
-            "pk", flat=True):
-        if not _send(pk):
-            return {"runs": runs, "imports": []}  # the broker is still down: try again at the next sweep
-        runs.append(pk)
+    when they were requested). Called by beat's sweep."""
+    runs, reachable = send_pending_runs()
+    if not reachable:
+        return {"runs": runs, "imports": []}  # the broker is still down: try again at the next sweep
     return {"runs": runs, "imports": dispatch_pending_imports()}
 
 
@@ -157,18 +155,13 @@ def claim_run(run_id: int) -> bool:
     A conditional UPDATE: only one claimer can win, and a redelivered task whose run already
     finished does nothing. The partial unique index refuses a second running run of the kind.
     """
-    stale = timezone.now() - stale_after()
     now = timezone.now()
     try:
         with transaction.atomic():
-            claimed = TrainingRun.objects.filter(
-                Q(status=Status.QUEUED) | Q(status=Status.RUNNING, heartbeat_at__lt=stale), pk=run_id,
-                attempts__lt=MAX_ATTEMPTS,
-            ).update(status=Status.RUNNING, heartbeat_at=now, started_at=now, attempts=F("attempts") + 1,
-                     stage="starting", progress=0, error="")
+            return jobs.claim(TrainingRun, run_id, max_attempts=MAX_ATTEMPTS, now=now, started_at=now,
+                              stage="starting", progress=0, error="")
     except IntegrityError:
         return False  # another run of this kind is running: this one stays queued
-    return bool(claimed)
 
 
 class _Progress:
@@ -201,7 +194,7 @@ def execute_run(run_id: int) -> TrainingRun | None:
     progress = _Progress(run)
     started = time.monotonic()
     try:
-        with Heartbeat(TrainingRun, run.pk, heartbeat_seconds()):
+        with jobs.Heartbeat(TrainingRun, run.pk, jobs.heartbeat_seconds()):
             outcome = TRAINERS[run.kind](run, progress)
     except KindNotSupported as exc:
         TrainingRun.objects.filter(pk=run.pk).update(
@@ -295,27 +288,23 @@ def published_run(kind: str) -> TrainingRun | None:
 
 def sweep_stale_runs() -> dict:
     """Runs whose worker died: queue them again (a new task), or fail them after MAX_ATTEMPTS."""
-    stale = timezone.now() - stale_after()
+    stale, running = jobs.stale_running(TrainingRun)
     requeued, failed = [], []
-    for run in TrainingRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=stale):
+    for run in running:
         if run.attempts >= MAX_ATTEMPTS:
-            if TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
-                    status=Status.FAILED, finished_at=timezone.now(),
-                    error=f"the worker stopped responding {run.attempts} times (killed or out of memory); "
-                          "the previous published insights are unchanged"):
+            if jobs.fail_stale(TrainingRun, run.pk, stale,
+                               f"the worker stopped responding {run.attempts} times (killed or out of memory); "
+                               "the previous published insights are unchanged"):
                 _delete_rows(run.pk)
                 failed.append(run.pk)
             continue
         try:
             with transaction.atomic():
-                moved = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
-                    status=Status.QUEUED, stage="worker lost; queued again", error="", dispatched_at=None)
+                moved = jobs.requeue_stale(TrainingRun, run.pk, stale, error="")
         except IntegrityError:
             # A queued run of this kind already waits: it will carry the retrain instead.
-            moved = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
-                status=Status.FAILED, finished_at=timezone.now(),
-                error="the worker stopped responding; a newer queued run replaces this one")
-            if moved:
+            if jobs.fail_stale(TrainingRun, run.pk, stale,
+                               "the worker stopped responding; a newer queued run replaces this one"):
                 _delete_rows(run.pk)
                 failed.append(run.pk)
             continue
@@ -592,8 +581,6 @@ def waiting_behind_running(run_id: int) -> bool:
 
 def record_feedback(*, user, customer, product, kind: str, status: str):
     """Mark a suggestion offered / accepted / declined (one current status per customer, product, kind)."""
-    from crm.selectors import visible_customers
-    from crm.services import NotAllowed
     from ml.models import Suggestion, SuggestionFeedback
     from ml.selectors import published_run_ids
 

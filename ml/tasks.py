@@ -2,7 +2,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from crm.services import sweep_stale_imports
+from crm.imports.queue import sweep_stale_imports
 from ml import services
 
 

@@ -5,8 +5,8 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
+from crm.imports.importer import import_files
 from crm.models import Customer, ImportRun, Interaction, Product
-from crm.services import import_files
 
 
 @pytest.fixture

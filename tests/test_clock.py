@@ -8,7 +8,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from crm import clock, services
+from crm import clock
+from crm.imports import importer as services
 from crm.models import Customer, Interaction
 from ml import data
 from ml import services as ml_services

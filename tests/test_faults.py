@@ -17,7 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError, connection
 from rest_framework.test import APIClient
 
-from crm import services as crm_services
+from crm.imports import importer as crm_services
 from crm.models import Customer, ImportRun, Interaction, Product
 from ml import services as ml_services
 from ml.models import TrainingRun

@@ -6,8 +6,9 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
+from crm.imports.importer import ImportFailed, import_files
+from crm.imports.reports import rejected_path_for
 from crm.models import Customer, ImportRun, Interaction, Product
-from crm.services import ImportFailed, import_files, rejected_path_for
 from tests.conftest import ROOT, read_rejects
 
 CUSTOMER_HEADER = ["external_id", "name", "email", "company", "country", "signup_date", "owner", "tier"]

@@ -11,9 +11,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import connection
 
-from crm import importing, services
+from crm import imports as importing
+from crm.imports import queue as services
+from crm.imports.importer import ImportFailed, import_files
+from crm.imports.reports import rejected_path_for
 from crm.models import AuditEvent, Customer, ImportRun, ImportSource, Interaction, Product
-from crm.services import ImportFailed, import_files, rejected_path_for
 from tests.conftest import read_rejects
 
 pytestmark = pytest.mark.django_db

@@ -17,10 +17,11 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm import importing
+from crm import imports as importing
 from crm.exports import _FORMULA_START, _NUMBER
+from crm.imports.importer import ImportFailed, import_files
+from crm.imports.reports import rejected_path_for
 from crm.models import Customer, ImportRun, Interaction, Product
-from crm.services import ImportFailed, import_files, rejected_path_for
 from ml.models import CustomerSegment, Segment, Suggestion, TrainingRun
 from tests.conftest import read_rejects
 

@@ -207,7 +207,7 @@ def test_retrain_without_data_is_refused_with_a_clear_message(db):
 
 
 def test_import_schedules_one_retrain_of_each_kind_when_configured(db, settings, write_csv):
-    from crm.services import import_files
+    from crm.imports.importer import import_files
 
     settings.RETRAIN_AFTER_IMPORT = True
     path = write_csv("c.csv", ["external_id"], [["A1"], ["A2"]])

@@ -4,8 +4,8 @@ from datetime import timedelta
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from crm.imports.queue import run_queued_import, save_uploads, sweep_stale_imports
 from crm.models import Customer, ImportRun
-from crm.services import run_queued_import, save_uploads, sweep_stale_imports
 from ml import services as ml_services
 from ml.models import TrainingRun
 

@@ -8,9 +8,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.urls import reverse
 
-from crm import importing
+from crm import imports as importing
+from crm.imports.importer import ImportFailed, import_files
 from crm.models import Customer, ImportRun
-from crm.services import ImportFailed, import_files
 from tests.api.conftest import error_of
 
 FOUR_ROWS = b"external_id,name\nK1,a\nK2,b\nK3,c\nK4,d\n"
@@ -154,7 +154,7 @@ def test_api_import_over_row_limit_is_400_naming_the_limit(client, manager, limi
 
 
 def test_api_import_queued_under_an_old_limit_fails_whole_when_run(client, manager, limits):
-    from crm.services import run_queued_import
+    from crm.imports.queue import run_queued_import
 
     client.force_login(manager)
     response = client.post("/api/v1/imports/", {"customers": _upload(FOUR_ROWS[:-5])})  # 3 rows

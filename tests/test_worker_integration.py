@@ -2,8 +2,8 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from crm.imports.queue import enqueue_import
 from crm.models import Customer, ImportRun
-from crm.services import enqueue_import
 from tests.conftest import wait_for
 
 
@@ -76,8 +76,8 @@ def test_worker_killed_mid_import_is_taken_over_and_completes(slow_import_env, s
     import os
     import signal
 
+    from crm.imports.queue import dispatch_pending_imports, sweep_stale_imports
     from crm.models import Interaction
-    from crm.services import dispatch_pending_imports, sweep_stale_imports
 
     settings.MEDIA_ROOT = tmp_path
     settings.ML_STALE_AFTER_SECONDS = 4

@@ -15,7 +15,11 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler, set_rollback
 
-from crm.services import BackgroundUnavailable, ImportFailed, InUse, MergeRefused, NotAllowed
+from crm.access import NotAllowed
+from crm.imports.importer import ImportFailed
+from crm.jobs import BackgroundUnavailable
+from crm.merging import MergeRefused
+from crm.records import InUse
 from ml.services import RetrainRefused, RunNotPublishable
 
 log = logging.getLogger(__name__)

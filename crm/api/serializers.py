@@ -11,10 +11,10 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crm import selectors
+from crm import limits, selectors
 from crm.forms import import_upload_error
+from crm.interactions import BULK_FIELDS, MAX_BULK_ITEMS
 from crm.models import INTERACTION_TYPES, Customer, ImportFile, ImportRun, Interaction, Product
-from crm.services import BULK_FIELDS, MAX_BULK_ITEMS
 from ml import selectors as ml_selectors
 from ml.models import Segment, Suggestion, SuggestionFeedback, TrainingRun
 
@@ -252,7 +252,7 @@ class InteractionSerializer(serializers.ModelSerializer):
     customer_external_id = serializers.CharField(source="customer.external_id", read_only=True)
     product = KeyField(slug_field="sku", queryset=Product.objects.all(), allow_null=True, required=False,
                        help_text="The product's sku.")
-    external_id = serializers.CharField(max_length=100, required=False, allow_blank=True,
+    external_id = serializers.CharField(max_length=limits.INTERACTION["external_id"], required=False, allow_blank=True,
                                         help_text="Unique key of the interaction; generated when left out.")
     occurred_at = serializers.DateTimeField(required=False, help_text="Default: now.")
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
@@ -276,9 +276,9 @@ class InteractionSerializer(serializers.ModelSerializer):
 
 class InteractionQuerySerializer(serializers.Serializer):
     customer = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-    customer_external_id = serializers.CharField(required=False, max_length=100)
+    customer_external_id = serializers.CharField(required=False, max_length=limits.CUSTOMER["external_id"])
     type = serializers.ChoiceField(INTERACTION_TYPES, required=False)
-    product_sku = serializers.CharField(required=False, max_length=100)
+    product_sku = serializers.CharField(required=False, max_length=limits.PRODUCT["sku"])
     occurred_after = serializers.DateTimeField(required=False)
     occurred_before = serializers.DateTimeField(required=False)
     ordering = serializers.ChoiceField(list(selectors.INTERACTION_ORDERINGS), required=False, default="-occurred_at")

@@ -1,8 +1,8 @@
 """POST /interactions/bulk/: per-item errors with their index, good items stored, idempotent."""
 import pytest
 
+from crm.interactions import MAX_BULK_ITEMS
 from crm.models import Customer, Interaction
-from crm.services import MAX_BULK_ITEMS
 from tests.api.conftest import error_of
 
 pytestmark = pytest.mark.django_db

@@ -4,8 +4,8 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from crm.imports.queue import run_queued_import
 from crm.models import Customer, ImportRun
-from crm.services import run_queued_import
 from ml.models import SuggestionFeedback, TrainingRun
 from tests.api.conftest import error_of
 

@@ -6,7 +6,7 @@ Screenshots go to test-output/screenshots/.
 """
 import pytest
 
-from crm import services
+from crm.imports import queue as services
 from crm.models import Customer, ImportRun, ImportSource
 from tests.web import chromium
 from tests.web.test_browser import log_in, shot

@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from crm import services
+from crm.imports import queue as services
 from crm.models import Customer, ImportRun, ImportSource
 
 HEADER = "external_id,name,email,phone,company,country,city,signup_date,owner_username\n"

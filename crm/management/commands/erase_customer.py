@@ -2,9 +2,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from crm import privacy
+from crm.access import NotAllowed
 from crm.management.commands.export_personal_data import _user
 from crm.models import Customer
-from crm.services import NotAllowed
 
 
 class Command(BaseCommand):

@@ -3,8 +3,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from crm import privacy
+from crm.access import NotAllowed
 from crm.models import Customer
-from crm.services import NotAllowed
 
 
 class Command(BaseCommand):

@@ -7,8 +7,8 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from crm import importing
-from crm.services import ImportFailed, import_files
+from crm import imports
+from crm.imports.importer import ImportFailed, import_files
 
 KINDS = ("customers", "products", "interactions")
 
@@ -41,7 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true",
                             help="read and check everything, print what would happen, write no data "
                                  "(applies the suggested column names too)")
-        parser.add_argument("--date-format", choices=tuple(importing.DATE_FORMATS), default="",
+        parser.add_argument("--date-format", choices=tuple(imports.DATE_FORMATS), default="",
                             help="how dates that are not ISO are written: dmy = day first (31/12/2024), mdy = "
                                  "month first (12/31/2024); ISO dates always read (default: the source's, else iso)")
         parser.add_argument("--mapping", metavar="FILE.json",
@@ -81,7 +81,7 @@ class Command(BaseCommand):
     def _report(self, run, verbosity):
         head = f"Dry run #{run.pk}" if run.dry_run else f"Import #{run.pk}"
         self.stdout.write(f"{head} {run.outcome} in {run.duration_seconds:.1f} s (dates: "
-                          f"{importing.DATE_FORMATS[run.date_format]})"
+                          f"{imports.DATE_FORMATS[run.date_format]})"
                           + ("; nothing was written" if run.dry_run else ""))
         verb = "would " if run.dry_run else ""
         for result in run.files.all():
@@ -97,7 +97,7 @@ class Command(BaseCommand):
                 f"unchanged {result.unchanged}, {verb}reject {result.rejected}, with warnings {result.warned}"
                 + (f" (see {Path(result.rejected_path).name})" if result.rejected_path else ""))
             if run.dry_run and verbosity > 0:
-                order = [importing.source_of(c) for c in importing.SPECS[result.kind].columns]
+                order = [imports.source_of(c) for c in imports.SPECS[result.kind].columns]
                 for row in result.preview[:5]:
                     values = ", ".join(f"{k}={row['values'][k]}" for k in order if k in row["values"])
                     self.stdout.write(f"  row {row['row']} {row['outcome']}: {values or row['reason']}"

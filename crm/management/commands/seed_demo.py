@@ -1,6 +1,6 @@
 """``python manage.py seed_demo [--customers N] [--seed S]``: a realistic synthetic business.
 
-The generated files go through the same importer as real data (crm.services.import_files),
+The generated files go through the same importer as real data (crm.imports.importer.import_files),
 so the demo also exercises validation, upserts and the import history.
 """
 import tempfile
@@ -12,7 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from crm import demo
-from crm.services import ImportFailed, ensure_sales_reps, import_files
+from crm.imports.importer import ImportFailed, import_files
+from crm.records import ensure_sales_reps
 
 SALES_REPS = ("alice", "bob", "carol")
 

@@ -4,7 +4,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
-from crm.services import BackgroundUnavailable
+from crm.jobs import BackgroundUnavailable
 from ml import services
 from ml.models import TrainingRun
 

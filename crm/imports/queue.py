@@ -1,0 +1,157 @@
+"""Imports run by a worker: saved uploads, queued runs, their claim, sweep and resend.
+
+The lifecycle (claim, heartbeat, sweep, resend) is crm.jobs', shared with training runs.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from crm import jobs
+from crm.imports.importer import ORDER, ImportFailed, import_files
+from crm.models import ImportFile, ImportRun
+
+
+def save_uploads(uploads: dict, *, user=None, source: str = "upload", in_process: bool = False,
+                 dry_run: bool = False, date_format: str = "", source_name: str = "",
+                 mapping: dict | None = None) -> ImportRun:
+    """Store uploaded files under MEDIA_ROOT/imports/<run id>/ and create their queued ImportRun.
+
+    ``in_process``: the caller imports them itself, so no worker must be sent the run. The
+    other options are import_files()'s.
+    """
+    run = ImportRun.objects.create(user=user, source=source, status=ImportRun.Status.QUEUED,
+                                   dispatched_at=timezone.now() if in_process else None, dry_run=dry_run,
+                                   date_format=date_format, source_name=source_name, mapping=mapping or {})
+    folder = Path(settings.MEDIA_ROOT) / "imports" / str(run.pk)
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ORDER:
+        upload = uploads.get(kind)
+        if not upload:
+            continue
+        target = folder / f"{kind}.csv"
+        with open(target, "wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        ImportFile.objects.create(run=run, kind=kind, filename=Path(upload.name).name[:500], path=str(target))
+    return run
+
+
+def run_saved_import(run_id: int, progress=None) -> ImportRun:
+    """Import the files saved for a queued ImportRun (the background half of an upload)."""
+    run = ImportRun.objects.get(pk=run_id)
+    files = {f.kind: f.path for f in run.files.all()}
+    names = {f.kind: f.filename for f in run.files.all()}
+    run.files.all().delete()  # recreated with their counts by import_files
+    return import_files(files, run=run, rejected_dir=Path(settings.MEDIA_ROOT) / "imports" / str(run.pk),
+                        progress=progress, names=names)
+
+
+def import_uploads(uploads: dict, *, user=None, source: str = "upload", **options) -> ImportRun:
+    """Save uploaded files and import them now, in this process (options: import_files()'s)."""
+    run = save_uploads(uploads, user=user, source=source, in_process=True, **options)
+    return run_saved_import(run.pk)
+
+
+def import_checked(run_id: int, *, user=None, mapping: dict | None = None, date_format: str | None = None,
+                   source_name: str | None = None, dry_run: bool = False, source: str | None = None) -> ImportRun:
+    """A new queued import of the files a dry run checked (after the mapping was confirmed or
+    changed): the files are copied, so the dry run keeps its own record. ``dry_run``: check
+    again instead. The caller dispatches it (see enqueue_checked)."""
+    checked = ImportRun.objects.get(pk=run_id)
+    run = ImportRun.objects.create(
+        user=user, source=source or checked.source, status=ImportRun.Status.QUEUED, dry_run=dry_run,
+        date_format=checked.date_format if date_format is None else date_format,
+        source_name=checked.source_name if source_name is None else source_name,
+        mapping=checked.mapping if mapping is None else mapping)
+    folder = Path(settings.MEDIA_ROOT) / "imports" / str(run.pk)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in checked.files.all():
+        if not f.path or not Path(f.path).is_file():
+            continue
+        target = folder / f"{f.kind}.csv"
+        shutil.copyfile(f.path, target)
+        ImportFile.objects.create(run=run, kind=f.kind, filename=f.filename, path=str(target))
+    return run
+
+
+# An import is tried this many times in all (worker deaths included) before it is marked failed.
+IMPORT_MAX_ATTEMPTS = 3
+
+
+# Only saved uploads can be handed to another worker; a command's files may live on its machine only.
+REQUEUABLE_SOURCES = ("upload", "api")
+# The task that runs one queued import (crm.tasks), sent by name.
+RUN_IMPORT_TASK = "crm.run_import"
+
+
+def run_queued_import(run_id: int) -> ImportRun | None:
+    """Claim a queued ImportRun, or a running one whose worker died (stale heartbeat), and run it.
+
+    The claim is a conditional UPDATE (crm.jobs), so a redelivered task whose import already
+    finished does nothing. Re-running a half-done import is safe: every batch is an idempotent upsert.
+    """
+    if not jobs.claim(ImportRun, run_id, max_attempts=IMPORT_MAX_ATTEMPTS):
+        return None
+    try:
+        with jobs.Heartbeat(ImportRun, run_id, jobs.heartbeat_seconds()):
+            return run_saved_import(run_id)
+    except ImportFailed:
+        return ImportRun.objects.get(pk=run_id)
+
+
+def sweep_stale_imports() -> dict:
+    """Imports whose worker died (no heartbeat for ML_STALE_AFTER_SECONDS): queue saved uploads
+    again for a worker, up to IMPORT_MAX_ATTEMPTS; fail the others with what to do."""
+    stale, running = jobs.stale_running(ImportRun)
+    requeued, failed = [], []
+    for pk, source, attempts in running.order_by("pk").values_list("pk", "source", "attempts"):
+        if source in REQUEUABLE_SOURCES and attempts < IMPORT_MAX_ATTEMPTS:
+            if jobs.requeue_stale(ImportRun, pk, stale):
+                requeued.append(pk)
+        elif jobs.fail_stale(ImportRun, pk, stale,
+                             f"the import stopped part-way (its process stopped responding, attempt {attempts}); "
+                             "rows of finished batches are stored: re-run the same import to complete it"):
+            failed.append(pk)
+    return {"requeued": requeued, "failed": failed}
+
+
+def enqueue_import(uploads: dict, *, user=None, source: str = "upload", **options) -> ImportRun:
+    """Save uploads and hand the import (or dry run) to a worker once this transaction commits.
+
+    ``options``: save_uploads()'s (dry_run, date_format, source_name, mapping). Raises
+    :class:`crm.jobs.BackgroundUnavailable` (outside a transaction) when the broker cannot be
+    reached: the run stays queued with its files and is sent when the broker is back.
+    """
+    run = save_uploads(uploads, user=user, source=source, **options)
+    _dispatch_import(run)
+    return run
+
+
+def enqueue_checked(run_id: int, **options) -> ImportRun:
+    """Queue the import (or another dry run) of the files a dry run checked: import_checked()'s
+    options; BackgroundUnavailable as enqueue_import()."""
+    run = import_checked(run_id, **options)
+    _dispatch_import(run)
+    return run
+
+
+def _dispatch_import(run: ImportRun) -> None:
+    what = f"{'dry run' if run.dry_run else 'import'} #{run.pk}"
+    jobs.dispatch_on_commit(RUN_IMPORT_TASK, ImportRun, run.pk, what)
+
+
+def send_pending_imports() -> tuple[list[int], bool]:
+    """Send the queued imports whose task never reached the broker, or whose message looks lost:
+    (the ids sent, whether the broker could be reached)."""
+    queued = ImportRun.objects.filter(status=ImportRun.Status.QUEUED)
+    jobs.release_overdue(ImportRun, queued.values_list("pk", flat=True))
+    return jobs.send_queued(RUN_IMPORT_TASK, ImportRun, queued)
+
+
+def dispatch_pending_imports() -> list[int]:
+    """:func:`send_pending_imports`' ids sent."""
+    return send_pending_imports()[0]

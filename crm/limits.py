@@ -1,0 +1,13 @@
+"""Length limits of the contract's text columns (README, "Import format"), written once.
+
+The models' ``max_length``, the import's row checks (crm.imports.rows) and column-wise checks
+(crm.imports.batches) and the API's serializers all read them here. Plain values, no Django:
+the import's validation has no ORM.
+"""
+
+CUSTOMER = {"external_id": 100, "name": 200, "email": 254, "phone": 50, "company": 200, "country": 100,
+            "city": 100}
+PRODUCT = {"sku": 100, "name": 300, "category": 200, "tags": 500}
+INTERACTION = {"external_id": 100, "order_ref": 100, "channel": 100}
+# An owner is a user's username: django.contrib.auth's User.username is 150 characters.
+USERNAME = 150
