@@ -32,7 +32,7 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "Install Chromium (apt-get install chromium) for the browser tests"; exit 1; }
 
-## test: the whole suite on the embedded defaults (SQLite, filesystem broker), or on
+## test: the whole suite on the embedded defaults (SQLite, embedded SQLite broker), or on
 ## DATABASE_URL / REDIS_URL when they are set.
 test: venv browser
 	CRM_VAR_DIR=$(CURDIR)/var/test $(PY) -m pytest $(PYTEST_ARGS)

@@ -14,6 +14,8 @@ from celery.schedules import crontab
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from crm import broker as embedded_broker
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Local state for development: SQLite file, embedded broker folders, generated secret, uploads.
 VAR_DIR = Path(os.environ.get("CRM_VAR_DIR", BASE_DIR / "var"))
@@ -257,7 +259,9 @@ ML_STALE_AFTER_SECONDS = _env_int("ML_STALE_AFTER_SECONDS", 60, minimum=2)
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 if REDIS_URL and urlparse(REDIS_URL).scheme not in {"redis", "rediss"}:
     raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis:// or rediss://")
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "").strip() or REDIS_URL or "filesystem://"
+# Without Redis, the broker is a SQLite file under VAR_DIR (crm.broker: a message is one row
+# written in one transaction, so no reader sees half of it).
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "").strip() or REDIS_URL or embedded_broker.url(VAR_DIR)
 # The longest task (a full retrain at the largest scale) must finish well inside this limit.
 CELERY_TASK_TIME_LIMIT = _env_int("CELERY_TASK_TIME_LIMIT", 2 * 3600, minimum=60)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
@@ -267,18 +271,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 # workers' blocking reads wait 1 s at a time, well inside them); tests/test_hung_redis.py.
 REDIS_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600,
                                   "socket_timeout": 5, "socket_connect_timeout": 3}
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "store_processed": False,
-        "control_folder": str(_broker_dir / "control"),
-        "polling_interval": 0.05,
-    }
+if CELERY_BROKER_URL.startswith(embedded_broker.SCHEME + "+"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = embedded_broker.transport_options()
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = REDIS_BROKER_TRANSPORT_OPTIONS
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "crm")
@@ -300,8 +294,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 RETRAIN_SCHEDULE = _env_cron("RETRAIN_CRON", "30 2 * * *")
+# How often beat sends the sweep of stale imports and runs (the embedded soak sets a few seconds).
+SWEEP_EVERY_SECONDS = _env_int("SWEEP_EVERY_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stale-runs": {"task": "ml.sweep_stale_runs", "schedule": 60.0},
+    "sweep-stale-runs": {"task": "ml.sweep_stale_runs", "schedule": float(SWEEP_EVERY_SECONDS)},
 }
 if RETRAIN_SCHEDULE is not None:
     CELERY_BEAT_SCHEDULE["nightly-retrain"] = {"task": "ml.retrain_all", "schedule": RETRAIN_SCHEDULE}
@@ -425,7 +421,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # kombu warns that the embedded filesystem broker URL has no host name: it needs none.
     # axes logs every successful log-in at INFO; failures and lockouts (WARNING) are what matter.
     "loggers": {"django.db.backends": {"level": "INFO"}, "kombu.connection": {"level": "ERROR"},
                 "axes": {"level": "WARNING"}},

@@ -3,7 +3,7 @@
 Broker tests start their OWN redis-server on a free port (never the shared one) and point this
 process and the worker processes at it, so they can stop it. They need the `redis-server`
 binary: when it is missing they fail if REDIS_URL is set (CI, where Redis is part of the
-stack) and are skipped otherwise (a developer's clone on the embedded SQLite / filesystem broker
+stack) and are skipped otherwise (a developer's clone on the embedded SQLite / SQLite broker
 set-up may not have Redis installed). With the binary present they run on both backends.
 """
 import os

@@ -58,7 +58,7 @@ def hung_redis(settings):
 
     saved = (app.conf.broker_url, app.conf.broker_transport_options)
     server = HungServer()
-    # The options a Redis broker gets from the settings (the filesystem broker has its own).
+    # The options a Redis broker gets from the settings (the embedded broker has its own).
     _use_broker(app, server.url, dict(settings.REDIS_BROKER_TRANSPORT_OPTIONS))
     try:
         yield server
