@@ -37,6 +37,8 @@ Steps:
    for 50 random customers the API's segment, forecast and suggestions are those of the published
    runs. Prints requests, per-endpoint counts, errors by status, p50/p95/p99, lost/duplicated rows.
 
+``--embedded`` soaks `make run`'s stack instead (SQLite and the embedded broker): bench/soak_embedded.py.
+
 Exit status 1 when any check fails. ``--write`` replaces the ``<!-- soak:start -->`` ..
 ``<!-- soak:end -->`` section of BENCHMARKS.md with the method and these figures.
 Worker, beat and gunicorn logs: ``<CRM_VAR_DIR>/soak-*.log`` (default var/soak).
@@ -852,6 +854,10 @@ def write_benchmarks(text: str) -> None:
 # --- main ---------------------------------------------------------------------------------------------------
 
 def main() -> int:
+    if "--embedded" in sys.argv[1:]:  # the embedded defaults' soak has its own steps and checks
+        from bench.soak_embedded import main as embedded_main  # noqa: PLC0415 (only that mode needs it)
+
+        return embedded_main(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10, help="minutes of load (default 10)")
