@@ -47,7 +47,7 @@ def personal_data(customer: Customer) -> dict:
     """
     # ml builds on crm: read at call time, so importing crm never loads ml.
     from ml.models import CustomerSegment, Forecast, Prospect, Suggestion, SuggestionFeedback
-    from ml.selectors import targets_not_forecast
+    from ml.run_reports import targets_not_forecast
 
     c = Customer.objects.select_related("owner").get(pk=customer.pk)
     interactions = Interaction.objects.filter(customer=c).select_related("product").order_by("occurred_at", "id")

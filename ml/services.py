@@ -594,8 +594,8 @@ def record_feedback(*, user, customer, product, kind: str, status: str):
     """Mark a suggestion offered / accepted / declined (one current status per customer, product, kind)."""
     from crm.selectors import visible_customers
     from crm.services import NotAllowed
+    from ml.insights import published_run_ids
     from ml.models import Suggestion, SuggestionFeedback
-    from ml.selectors import published_run_ids
 
     if not visible_customers(user).filter(pk=customer.pk).exists():
         raise NotAllowed("you cannot give feedback on this customer's suggestions")
