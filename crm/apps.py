@@ -7,7 +7,7 @@ class CrmConfig(AppConfig):
 
     def ready(self):
         # Imported here because models must be loaded first.
-        from crm import jobs
-        from crm.imports import queue
+        from crm import jobs  # noqa: PLC0415 -- after the models (see above)
+        from crm.imports import queue  # noqa: PLC0415 -- after the models (see above)
 
         jobs.register_pending("imports", queue.send_pending_imports)

@@ -1,53 +1,10 @@
 """Forms of the HTML pages: they parse and validate request data; services do the writing."""
-from datetime import datetime, time
-
 from django import forms
 from django.conf import settings
 from django.utils import timezone
 
 from crm import clock, imports
 from crm.models import Customer, Interaction
-from crm.selectors import CHURN_BANDS, CUSTOMER_ORDERINGS
-from ml.models import Suggestion, SuggestionFeedback, TrainingRun
-
-PAGE_SIZES = (25, 50, 100)
-
-
-class CustomerFilterForm(forms.Form):
-    q = forms.CharField(label="Search", required=False,
-                        widget=forms.TextInput(attrs={"placeholder": "Name, email, company or external id",
-                                                      "type": "search"}))
-    segment = forms.TypedChoiceField(label="Segment", required=False, coerce=int, empty_value=None)
-    owner = forms.ChoiceField(label="Owner", required=False)
-    churn_band = forms.ChoiceField(label="Churn risk", required=False,
-                                   choices=[("", "Any")] + [(k, label) for k, label, _lo, _hi in CHURN_BANDS])
-    clv_min = forms.FloatField(label="CLV from", required=False, min_value=0)
-    clv_max = forms.FloatField(label="CLV to", required=False, min_value=0)
-    last_purchase_after = forms.DateField(label="Last purchase after", required=False,
-                                          widget=forms.DateInput(attrs={"type": "date"}))
-    last_purchase_before = forms.DateField(label="Last purchase before", required=False,
-                                           widget=forms.DateInput(attrs={"type": "date"}))
-    sort = forms.ChoiceField(label="Sort", required=False, choices=[(k, k) for k in CUSTOMER_ORDERINGS])
-    per_page = forms.TypedChoiceField(label="Per page", required=False, coerce=int, empty_value=PAGE_SIZES[0],
-                                      choices=[(n, n) for n in PAGE_SIZES])
-
-    def __init__(self, *args, segments=(), owners=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["segment"].choices = [("", "Any")] + [(s.pk, s.name) for s in segments]
-        self.fields["owner"].choices = ([("", "Anyone"), ("none", "Unassigned")]
-                                        + [(str(u.pk), u.get_full_name() or u.username) for u in owners])
-
-    def filters(self) -> dict:
-        """The keyword arguments of crm.selectors.customer_list (invalid values are ignored)."""
-        data = self.cleaned_data if self.is_valid() else {
-            k: v for k, v in getattr(self, "cleaned_data", {}).items() if k not in self.errors}
-        def start_of(day):
-            return timezone.make_aware(datetime.combine(day, time.min)) if day else None
-
-        return {"q": data.get("q") or "", "segment": data.get("segment"), "owner": data.get("owner") or None,
-                "churn_band": data.get("churn_band") or "", "clv_min": data.get("clv_min"),
-                "clv_max": data.get("clv_max"), "last_purchase_before": start_of(data.get("last_purchase_before")),
-                "last_purchase_after": start_of(data.get("last_purchase_after")), "ordering": data.get("sort") or "name"}
 
 
 def _not_future(value):
@@ -100,12 +57,6 @@ class InteractionEditForm(forms.Form):
 class TimelineFilterForm(forms.Form):
     type = forms.MultipleChoiceField(label="Show", required=False, choices=Interaction.Type.choices,
                                      widget=forms.CheckboxSelectMultiple)
-
-
-class FeedbackForm(forms.Form):
-    product = forms.IntegerField(widget=forms.HiddenInput)
-    kind = forms.ChoiceField(choices=Suggestion.Kind.choices, widget=forms.HiddenInput)
-    status = forms.ChoiceField(label="Mark as", choices=SuggestionFeedback.Status.choices)
 
 
 def import_upload_error(kind: str, upload) -> str | None:
@@ -204,10 +155,6 @@ class ImportMappingForm(forms.Form):
         """[(kind, [(file column, bound field, suggested?)])] for the template."""
         return [(kind, [(name, self[field_name], suggested) for name, field_name, suggested in entries])
                 for kind, entries in self.columns]
-
-
-class RetrainForm(forms.Form):
-    kind = forms.ChoiceField(choices=TrainingRun.Kind.choices)
 
 
 class _OwnerField(forms.ModelChoiceField):

@@ -5,12 +5,17 @@ own and unassigned ones; managers and admins see all" holds at every door.
 """
 from __future__ import annotations
 
+import csv
 import functools
+from datetime import date, datetime, time, timedelta
+from itertools import islice
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection
-from django.db.models import Exists, F, FilteredRelation, OuterRef, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from crm import sql
@@ -26,35 +31,17 @@ from crm.access import (  # noqa: F401
     visible_customers,
     visible_interactions,
 )
-from crm.access import visibility as _visibility
-from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP, Customer, Interaction, Product
-
-# Churn-risk bands shown as filters and worklist labels: (key, label, low, high), high exclusive.
-CHURN_BANDS = (
-    ("low", "Low (< 30 %)", 0.0, 0.3),
-    ("medium", "Medium (30–60 %)", 0.3, 0.6),
-    ("high", "High (≥ 60 %)", 0.6, 1.01),
+from crm.models import (
+    ROLE_ADMIN,
+    ROLE_MANAGER,
+    ROLE_SALES_REP,
+    Customer,
+    ImportFile,
+    ImportRun,
+    ImportSource,
+    Interaction,
+    Product,
 )
-# Sortable insight -> its Forecast column. Customers without that insight (no published forecast
-# for them, no_profiling, or a NULL value: the target was not forecast for this data) sort last in
-# both directions; the id breaks ties, so pages never overlap.
-INSIGHT_SORTS = {"churn": "churn_probability", "clv": "clv", "spend": "expected_spend",
-                 "purchases": "expected_purchases", "value_at_risk": "value_at_risk"}
-
-
-def _insight_order(value: str, descending: bool) -> tuple:
-    if descending:
-        return (F(value).desc(nulls_last=True), "-pk")
-    return (F(value).asc(nulls_last=True), "pk")
-
-
-CUSTOMER_ORDERINGS = {
-    "name": ("name", "external_id"), "-name": ("-name", "-external_id"),
-    "last_purchase": ("last_purchase_at", "pk"), "-last_purchase": (F("last_purchase_at").desc(nulls_last=True), "-pk"),
-    **{f"{sign}{key}": _insight_order(value, sign == "-") for key, value in INSIGHT_SORTS.items() for sign in ("", "-")},
-    "segment": (F("segment_name").asc(nulls_last=True), "name", "external_id"),
-    "-segment": (F("segment_name").desc(nulls_last=True), "name", "external_id"),
-}
 
 
 @functools.cache
@@ -93,91 +80,6 @@ def user_by_token(key: str):
     return user
 
 
-def with_insights(customers: QuerySet, runs: dict | None = None) -> QuerySet:
-    """Annotate customers with their published segment and forecast (one LEFT JOIN each).
-
-    Fields: segment_id, segment_name, expected_purchases, expected_spend, churn_probability,
-    clv, expected_refund_rate, value_at_risk (churn probability x CLV). None where no model
-    has spoken for the customer yet, and for customers with ``no_profiling`` (their rows of a
-    run trained before they objected are neither shown nor sorted or filtered on).
-    """
-    from django.db.models import Case, FloatField, When
-
-    from ml.selectors import published_run_ids
-
-    runs = published_run_ids() if runs is None else runs
-
-    def profiled(path, output_field=None):
-        return Case(When(no_profiling=False, then=F(path)), default=None, output_field=output_field)
-
-    return customers.annotate(
-        pf=FilteredRelation("forecasts", condition=Q(forecasts__run_id=runs.get("forecast", -1))),
-        ps=FilteredRelation("segment_history", condition=Q(segment_history__run_id=runs.get("segmentation", -1))),
-    ).annotate(
-        segment_id=profiled("ps__segment_id"), segment_name=profiled("ps__segment__name"),
-        **{name: profiled(f"pf__{name}", FloatField()) for name in (
-            "expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
-            "value_at_risk")},
-    )
-
-
-def _plain_conditions(filters: dict, prefix: str = "") -> Q:
-    """The text, owner and last-purchase filters of customer_list as a condition on the customer
-    reached through ``prefix`` (they need no insight)."""
-    def on(lookup, value):
-        return Q(**{f"{prefix}{lookup}": value})
-
-    condition = Q()
-    q = (filters.get("q") or "").strip()
-    if q:
-        condition &= (on("name__icontains", q) | on("email__icontains", q) | on("company__icontains", q)
-                      | on("external_id__iexact", q))
-    owner = filters.get("owner")
-    if owner == "none":
-        condition &= on("owner__isnull", True)
-    elif owner:
-        condition &= on("owner_id", owner)
-    if filters.get("last_purchase_before"):
-        condition &= on("last_purchase_at__lt", filters["last_purchase_before"])
-    if filters.get("last_purchase_after"):
-        condition &= on("last_purchase_at__gte", filters["last_purchase_after"])
-    return condition
-
-
-def _forecast_conditions(filters: dict, prefix: str = "") -> Q | None:
-    """The churn band and CLV range filters on forecast values under ``prefix``; None when unused."""
-    condition, used = Q(), False
-    for key, _label, low, high in CHURN_BANDS:
-        if filters.get("churn_band") == key:
-            condition &= Q(**{f"{prefix}churn_probability__gte": low, f"{prefix}churn_probability__lt": high})
-            used = True
-    if filters.get("clv_min") is not None:
-        condition &= Q(**{f"{prefix}clv__gte": filters["clv_min"]})
-        used = True
-    if filters.get("clv_max") is not None:
-        condition &= Q(**{f"{prefix}clv__lte": filters["clv_max"]})
-        used = True
-    return condition if used else None
-
-
-def customer_list(user, *, q: str = "", segment: int | None = None, owner: str | None = None,
-                  churn_band: str = "", clv_min=None, clv_max=None, last_purchase_before=None,
-                  last_purchase_after=None, ordering: str = "name") -> QuerySet:
-    """The customers a user may see, searched, filtered and sorted, with their insights.
-
-    ``owner``: a user id, or ``"none"`` for unassigned accounts. ``churn_band``: a key of
-    CHURN_BANDS. ``ordering``: a key of CUSTOMER_ORDERINGS. Reads every matching customer's
-    insights: for one page, customer_page is the bounded way.
-    """
-    filters = {"q": q, "owner": owner, "churn_band": churn_band, "clv_min": clv_min, "clv_max": clv_max,
-               "last_purchase_before": last_purchase_before, "last_purchase_after": last_purchase_after}
-    customers = with_insights(visible_customers(user)).select_related("owner").filter(_plain_conditions(filters))
-    if segment:
-        customers = customers.filter(segment_id=segment)
-    forecast = _forecast_conditions(filters)
-    if forecast is not None:
-        customers = customers.filter(forecast)
-    return customers.order_by(*CUSTOMER_ORDERINGS.get(ordering, CUSTOMER_ORDERINGS["name"]))
 
 
 def customer_timeline(customer, *, types=None, limit: int = 100) -> QuerySet:
@@ -208,18 +110,8 @@ def categories() -> list[str]:
 WORKLIST_SIZE = 5
 
 
-def high_value_at_risk(user, limit: int = WORKLIST_SIZE) -> list:
-    """The visible customers with the largest churn probability x CLV, highest first."""
-    return list(with_insights(visible_customers(user)).filter(no_profiling=False, value_at_risk__gt=0)
-                .select_related("owner").order_by(F("value_at_risk").desc())[:limit])
-
-
 def new_this_week(user, limit: int = WORKLIST_SIZE, *, today=None) -> list:
     """Visible customers who signed up (or, without a signup date, were added) in the last 7 days."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     now = timezone.now()
     today = today or timezone.localdate()
     week_ago = today - timedelta(days=7)
@@ -231,8 +123,6 @@ def new_this_week(user, limit: int = WORKLIST_SIZE, *, today=None) -> list:
 
 def revenue_between(user, start, end) -> float:
     """Purchase amounts minus refunds of the visible customers, ``start <= occurred_at < end``."""
-    from django.db.models import Sum
-
     rows = dict(visible_interactions(user).filter(type__in=("purchase", "refund"), occurred_at__gte=start,
                                                   occurred_at__lt=end)
                 .values_list("type").annotate(total=Sum("amount")).values_list("type", "total"))
@@ -246,11 +136,6 @@ def revenue_by_month(user, months: int = 12, *, customer=None, product=None) -> 
     row's timestamp to its month (TruncMonth) costs a function call per row, too slow for
     millions of interactions on SQLite.
     """
-    from datetime import date, datetime, time
-
-    from django.db.models import Count, Sum
-    from django.utils import timezone
-
     today = timezone.localdate()
     starts = [date(today.year, today.month, 1)]
     for _ in range(months - 1):
@@ -274,81 +159,19 @@ def revenue_by_month(user, months: int = 12, *, customer=None, product=None) -> 
     return [(starts[i], float(totals[f"t{i}"] or 0), totals[f"n{i}"]) for i in range(months)]
 
 
-def churn_distribution(user) -> list:
-    """[(band label, number of visible customers)] by CHURN_BANDS, from the published forecast."""
-    from django.db.models import Count
-
-    customers = with_insights(visible_customers(user)).filter(no_profiling=False)
-    counts = customers.aggregate(**{key: Count("id", filter=Q(churn_probability__gte=low, churn_probability__lt=high))
-                                    for key, _label, low, high in CHURN_BANDS})
-    return [(label, counts[key]) for key, label, _low, _high in CHURN_BANDS]
-
-
-def segment_sizes(user) -> list:
-    """[(segment name, number of visible customers)] in the published segmentation, largest first."""
-    from django.db.models import Count
-
-    rows = (with_insights(visible_customers(user)).filter(segment_id__isnull=False).values("segment_name")
-            .annotate(n=Count("id")).order_by("-n").values_list("segment_name", "n"))
-    return list(rows)
-
-
-
-
-def forecast_totals(user, portfolio: dict | None = None) -> dict:
-    """Total published expected spend and purchases of the visible customers, each with a
-    P10-P90 range of the total.
-
-    Adding the customers' own P10s (or P90s) would pretend they all do badly (or well) at
-    once: customers buy independently, so the sum's own spread is the square root of the
-    summed variances, each read off the customer's P10-P90 range as a normal one. But a whole
-    forecast can be off in level too (a season, a trend), which no sum of customers shows: the
-    range adds the forecast run's level error on its backtest windows
-    (``portfolio``: its ``metrics["portfolio"]``; :func:`ml.selectors.forecast_total_range`, the
-    rule whose coverage the Models page shows).
-    """
-    import math
-
-    from django.db.models import F, Sum
-
-    from ml.selectors import forecast_total_range
-
-    def width2(low, high):
-        return Sum((F(f"pf__{high}") - F(f"pf__{low}")) * (F(f"pf__{high}") - F(f"pf__{low}")))
-
-    customers = with_insights(visible_customers(user)).filter(no_profiling=False)
-    totals = customers.aggregate(
-        spend=Sum("pf__expected_spend"), purchases=Sum("pf__expected_purchases"),
-        spend_w2=width2("spend_p10", "spend_p90"), purchases_w2=width2("purchases_p10", "purchases_p90"))
-    out = {"spend": totals["spend"], "purchases": totals["purchases"]}
-    for target, key, prefix in (("spend", "spend", ""), ("orders", "purchases", "purchases_")):
-        w2 = totals[f"{key}_w2"]
-        width = None if w2 is None else math.sqrt(w2)
-        out[f"{prefix}p10"], out[f"{prefix}p90"] = forecast_total_range(target, totals[key], width, portfolio)
-    return out
-
-
 def customer_owners(user):
     """Users who own at least one customer this user may see (for the owner filter)."""
-    from django.contrib.auth import get_user_model
-
     owner_ids = visible_customers(user).filter(owner__isnull=False).values("owner_id")
     return get_user_model().objects.filter(pk__in=owner_ids).order_by("username")
 
 
 def product_sales_figures(product) -> dict:
     """Lifetime purchases of one product: orders, units, revenue, distinct buyers."""
-    from django.db.models import Count, Sum
-
     return Interaction.objects.filter(product=product, type="purchase").aggregate(
         orders=Count("id"), units=Sum("quantity"), revenue=Sum("amount"), buyers=Count("customer", distinct=True))
 
 
 def import_history(limit: int = 20) -> QuerySet:
-    from django.db.models import Prefetch
-
-    from crm.models import ImportFile, ImportRun
-
     return (ImportRun.objects.select_related("user")
             .prefetch_related(Prefetch("files", queryset=ImportFile.objects.order_by("id")))
             .order_by("-created_at", "-id")[:limit])
@@ -356,8 +179,6 @@ def import_history(limit: int = 20) -> QuerySet:
 
 def import_sources() -> QuerySet:
     """The saved upload sources (their column mappings and date formats), by name."""
-    from crm.models import ImportSource  # as the other import selectors here
-
 
     return ImportSource.objects.order_by("name")
 
@@ -388,18 +209,12 @@ def interaction_list(user, *, customer: int | None = None, customer_external_id:
 
 
 def import_runs() -> QuerySet:
-    from crm.models import ImportRun
-
     return ImportRun.objects.select_related("user").prefetch_related("files").order_by("-created_at", "-id")
 
 
 def rejected_rows(import_file, limit: int = 100) -> list[dict]:
     """The first ``limit`` rejected rows and rows with warnings of an imported file:
     [{"row", "outcome" ("rejected" or "warning"), "reason", "values": {column: cell}}]."""
-    import csv
-    from itertools import islice
-    from pathlib import Path
-
     path = Path(import_file.rejected_path) if import_file.rejected_path else None
     if path is None or not path.is_file():
         return []
@@ -417,134 +232,6 @@ def rejected_rows(import_file, limit: int = 100) -> list[dict]:
     return out
 
 
-INSIGHT_FILTERS = ("segment", "churn_band", "clv_min", "clv_max")
-PLAIN_ORDERINGS = ("name", "-name", "last_purchase", "-last_purchase")
-
-
-def _prefixed(ordering: tuple, prefix: str) -> list:
-    """A CUSTOMER_ORDERINGS entry for a query rooted on an insight row (``prefix`` = "customer__")."""
-    out = []
-    for term in ordering:
-        if isinstance(term, str):
-            sign, name = ("-", term[1:]) if term.startswith("-") else ("", term)
-            out.append(f"{sign}{prefix}{name}")
-        else:  # OrderBy(F(name))
-            out.append(F(f"{prefix}{term.expression.name}").desc(nulls_last=term.nulls_last) if term.descending
-                       else F(f"{prefix}{term.expression.name}").asc(nulls_last=term.nulls_last))
-    return out
-
-
-def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None, **filters) -> tuple[list, int]:
-    """(the ids of one page of customer_list(user, **filters), in its order; their total count).
-
-    Bounded work at any number of customers, from the indexes:
-
-    - no insight in the filters or the order: the customers table alone;
-    - sorted by or filtered on a forecast value: the published run's Forecast rows in the order
-      of their (run, value, customer) index, joined to their customers for the row-level rule
-      and the other filters; the read stops after the page. Customers without the sorted value
-      (no forecast yet, no_profiling, or a target not forecast for this data) follow, by id;
-    - filtered by segment: the published run's CustomerSegment rows of that segment.
-
-    Sorting by segment name reads customer_list (every customer's insights). ``runs``: the
-    published run ids (ml.selectors.published_run_ids), when the caller has them already.
-    """
-    rule = _visibility(user, "customer__")
-    if rule is None:
-        return [], 0
-    ordering = filters.get("ordering") if filters.get("ordering") in CUSTOMER_ORDERINGS else "name"
-    key, descending = ordering.lstrip("-"), ordering.startswith("-")
-    segment = filters.get("segment")
-    forecast_filter = _forecast_conditions(filters)
-    plain = visible_customers(user).filter(_plain_conditions(filters))
-    if key == "segment":
-        customers = customer_list(user, **{**filters, "ordering": ordering})
-        return list(customers.values_list("pk", flat=True)[offset:offset + limit]), customers.count()
-    if not segment and forecast_filter is None and key not in INSIGHT_SORTS:
-        ids = list(plain.order_by(*CUSTOMER_ORDERINGS[ordering]).values_list("pk", flat=True)[offset:offset + limit])
-        return ids, plain.count()
-
-    from ml.models import CustomerSegment, Forecast
-    from ml.selectors import published_run_ids
-
-    runs = published_run_ids() if runs is None else runs
-    in_segment = Q(run_id=runs.get("segmentation", -1), segment_id=segment)
-    # Pages join each insight row to its customer (read in index order, they stop after the page);
-    # counts test no_profiling by an anti-join on those few customers instead, so a manager's count
-    # reads the insight rows alone rather than joining every customer.
-    for_page = Q(customer__no_profiling=False)
-    for_count = ~Exists(Customer.objects.filter(pk=OuterRef("customer_id"), no_profiling=True))
-    if forecast_filter is None and key not in INSIGHT_SORTS:
-        # Filtered by segment only: the segment's members, sorted by a customer field.
-        members = CustomerSegment.objects.filter(in_segment, rule, _plain_conditions(filters, "customer__"))
-        page = members.filter(for_page).order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__"))
-        return list(page.values_list("customer_id", flat=True)[offset:offset + limit]), members.filter(for_count).count()
-
-    forecasts = Forecast.objects.filter(rule, _plain_conditions(filters, "customer__"), run_id=runs.get("forecast", -1))
-    if segment:
-        # A semi-join probe per forecast row (unique (run, customer) index): the read in forecast
-        # order still stops after the page.
-        forecasts = forecasts.filter(Exists(CustomerSegment.objects.filter(in_segment, customer_id=OuterRef("customer_id"))))
-    if forecast_filter is not None:
-        forecasts = forecasts.filter(forecast_filter)
-    counted = forecasts.filter(for_count)
-    forecasts = forecasts.filter(for_page)
-    if key not in INSIGHT_SORTS:
-        # Filtered on forecast values, sorted by a customer field: only customers with a
-        # forecast can match a filter on its values.
-        forecasts = forecasts.order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__"))
-        return list(forecasts.values_list("customer_id", flat=True)[offset:offset + limit]), counted.count()
-
-    # Sorted by a forecast value. A value may be NULL (a target not forecast for this data,
-    # e.g. spend without amounts): such rows sort last in both directions, with the customers
-    # who have no forecast, as in customer_list. The rows holding a value are read in index
-    # order with "IS NOT NULL" as an index condition (PostgreSQL keeps NULLs at the high end of
-    # the index, so a backward read for DESC would meet them first; SQLite at the low end), in
-    # plain ASC/DESC, which PostgreSQL reads forwards or backwards from one index.
-    column = INSIGHT_SORTS[key]
-    has_value = Q(**{f"{column}__isnull": False})
-    sign = "-" if descending else ""
-    valued = forecasts.filter(has_value).order_by(f"{sign}{column}", f"{sign}customer_id")
-    ids = list(valued.values_list("customer_id", flat=True)[offset:offset + limit])
-    if forecast_filter is not None:
-        # Only customers with a forecast can match a filter on its values; those whose sorted
-        # value is NULL follow, by id.
-        total = counted.count()
-        rest = forecasts.filter(~has_value).order_by(f"{sign}customer_id").values_list("customer_id", flat=True)
-    else:
-        # Every matching customer counts; those without a (visible) value follow, by id.
-        matching = plain
-        if segment:
-            matching = plain.filter(no_profiling=False, segment_history__run_id=runs.get("segmentation", -1),
-                                    segment_history__segment_id=segment)
-        total = matching.count()
-        rest = matching.filter(Q(no_profiling=True) | ~Exists(Forecast.objects.filter(
-            has_value, run_id=runs.get("forecast", -1), customer_id=OuterRef("pk"))))
-        rest = rest.order_by(f"{sign}pk").values_list("pk", flat=True)
-    if len(ids) < limit:
-        with_value = offset + len(ids) if ids else counted.filter(has_value).count()
-        if with_value >= total:
-            return ids, total
-        start = max(0, offset - with_value)
-        ids += list(rest[start:start + limit - len(ids)])
-    return ids, total
-
-
-def customer_page(user, *, offset: int, limit: int, runs: dict | None = None, **filters) -> tuple[list, int]:
-    """(one page of customer_list(user, **filters) with insights, total count), bounded work.
-
-    The page's ids and the count come from customer_page_ids (indexes, no insight joins over
-    every customer); only the page's customers are then read with their insights. ``runs``: as
-    for customer_page_ids.
-    """
-    from ml.selectors import published_run_ids
-
-    runs = published_run_ids() if runs is None else runs
-    ids, total = customer_page_ids(user, offset=offset, limit=limit, runs=runs, **filters)
-    rows = {c.pk: c for c in with_insights(Customer.objects.filter(pk__in=ids), runs).select_related("owner")}
-    return [rows[pk] for pk in ids if pk in rows], total
-
-
 def assignable_owners(user, *, current=None) -> QuerySet:
     """Users this user may make a customer's owner: any active user with a CRM role for managers
     and admins; only themselves for a sales rep (who may also leave a customer unassigned).
@@ -552,8 +239,6 @@ def assignable_owners(user, *, current=None) -> QuerySet:
     ``current``: the customer's present owner id, kept as a choice even if that user has since
     lost their role, so saving other fields does not force a new owner.
     """
-    from django.contrib.auth import get_user_model
-
     keep = Q(pk=current) if current is not None else Q(pk__in=[])
     users = get_user_model().objects.order_by("username")
     if sees_all_customers(user):
@@ -567,8 +252,6 @@ def assignable_owners(user, *, current=None) -> QuerySet:
 
 def merge_preview(customers) -> dict:
     """{customer id: {"interactions", "purchases", "feedback"}} for the merge confirmation page (two queries)."""
-    from django.db.models import Count
-
     ids = [c.pk for c in customers]
     out = {pk: {"interactions": 0, "purchases": 0, "feedback": 0} for pk in ids}
     for pk, n, purchases in (Interaction.objects.filter(customer_id__in=ids).values("customer_id")

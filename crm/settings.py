@@ -149,7 +149,7 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 
-ROOT_URLCONF = "crm.urls"
+ROOT_URLCONF = "web.urls"
 
 TEMPLATES = [
     {
@@ -305,7 +305,7 @@ if RETRAIN_SCHEDULE is not None:
 # --- Cache (API throttle counts) -------------------------------------------------------------
 # Every web worker must see the same counts, or N workers allow N times the rate. With Redis,
 # the counts live there (short socket timeouts: a Redis outage costs each request at most
-# ~0.25 s before throttling fails open, see crm.api.throttling). Without it, a file cache under
+# ~0.25 s before throttling fails open, see web.api.throttling). Without it, a file cache under
 # VAR_DIR is shared by the workers of one machine and needs no service and no table, and adds
 # no queries to the database the API already loads (a DatabaseCache would add two per request).
 CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "crm").strip()
@@ -325,21 +325,21 @@ else:
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes unauthenticated requests 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "crm.api.authentication.TokenAuthentication",
+        "web.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["crm.api.permissions.HasCrmRole"],
-    "DEFAULT_SCHEMA_CLASS": "crm.api.schema.CrmAutoSchema",
+    "DEFAULT_PERMISSION_CLASSES": ["web.api.permissions.HasCrmRole"],
+    "DEFAULT_SCHEMA_CLASS": "web.api.schema.CrmAutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     # JSON bodies only (uploads declare their own parser): one request format to document and test.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "crm.api.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "web.api.pagination.Pagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "crm.api.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "web.api.exceptions.api_exception_handler",
     # Counted in the shared default cache (CACHES); if it is unreachable, requests pass (logged).
     "DEFAULT_THROTTLE_CLASSES": [
-        "crm.api.throttling.AnonRateThrottle",
-        "crm.api.throttling.UserRateThrottle",
+        "web.api.throttling.AnonRateThrottle",
+        "web.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": f"{_env_int('API_ANON_RATE_PER_MINUTE', 30, minimum=1)}/min",

@@ -1,9 +1,32 @@
-"""Celery tasks of the CRM domain: thin doors to the import queue, taking ids only."""
-from celery import shared_task
+"""Celery tasks of the CRM domain: thin doors to the import queue, taking ids only; and the
+worker's start-up step that sends queued work the broker missed."""
+import logging
 
+from celery import shared_task
+from celery.signals import worker_ready
+from django.db import connections
+
+from crm import jobs
 from crm.imports import queue
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="crm.run_import", acks_late=True)
 def run_import_task(run_id: int) -> None:
     queue.run_queued_import(run_id)
+
+
+@worker_ready.connect
+def dispatch_pending_on_start(**kwargs):
+    """A worker coming up (typically after the broker was down) sends the queued runs and imports
+    whose tasks never reached the broker, without waiting for beat's next sweep."""
+    try:
+        sent = jobs.dispatch_pending()
+        if any(sent.values()):
+            log.info("sent queued work the broker had missed: %s", sent)
+    except Exception:  # the worker must start even when the database is not reachable yet
+        log.exception("could not send the queued work on start; beat's sweep will")
+    finally:
+        # The pool forks children from this process: they must not share its database socket.
+        connections.close_all()

@@ -2,7 +2,7 @@
 from django.contrib import admin, messages
 
 from crm.jobs import BackgroundUnavailable
-from ml import selectors, services
+from ml import run_reports, services
 from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 
 
@@ -13,7 +13,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ("kind", "status", "is_published", "trigger")
     date_hierarchy = "created_at"
     # The run's page shows its error whole, traceback included (admins only: it names the server's
-    # paths); the list and every other page show one sentence (ml.selectors.run_error_sentence).
+    # paths); the list and every other page show one sentence (ml.run_reports.run_error_sentence).
     readonly_fields = [f.name for f in TrainingRun._meta.fields]
     actions = ["publish_selected", "retrain_same_kind"]
 
@@ -24,9 +24,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def outcome(self, run):
         """What the run published and why: its outcome line, or why it was skipped or failed (one sentence)."""
         if run.status == TrainingRun.Status.SKIPPED:
-            return f"skipped: {selectors.run_error_sentence(run)}"
+            return f"skipped: {run_reports.run_error_sentence(run)}"
         if run.error:
-            return selectors.run_error_sentence(run)
+            return run_reports.run_error_sentence(run)
         return ((run.metrics or {}).get("outcome") or {}).get("summary") or "–"
 
     @admin.action(description="Publish the selected run (roll back to it)", permissions=["change"])

@@ -9,8 +9,8 @@ class MlConfig(AppConfig):
         # ml builds on crm: it tells crm what it keeps about customers, what to do after an
         # import, and how its queued runs are sent (crm.hooks, crm.jobs); crm never imports ml.
         # Imported here because models must be loaded first.
-        from crm import hooks, jobs
-        from ml import customer_data, services
+        from crm import hooks, jobs  # noqa: PLC0415 -- after the models (see above)
+        from ml import customer_data, services  # noqa: PLC0415 -- after the models (see above)
 
         hooks.register_customer_data(customer_data.CUSTOMER_DATA)
         hooks.register_data_changed(services.request_retrain_all)

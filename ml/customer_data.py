@@ -7,7 +7,7 @@ from __future__ import annotations
 from crm.hooks import CustomerData
 from crm.models import Customer
 from ml.models import CustomerSegment, Forecast, Prospect, Suggestion, SuggestionFeedback
-from ml.selectors import targets_not_forecast
+from ml.run_reports import targets_not_forecast
 
 INSIGHT_MODELS = (CustomerSegment, Forecast, Suggestion, Prospect)
 

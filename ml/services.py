@@ -25,6 +25,7 @@ from crm.access import NotAllowed, visible_customers
 from crm.imports.queue import dispatch_pending_imports
 from crm.models import AuditEvent, Customer, Interaction
 from ml import data
+from ml.insights import published_run_ids
 from ml.models import CustomerSegment, Forecast, Segment, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -582,7 +583,6 @@ def waiting_behind_running(run_id: int) -> bool:
 def record_feedback(*, user, customer, product, kind: str, status: str):
     """Mark a suggestion offered / accepted / declined (one current status per customer, product, kind)."""
     from ml.models import Suggestion, SuggestionFeedback
-    from ml.selectors import published_run_ids
 
     if not visible_customers(user).filter(pk=customer.pk).exists():
         raise NotAllowed("you cannot give feedback on this customer's suggestions")

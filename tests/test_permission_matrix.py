@@ -1,4 +1,4 @@
-"""Who gets what at every URL: each pattern of crm.urls (walked recursively: web pages, API,
+"""Who gets what at every URL: each pattern of web.urls (walked recursively: web pages, API,
 admin) for each role, on a customer (product, run, import) owned by the first sales rep.
 
 Roles: anonymous, the sales rep who owns the customer (`owner`), another sales rep (`other`),

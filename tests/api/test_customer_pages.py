@@ -13,8 +13,8 @@ def _external_ids(response):
 
 
 def test_insights_field_gives_the_insights_serializer_output(book, rep_client):
-    from crm.api.serializers import InsightsField, InsightsSerializer
-    from ml.selectors import insights_by_customer
+    from ml.insights import insights_by_customer
+    from web.api.serializers import InsightsField, InsightsSerializer
 
     insights = insights_by_customer([book["mine"]])[book["mine"].pk]
 

@@ -1,4 +1,4 @@
-"""The prepared customer reads (ml.selectors.customer_records, crm.api.authentication) give
+"""The prepared customer reads (ml.insights.customer_records, web.api.authentication) give
 exactly what the documented serializer gives, apply the row-level rule, and read a customer
 detail in three queries with no role query of its own."""
 from datetime import UTC, date, datetime
@@ -11,10 +11,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from crm.api import serializers as s
 from crm.models import ROLE_SALES_REP, Customer
-from ml import selectors as ml_selectors
+from ml import insights as ml_selectors
 from ml.models import CustomerSegment, Forecast, Suggestion, TrainingRun
+from web.api import serializers as s
 
 from .conftest import error_of
 

@@ -7,10 +7,10 @@ import csv
 import pytest
 from django.core.management import call_command
 
-from crm.api import serializers as s
 from crm.models import Customer
-from ml import selectors as ml_selectors
+from ml import insights as ml_selectors
 from ml.models import Forecast, TrainingRun
+from web.api import serializers as s
 
 from ..web.run_metrics import NO_AMOUNTS, forecast_metrics, recommendation_metrics
 

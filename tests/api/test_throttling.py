@@ -7,8 +7,8 @@ import sys
 import pytest
 from django.test import override_settings
 
-from crm.api import throttling
 from tests.conftest import ROOT
+from web.api import throttling
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def fresh_warning(monkeypatch):
 
 
 def test_throttle_redis_down_api_reads_still_return_200(book, rep_client, fresh_warning, caplog):
-    with override_settings(CACHES=REDIS_DOWN), caplog.at_level(logging.WARNING, logger="crm.api.throttling"):
+    with override_settings(CACHES=REDIS_DOWN), caplog.at_level(logging.WARNING, logger="web.api.throttling"):
         detail = rep_client.get(f"/api/v1/customers/{book['mine'].pk}/")
         listed = rep_client.get("/api/v1/customers/", {"segment": book["loyal"].pk, "ordering": "-churn"})
         products = rep_client.get("/api/v1/products/")
@@ -42,7 +42,7 @@ def test_throttle_redis_down_anonymous_request_gets_401_not_500(book, client_for
 
 
 def test_throttle_redis_down_warning_is_logged_once_a_minute(book, rep_client, fresh_warning, caplog):
-    with override_settings(CACHES=REDIS_DOWN), caplog.at_level(logging.WARNING, logger="crm.api.throttling"):
+    with override_settings(CACHES=REDIS_DOWN), caplog.at_level(logging.WARNING, logger="web.api.throttling"):
         for _ in range(3):
             rep_client.get("/api/v1/products/")
 
@@ -54,7 +54,7 @@ def test_throttle_counts_are_seen_by_another_process(book, manager_client, manag
     for _ in range(2):
         assert manager_client.get("/api/v1/products/").status_code == 200
     code = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'crm.settings'); django.setup();"
-            f"from crm.api.throttling import UserRateThrottle; print(UserRateThrottle().counted('throttle_user_{manager.pk}'))")
+            f"from web.api.throttling import UserRateThrottle; print(UserRateThrottle().counted('throttle_user_{manager.pk}'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ, capture_output=True, text=True,
                             timeout=120)
 

@@ -160,7 +160,7 @@ def test_train_recommendation_stores_the_diversity_and_the_models_page_shows_it(
     from django.urls import reverse
 
     from crm.models import Customer
-    from ml import selectors, services
+    from ml import run_reports, selectors, services
     from tests.ml.test_recommendation_shapes import _store
 
     interactions, _, _, _ = planted_blocks(n_customers=240, n_blocks=4, block_size=15, seed=8)
@@ -172,7 +172,7 @@ def test_train_recommendation_stores_the_diversity_and_the_models_page_shows_it(
     assert run.status == "succeeded" and run.is_published, run.error
     diversity = run.metrics["diversity"]
     assert diversity["customers"] == 240 and diversity["differs from popularity"] > 0.5
-    table = selectors.run_outcome(run)["diversity"]
+    table = run_reports.run_outcome(run)["diversity"]
     assert table["published"]["coverage"].endswith("%") and table["rows"]
     html = admin_client.get(reverse("model_list")).content.decode()
     assert "Cross-sell: how personal the lists are" in html and "published lists" in html

@@ -140,8 +140,8 @@ def test_customer_export_queries_are_bounded(manager_client, world, make_custome
 @pytest.mark.parametrize("params", [{}, {"sort": "-name"}, {"q": "extra 00"}, {"owner": "none"},
                                     {"sort": "-churn"}, {"churn_band": "medium", "sort": "name"}])
 def test_customer_list_page_matches_full_query(manager_client, world, make_customers, params):
-    from crm.forms import CustomerFilterForm
-    from crm.selectors import customer_list
+    from ml.customer_lists import customer_list
+    from web.forms import CustomerFilterForm
 
     make_customers(40)
     response = manager_client.get(reverse("customer_list"), {**params, "per_page": 25, "page": 2})
@@ -199,7 +199,7 @@ def test_customer_list_filter_segment_sorted_by_churn(manager_client, world):
 
 @pytest.mark.parametrize("ordering", ["name", "-churn"])
 def test_customer_page_ids_segment_of_unpublished_run_matches_nobody(manager, world, ordering):
-    from crm.selectors import customer_page_ids
+    from ml.customer_lists import customer_page_ids
 
     old = world.seg_old.segments.first()
     assert customer_page_ids(manager, offset=0, limit=25, segment=old.pk, ordering=ordering) == ([], 0)
@@ -212,9 +212,9 @@ def test_customer_page_ids_segment_of_unpublished_run_matches_nobody(manager, wo
 @pytest.mark.parametrize("role", ["rep_client", "manager_client"])
 def test_customer_list_insight_pages_match_full_query(request, world, make_customers, params, role):
     """Pages across the boundary between customers with and without a forecast: no row lost or repeated."""
-    from crm.forms import CustomerFilterForm
-    from crm.selectors import customer_list
+    from ml.customer_lists import customer_list
     from ml.models import CustomerSegment
+    from web.forms import CustomerFilterForm
 
     client = request.getfixturevalue(role)
     extra = make_customers(40)
@@ -248,9 +248,9 @@ def test_customer_list_values_not_forecast_sort_last_and_pages_match_full_query(
     """Forecast rows with NULL spend and CLV (not forecast for this data) come after every row with
     a value in both directions, mixed by id with customers who have no forecast; no row is lost or
     repeated across pages."""
-    from crm.forms import CustomerFilterForm
-    from crm.selectors import customer_list
+    from ml.customer_lists import customer_list
     from ml.models import CustomerSegment
+    from web.forms import CustomerFilterForm
 
     client = request.getfixturevalue(role)
     extra = make_customers(40)

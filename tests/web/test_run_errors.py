@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from ml import selectors as ml_selectors
+from ml import run_reports as ml_selectors
 from ml.models import TrainingRun
 
 TRACEBACK_ERROR = (

@@ -1,3 +1,4 @@
+"""The site's URLs: the admin, login, the REST API under /api/v1/ and the pages."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -6,6 +7,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/v1/", include("crm.api.urls")),
-    path("", include("crm.web_urls")),
+    path("api/v1/", include("web.api.urls")),
+    path("", include("web.page_urls")),
 ]

@@ -27,7 +27,7 @@ class Pagination(PageNumberPagination):
 
     def paginate_fetched(self, fetch, request, view=None) -> list:
         """paginate_queryset for a selector that reads one page and the total together
-        (``fetch(offset, limit) -> (rows, total)``, e.g. crm.selectors.customer_page_ids):
+        (``fetch(offset, limit) -> (rows, total)``, e.g. ml.customer_lists.customer_page_ids):
         the same parameters, errors and response as for a queryset."""
         self.request = request
         page_size = self.get_page_size(request)

@@ -2,9 +2,11 @@
 
 Row-level rule: every customer, interaction and suggestion is looked up among the ones the
 user may see (crm.selectors.visible_customers), so another rep's customer is a 404, exactly
-as if it did not exist. Role rules: permission classes (crm.api.permissions) and the services.
+as if it did not exist. Role rules: permission classes (web.api.permissions) and the services.
 """
 from django.contrib.auth import authenticate
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -13,14 +15,17 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm import selectors, services
-from crm.api import serializers as s
-from crm.api.exceptions import LockedOut
-from crm.api.permissions import HasCrmRole, IsManager, ManagerWritesOnly
+from crm import privacy, selectors, services
 from crm.models import Customer, Product
+from ml import customer_lists, run_reports
+from ml import insights as ml_insights
 from ml import selectors as ml_selectors
 from ml import services as ml_services
 from ml.models import Segment
+from web.api import import_serializers, ml_serializers
+from web.api import serializers as s
+from web.api.exceptions import LockedOut
+from web.api.permissions import HasCrmRole, IsManager, ManagerWritesOnly
 
 INSIGHTS_EXAMPLE = {
     "segment": {"id": 12, "key": 2, "name": "Loyal regulars", "profile": "Buy every few weeks, mid-size baskets.",
@@ -80,14 +85,14 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
 
     def get_queryset(self):
         # Segment and forecast rows come in the customers' own query (fewer round trips per request).
-        self.insight_runs = ml_selectors.insight_runs()
-        return ml_selectors.with_published_rows(
+        self.insight_runs = ml_insights.insight_runs()
+        return ml_insights.with_published_rows(
             selectors.visible_customers(self.request.user).select_related("owner"), self.insight_runs)
 
     def _data(self, customers, *, many=False):
         """Serialized customers, each with ``insights`` read for all of them at once (no N+1)."""
         batch = customers if many else [customers]
-        insights = ml_selectors.insights_by_customer(batch, getattr(self, "insight_runs", None))
+        insights = ml_insights.insights_by_customer(batch, getattr(self, "insight_runs", None))
         for customer in batch:
             customer.insights = insights[customer.pk]
         return self.get_serializer(customers, many=many).data
@@ -95,24 +100,24 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
     def list(self, request):
         """Customers, searched, filtered and sorted like the customer list page, each with insights."""
         query = _query(s.CustomerQuerySerializer, request)
-        insight_runs = ml_selectors.insight_runs()
+        insight_runs = ml_insights.insight_runs()
         runs = {kind: run.pk for kind, run in insight_runs.items()}
         filters = query.to_selector_kwargs()
         # The page's ids and the count from the indexes (customer_page_ids), then only those
         # customers with the same runs' insights (customer_records: one query on PostgreSQL).
         ids = self.paginator.paginate_fetched(
-            lambda offset, limit: selectors.customer_page_ids(request.user, offset=offset, limit=limit, runs=runs,
+            lambda offset, limit: customer_lists.customer_page_ids(request.user, offset=offset, limit=limit, runs=runs,
                                                               **filters), request, view=self)
-        records = ml_selectors.customer_records(request.user, ids=ids, runs=insight_runs)
+        records = ml_insights.customer_records(request.user, ids=ids, runs=insight_runs)
         return self.get_paginated_response([s.customer_representation(r) for r in records])
 
     def retrieve(self, request, **kwargs):
         """One customer with segment, forecast, recommendations and reorder suggestions."""
-        # The hottest request of the API: token, user and roles in one query (crm.api.authentication),
+        # The hottest request of the API: token, user and roles in one query (web.api.authentication),
         # then the customer with its insights in one more (customer_records; two on SQLite).
         value = str(self.kwargs[self.lookup_url_kwarg or self.lookup_field])
         key = {"external_id": value} if self.lookup_field == "external_id" else {"pk": value}
-        records = ml_selectors.customer_records(request.user, **key)
+        records = ml_insights.customer_records(request.user, **key)
         if not records:
             raise exceptions.NotFound("No Customer matches the given query.")
         return Response(s.customer_representation(records[0]))
@@ -145,7 +150,7 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
     def recommendations(self, request, **kwargs):
         """Cross-sell (`recommendations`) and replenishment (`reorder`) suggestions, most likely first."""
         customer = self.get_object()
-        insights = ml_selectors.insights_by_customer([customer], self.insight_runs)[customer.pk]
+        insights = ml_insights.insights_by_customer([customer], self.insight_runs)[customer.pk]
         return Response(s.RecommendationsSerializer(insights).data)
 
 
@@ -211,18 +216,18 @@ class ProductViewSet(_LookupMixin, viewsets.GenericViewSet):
         services.delete_product(user=request.user, product=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(summary="Products similar to this one", responses=s.SimilarProductSerializer(many=True))
+    @extend_schema(summary="Products similar to this one", responses=ml_serializers.SimilarProductSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None)  # a plain list, as documented
     def similar(self, request, **kwargs):
         """Up to 10 products bought with or like this one, from the published recommendation model."""
-        return Response(s.SimilarProductSerializer(ml_selectors.similar_products(self.get_object()), many=True).data)
+        return Response(ml_serializers.SimilarProductSerializer(ml_selectors.similar_products(self.get_object()), many=True).data)
 
-    @extend_schema(summary="Customers worth pitching this product to", responses=s.ProspectSerializer(many=True))
+    @extend_schema(summary="Customers worth pitching this product to", responses=ml_serializers.ProspectSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None)  # a plain list, as documented
     def prospects(self, request, **kwargs):
         """Up to 20 of the customers you may see, most likely buyers first."""
         rows = ml_selectors.visible_prospects(request.user, self.get_object())
-        return Response(s.ProspectSerializer(rows, many=True).data)
+        return Response(ml_serializers.ProspectSerializer(rows, many=True).data)
 
 
 # --- interactions ----------------------------------------------------------------------------------------
@@ -317,24 +322,24 @@ class InteractionByExternalIdViewSet(InteractionViewSet):
 # --- segments and training runs -----------------------------------------------------------------------------
 
 @extend_schema_view(
-    list=extend_schema(summary="Segments with profiles and sizes", parameters=[s.SegmentQuerySerializer]),
+    list=extend_schema(summary="Segments with profiles and sizes", parameters=[ml_serializers.SegmentQuerySerializer]),
     retrieve=extend_schema(summary="A segment"),
 )
 class SegmentViewSet(viewsets.ReadOnlyModelViewSet):
     """Customer segments of the published segmentation (or of an earlier run), largest first."""
 
-    serializer_class = s.SegmentSerializer
+    serializer_class = ml_serializers.SegmentSerializer
     pagination_class = None
     queryset = Segment.objects.none()  # names the model for the schema without a database query
 
     def get_queryset(self):
         if self.action == "retrieve":
             return Segment.objects.all()
-        return ml_selectors.segments_of_run(_query(s.SegmentQuerySerializer, self.request).validated_data.get("run"))
+        return ml_selectors.segments_of_run(_query(ml_serializers.SegmentQuerySerializer, self.request).validated_data.get("run"))
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Training runs", parameters=[s.TrainingRunQuerySerializer]),
+    list=extend_schema(summary="Training runs", parameters=[ml_serializers.TrainingRunQuerySerializer]),
     retrieve=extend_schema(summary="A training run with metrics and progress"),
 )
 class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -345,38 +350,38 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     cannot support is `skipped` with its reason in `error`. Managers and admins start retrains and
     publish (roll back to) earlier runs."""
 
-    serializer_class = s.TrainingRunSerializer
+    serializer_class = ml_serializers.TrainingRunSerializer
 
     def get_permissions(self):
         return [IsManager()] if self.action in ("create", "publish") else [HasCrmRole()]
 
     def get_queryset(self):
         if self.action == "list":
-            query = _query(s.TrainingRunQuerySerializer, self.request)
-            return ml_selectors.training_runs(**query.validated_data)
-        return ml_selectors.training_runs()
+            query = _query(ml_serializers.TrainingRunQuerySerializer, self.request)
+            return run_reports.training_runs(**query.validated_data)
+        return run_reports.training_runs()
 
-    @extend_schema(summary="Start a retrain (managers)", request=s.RetrainRequestSerializer,
-                   responses={202: s.RetrainResponseSerializer, 409: s.ErrorSerializer},
+    @extend_schema(summary="Start a retrain (managers)", request=ml_serializers.RetrainRequestSerializer,
+                   responses={202: ml_serializers.RetrainResponseSerializer, 409: s.ErrorSerializer},
                    examples=[OpenApiExample("Forecast 90 days ahead", request_only=True,
                                             value={"kind": "forecast", "horizon_days": 90})])
     def create(self, request):
         """Queue a retrain of one kind of model; 202 with the run (a request made while one is queued
         joins it: `created` is false). Poll the run for progress."""
-        serializer = s.RetrainRequestSerializer(data=request.data)
+        serializer = ml_serializers.RetrainRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         run, created = ml_services.request_retrain(**serializer.validated_data, user=request.user, trigger="api")
-        return Response(s.RetrainResponseSerializer({"created": created, "run": run}).data,
+        return Response(ml_serializers.RetrainResponseSerializer({"created": created, "run": run}).data,
                         status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Publish (or roll back to) this run (managers)", request=None,
-                   responses={200: s.TrainingRunSerializer, 409: s.ErrorSerializer})
+                   responses={200: ml_serializers.TrainingRunSerializer, 409: s.ErrorSerializer})
     @action(detail=True, methods=["post"])
     def publish(self, request, pk=None):
         """Make this succeeded run the live one of its kind, in one transaction; the previous one stays
         for rollback. 409 when the run did not succeed."""
         run = ml_services.publish_run(self.get_object().pk, user=request.user)
-        return Response(s.TrainingRunSerializer(run).data)
+        return Response(ml_serializers.TrainingRunSerializer(run).data)
 
 
 # --- imports -------------------------------------------------------------------------------------------------
@@ -388,7 +393,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """CSV imports (contract section 1, or as spreadsheets export them), run by a worker. Managers and admins only."""
 
-    serializer_class = s.ImportRunSerializer
+    serializer_class = import_serializers.ImportRunSerializer
     permission_classes = [IsManager]
     parser_classes = [MultiPartParser]
 
@@ -399,12 +404,12 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return {**super().get_serializer_context(), "with_rejected_rows": self.action == "retrieve"}
 
     @extend_schema(summary="Upload CSV files to import, or to check first (managers)", request={
-        "multipart/form-data": s.ImportUploadSerializer}, responses={202: s.ImportRunSerializer})
+        "multipart/form-data": import_serializers.ImportUploadSerializer}, responses={202: import_serializers.ImportRunSerializer})
     def create(self, request):
         """Upload customers.csv, products.csv and/or interactions.csv; 202 with the import's id. A worker
         imports them (or only checks them, with ``dry_run``); GET the import for its detected format, column
         mapping, first rows, counts and rejected rows."""
-        serializer = s.ImportUploadSerializer(data=request.data)
+        serializer = import_serializers.ImportUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         uploads = {k: data[k] for k in ("customers", "products", "interactions") if data.get(k)}
@@ -414,8 +419,8 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         run = selectors.import_runs().get(pk=run.pk)
         return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(summary="Import the files a dry run checked (managers)", request=s.ImportConfirmSerializer,
-                   responses={202: s.ImportRunSerializer})
+    @extend_schema(summary="Import the files a dry run checked (managers)", request=import_serializers.ImportConfirmSerializer,
+                   responses={202: import_serializers.ImportRunSerializer})
     @action(detail=True, methods=["post"], url_path="import", parser_classes=[JSONParser, MultiPartParser])
     def import_checked(self, request, pk=None):
         """Queue the import of a dry run's files (a copy: the dry run keeps its record), with its mapping, date
@@ -423,7 +428,7 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         checked = self.get_object()
         if not checked.dry_run:
             raise exceptions.ValidationError("only the files of a dry run can be imported this way")
-        serializer = s.ImportConfirmSerializer(data=request.data)
+        serializer = import_serializers.ImportConfirmSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         run = services.enqueue_checked(checked.pk, user=request.user, source="api", dry_run=data["dry_run"],
@@ -504,8 +509,6 @@ class _PrivacyView(APIView):
     permission_classes = [IsManager]
 
     def customer(self, pk):
-        from django.shortcuts import get_object_or_404
-
         return get_object_or_404(selectors.visible_customers(self.request.user), pk=pk)
 
 
@@ -517,10 +520,6 @@ class CustomerPersonalDataView(_PrivacyView):
     def get(self, request, pk):
         """The customer's profile, interactions and the insights of every stored model run about them,
         with the audit events about their record. The download is recorded in the audit trail."""
-        from django.http import HttpResponse
-
-        from crm import privacy
-
         data = privacy.export_personal_data(user=request.user, customer=self.customer(pk))
         response = HttpResponse(privacy.to_json(data), content_type="application/json; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="personal-data-customer-{pk}.json"'
@@ -535,8 +534,6 @@ class CustomerEraseView(_PrivacyView):
     def post(self, request, pk):
         """Delete the customer's interactions and their rows in every stored model run, blank the profile
         and leave it out of training, in one transaction. The row stays as an empty tombstone."""
-        from crm import privacy
-
         customer = self.customer(pk)
         counts = privacy.erase_customer(user=request.user, customer=customer)
         return Response({"id": customer.pk, "erased_at": customer.erased_at, "deleted": counts})

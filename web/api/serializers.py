@@ -12,11 +12,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crm import limits, selectors
-from crm.forms import import_upload_error
 from crm.interactions import BULK_FIELDS, MAX_BULK_ITEMS
-from crm.models import INTERACTION_TYPES, Customer, ImportFile, ImportRun, Interaction, Product
-from ml import selectors as ml_selectors
-from ml.models import Segment, Suggestion, SuggestionFeedback, TrainingRun
+from crm.models import INTERACTION_TYPES, Customer, Interaction, Product
+from ml import customer_lists
+from ml.models import Suggestion, SuggestionFeedback
 
 
 def no_nul_characters(value):
@@ -157,7 +156,7 @@ def _plain_serializer(serializer_class):
 
 @extend_schema_field(InsightsSerializer)
 class InsightsField(serializers.Field):
-    """InsightsSerializer's output for the dicts of ml.selectors.insights_by_customer, built
+    """InsightsSerializer's output for the dicts of ml.insights.insights_by_customer, built
     directly: the nested serializers cost more CPU than the database work of a detail request."""
 
     def __init__(self, **kwargs):
@@ -204,7 +203,7 @@ def _customer_converter():
 
 
 def customer_representation(record: dict) -> dict:
-    """CustomerSerializer's output for a record of ml.selectors.customer_records, built without
+    """CustomerSerializer's output for a record of ml.insights.customer_records, built without
     serializer instances (the customer detail and list are the API's hottest requests)."""
     return {name: None if record.get(name) is None else to_plain(record[name])
             for name, to_plain in _customer_converter()}
@@ -216,12 +215,12 @@ class CustomerQuerySerializer(serializers.Serializer):
                                        help_text="A segment id of the published segmentation.")
     owner = serializers.RegexField(r"^(\d{1,18}|none)$", required=False,
                                    help_text="An owner's user id, or `none` for unassigned accounts.")
-    churn_band = serializers.ChoiceField([k for k, *_ in selectors.CHURN_BANDS], required=False)
+    churn_band = serializers.ChoiceField([k for k, *_ in customer_lists.CHURN_BANDS], required=False)
     clv_min = serializers.FloatField(required=False)
     clv_max = serializers.FloatField(required=False)
     last_purchase_before = serializers.DateTimeField(required=False)
     last_purchase_after = serializers.DateTimeField(required=False)
-    ordering = serializers.ChoiceField(list(selectors.CUSTOMER_ORDERINGS), required=False, default="name")
+    ordering = serializers.ChoiceField(list(customer_lists.CUSTOMER_ORDERINGS), required=False, default="name")
 
     def to_selector_kwargs(self) -> dict:
         data = dict(self.validated_data)
@@ -330,248 +329,6 @@ class BulkInteractionResultSerializer(serializers.Serializer):
     unchanged = serializers.IntegerField()
     rejected = serializers.IntegerField()
     errors = BulkItemErrorSerializer(many=True)
-
-
-# --- ML ------------------------------------------------------------------------------------------------
-
-class SimilarProductSerializer(serializers.Serializer):
-    sku = serializers.CharField(source="similar.sku")
-    name = serializers.CharField(source="similar.name")
-    rank = serializers.IntegerField()
-    score = serializers.FloatField()
-    reason = serializers.CharField()
-
-
-class ProspectSerializer(serializers.Serializer):
-    customer = serializers.IntegerField(source="customer_id")
-    external_id = serializers.CharField(source="customer.external_id")
-    name = serializers.CharField(source="customer.name")
-    owner = serializers.CharField(source="customer.owner.username", allow_null=True, default=None)
-    rank = serializers.IntegerField()
-    score = serializers.FloatField()
-    reason = serializers.CharField()
-
-
-class SegmentSerializer(serializers.ModelSerializer):
-    figures = JSONObjectField()
-
-    class Meta:
-        model = Segment
-        fields = ("id", "run", "key", "name", "profile", "size", "figures")
-
-
-class SegmentQuerySerializer(serializers.Serializer):
-    run = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1,
-                                   help_text="A segmentation run's id (default: the published run).")
-
-
-_TARGET_OUTCOME = {"type": "object", "properties": {
-    "forecast": {"type": "boolean", "description": "False: the Forecast column is null for every customer."},
-    "reason": {"type": "string", "description": "Why it is not forecast, in words (when forecast is false)."},
-    "algorithm": {"type": "string"}, "basis": {"type": "string", "enum": ["model", "baseline", "not validated"]}},
-    "additionalProperties": True}
-_CHOICE = {"type": "object", "properties": {
-    "metric": {"type": "string", "description": "e.g. `orders RMSE`, `churn AUC`, `NDCG@10`."},
-    "lower_is_better": {"type": "boolean"},
-    "chosen": {"type": "string", "description": "The candidate published."},
-    "best": {"type": "string", "description": "The candidate with the best mean over the origins."},
-    "baseline": {"type": "string", "description": "The baseline's name among the candidates."},
-    "is_baseline": {"type": "boolean", "description": "The baseline was published (no model beat it)."},
-    "mean": {"type": "object", "additionalProperties": {"type": "number", "nullable": True}},
-    "spread": {"type": "object", "additionalProperties": {"type": "number", "nullable": True},
-               "description": "Standard error of each candidate's per-origin difference to the best."},
-    "origins": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number",
-                                                                                       "nullable": True}},
-                "description": "Each candidate's metric on each origin, in the order of backtest.origins."},
-    "reason": {"type": "string", "description": "Why the chosen candidate was chosen, in words."}},
-    "additionalProperties": True}
-RUN_METRICS_SCHEMA = {
-    "type": "object", "additionalProperties": True,
-    "description": "What the run measured and published. Every kind writes `outcome` and `backtest`; a "
-                   "forecast run also `targets`; a recommendation run may add `reorder_reason` and "
-                   "`cross_sell_reason` (why those lists can be empty). Other keys (model, baselines, series, "
-                   "candidates) are holdout figures of the most recent backtest window.",
-    "properties": {
-        "outcome": {"type": "object", "properties": {
-            "basis": {"type": "string", "enum": ["model", "baseline", "not validated"],
-                      "description": "model: a model beat the baselines; baseline: none did, so the baseline "
-                                     "was published; not validated: too little history to hold a window back."},
-            "summary": {"type": "string", "description": "One line in plain words."}}, "additionalProperties": True},
-        "backtest": {"type": "object", "additionalProperties": True, "properties": {
-            "as_of": {"type": "string", "format": "date"}, "horizon_days": {"type": "integer"},
-            "history_days": {"type": "integer"}, "window_days": {"type": "integer"},
-            "validated": {"type": "boolean"},
-            "reason": {"type": "string", "description": "e.g. `validated on 2 windows of 90 days`, "
-                                                        "`not yet validated: 18 days of history`."},
-            "origins": {"type": "array", "items": {"type": "object", "additionalProperties": True, "properties": {
-                "cut": {"type": "string", "format": "date", "description": "Last day the backtest fit saw."},
-                "first_day": {"type": "string", "format": "date"}, "last_day": {"type": "string", "format": "date"},
-                "customers": {"type": "integer"},
-                "scores": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {
-                    "type": "number", "nullable": True}}}}}},
-            "choice": {"type": "object", "additionalProperties": _CHOICE,
-                       "description": "Per target (forecast: orders, spend, churn; recommendation: cross_sell, "
-                                      "reorder; segmentation: segments)."}}},
-        "targets": {"type": "object", "additionalProperties": _TARGET_OUTCOME,
-                    "description": "Forecast runs: per target (orders, spend, churn, clv, refund_rate) whether "
-                                   "it was forecast, and if not, why."},
-        "reorder_reason": {"type": "string"}, "cross_sell_reason": {"type": "string"},
-    },
-}
-
-
-@extend_schema_field(RUN_METRICS_SCHEMA)
-class RunMetricsField(serializers.JSONField):
-    """A run's metrics as stored, documented (RUN_METRICS_SCHEMA)."""
-
-
-@extend_schema_field(str)
-class RunErrorField(serializers.Field):
-    """A run's error as one sentence (ml.selectors.run_error_sentence): a traceback stays in the log and
-    the admin's run detail, and no server path is ever sent."""
-
-    def __init__(self, **kwargs):
-        super().__init__(source="*", read_only=True, **kwargs)
-
-    def to_representation(self, run):
-        return ml_selectors.run_error_sentence(run)
-
-
-class TrainingRunSerializer(serializers.ModelSerializer):
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
-    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
-    status = serializers.ChoiceField(
-        TrainingRun.Status.choices, read_only=True,
-        help_text="queued, running; succeeded (trained, published or publishable); skipped (the data cannot "
-                  "support this kind, e.g. no product catalogue: nothing trained, the reason in `error`, the "
-                  "published run stays); rejected (older runs: did not pass the publish gate); failed; cancelled.")
-    error = RunErrorField(help_text="Why a run failed, or why it was skipped, in one sentence (empty otherwise).")
-    metrics = RunMetricsField(read_only=True)
-
-    class Meta:
-        model = TrainingRun
-        fields = ("id", "kind", "algorithm", "chosen_algorithm", "params", "status", "stage", "progress",
-                  "is_published", "as_of", "horizon_days", "trigger", "requested_by", "attempts", "data_counts",
-                  "metrics", "timings", "error", "library_versions", "created_at", "started_at", "finished_at",
-                  "published_at", "duration_seconds")
-        read_only_fields = fields
-
-
-class TrainingRunQuerySerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(TrainingRun.Kind.values, required=False)
-    status = serializers.ChoiceField(TrainingRun.Status.values, required=False)
-
-
-class RetrainRequestSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(TrainingRun.Kind.values)
-    as_of = serializers.DateField(required=False, allow_null=True,
-                                  help_text="Last day of data the run may see (default: the latest interaction's).")
-    horizon_days = serializers.IntegerField(required=False, default=90, min_value=1, max_value=3650)
-    algorithm = serializers.RegexField(r"^[a-z0-9_-]{1,40}$", required=False, default="auto")
-
-
-class RetrainResponseSerializer(serializers.Serializer):
-    created = serializers.BooleanField(help_text="False when the request joined a run already queued.")
-    run = TrainingRunSerializer()
-
-
-class ImportFileSerializer(serializers.ModelSerializer):
-    rejected_rows = serializers.SerializerMethodField(
-        help_text="The first 100 rejected rows and rows loaded with a warning, with every reason.")
-
-    class Meta:
-        model = ImportFile
-        fields = ("kind", "filename", "encoding", "delimiter", "header", "column_mapping", "suggested_mapping",
-                  "error", "rows_read", "created", "updated", "unchanged", "rejected", "warned", "seconds", "preview",
-                  "rejected_rows")
-
-    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
-        "row": {"type": "integer", "nullable": True}, "outcome": {"type": "string", "enum": ["rejected", "warning"]},
-        "reason": {"type": "string"}, "values": {"type": "object", "additionalProperties": {"type": "string"}}}}})
-    def get_rejected_rows(self, import_file):
-        if not self.context.get("with_rejected_rows"):
-            return []
-        return selectors.rejected_rows(import_file)
-
-
-class ImportRunSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
-    files = ImportFileSerializer(many=True, read_only=True)
-    progress_percent = serializers.IntegerField(read_only=True)
-    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
-    outcome = serializers.CharField(read_only=True, help_text='The status in words: "completed, 10 of 13 rows '
-                                                              'rejected", "dry run: all 13 rows would load", ...')
-
-    class Meta:
-        model = ImportRun
-        fields = ("id", "status", "outcome", "dry_run", "date_format", "source_name", "mapping", "stage", "source",
-                  "user", "rows_done", "bytes_done", "bytes_total", "progress_percent", "error", "created_at",
-                  "started_at", "finished_at", "duration_seconds", "files")
-        read_only_fields = fields
-
-
-def _mapping_value(value):
-    """A mapping as JSON text (multipart forms) or an object: {kind: {file column: contract column}}."""
-    if value in (None, ""):
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise serializers.ValidationError("mapping is not JSON") from None
-    kinds = ("customers", "products", "interactions")
-    if not isinstance(value, dict) or not all(
-            k in kinds and isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())
-            for k, v in value.items()):
-        raise serializers.ValidationError('mapping must be {"customers": {"file column": "contract column"}, ...} '
-                                          f"with keys among {', '.join(kinds)}")
-    return value
-
-
-class _MappingField(serializers.JSONField):
-    """An object in JSON bodies, JSON text in multipart forms."""
-
-    def to_internal_value(self, data):
-        return _mapping_value(data.decode() if isinstance(data, bytes) else data)
-
-
-class ImportOptionsSerializer(serializers.Serializer):
-    dry_run = serializers.BooleanField(required=False, default=False,
-                                       help_text="Check only: read everything, apply the suggested column names, "
-                                                 "count what would be created, updated and rejected; write no data.")
-    date_format = serializers.ChoiceField(choices=["", "iso", "dmy", "mdy"], required=False, default="",
-                                          help_text="How non-ISO dates read: dmy (31/12/2024) or mdy (12/31/2024); "
-                                                    "ISO always reads. Empty: the source's, else iso.")
-    source_name = serializers.CharField(max_length=100, required=False, default="", allow_blank=True,
-                                        help_text="An upload source: its saved mapping and date format apply; a real "
-                                                  "import saves its own under this name.")
-    mapping = _MappingField(required=False, default=dict,
-                            help_text='Column names to read as contract columns: {"customers": {"Customer ID": '
-                                      '"external_id"}}; in a multipart form, JSON text.')
-
-
-class ImportUploadSerializer(ImportOptionsSerializer):
-    customers = serializers.FileField(required=False, help_text="customers.csv (contract section 1).")
-    products = serializers.FileField(required=False, help_text="products.csv.")
-    interactions = serializers.FileField(required=False, help_text="interactions.csv.")
-
-    def validate(self, data):
-        uploads = {k: data[k] for k in ("customers", "products", "interactions") if data.get(k)}
-        if not uploads:
-            raise serializers.ValidationError("upload at least one of customers, products, interactions")
-        for kind, upload in uploads.items():
-            error = import_upload_error(kind, upload)
-            if error:
-                raise serializers.ValidationError(error)
-        return data
-
-
-class ImportConfirmSerializer(ImportOptionsSerializer):
-    """Import the files of a dry run; the options default to the dry run's own."""
-
-    date_format = serializers.ChoiceField(choices=["", "iso", "dmy", "mdy"], required=False)
-    source_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    mapping = _MappingField(required=False)
 
 
 class FeedbackSerializer(serializers.ModelSerializer):

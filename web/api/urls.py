@@ -6,7 +6,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from crm.api import views
+from web.api import views
 
 router = SimpleRouter()
 router.register("customers", views.CustomerViewSet, basename="api-customer")

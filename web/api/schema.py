@@ -1,7 +1,7 @@
 """OpenAPI generation: every operation documents the error responses it can give, in the one error format."""
 from drf_spectacular.openapi import AutoSchema
 
-from crm.api.serializers import ErrorSerializer
+from web.api.serializers import ErrorSerializer
 
 
 class CrmAutoSchema(AutoSchema):

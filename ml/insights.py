@@ -1,0 +1,298 @@
+"""The one read path for a customer with its insights, used by the pages and the API alike.
+
+One customer or a page of them, by id or external id, with their owner, the published (or
+pinned) runs, segment, forecast and suggestions: :func:`customer_records`, a prepared SQL query
+(one round trip on PostgreSQL, two elsewhere) whose rows go through the ORM's own converters.
+Customers already in hand as model instances (a write's response, a queryset page) get the
+same dicts from :func:`insights_by_customer`; a test checks both give the same output for
+every shape of customer on both databases.
+"""
+from __future__ import annotations
+
+import functools
+import json
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import FilteredRelation, Q
+
+from crm import sql
+from crm.access import visibility_sql
+from crm.models import Customer, Product
+from ml.models import CustomerSegment, Forecast, Segment, Suggestion, TrainingRun
+
+
+def published_runs() -> dict:
+    """{kind: run} of the live run of each kind."""
+    return {run.kind: run for run in TrainingRun.objects.filter(is_published=True)}
+
+
+def published_run_ids() -> dict:
+    return dict(TrainingRun.objects.filter(is_published=True).values_list("kind", "id"))
+
+
+def customer_insights(customer: Customer, runs: dict | None = None) -> dict:
+    """Everything the models say about one customer, in the contract's names: the ``insights`` of
+    :func:`customer_records` (the same prepared query as the API's customer resource), for a
+    customer the caller has already read through the row-level rule.
+
+    {"segment": {...} | None, "forecast": {...} | None, "recommendations": [...], "reorder": [...],
+     "computed_at": {kind: datetime}, "no_profiling": bool}; a customer with ``no_profiling``
+    gets no segment, forecast or suggestions. ``runs``: as for customer_records.
+    """
+    records = _read_records(("", []), pk=customer.pk, runs=runs)
+    if records:
+        return records[0]["insights"]
+    # Deleted since the caller read it: nothing to say about it.
+    return {"segment": None, "forecast": None, "recommendations": [], "reorder": [],
+            "computed_at": {k: r.finished_at for k, r in (runs or {}).items()}, "no_profiling": customer.no_profiling}
+
+
+def _forecast_dict(f: Forecast, run: TrainingRun) -> dict:
+    return {
+        "as_of": run.as_of, "horizon_days": run.horizon_days,
+        "expected_purchases": f.expected_purchases, "expected_spend": f.expected_spend,
+        "churn_probability": f.churn_probability, "clv": f.clv, "expected_refund_rate": f.expected_refund_rate,
+        "purchases_p10": f.purchases_p10, "purchases_p90": f.purchases_p90,
+        "spend_p10": f.spend_p10, "spend_p90": f.spend_p90, "basis": f.basis, "factors": f.factors,
+        "run_id": run.pk,
+    }
+
+
+def _suggestion_dict(s: Suggestion) -> dict:
+    return {"sku": s.product.sku, "name": s.product.name, "product_id": s.product_id, "kind": s.kind,
+            "score": s.score, "reason": s.reason, "evidence": s.evidence, "basis": s.basis, "rank": s.rank}
+
+
+# --- what a run published and why (run.metrics["outcome"], ["backtest"], ["targets"]) -------------
+
+
+_SUGGESTION_KEYS = {Suggestion.Kind.RECOMMENDATION: "recommendations", Suggestion.Kind.REORDER: "reorder"}
+
+
+def insight_runs() -> dict:
+    """{kind: run} of the published runs, with only the fields insights need (a run's metrics can be large)."""
+    return {r.kind: r for r in TrainingRun.objects.filter(is_published=True).only(
+        "id", "kind", "finished_at", "as_of", "horizon_days")}
+
+
+def with_published_rows(customers, runs: dict):
+    """Join each customer's published segment membership (with its segment) and forecast into the
+    customers' own query, as ``published_membership`` and ``published_forecast`` (None when absent)."""
+    seg_run, fc_run = runs.get(TrainingRun.Kind.SEGMENTATION), runs.get(TrainingRun.Kind.FORECAST)
+    return customers.annotate(
+        published_membership=FilteredRelation(
+            "segment_history", condition=Q(segment_history__run_id=seg_run.pk if seg_run else -1)),
+        published_forecast=FilteredRelation("forecasts", condition=Q(forecasts__run_id=fc_run.pk if fc_run else -1)),
+    ).select_related("published_membership__segment", "published_forecast")
+
+
+def insights_by_customer(customers, runs: dict | None = None) -> dict:
+    """{customer id: insights} in customer_insights' shape, for many customers in at most four queries.
+
+    Customers read through :func:`with_published_rows` (with the same ``runs``) bring their
+    segment and forecast along, so only suggestions are read here.
+    """
+    runs = insight_runs() if runs is None else runs
+    computed = {k: r.finished_at for k, r in runs.items()}
+    customers = list(customers)
+    out = {c.pk: {"segment": None, "forecast": None, "recommendations": [], "reorder": [],
+                  "computed_at": dict(computed), "no_profiling": c.no_profiling} for c in customers}
+    ids = [c.pk for c in customers if not c.no_profiling]
+    if not ids:
+        return out
+    joined = all(hasattr(c, "published_forecast") for c in customers)
+    profiled = [c for c in customers if not c.no_profiling]
+    seg_run = runs.get(TrainingRun.Kind.SEGMENTATION)
+    if seg_run:
+        members = ([c.published_membership for c in profiled if c.published_membership] if joined else
+                   CustomerSegment.objects.filter(run=seg_run, customer_id__in=ids).select_related("segment"))
+        for member in members:
+            s = member.segment
+            out[member.customer_id]["segment"] = {"id": s.pk, "key": s.key, "name": s.name, "profile": s.profile,
+                                                  "size": s.size, "figures": s.figures, "run_id": seg_run.pk}
+    fc_run = runs.get(TrainingRun.Kind.FORECAST)
+    if fc_run:
+        forecasts = ([c.published_forecast for c in profiled if c.published_forecast] if joined else
+                     Forecast.objects.filter(run=fc_run, customer_id__in=ids))
+        for f in forecasts:
+            out[f.customer_id]["forecast"] = _forecast_dict(f, fc_run)
+    rec_run = runs.get(TrainingRun.Kind.RECOMMENDATION)
+    if rec_run:
+        for s in (Suggestion.objects.filter(run=rec_run, customer_id__in=ids).select_related("product")
+                  .order_by("customer_id", "kind", "rank")):
+            out[s.customer_id][_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
+    return out
+
+
+def customer_suggestions(customer: Customer, run: TrainingRun | None) -> dict:
+    """{"recommendations": [...], "reorder": [...]} of one customer in a recommendation run, best first."""
+    out = {"recommendations": [], "reorder": []}
+    if run is None or customer.no_profiling:
+        return out
+    for s in (Suggestion.objects.filter(run=run, customer=customer).select_related("product")
+              .order_by("kind", "rank")):
+        out[_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
+    return out
+
+
+# --- prepared reads for the API's customer resource (crm.sql) ------------------------------------
+
+_RUN_ALIASES = (("sr", TrainingRun.Kind.SEGMENTATION), ("fr", TrainingRun.Kind.FORECAST),
+                ("rr", TrainingRun.Kind.RECOMMENDATION))
+CUSTOMER_RECORD_FIELDS = ("id", "external_id", "name", "email", "phone", "company", "country", "city", "signup_date",
+                          "attributes", "no_profiling", "last_purchase_at", "created_at", "updated_at")
+_FORECAST_FIELDS = ("expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
+                    "purchases_p10", "purchases_p90", "spend_p10", "spend_p90", "basis", "factors")
+
+
+@functools.cache
+def _record_selects():
+    customers = sql.Select([
+        ("c", Customer, CUSTOMER_RECORD_FIELDS), ("o", get_user_model(), ("username",)),
+        ("sr", TrainingRun, ("id", "finished_at")), ("fr", TrainingRun, ("id", "finished_at", "as_of", "horizon_days")),
+        ("rr", TrainingRun, ("id", "finished_at")),
+        ("s", Segment, ("id", "key", "name", "profile", "size", "figures")),
+        ("f", Forecast, ("customer",) + _FORECAST_FIELDS),
+    ])
+    suggestions = sql.Select([("sg", Suggestion, ("customer", "kind", "rank", "score", "reason", "evidence", "basis")),
+                              ("p", Product, ("id", "sku", "name"))])
+    return customers, suggestions
+
+
+@functools.lru_cache(maxsize=512)
+def _record_query(pinned: bool, key: str, n_ids: int, rule: str) -> str:
+    """The customers' query: by pinned run ids or the published runs, by ``n_ids`` ids or one
+    ``key`` value, with the row-level ``rule`` (SQL text from crm.selectors.visibility_sql)."""
+    customers, _ = _record_selects()
+    user_model = get_user_model()
+    T, q = sql.table, sql.column
+    joins = [f"LEFT JOIN {T(user_model)} o ON o.{q(user_model, 'id')} = c.{q(Customer, 'owner')}"]
+    for alias, _kind in _RUN_ALIASES:
+        if pinned:
+            joins.append(f"LEFT JOIN {T(TrainingRun)} {alias} ON {alias}.{q(TrainingRun, 'id')} = %s")
+        else:
+            joins.append(f"LEFT JOIN {T(TrainingRun)} {alias} ON {alias}.{q(TrainingRun, 'kind')} = %s "
+                         f"AND {alias}.{q(TrainingRun, 'is_published')} = %s")
+    joins += [
+        f"LEFT JOIN {T(CustomerSegment)} cs ON cs.{q(CustomerSegment, 'run')} = sr.{q(TrainingRun, 'id')} "
+        f"AND cs.{q(CustomerSegment, 'customer')} = c.{q(Customer, 'id')}",
+        f"LEFT JOIN {T(Segment)} s ON s.{q(Segment, 'id')} = cs.{q(CustomerSegment, 'segment')}",
+        f"LEFT JOIN {T(Forecast)} f ON f.{q(Forecast, 'run')} = fr.{q(TrainingRun, 'id')} "
+        f"AND f.{q(Forecast, 'customer')} = c.{q(Customer, 'id')}",
+    ]
+    where = (f"c.{q(Customer, key)} IN ({', '.join(['%s'] * n_ids)})" if n_ids else f"c.{q(Customer, key)} = %s")
+    if rule:
+        where = f"{where} AND {rule}"
+    return (f"SELECT {customers.sql()}{_suggestions_column()} FROM {T(Customer)} c {' '.join(joins)} "  # nosec B608
+            f"WHERE {where}")                                         # noqa: S608 (identifiers from model metadata)
+
+
+_SUGGESTION_ITEM = (("sku", "p", Product, "sku"), ("name", "p", Product, "name"), ("product_id", "p", Product, "id"),
+                    ("kind", "sg", Suggestion, "kind"), ("score", "sg", Suggestion, "score"),
+                    ("reason", "sg", Suggestion, "reason"), ("evidence", "sg", Suggestion, "evidence"),
+                    ("basis", "sg", Suggestion, "basis"), ("rank", "sg", Suggestion, "rank"))
+
+
+def _suggestions_column() -> str:
+    """On PostgreSQL, each customer's suggestions of the recommendation run as one JSON array
+    column of the customers' query (one round trip less per request); elsewhere nothing, and
+    :func:`_suggestion_query` reads them."""
+    if connection.vendor != "postgresql":
+        return ""
+    T, q = sql.table, sql.column
+    items = ", ".join(f"'{name}', {alias}.{q(model, field)}" for name, alias, model, field in _SUGGESTION_ITEM)
+    return (f", CASE WHEN c.{q(Customer, 'no_profiling')} THEN NULL ELSE ("
+            f"SELECT json_agg(json_build_object({items}) ORDER BY sg.{q(Suggestion, 'kind')}, sg.{q(Suggestion, 'rank')}) "
+            f"FROM {T(Suggestion)} sg JOIN {T(Product)} p ON p.{q(Product, 'id')} = sg.{q(Suggestion, 'product')} "
+            f"WHERE sg.{q(Suggestion, 'run')} = rr.{q(TrainingRun, 'id')} "
+            f"AND sg.{q(Suggestion, 'customer')} = c.{q(Customer, 'id')}) END")
+
+
+@functools.lru_cache(maxsize=512)
+def _suggestion_query(n_customers: int) -> str:
+    _, suggestions = _record_selects()
+    T, q = sql.table, sql.column
+    return (f"SELECT {suggestions.sql()} FROM {T(Suggestion)} sg "  # nosec B608 - identifiers only
+            f"JOIN {T(Product)} p ON p.{q(Product, 'id')} = sg.{q(Suggestion, 'product')} "  # noqa: S608
+            f"WHERE sg.{q(Suggestion, 'run')} = %s AND sg.{q(Suggestion, 'customer')} "
+            f"IN ({', '.join(['%s'] * n_customers)}) "
+            f"ORDER BY sg.{q(Suggestion, 'customer')}, sg.{q(Suggestion, 'kind')}, sg.{q(Suggestion, 'rank')}")
+
+
+def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | None = None) -> list[dict]:
+    """Customers the user may see, by ``ids`` (in that order), ``pk`` or ``external_id``, each as
+    {"id", "external_id", ..., "owner": username, "insights": {...}} with the insights in
+    :func:`insights_by_customer`'s shape: the API's customer resource in one prepared query on
+    PostgreSQL (customers with owner, runs, segment, forecast and suggestions as JSON), two
+    elsewhere (suggestions apart), none compiled by the ORM.
+
+    ``runs`` ({kind: run}) pins the runs read (a list page sorted by one run's forecasts shows
+    that run's values); without it the published runs are joined in the same query.
+    """
+    rule = visibility_sql(user, "c")
+    if rule is None or (ids is not None and not ids):
+        return []
+    return _read_records(rule, ids=ids, pk=pk, external_id=external_id, runs=runs)
+
+
+def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None, runs: dict | None = None) -> list:
+    """customer_records' read, with the row-level ``rule`` as (SQL text, params) on alias ``c``."""
+    customers, suggestions = _record_selects()
+    params = []
+    for _alias, kind in _RUN_ALIASES:
+        if runs is None:
+            params += [kind.value, True]
+        else:
+            run = runs.get(kind)
+            params.append(run.pk if run is not None else None)
+    if ids is not None:
+        ids = [int(i) for i in ids]
+        key, where_params = ("id", len(ids)), ids
+    elif pk is not None:
+        if not 0 < int(pk) < 2**63:  # beyond the id column's range: no such customer (not a database error)
+            return []
+        key, where_params = ("id", 0), [int(pk)]
+    else:
+        if "\x00" in external_id:  # PostgreSQL refuses NUL in a text comparison: nothing can match
+            return []
+        key, where_params = ("external_id", 0), [external_id]
+    query = _record_query(runs is not None, *key, rule[0])
+    rows = sql.fetchall(query, params + where_params + rule[1])
+    records, rec_run, joined = {}, None, connection.vendor == "postgresql"
+    for row in rows:
+        v = customers.convert(row)
+        computed = {kind.value: v[f"{alias}.finished_at"] for alias, kind in _RUN_ALIASES
+                    if v[f"{alias}.id"] is not None}
+        insights = {"segment": None, "forecast": None, "recommendations": [], "reorder": [],
+                    "computed_at": computed, "no_profiling": v["c.no_profiling"]}
+        if not v["c.no_profiling"]:
+            if v["s.id"] is not None:
+                insights["segment"] = {"id": v["s.id"], "key": v["s.key"], "name": v["s.name"],
+                                       "profile": v["s.profile"], "size": v["s.size"], "figures": v["s.figures"],
+                                       "run_id": v["sr.id"]}
+            if v["f.customer"] is not None:
+                insights["forecast"] = {"as_of": v["fr.as_of"], "horizon_days": v["fr.horizon_days"],
+                                        **{name: v[f"f.{name}"] for name in _FORECAST_FIELDS},
+                                        "run_id": v["fr.id"]}
+        rec_run = v["rr.id"]
+        record = {name: v[f"c.{name}"] for name in CUSTOMER_RECORD_FIELDS}
+        record["owner"] = v["o.username"]
+        record["insights"] = insights
+        records[record["id"]] = record
+        if joined and row[len(customers)] is not None:
+            items = row[len(customers)]
+            for item in json.loads(items) if isinstance(items, str) else items:
+                insights[_SUGGESTION_KEYS[item["kind"]]].append(item)
+    profiled = [cid for cid, r in records.items() if not r["no_profiling"]]
+    if rec_run is not None and profiled and not joined:
+        query = _suggestion_query(len(profiled))
+        for row in sql.fetchall(query, [rec_run, *profiled]):
+            v = suggestions.convert(row)
+            records[v["sg.customer"]]["insights"][_SUGGESTION_KEYS[v["sg.kind"]]].append({
+                "sku": v["p.sku"], "name": v["p.name"], "product_id": v["p.id"], "kind": v["sg.kind"],
+                "score": v["sg.score"], "reason": v["sg.reason"], "evidence": v["sg.evidence"],
+                "basis": v["sg.basis"], "rank": v["sg.rank"]})
+    if ids is not None:
+        return [records[i] for i in ids if i in records]
+    return list(records.values())

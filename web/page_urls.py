@@ -1,0 +1,47 @@
+"""URLs of the HTML pages for sales staff (names and paths are part of the contract)."""
+from django.urls import path
+
+from web.views import account, catalogue, customers, data_quality, home, imports, privacy, runs
+
+urlpatterns = [
+    path("", home.home, name="home"),
+    path("customers/", customers.customer_list, name="customer_list"),
+    path("customers/export.csv", customers.customer_export, name="customer_export"),
+    path("customers/<int:pk>/", customers.customer_detail, name="customer_detail"),
+    path("customers/<int:pk>/log/", customers.customer_log, name="customer_log"),
+    path("customers/<int:pk>/feedback/", customers.customer_feedback, name="customer_feedback"),
+    path("segments/", catalogue.segment_list, name="segment_list"),
+    path("products/", catalogue.product_list, name="product_list"),
+    path("products/<int:pk>/", catalogue.product_detail, name="product_detail"),
+    path("models/", runs.model_list, name="model_list"),
+    path("models/retrain/", runs.model_retrain, name="model_retrain"),
+    path("models/runs/<int:pk>/status.json", runs.run_status, name="run_status"),
+    path("models/runs/<int:pk>/publish/", runs.model_publish, name="model_publish"),
+    path("imports/", imports.import_list, name="import_list"),
+    path("imports/<int:pk>/", imports.import_detail, name="import_detail"),
+    path("imports/<int:pk>/status.json", imports.import_status, name="import_status"),
+    path("imports/<int:pk>/confirm/", imports.import_confirm, name="import_confirm"),
+    path("imports/<int:pk>/rejected/<str:kind>.csv", imports.import_rejected, name="import_rejected"),
+]
+urlpatterns += [
+    path("customers/new/", customers.customer_create, name="customer_create"),
+    path("customers/<int:pk>/edit/", customers.customer_edit, name="customer_edit"),
+    path("account/", account.account, name="account"),
+    path("account/token/create/", account.account_token_create, name="account_token_create"),
+    path("account/token/regenerate/", account.account_token_regenerate, name="account_token_regenerate"),
+    path("account/token/revoke/", account.account_token_revoke, name="account_token_revoke"),
+]
+
+# Privacy: right of access and erasure (managers and admins).
+urlpatterns += [
+    path("customers/<int:pk>/personal-data.json", privacy.customer_personal_data, name="customer_personal_data"),
+    path("customers/<int:pk>/erase/", privacy.customer_erase, name="customer_erase"),
+]
+
+# Correcting the timeline, and data quality (managers).
+urlpatterns += [
+    path("interactions/<int:pk>/edit/", customers.interaction_edit, name="interaction_edit"),
+    path("interactions/<int:pk>/delete/", customers.interaction_delete, name="interaction_delete"),
+    path("data-quality/", data_quality.data_quality, name="data_quality"),
+    path("data-quality/merge/", data_quality.data_quality_merge, name="data_quality_merge"),
+]
