@@ -27,6 +27,10 @@ def published_runs() -> dict:
     return {run.kind: run for run in TrainingRun.objects.filter(is_published=True)}
 
 
+def published_run(kind: str) -> TrainingRun | None:
+    return TrainingRun.objects.filter(kind=kind, is_published=True).first()
+
+
 def published_run_ids() -> dict:
     return dict(TrainingRun.objects.filter(is_published=True).values_list("kind", "id"))
 

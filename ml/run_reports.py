@@ -60,7 +60,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def ignored_lines(run: TrainingRun | None) -> list[str]:
-    """Who and what a run left out, and why, in words, from the counts ml.services._load stores in
+    """Who and what a run left out, and why, in words, from the counts ml.training._load stores in
     ``run.data_counts`` (runs trained before these counts existed give fewer lines)."""
     counts = (getattr(run, "data_counts", None) or {}) if run is not None else {}
     as_of = run.as_of.isoformat() if run is not None and run.as_of else "the as-of date"

@@ -11,8 +11,7 @@ from rest_framework.test import APIClient
 from crm import clock
 from crm.imports import importer as services
 from crm.models import Customer, Interaction
-from ml import data
-from ml import services as ml_services
+from ml import data, training
 from ml.models import TrainingRun
 from tests.conftest import read_rejects
 
@@ -147,7 +146,7 @@ def test_training_default_as_of_ignores_the_future_and_counts_what_it_left_out(c
     Customer.objects.create(external_id="C-3", name="Prospect")
     run = TrainingRun.objects.create(kind="forecast")
 
-    frames = ml_services._load(run, lambda *args: None)
+    frames = training._load(run, lambda *args: None)
 
     run.refresh_from_db()
     assert run.as_of == timezone.localtime(last_purchase).date()

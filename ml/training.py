@@ -1,0 +1,278 @@
+"""Training one run of each kind: read the data cut at the run's ``as_of`` (``ml.data``), fit the
+family's model (``ml.pipelines``), and write its insight rows under the run's id. ``ml.services``
+claims the run, calls :data:`TRAINERS` and publishes; nothing here publishes.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from crm.models import Customer, Interaction
+from ml import data
+from ml.insights import published_run
+from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
+
+Kind = TrainingRun.Kind
+
+
+class RetrainRefused(Exception):
+    """A retrain cannot be requested now; the message says why."""
+
+
+class KindNotSupported(Exception):
+    """This data cannot support the kind at all (no product catalogue, no purchase at all...):
+    the run is skipped with the message as its reason, and the published insights stay."""
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def _load(run: TrainingRun, progress, need_products=True, need_purchases=True) -> dict:
+    progress(5, "loading data")
+    as_of = run.as_of or data.latest_interaction_day()
+    if as_of is None:
+        raise RetrainRefused("there are no interactions yet: import data before training")
+    if run.as_of is None:
+        TrainingRun.objects.filter(pk=run.pk).update(as_of=as_of)
+        run.as_of = as_of
+    # Customers who objected to profiling are left out of training altogether.
+    excluded = list(Customer.objects.filter(no_profiling=True).values_list("id", flat=True))
+    frames = {
+        "interactions": data.interactions_frame(as_of, exclude_customer_ids=excluded),
+        "customers": data.customers_frame(exclude_ids=excluded),
+        "products": data.products_frame() if need_products else None,
+    }
+    counts = {"customers": int(len(frames["customers"])), "interactions": int(len(frames["interactions"])),
+              "purchases": int((frames["interactions"]["type"] == "purchase").sum()),
+              "buyers": int(frames["interactions"].loc[frames["interactions"]["type"] == "purchase",
+                                                       "customer_id"].nunique())}
+    # Who and what the run left out, and why (the Models page says it in words,
+    # ml.selectors.ignored_lines): customers who objected to profiling, customers without a
+    # purchase by as_of (no forecast), and rows dated after as_of (not read), of them those in the future.
+    counts["no_profiling"] = len(excluded)
+    counts["customers_without_purchase"] = counts["customers"] - counts["buyers"]
+    counts.update(_after_as_of(as_of))
+    if frames["products"] is not None:
+        counts["products"] = int(len(frames["products"]))
+    TrainingRun.objects.filter(pk=run.pk).update(data_counts=counts)
+    if counts["purchases"] == 0 and need_purchases:
+        raise KindNotSupported(f"no purchases on or before {as_of}: only other interactions, nothing to "
+                               f"learn {run.kind}s from")
+    return frames
+
+
+def _after_as_of(as_of: date) -> dict:
+    """{"interactions_after_as_of", "future_interactions"}: stored rows a run cut at ``as_of`` does
+    not read, and how many of them are dated after now (one COUNT query)."""
+    return Interaction.objects.filter(occurred_at__gte=data.cutoff(as_of)).aggregate(
+        interactions_after_as_of=Count("id"), future_interactions=Count("id", filter=Q(occurred_at__gt=timezone.now())))
+
+
+def _json(value) -> str:
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (pd.Timestamp, date)):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _clean(value):
+    """Metrics as plain JSON (numpy scalars, NaN -> None)."""
+    return json.loads(json.dumps(value, default=_json_default).replace("NaN", "null"))
+
+
+# --- segmentation ------------------------------------------------------------------------------
+
+def train_segmentation(run: TrainingRun, progress) -> dict:
+    """Segment every customer as of ``run.as_of`` and write the segments under the run.
+
+    ``auto`` chooses among RFM (the baseline), K-means and DBSCAN on the rolling-origin
+    backtest (``metrics["backtest"]``); ``metrics["outcome"]`` says whether a model or the
+    baseline was published, or that the history was too short to compare (RFM, "not
+    validated"). Names of segments whose members are mostly those of a published segment are
+    kept. Raises KindNotSupported when there is nobody to segment.
+    """
+    from ml.pipelines.segmentation import CustomerSegmenter, NothingToSegment, match_segments  # noqa: PLC0415 -- the numeric core (scikit-learn, implicit) loads only in a process that trains
+
+    frames = _load(run, progress)
+    progress(20, "comparing segmentations on backtest windows, then clustering customers")
+    model = CustomerSegmenter(algorithm=run.algorithm, horizon_days=run.horizon_days, random_state=0,
+                              **{k: v for k, v in run.params.items()
+                                 if k in ("n_clusters", "eps", "min_samples", "max_sample")})
+    try:
+        model.fit(frames["interactions"], frames["products"], frames["customers"],
+                  pd.Timestamp(run.as_of))
+    except NothingToSegment as exc:
+        raise KindNotSupported(str(exc)) from None
+    assignments, segments = model.assignments_, model.segments_
+    progress(70, "naming segments")
+    names = dict(zip(segments["segment_key"], segments["name"]))
+    previous = published_run(Kind.SEGMENTATION)
+    if previous is not None:
+        prev_assign = pd.DataFrame.from_records(
+            list(CustomerSegment.objects.filter(run=previous).values_list("customer_id", "segment__key")),
+            columns=["customer_id", "segment_key"])
+        prev_names = dict(Segment.objects.filter(run=previous).values_list("key", "name"))
+        if len(prev_assign):
+            names = match_segments(assignments[["customer_id", "segment_key"]], prev_assign, prev_names,
+                                   new_names=names)
+    progress(80, "writing segments")
+    with transaction.atomic():
+        created = Segment.objects.bulk_create([
+            Segment(run=run, key=int(row.segment_key), name=names.get(row.segment_key, row.name),
+                    profile=_rename_profile(row.profile, row.name, names.get(row.segment_key, row.name)),
+                    size=int(row.size), figures=_clean(row.figures))
+            for row in segments.itertuples()
+        ])
+        ids = {s.key: s.pk for s in created}
+        data.bulk_insert(CustomerSegment, ["run_id", "customer_id", "segment_id", "distance"], (
+            (run.pk, int(c), ids[int(k)], None if pd.isna(d) else float(d))
+            for c, k, d in zip(assignments["customer_id"], assignments["segment_key"],
+                               assignments["distance_to_center"])))
+    return {"metrics": _clean({"outcome": model.outcome_, "backtest": model.backtest_,
+                               "comparison": model.comparison_, "chosen": model.chosen_,
+                               "reason": model.chosen_reason_, "params": model.params_,
+                               "money": model.money_,
+                               "sizes": {names.get(k, str(k)): int(n) for k, n in
+                                         zip(segments["segment_key"], segments["size"])}}),
+            "chosen_algorithm": str(model.chosen_),
+            "artefact": _clean({"segments": len(segments), "params": model.params_})}
+
+
+def _rename_profile(profile: str, old: str, new: str) -> str:
+    if old != new and profile.startswith(old):
+        return new + profile[len(old):]
+    return profile
+
+
+# --- forecasts ------------------------------------------------------------------------------------
+
+def train_forecast(run: TrainingRun, progress) -> dict:
+    """Backtest every candidate on rolling windows of the history, publish per target the
+    simplest one within the spread of the best (a baseline when no model beats it), and write
+    every buyer's forecast. A target the data cannot support (spend without amounts) is
+    written as NULL, with the reason in ``metrics["targets"]``."""
+    from ml.pipelines.forecasting import fit_evaluate  # noqa: PLC0415 -- the numeric core (scikit-learn, implicit) loads only in a process that trains
+
+    frames = _load(run, progress, need_products=False)
+    interactions = frames["interactions"]
+    as_of = pd.Timestamp(run.as_of)
+    params = {k: v for k, v in run.params.items() if k in ("clv_days",)}
+
+    def step(fraction, stage):  # the backtests and the final fit: 15 % -> 75 %
+        progress(15 + 60 * fraction, stage)
+
+    model, report = fit_evaluate(interactions, as_of, horizon_days=run.horizon_days, algorithm=run.algorithm,
+                                 random_state=0, progress=step, **params)
+    metrics = _clean(report)
+    progress(75, "forecasting every customer")
+    pred = model.predict(interactions, as_of)
+    progress(85, "writing forecasts")
+    columns = ["expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
+               "purchases_p10", "purchases_p90", "spend_p10", "spend_p90"]
+    values = pred[columns].astype(float).clip(lower=0)
+    values["churn_probability"] = values["churn_probability"].clip(upper=1)
+    values["expected_refund_rate"] = values["expected_refund_rate"].clip(upper=1)
+    rows = zip(pred.index.to_numpy(), *(values[c].to_numpy() for c in columns), pred["basis"].astype(str),
+               pred["factors"])
+    with transaction.atomic():
+        data.bulk_insert(Forecast, ["run_id", "customer_id", *columns, "basis", "factors"], (
+            (run.pk, int(r[0]), *(None if np.isnan(v) else float(v) for v in r[1:10]), r[10], _json(list(r[11])))
+            for r in rows))
+    return {"metrics": metrics, "chosen_algorithm": model.basis_label()[:80],
+            "artefact": _clean({"chosen": model.chosen_, "weights": model.final_.weights_,
+                                "btyd": {n: model.final_.btyd_[n].params_ for n in ("bgnbd", "paretonbd")},
+                                "forecasts": int(len(pred))})}
+
+
+def train_recommendation(run: TrainingRun, progress) -> dict:
+    """Fit the recommender (scorers, blend, category cap and reorder model chosen on rolling
+    backtest windows of the history), then write every customer's cross-sell and reorder
+    lists, similar products and prospects under this run.
+
+    Raises KindNotSupported when no purchase carries a product of the catalogue. Metrics:
+    ``outcome`` and ``backtest`` (the layout shared by every kind), ``validation`` (each
+    candidate's scores averaged over the windows), the choices, and ``cross_sell_reason`` /
+    ``reorder_reason`` when a list kind has nothing to suggest at all (e.g. nobody ever
+    bought the same product twice).
+    """
+    from ml.pipelines.recommendation import NotSupported, Recommender  # noqa: PLC0415 -- the numeric core (scikit-learn, implicit) loads only in a process that trains
+
+    frames = _load(run, progress)
+    segments = _published_segment_names()
+    progress(15, "backtesting on earlier windows and learning from purchases")
+    params = {k: v for k, v in run.params.items() if k in ("max_per_category", "n", "min_history")}
+    model = Recommender(algorithm=run.algorithm, horizon_days=run.horizon_days, random_state=0, **params)
+    try:
+        model.fit(frames["interactions"], frames["products"], pd.Timestamp(run.as_of), segments=segments)
+    except NotSupported as exc:
+        raise KindNotSupported(str(exc)) from exc
+    progress(55, "suggesting for every customer")
+    customer_ids = frames["customers"]["customer_id"].to_numpy()
+    out = model.suggest_all(customer_ids, n_prospects=20, n_similar=10)
+    progress(75, "writing suggestions")
+    recs, similar, prospects = out["recommendations"], out["similar_products"], out["prospects"]
+    # The pipeline shares one evidence dict between the suggestions with the same figures (a
+    # million rows, a few thousand dicts): each is serialised once.
+    texts = {}
+
+    def _lists(frame, *columns) -> list:  # the columns as plain Python lists (ints, floats, objects)
+        return [frame[c].to_numpy().tolist() if frame[c].dtype.kind in "iuf" else list(frame[c]) for c in columns]
+
+    def evidence_text(ev):
+        key = id(ev)
+        if key not in texts:
+            texts[key] = (ev, _json(ev))  # the dict is kept so that its id is not reused
+        return texts[key][1]
+
+    with transaction.atomic():
+        # Columns as Python lists first (one conversion per column, not per value): two
+        # million rows otherwise spend most of the write converting numpy scalars.
+        data.bulk_insert(Suggestion, ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason",
+                                      "evidence", "basis"], (
+            (run.pk, c, k, r, p, sc, reason, evidence_text(ev), basis)
+            for c, k, r, p, sc, reason, ev, basis in zip(*_lists(
+                recs, "customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis"))))
+        data.bulk_insert(SimilarProduct, ["run_id", "product_id", "rank", "similar_id", "score", "reason"], (
+            (run.pk, *row) for row in zip(*_lists(similar, "product_id", "rank", "similar_product_id", "score",
+                                                  "reason"))))
+        data.bulk_insert(Prospect, ["run_id", "product_id", "rank", "customer_id", "score", "reason"], (
+            (run.pk, *row) for row in zip(*_lists(prospects, "product_id", "rank", "customer_id", "score",
+                                                  "reason"))))
+    chosen = model.chosen_ if isinstance(model.chosen_, str) else "blend"
+    metrics = {"outcome": model.outcome_, "backtest": model.backtest_, "validation": model.candidates_,
+               "chosen": model.chosen_, "reorder_chosen": model.reorder_chosen_,
+               "category_cap": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
+               "counts": {"suggestions": int(len(recs)), "similar": int(len(similar)),
+                          "prospects": int(len(prospects)),
+                          "reorder": int((recs["kind"] == "reorder").sum())},
+               "diversity": model.diversity_, "ease": model.ease_}
+    for target, reason in model.reasons_.items():
+        if reason:
+            metrics[f"{target}_reason"] = reason
+    return {"metrics": _clean(metrics), "chosen_algorithm": f"{chosen} / {model.reorder_chosen_}",
+            "artefact": _clean({"chosen": model.chosen_, "reorder": model.reorder_chosen_,
+                                "max_per_category": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
+                                "window_days": model.window_days_})}
+
+
+def _published_segment_names() -> pd.DataFrame | None:
+    """customer_id -> segment_name of the live segmentation (for "Popular with <segment>")."""
+    run = published_run(Kind.SEGMENTATION)
+    if run is None:
+        return None
+    rows = CustomerSegment.objects.filter(run=run).values_list("customer_id", "segment__name")
+    return pd.DataFrame.from_records(list(rows), columns=["customer_id", "segment_name"])
+
+
+TRAINERS = {Kind.SEGMENTATION: train_segmentation, Kind.FORECAST: train_forecast,
+            Kind.RECOMMENDATION: train_recommendation}
