@@ -29,7 +29,9 @@ products it has no signal for come in best-seller order rather than in column or
 :mod:`ml.pipelines.recommendation.backtest`): each scorer with and without the per-category
 cap, the personal scorers first and the popularity lists last (popularity, the baseline, is
 published only when it beats every personal candidate beyond the spread between windows),
-and a blend of the scorers kept only when it beats the best single one on every origin.
+the best shared list with a few places kept for a personal scorer (published when within the
+spread of the best: the most personal such list; each product keeps the reason of the scorer
+that placed it), and a blend of the scorers kept only when it beats the best one on every origin.
 On a base of more than ``max_backtest_customers`` buyers the origins learn from a hashed
 sample of them. Replenishment (:mod:`ml.pipelines.recommendation.reorder`) is chosen the same way,
 repeat-buy being its baseline, and only ever lists products with evidence of re-buying. With
@@ -54,6 +56,7 @@ from ml.pipelines.recommendation.backtest import (
     collect_origin,
     fit_final_reorder,
     mean_scores,
+    reserve_name,
     tune_ease,
     variant_name,
 )
@@ -68,8 +71,10 @@ from ml.pipelines.recommendation.history import (
 )
 from ml.pipelines.recommendation.ranking import (
     chunks,
+    discounted,
     list_diversity,
     rank_frame,
+    reserve_slots,
     stable_unit,
     top_n,
     top_shared,
@@ -158,7 +163,8 @@ class Recommender(BaseEstimator):
         ``backtest_`` (JSON: the windows, every candidate's scores on each, the choices),
         ``outcome_`` ({"basis", "summary"}), ``reasons_`` (target -> why it has no
         suggestions, or None), ``candidates_`` (candidate -> metrics averaged over the
-        windows), ``chosen_`` (an algorithm name or {"blend": weights}), ``cross_cap_``,
+        windows), ``chosen_`` (an algorithm name, {"blend": weights} or {"reserve": {"base",
+        "scorer", "slots", "lift"}}), ``cross_cap_``,
         ``reorder_chosen_``, ``reorder_cap_``, ``reorder_model_`` and ``window_days_``.
         Raises NotSupported when no purchase on or before as_of carries a catalogue product.
         """
@@ -236,6 +242,9 @@ class Recommender(BaseEstimator):
                                  random_state=self.random_state)
         self.cross_cap_, self.reorder_cap_ = cross["cap"], reorder["cap"]
         self.chosen_ = {"blend": cross["weights"]} if cross["weights"] else cross["algorithm"]
+        if cross.get("reserve") is not None:
+            self.chosen_ = {"reserve": {"base": cross["algorithm"], "scorer": cross["reserve"][0],
+                                        "slots": int(cross["reserve"][1]), "lift": float(cross["reserve"][2])}}
         if isinstance(self.chosen_, str) and self.chosen_ not in self.scorer_.available():
             self.chosen_ = CROSS_BASELINE  # e.g. "content" asked for a catalogue without text
         self.reorder_chosen_ = reorder["algorithm"]
@@ -283,7 +292,17 @@ class Recommender(BaseEstimator):
         return {"basis": basis, "summary": f"{basis}: " + ", ".join(parts) + f"; {tail}"}
 
     def _cross_name(self) -> str:
-        return self.chosen_ if isinstance(self.chosen_, str) else "blend"
+        chosen = self.chosen_
+        if isinstance(chosen, dict) and "reserve" in chosen:
+            r = chosen["reserve"]
+            return reserve_name(r["scorer"], r["slots"], self.n, r["base"], r.get("lift", 0.0))
+        return chosen if isinstance(chosen, str) else "blend"
+
+    @property
+    def chosen_name_(self) -> str:
+        """The published cross-sell list in words: a scorer, "blend", or a shared list with
+        places kept for a personal scorer."""
+        return self._cross_name()
 
     def _history(self, interactions, products, as_of, segments, cobuyers=True) -> History:
         # The text neighbours depend on the catalogue only: computed once per fit.
@@ -354,37 +373,62 @@ class Recommender(BaseEstimator):
     def _weights(self) -> dict:
         chosen = self.chosen_
         if isinstance(chosen, dict):
-            return chosen["blend"]
+            return {chosen["reserve"]["base"]: 1.0} if "reserve" in chosen else chosen["blend"]
         return {chosen: 1.0}
+
+    def _reserve(self):
+        """(personal scorer, slots) when the chosen list keeps places for a personal scorer."""
+        chosen = self.chosen_
+        if isinstance(chosen, dict) and "reserve" in chosen:
+            r = chosen["reserve"]
+            return r["scorer"], r["slots"], r.get("lift", 0.0)
+        return None
 
     def _cross_sell(self, customer_ids, rows, n_prospects, lists=True, weights=None) -> dict:
         scorer, h = self.scorer_, self.history_
+        reserve = self._reserve() if weights is None else None
+        if reserve is not None and reserve[0] not in scorer.available():
+            reserve = None
         weights = weights or self._weights()
         names = tuple(a for a in weights if a in scorer.available())
         if not names:  # e.g. "content" asked for a catalogue without text
             weights, names = {"popularity": 1.0}, ("popularity",)
         weights = {a: weights[a] for a in names}
+        feature_names = names + ((reserve[0],) if reserve is not None and reserve[0] not in names else ())
         parts, pool, stats = [], [], []
         n_p = scorer.n_products_
         for idx in chunks(np.arange(len(rows)), scorer.chunk_rows_):
             chunk = rows[idx]
-            block = scorer.features(chunk, names)
+            block = scorer.features(chunk, feature_names)
             score = np.zeros((len(chunk), n_p), np.float32)
             for a in names:
                 score += np.float32(weights[a]) * block[a]
             excluded = scorer.excluded(chunk)
             score[excluded] = -np.inf
             top, cand, cand_val = top_n(score, self.n, h.category_code, self.cross_cap_, candidates=True)
+            placed = None
+            if reserve is not None and lists:
+                # The last places go to the personal scorer's best products (see
+                # ``backtest.reserved_variants``); each keeps its own scorer's score and reason.
+                personal = discounted(block[reserve[0]], scorer.popularity_[None, :], reserve[2])
+                personal = np.where(excluded, -np.inf, personal).astype(np.float32)
+                base = top[:, :max(self.n - reserve[1], 0)]
+                top = reserve_slots(top, top_n(personal, self.n, h.category_code, None), self.n, reserve[1])
+                placed = (top >= 0) & ~(top[:, :, None] == base[:, None, :]).any(axis=2)
             if lists:
                 d = list_diversity(top, h.category_code, top_shared(scorer.popularity_, excluded, self.n),
                                    scorer.popularity_)
                 stats.append((len(chunk), d["differs"], d["diversity"], np.unique(top[top >= 0])))
                 r, k = np.nonzero(top >= 0)
                 c = top[r, k]
+                value, alg = score[r, c].astype(float), reason_algorithm(block, weights, names, r, c)
+                if placed is not None:
+                    mine = placed[r, k]
+                    value[mine] = block[reserve[0]][r[mine], c[mine]]
+                    alg[mine] = ALGORITHMS.index(reserve[0])
                 parts.append(pd.DataFrame({
                     "row": chunk[r], "customer_id": customer_ids[idx][r], "rank": k + 1,
-                    "col": c, "score": score[r, c].astype(float),
-                    "alg": reason_algorithm(block, weights, names, r, c),
+                    "col": c, "score": value, "alg": alg,
                 }))
             if n_prospects:
                 # Prospects come from each customer's best ~50 products: a customer is
