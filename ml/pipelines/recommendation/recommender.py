@@ -396,13 +396,18 @@ class Recommender(BaseEstimator):
         weights = {a: weights[a] for a in names}
         feature_names = names + ((reserve[0],) if reserve is not None and reserve[0] not in names else ())
         parts, pool, stats = [], [], []
-        n_p = scorer.n_products_
+        n_p, scratch = scorer.n_products_, None
         for idx in chunks(np.arange(len(rows)), scorer.chunk_rows_):
             chunk = rows[idx]
             block = scorer.features(chunk, feature_names)
-            score = np.zeros((len(chunk), n_p), np.float32)
-            for a in names:
-                score += np.float32(weights[a]) * block[a]
+            # The weighted sum in place, through one scratch block per chunk size (no
+            # temporary block per scorer: a pass over chunk x products each saved).
+            score = np.empty((len(chunk), n_p), np.float32)
+            if scratch is None or scratch.shape != score.shape:
+                scratch = np.empty_like(score)
+            np.multiply(block[names[0]], np.float32(weights[names[0]]), out=score)
+            for a in names[1:]:
+                score += np.multiply(block[a], np.float32(weights[a]), out=scratch)
             excluded = scorer.excluded(chunk)
             score[excluded] = -np.inf
             top, cand, cand_val = top_n(score, self.n, h.category_code, self.cross_cap_, candidates=True)
