@@ -529,14 +529,31 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
     recs, similar, prospects = out["recommendations"], out["similar_products"], out["prospects"]
     # The pipeline shares one evidence dict between the suggestions with the same figures (a
     # million rows, a few thousand dicts): each is serialised once.
-    recs = recs.assign(run_id=run.pk, evidence=_shared_json(recs["evidence"]))
-    similar = similar.assign(run_id=run.pk).rename(columns={"similar_product_id": "similar_id"})
-    prospects = prospects.assign(run_id=run.pk)
+    texts = {}
+
+    def _lists(frame, *columns) -> list:  # the columns as plain Python lists (ints, floats, objects)
+        return [frame[c].to_numpy().tolist() if frame[c].dtype.kind in "iuf" else list(frame[c]) for c in columns]
+
+    def evidence_text(ev):
+        key = id(ev)
+        if key not in texts:
+            texts[key] = (ev, _json(ev))  # the dict is kept so that its id is not reused
+        return texts[key][1]
+
     with transaction.atomic():
-        _write_frame(Suggestion, recs, ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason",
-                                        "evidence", "basis"])
-        _write_frame(SimilarProduct, similar, ["run_id", "product_id", "rank", "similar_id", "score", "reason"])
-        _write_frame(Prospect, prospects, ["run_id", "product_id", "rank", "customer_id", "score", "reason"])
+        # Columns as Python lists first (one conversion per column, not per value): two
+        # million rows otherwise spend most of the write converting numpy scalars.
+        data.bulk_insert(Suggestion, ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason",
+                                      "evidence", "basis"], (
+            (run.pk, c, k, r, p, sc, reason, evidence_text(ev), basis)
+            for c, k, r, p, sc, reason, ev, basis in zip(*_lists(
+                recs, "customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis"))))
+        data.bulk_insert(SimilarProduct, ["run_id", "product_id", "rank", "similar_id", "score", "reason"], (
+            (run.pk, *row) for row in zip(*_lists(similar, "product_id", "rank", "similar_product_id", "score",
+                                                  "reason"))))
+        data.bulk_insert(Prospect, ["run_id", "product_id", "rank", "customer_id", "score", "reason"], (
+            (run.pk, *row) for row in zip(*_lists(prospects, "product_id", "rank", "customer_id", "score",
+                                                  "reason"))))
     chosen = model.chosen_name_
     metrics = {"outcome": model.outcome_, "backtest": model.backtest_, "validation": model.candidates_,
                "chosen": model.chosen_, "reorder_chosen": model.reorder_chosen_,
@@ -552,46 +569,6 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
             "artefact": _clean({"chosen": model.chosen_, "reorder": model.reorder_chosen_,
                                 "max_per_category": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
                                 "window_days": model.window_days_})}
-
-
-def _shared_json(values: pd.Series) -> pd.Series:
-    """JSON text of a column of dicts, each distinct object serialised once (the pipeline
-    shares one dict between the rows with the same evidence)."""
-    items = list(values)
-    ids = np.fromiter(map(id, items), dtype=np.int64, count=len(items))
-    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    texts = np.array([_json(items[i]) for i in first.tolist()] or [""], dtype=object)
-    return pd.Series(texts[inverse] if len(items) else [], index=values.index, dtype=object)
-
-
-# Rows per COPY block: the CSV text of one block is held in memory at a time.
-COPY_ROWS = 200_000
-
-
-def _write_frame(model, frame: pd.DataFrame, columns: list[str]) -> int:
-    """``frame``'s ``columns`` (database column names, JSON already text) into ``model``'s table.
-
-    On PostgreSQL one COPY in CSV format, the text formatted by pandas block by block (no
-    Python work per row: two million suggestions otherwise spend ~20 s converting values);
-    elsewhere :func:`ml.data.bulk_insert`."""
-    from django.db import connection
-
-    frame = frame[columns]
-    if connection.vendor != "postgresql":
-        return data.bulk_insert(model, columns, zip(*[
-            frame[c].to_numpy().tolist() if frame[c].dtype.kind in "iuf" else list(frame[c]) for c in columns]))
-    import csv
-    import io
-
-    with connection.cursor() as cursor, cursor.cursor.copy(
-            f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
-        for start in range(0, len(frame), COPY_ROWS):
-            buf = io.StringIO()
-            # Every text quoted: an empty quoted string is '' in CSV COPY, an unquoted one NULL.
-            frame.iloc[start:start + COPY_ROWS].to_csv(buf, header=False, index=False, na_rep="NaN",
-                                                       quoting=csv.QUOTE_NONNUMERIC)
-            copy.write(buf.getvalue())
-    return len(frame)
 
 
 def _published_segment_names() -> pd.DataFrame | None:
