@@ -248,7 +248,7 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
         data.bulk_insert(Prospect, ["run_id", "product_id", "rank", "customer_id", "score", "reason"], (
             (run.pk, *row) for row in zip(*_lists(prospects, "product_id", "rank", "customer_id", "score",
                                                   "reason"))))
-    chosen = model.chosen_ if isinstance(model.chosen_, str) else "blend"
+    chosen = model.chosen_name_
     metrics = {"outcome": model.outcome_, "backtest": model.backtest_, "validation": model.candidates_,
                "chosen": model.chosen_, "reorder_chosen": model.reorder_chosen_,
                "category_cap": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from ml.pipelines.recommendation import Recommender
 from ml.pipelines.recommendation.factors import EaseGram, ease_columns, fit_als
-from ml.pipelines.recommendation.ranking import list_diversity
+from ml.pipelines.recommendation.ranking import list_diversity, reserve_slots
 from tests.ml.test_recommendation import AS_OF, make_interactions, make_products
 
 
@@ -194,3 +194,53 @@ def test_als_on_a_big_base_folds_in_the_customers_left_out_of_its_sample(monkeyp
     top = np.argsort(-score, axis=1)[:, :size]
     assert model.user_factors.shape == (len(customers), model.item_factors.shape[1])
     assert np.take_along_axis(own, top, 1).mean() > 0.8
+
+
+# ------------------------------------------------------------------ places kept for a personal scorer
+def test_reserve_slots_keeps_the_shared_head_and_fills_the_tail_with_new_personal_products():
+    base = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [5, -1, -1, -1]])
+    personal = np.array([[9, 8, 7, 6], [3, 1, 8, 7], [-1, -1, -1, -1]])
+    out = reserve_slots(base, personal, 4, 2)
+    # Row 1: 3 is in the personal list but not in the kept head (0, 1), so it takes a place.
+    assert out.tolist() == [[0, 1, 9, 8], [0, 1, 3, 8], [5, -1, -1, -1]]
+
+
+def test_a_shared_list_with_places_for_a_personal_scorer_names_that_scorer_in_those_places():
+    interactions, products, _, _ = planted_blocks(n_customers=300, seed=8)
+    rec = Recommender(max_per_category=None).fit(interactions, products, AS_OF)
+    rec.chosen_ = "popularity"
+    shared = rec.recommend()
+    shared = shared.loc[shared["kind"] == "recommendation"]
+    rec.chosen_ = {"reserve": {"base": "popularity", "scorer": "ease", "slots": 3, "lift": 0.5}}
+    mixed = rec.recommend()
+    mixed = mixed.loc[mixed["kind"] == "recommendation"]
+    key = ["customer_id", "rank"]
+    head = mixed.loc[mixed["rank"] <= 7].merge(shared, on=key, suffixes=("", "_shared"))
+    assert len(head) == (mixed["rank"] <= 7).sum()
+    assert (head["product_id"] == head["product_id_shared"]).all()
+    tail = mixed.loc[(mixed["rank"] > 7) & (mixed["basis"] == "personal")]
+    assert len(tail) > 0.5 * (mixed["rank"] > 7).sum()
+    assert all(ev["algorithm"] == "ease" for ev in tail["evidence"])
+    # The kept places hold products the shared part of the list does not already show.
+    listed = shared.loc[shared["rank"] <= 7].groupby("customer_id")["product_id"].apply(set)
+    assert not any(p in listed[c] for c, p in zip(tail["customer_id"], tail["product_id"]))
+    assert "ease" in rec.chosen_name_ and "3 of 10 places" in rec.chosen_name_
+
+
+def test_reserved_lists_are_scored_on_the_backtest_and_kept_only_within_the_spread_of_the_best():
+    rng = np.random.default_rng(6)
+    weights = 1.0 / np.arange(1, 61) ** 1.2
+    weights /= weights.sum()
+    rows = [(c, int(rng.choice(60, p=weights)) + 1, "purchase",
+             pd.Timestamp("2023-07-01") + pd.Timedelta(days=int(rng.integers(0, 365))))
+            for c in range(1, 801) for _ in range(rng.poisson(6) + 1)]
+    rec = Recommender(max_per_category=None).fit(make_interactions(rows), make_products(60), AS_OF)
+    choice = rec.backtest_["choice"]["cross_sell"]
+    assert choice["best"].startswith("popularity")  # nobody has a taste of their own
+    reserved = [n for n in choice["mean"] if " places, " in n]
+    assert reserved and all(len(choice["origins"][n]) == len(choice["origins"]["popularity"]) for n in reserved)
+    chosen = choice["chosen"]
+    if chosen in reserved:
+        assert choice["mean"][choice["best"]] - choice["mean"][chosen] <= choice["spread"][chosen] + 1e-12
+        assert isinstance(rec.chosen_, dict) and rec.chosen_["reserve"]["base"] == "popularity"
+        assert "places" in rec.outcome_["summary"]

@@ -24,8 +24,12 @@ origins; the reorder classifiers, on that origin); every candidate is scored on 
 The choice is :func:`ml.pipelines.backtest.choose` (first in the given order, one-standard-error
 rule on the per-origin differences): the unconstrained list comes before the capped one, so the
 cap is kept only where it wins beyond the spread, and for cross-sell the personal candidates
-come before the lists every customer shares. The blend is kept only when it beats the best
-single candidate on every origin.
+come before the lists every customer shares. When a shared list (popularity) is the best, the
+same list with its last 1-3 of 10 places kept for one of the two best personal scorers
+(:func:`reserved_variants`) is scored too, and the product's preference for personal lists
+decides: among the candidates within the spread of the best, the personal scorers first, then
+these lists, the most personal (highest coverage on the backtest) first, then the shared
+lists. The blend is kept only when it beats the best candidate on every origin.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from ml.pipelines.recommendation.reorder import (
     reorder_labels,
     score_reorder,
 )
+from ml.pipelines.recommendation.scorers import POPULAR
 
 CROSS_BASELINE = "popularity"
 CROSS_METRIC = "NDCG@10 on products new to the customer"
@@ -71,6 +76,13 @@ REORDER_METRIC = "NDCG@10 on re-bought products"
 BLEND_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 # Scorers the blend search considers: the best four on their own (see ``search_blend``).
 BLEND_SCORERS = 4
+# Shared lists with places kept for personal scorers (see ``reserved_variants``): at most 30 %
+# of the list, for the two best personal scorers.
+RESERVE_SHARE = 0.3
+RESERVE_SCORERS = 2
+# Popularity discounts tried on the reserved places (see ranking.discounted): none, its square
+# root, all of it.
+RESERVE_LIFTS = (0.0, 0.5, 1.0)
 # Salts of the customer hash: one picks the customers scored, one splits them in halves.
 PICK_SALT, HALF_SALT = 1, 2
 
@@ -229,7 +241,34 @@ def choose_cross_sell(origins: list, names, caps, *, n: int, forced: str | None 
         if forced is not None:
             pick["reason"] = f"{pick['chosen']}: the algorithm asked for; " + pick["reason"]
         return out
-    best_algorithm, best_cap = by_name[pick["best"]]
+    reserved = reserved_variants(origins, names, values, pick, by_name, n)
+    if reserved:
+        for name, (base, cap, _, metrics) in reserved.items():
+            values[name] = [m["ndcg"] for m in metrics]
+            for o, m in zip(origins, metrics):
+                o.scores[name] = _score_json(m)
+            by_name[name] = (base, cap)
+        # The product's preference: a cross-sell list is meant to be personal. Among the
+        # candidates within the spread of the best, the personal scorers come first, then the
+        # shared lists with places kept for a personal scorer, the most personal (highest mean
+        # coverage) first, then the shared lists.
+        personal = [k for k in keys if by_name[k][0] not in POPULAR]
+        shared = [k for k in keys if by_name[k][0] in POPULAR]
+        order = personal + sorted(reserved, key=lambda k: -np.mean([m["coverage"] for m in reserved[k][3]])) + shared
+        pick = _choose_metric(values, order, CROSS_METRIC, CROSS_BASELINE, caps)
+        keys = order
+        if pick["chosen"] in reserved:
+            base, cap, reserve, _ = reserved[pick["chosen"]]
+            out = {"algorithm": base, "cap": cap, "weights": None, "record": pick, "reserve": reserve}
+            pick["reserve"] = {"scorer": reserve[0], "slots": reserve[1], "lift": reserve[2], "base": base}
+            pick["reason"] = pick["reason"].replace("so the simpler candidate is kept",
+                                                    "so the more personal list is kept")
+            pick["reason"] += (f"; {reserve[1]} of the {n} places go to {reserve[0]}, the best personal "
+                               f"scorer here, at no cost beyond the spread")
+        else:
+            algorithm, cap = by_name[pick["chosen"]]
+            out = {"algorithm": algorithm, "cap": cap, "weights": None, "record": pick}
+    best_cap = by_name[pick["best"]][1]
     weights = search_blend(stack_tables([o.table_a for o in origins]), names, n, best_cap, origins[0].n_products)
     if len(weights) < 2:
         return out
@@ -246,11 +285,42 @@ def choose_cross_sell(origins: list, names, caps, *, n: int, forced: str | None 
     pick["blend_weights"] = {a: float(w) for a, w in weights.items()}
     if all(b > s for b, s in zip(blend_values, best_values)):
         pick["chosen"], pick["is_baseline"] = name, False
+        pick.pop("reserve", None)
         pick["reason"] = (f"{name}: beats the best single candidate, {pick['best']}, on every one of the "
                           f"{len(origins)} backtest windows (mean {pick['mean'][name]:.4f} against "
                           f"{pick['mean'][pick['best']]:.4f})")
         return {"algorithm": "blend", "cap": best_cap, "weights": weights, "record": pick}
     pick["reason"] += f"; the blend did not beat {pick['best']} on every window, so it is not used"
+    return out
+
+
+def reserve_name(personal: str, slots: int, n: int, base: str, lift: float = 0.0) -> str:
+    """The name of a shared list with ``slots`` of its ``n`` places kept for a personal scorer."""
+    scorer = personal if not lift else f"{personal} / {base} ** {lift:g}"
+    return f"{scorer} in {slots} of {n} places, {base} in the rest"
+
+
+def reserved_variants(origins, names, values, pick, by_name, n) -> dict:
+    """When the best single candidate is a list every customer shares (popularity), the same
+    list with its last 1 .. ``n * RESERVE_SHARE`` places kept for the best products of each of
+    the ``RESERVE_SCORERS`` best personal scorers (by mean over the origins, as scored), their
+    scores discounted by popularity ** lift for each of ``RESERVE_LIFTS``: a
+    customer then sees the best sellers and a few products picked for them. Nothing is learned:
+    each variant is scored on the origins' scored half like every other candidate. Returns
+    name -> (base algorithm, cap, (personal scorer, slots), per-origin metrics)."""
+    best_algorithm, best_cap = by_name[pick["best"]]
+    if best_algorithm not in POPULAR:
+        return {}
+    personal = [a for a in names if a not in POPULAR and variant_name(a, None) in values]
+    personal = sorted(personal, key=lambda a: (-np.mean(values[variant_name(a, None)]), names.index(a)))
+    out = {}
+    for a in personal[:RESERVE_SCORERS]:
+        for slots in range(1, max(1, int(n * RESERVE_SHARE)) + 1):
+            for lift in RESERVE_LIFTS:
+                name = variant_name(reserve_name(a, slots, n, best_algorithm, lift), best_cap)
+                metrics = [table_metrics(o.table_b, {best_algorithm: 1.0}, n, best_cap, o.n_products,
+                                         diversity=True, reserve=(a, slots, lift)) for o in origins]
+                out[name] = (best_algorithm, best_cap, (a, slots, lift), metrics)
     return out
 
 

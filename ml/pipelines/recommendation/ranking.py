@@ -65,6 +65,34 @@ def top_n(score: np.ndarray, n: int, category: np.ndarray, cap, candidates=False
     return out
 
 
+def reserve_slots(base: np.ndarray, personal: np.ndarray, n: int, slots: int) -> np.ndarray:
+    """Lists whose last ``slots`` of ``n`` places go to a personal scorer: the first
+    ``n - slots`` entries of ``base``, then the best entries of ``personal`` not already
+    listed, then the rest of ``base`` if ``personal`` runs short (both rows x width arrays of
+    columns or table positions, best first, -1 padding). Returns rows x n, -1 padding."""
+    keep = min(max(n - slots, 0), base.shape[1])
+    merged = np.concatenate([base[:, :keep], personal, base[:, keep:]], axis=1)
+    valid = merged >= 0
+    # Drop repeats within a row: a value counts only where it first appears.
+    earlier = (merged[:, :, None] == merged[:, None, :]) & np.tril(np.ones((merged.shape[1],) * 2, bool), -1)[None]
+    valid &= ~earlier.any(axis=2)
+    pos = np.cumsum(valid, axis=1) - 1
+    take = valid & (pos < n)
+    out = np.full((len(merged), n), -1, merged.dtype)
+    r, c = np.nonzero(take)
+    out[r, pos[r, c]] = merged[r, c]
+    return out
+
+
+def discounted(score: np.ndarray, popularity: np.ndarray, lift: float) -> np.ndarray:
+    """A personal score divided by popularity ** lift (popularity scaled to a maximum of 1):
+    with lift > 0 the reserved places favour what the scorer finds for this customer over
+    what every customer buys anyway. lift 0 leaves the score as it is."""
+    if not lift:
+        return score
+    return np.maximum(score, 1e-6) / np.maximum(popularity, 1e-3) ** np.float32(lift)
+
+
 def candidate_table(scorer, rows, truth, names, width=50) -> dict:
     """Each customer's candidates: the union of every scorer's top ``width`` products.
 
@@ -180,15 +208,23 @@ def stack_tables(tables: list) -> dict:
     return out
 
 
-def table_metrics(table, weights, n, cap, n_products, diversity=False, per_customer=False) -> dict:
+def table_metrics(table, weights, n, cap, n_products, diversity=False, per_customer=False,
+                  reserve: tuple | None = None) -> dict:
     """Metrics of the blend ``weights`` over a candidate table (see ``candidate_table``);
     ``diversity`` adds ``differs`` and ``diversity`` (see :func:`list_diversity`),
-    ``per_customer`` each customer's NDCG (an array, for the spread of a difference)."""
+    ``per_customer`` each customer's NDCG (an array, for the spread of a difference);
+    ``reserve`` = (personal scorer, slots, lift): the last ``slots`` places go to that
+    scorer's best products, discounted by popularity ** lift (see :func:`reserve_slots`,
+    :func:`discounted`)."""
     score = np.zeros(table["cols"].shape, np.float32)
     for a, w in weights.items():
         score += np.float32(w) * table["feats"][a]
     score[table["invalid"]] = -np.inf
     pos = top_n(score, n, table["category"], cap)
+    if reserve is not None:
+        personal = discounted(table["feats"][reserve[0]], table["popularity"][table["cols"]], reserve[2])
+        personal = np.where(table["invalid"], -np.inf, personal).astype(np.float32)
+        pos = reserve_slots(pos, top_n(personal, n, table["category"], None), n, reserve[1])
     ok = pos >= 0
     safe = np.maximum(pos, 0)
     hits = np.take_along_axis(table["labels"], safe, 1) & ok
@@ -312,3 +348,44 @@ def stable_unit(ids, salt: int) -> np.ndarray:
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+# --- the recommender's frames and its published lists' diversity ---------------------------
+
+def published_diversity(stats, n_active) -> dict:
+    """Coverage (distinct products listed / active products), the share of customers whose
+    list differs from their popularity list, and the mean intra-list diversity, over the
+    chunks' (customers, differs, diversity, products) of the personal cross-sell lists."""
+    if not stats:
+        return {"customers": 0, "coverage": 0.0, "differs from popularity": None, "intra-list diversity": None}
+    sizes = np.array([s[0] for s in stats], float)
+
+    def mean(values):
+        ok = [(v, w) for v, w in zip(values, sizes) if v is not None]
+        return float(np.average([v for v, _ in ok], weights=[w for _, w in ok])) if ok else None
+
+    products = np.unique(np.concatenate([s[3] for s in stats]))
+    return {"customers": int(sizes.sum()), "coverage": float(len(products) / max(n_active, 1)),
+            "products": int(len(products)), "differs from popularity": mean([s[1] for s in stats]),
+            "intra-list diversity": mean([s[2] for s in stats])}
+
+
+def object_column(values, n=None) -> pd.Series:
+    """An object column: strings and dicts stay shared Python objects (a repeated reason
+    is stored once) instead of being copied into an Arrow string column."""
+    if n is not None:
+        return pd.Series(np.full(n, values, dtype=object), dtype=object)
+    return pd.Series(values, dtype=object)
+
+
+def empty_pairs() -> pd.DataFrame:
+    return pd.DataFrame({"row": np.zeros(0, np.int64), "customer_id": np.zeros(0, np.int64),
+                         "rank": np.zeros(0, np.int64), "col": np.zeros(0, np.int64),
+                         "score": np.zeros(0), "alg": np.zeros(0, np.int64)})
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": np.zeros(0, np.int64), "kind": pd.Series([], dtype=object),
+                         "rank": np.zeros(0, np.int64), "product_id": np.zeros(0, np.int64),
+                         "score": np.zeros(0), "reason": pd.Series([], dtype=object),
+                         "evidence": pd.Series([], dtype=object), "basis": pd.Series([], dtype=object)})

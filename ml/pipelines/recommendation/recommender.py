@@ -29,7 +29,9 @@ products it has no signal for come in best-seller order rather than in column or
 :mod:`ml.pipelines.recommendation.backtest`): each scorer with and without the per-category
 cap, the personal scorers first and the popularity lists last (popularity, the baseline, is
 published only when it beats every personal candidate beyond the spread between windows),
-and a blend of the scorers kept only when it beats the best single one on every origin.
+the best shared list with a few places kept for a personal scorer (published when within the
+spread of the best: the most personal such list; each product keeps the reason of the scorer
+that placed it), and a blend of the scorers kept only when it beats the best one on every origin.
 On a base of more than ``max_backtest_customers`` buyers the origins learn from a hashed
 sample of them. Replenishment (:mod:`ml.pipelines.recommendation.reorder`) is chosen the same way,
 repeat-buy being its baseline, and only ever lists products with evidence of re-buying. With
@@ -54,6 +56,7 @@ from ml.pipelines.recommendation.backtest import (
     collect_origin,
     fit_final_reorder,
     mean_scores,
+    reserve_name,
     tune_ease,
     variant_name,
 )
@@ -68,8 +71,14 @@ from ml.pipelines.recommendation.history import (
 )
 from ml.pipelines.recommendation.ranking import (
     chunks,
+    discounted,
+    empty_frame,
+    empty_pairs,
     list_diversity,
+    object_column,
+    published_diversity,
     rank_frame,
+    reserve_slots,
     stable_unit,
     top_n,
     top_shared,
@@ -158,7 +167,8 @@ class Recommender(BaseEstimator):
         ``backtest_`` (JSON: the windows, every candidate's scores on each, the choices),
         ``outcome_`` ({"basis", "summary"}), ``reasons_`` (target -> why it has no
         suggestions, or None), ``candidates_`` (candidate -> metrics averaged over the
-        windows), ``chosen_`` (an algorithm name or {"blend": weights}), ``cross_cap_``,
+        windows), ``chosen_`` (an algorithm name, {"blend": weights} or {"reserve": {"base",
+        "scorer", "slots", "lift"}}), ``cross_cap_``,
         ``reorder_chosen_``, ``reorder_cap_``, ``reorder_model_`` and ``window_days_``.
         Raises NotSupported when no purchase on or before as_of carries a catalogue product.
         """
@@ -236,6 +246,9 @@ class Recommender(BaseEstimator):
                                  random_state=self.random_state)
         self.cross_cap_, self.reorder_cap_ = cross["cap"], reorder["cap"]
         self.chosen_ = {"blend": cross["weights"]} if cross["weights"] else cross["algorithm"]
+        if cross.get("reserve") is not None:
+            self.chosen_ = {"reserve": {"base": cross["algorithm"], "scorer": cross["reserve"][0],
+                                        "slots": int(cross["reserve"][1]), "lift": float(cross["reserve"][2])}}
         if isinstance(self.chosen_, str) and self.chosen_ not in self.scorer_.available():
             self.chosen_ = CROSS_BASELINE  # e.g. "content" asked for a catalogue without text
         self.reorder_chosen_ = reorder["algorithm"]
@@ -283,7 +296,17 @@ class Recommender(BaseEstimator):
         return {"basis": basis, "summary": f"{basis}: " + ", ".join(parts) + f"; {tail}"}
 
     def _cross_name(self) -> str:
-        return self.chosen_ if isinstance(self.chosen_, str) else "blend"
+        chosen = self.chosen_
+        if isinstance(chosen, dict) and "reserve" in chosen:
+            r = chosen["reserve"]
+            return reserve_name(r["scorer"], r["slots"], self.n, r["base"], r.get("lift", 0.0))
+        return chosen if isinstance(chosen, str) else "blend"
+
+    @property
+    def chosen_name_(self) -> str:
+        """The published cross-sell list in words: a scorer, "blend", or a shared list with
+        places kept for a personal scorer."""
+        return self._cross_name()
 
     def _history(self, interactions, products, as_of, segments, cobuyers=True) -> History:
         # The text neighbours depend on the catalogue only: computed once per fit.
@@ -354,37 +377,67 @@ class Recommender(BaseEstimator):
     def _weights(self) -> dict:
         chosen = self.chosen_
         if isinstance(chosen, dict):
-            return chosen["blend"]
+            return {chosen["reserve"]["base"]: 1.0} if "reserve" in chosen else chosen["blend"]
         return {chosen: 1.0}
+
+    def _reserve(self):
+        """(personal scorer, slots) when the chosen list keeps places for a personal scorer."""
+        chosen = self.chosen_
+        if isinstance(chosen, dict) and "reserve" in chosen:
+            r = chosen["reserve"]
+            return r["scorer"], r["slots"], r.get("lift", 0.0)
+        return None
 
     def _cross_sell(self, customer_ids, rows, n_prospects, lists=True, weights=None) -> dict:
         scorer, h = self.scorer_, self.history_
+        reserve = self._reserve() if weights is None else None
+        if reserve is not None and reserve[0] not in scorer.available():
+            reserve = None
         weights = weights or self._weights()
         names = tuple(a for a in weights if a in scorer.available())
         if not names:  # e.g. "content" asked for a catalogue without text
             weights, names = {"popularity": 1.0}, ("popularity",)
         weights = {a: weights[a] for a in names}
+        feature_names = names + ((reserve[0],) if reserve is not None and reserve[0] not in names else ())
         parts, pool, stats = [], [], []
-        n_p = scorer.n_products_
+        n_p, scratch = scorer.n_products_, None
         for idx in chunks(np.arange(len(rows)), scorer.chunk_rows_):
             chunk = rows[idx]
-            block = scorer.features(chunk, names)
-            score = np.zeros((len(chunk), n_p), np.float32)
-            for a in names:
-                score += np.float32(weights[a]) * block[a]
+            block = scorer.features(chunk, feature_names)
+            # The weighted sum in place, through one scratch block per chunk size (no
+            # temporary block per scorer: a pass over chunk x products each saved).
+            score = np.empty((len(chunk), n_p), np.float32)
+            if scratch is None or scratch.shape != score.shape:
+                scratch = np.empty_like(score)
+            np.multiply(block[names[0]], np.float32(weights[names[0]]), out=score)
+            for a in names[1:]:
+                score += np.multiply(block[a], np.float32(weights[a]), out=scratch)
             excluded = scorer.excluded(chunk)
             score[excluded] = -np.inf
             top, cand, cand_val = top_n(score, self.n, h.category_code, self.cross_cap_, candidates=True)
+            placed = None
+            if reserve is not None and lists:
+                # The last places go to the personal scorer's best products (see
+                # ``backtest.reserved_variants``); each keeps its own scorer's score and reason.
+                personal = discounted(block[reserve[0]], scorer.popularity_[None, :], reserve[2])
+                personal = np.where(excluded, -np.inf, personal).astype(np.float32)
+                base = top[:, :max(self.n - reserve[1], 0)]
+                top = reserve_slots(top, top_n(personal, self.n, h.category_code, None), self.n, reserve[1])
+                placed = (top >= 0) & ~(top[:, :, None] == base[:, None, :]).any(axis=2)
             if lists:
                 d = list_diversity(top, h.category_code, top_shared(scorer.popularity_, excluded, self.n),
                                    scorer.popularity_)
                 stats.append((len(chunk), d["differs"], d["diversity"], np.unique(top[top >= 0])))
                 r, k = np.nonzero(top >= 0)
                 c = top[r, k]
+                value, alg = score[r, c].astype(float), reason_algorithm(block, weights, names, r, c)
+                if placed is not None:
+                    mine = placed[r, k]
+                    value[mine] = block[reserve[0]][r[mine], c[mine]]
+                    alg[mine] = ALGORITHMS.index(reserve[0])
                 parts.append(pd.DataFrame({
                     "row": chunk[r], "customer_id": customer_ids[idx][r], "rank": k + 1,
-                    "col": c, "score": score[r, c].astype(float),
-                    "alg": reason_algorithm(block, weights, names, r, c),
+                    "col": c, "score": value, "alg": alg,
                 }))
             if n_prospects:
                 # Prospects come from each customer's best ~50 products: a customer is
@@ -396,15 +449,15 @@ class Recommender(BaseEstimator):
                              reason_algorithm(block, weights, names, r, c).astype(np.int8)))
         out = {}
         if lists:
-            out["diversity"] = _published_diversity(stats, int(h.active.sum()))
-            frame = pd.concat(parts, ignore_index=True) if parts else _empty_pairs()
+            out["diversity"] = published_diversity(stats, int(h.active.sum()))
+            frame = pd.concat(parts, ignore_index=True) if parts else empty_pairs()
             reasons, evidence, basis = self._explain(frame["row"].to_numpy(), frame["col"].to_numpy(),
                                                      frame["alg"].to_numpy())
             out["recommendations"] = pd.DataFrame({
-                "customer_id": frame["customer_id"].to_numpy(np.int64), "kind": _obj("recommendation", len(frame)),
+                "customer_id": frame["customer_id"].to_numpy(np.int64), "kind": object_column("recommendation", len(frame)),
                 "rank": frame["rank"].to_numpy(np.int64), "product_id": h.product_ids[frame["col"].to_numpy()],
-                "score": frame["score"].to_numpy(float), "reason": _obj(reasons), "evidence": _obj(evidence),
-                "basis": _obj(basis),
+                "score": frame["score"].to_numpy(float), "reason": object_column(reasons), "evidence": object_column(evidence),
+                "basis": object_column(basis),
             })
         if n_prospects:
             r, c, v, alg = (np.concatenate(x) for x in zip(*pool)) if pool else (np.zeros(0, np.int64),) * 4
@@ -418,7 +471,7 @@ class Recommender(BaseEstimator):
             out["prospects"] = pd.DataFrame({
                 "product_id": h.product_ids[c], "rank": rank.astype(np.int64) + 1,
                 "customer_id": h.customer_ids[r], "score": v.astype(float),
-                "reason": _obj(reasons), "evidence": _obj(evidence),
+                "reason": object_column(reasons), "evidence": object_column(evidence),
             })
         return out
 
@@ -426,7 +479,7 @@ class Recommender(BaseEstimator):
         """Popular products (overall, recent, the customer's segment) for the unknown."""
         h, scorer = self.history_, self.scorer_
         if len(customer_ids) == 0:
-            return _empty_frame()
+            return empty_frame()
         seg = np.array([h.segment_of.get(int(c), -1) for c in customer_ids], np.int64)
         frames = []
         for s in np.unique(seg):
@@ -443,13 +496,13 @@ class Recommender(BaseEstimator):
             reasons, evidence, _ = self._explain(np.full(len(top), -1), top, alg, segment=s)
             ids = customer_ids[seg == s]
             frames.append(pd.DataFrame({
-                "customer_id": np.repeat(ids, len(top)), "kind": _obj("recommendation", len(ids) * len(top)),
+                "customer_id": np.repeat(ids, len(top)), "kind": object_column("recommendation", len(ids) * len(top)),
                 "rank": np.tile(np.arange(1, len(top) + 1), len(ids)),
                 "product_id": np.tile(h.product_ids[top], len(ids)),
                 "score": np.tile(score[0, top].astype(float), len(ids)),
-                "reason": _obj(np.tile(np.array(reasons, dtype=object), len(ids))),
-                "evidence": _obj(np.tile(np.array(evidence, dtype=object), len(ids))),
-                "basis": _obj("popular", len(ids) * len(top)),
+                "reason": object_column(np.tile(np.array(reasons, dtype=object), len(ids))),
+                "evidence": object_column(np.tile(np.array(evidence, dtype=object), len(ids))),
+                "basis": object_column("popular", len(ids) * len(top)),
             }))
         return pd.concat(frames, ignore_index=True)
 
@@ -480,10 +533,10 @@ class Recommender(BaseEstimator):
     def _reorder(self, customer_ids, rows) -> pd.DataFrame:
         h = self.history_
         if len(rows) == 0:
-            return _empty_frame()
+            return empty_frame()
         frame = self._reorder_pairs(rows if len(rows) < len(h.customer_ids) else None)
         if frame.empty:
-            return _empty_frame()
+            return empty_frame()
         score = self._reorder_score(frame)
         # Rank a slim (row, col, score) frame, then fetch the reason columns of the winners:
         # sorting the full feature frame of every pair costs memory for nothing.
@@ -498,10 +551,10 @@ class Recommender(BaseEstimator):
         id_of_row = pd.Series(customer_ids, index=rows)
         return pd.DataFrame({
             "customer_id": id_of_row.reindex(frame["row"].to_numpy()).to_numpy(np.int64),
-            "kind": _obj("reorder", len(at)), "rank": ranked["rank"].to_numpy(np.int64),
+            "kind": object_column("reorder", len(at)), "rank": ranked["rank"].to_numpy(np.int64),
             "product_id": h.product_ids[frame["col"].to_numpy()],
-            "score": score[at].astype(float), "reason": _obj(reasons), "evidence": _obj(evidence),
-            "basis": _obj("personal", len(at)),
+            "score": score[at].astype(float), "reason": object_column(reasons), "evidence": object_column(evidence),
+            "basis": object_column("personal", len(at)),
         })
 
     def similar_products(self, n=10) -> pd.DataFrame:
@@ -523,50 +576,10 @@ class Recommender(BaseEstimator):
         return pd.DataFrame({
             "product_id": h.product_ids[frame["src"].to_numpy()], "rank": frame["rank"].to_numpy(np.int64),
             "similar_product_id": h.product_ids[frame["dst"].to_numpy()],
-            "score": frame["score"].to_numpy(float), "reason": _obj(reasons), "evidence": _obj(evidence),
+            "score": frame["score"].to_numpy(float), "reason": object_column(reasons), "evidence": object_column(evidence),
         })
 
     def _explain(self, rows, cols, algs, segment=None) -> tuple[list, list, list]:
         """Words, evidence and basis for (customer row, product column) pairs (see
         :func:`ml.pipelines.recommendation.reasons.explain`)."""
         return explain(self.history_, self.scorer_, rows, cols, algs, self.recent_days, segment=segment)
-
-
-# ---------------------------------------------------------------------- helpers
-def _published_diversity(stats, n_active) -> dict:
-    """Coverage (distinct products listed / active products), the share of customers whose
-    list differs from their popularity list, and the mean intra-list diversity, over the
-    chunks' (customers, differs, diversity, products) of the personal cross-sell lists."""
-    if not stats:
-        return {"customers": 0, "coverage": 0.0, "differs from popularity": None, "intra-list diversity": None}
-    sizes = np.array([s[0] for s in stats], float)
-
-    def mean(values):
-        ok = [(v, w) for v, w in zip(values, sizes) if v is not None]
-        return float(np.average([v for v, _ in ok], weights=[w for _, w in ok])) if ok else None
-
-    products = np.unique(np.concatenate([s[3] for s in stats]))
-    return {"customers": int(sizes.sum()), "coverage": float(len(products) / max(n_active, 1)),
-            "products": int(len(products)), "differs from popularity": mean([s[1] for s in stats]),
-            "intra-list diversity": mean([s[2] for s in stats])}
-
-
-def _obj(values, n=None) -> pd.Series:
-    """An object column: strings and dicts stay shared Python objects (a repeated reason
-    is stored once) instead of being copied into an Arrow string column."""
-    if n is not None:
-        return pd.Series(np.full(n, values, dtype=object), dtype=object)
-    return pd.Series(values, dtype=object)
-
-
-def _empty_pairs() -> pd.DataFrame:
-    return pd.DataFrame({"row": np.zeros(0, np.int64), "customer_id": np.zeros(0, np.int64),
-                         "rank": np.zeros(0, np.int64), "col": np.zeros(0, np.int64),
-                         "score": np.zeros(0), "alg": np.zeros(0, np.int64)})
-
-
-def _empty_frame() -> pd.DataFrame:
-    return pd.DataFrame({"customer_id": np.zeros(0, np.int64), "kind": pd.Series([], dtype=object),
-                         "rank": np.zeros(0, np.int64), "product_id": np.zeros(0, np.int64),
-                         "score": np.zeros(0), "reason": pd.Series([], dtype=object),
-                         "evidence": pd.Series([], dtype=object), "basis": pd.Series([], dtype=object)})
