@@ -38,6 +38,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -140,8 +142,10 @@ def soak(args) -> dict:
     stack.send_signal(signal.SIGTERM)
     try:
         stack.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(stack.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:  # run_all's children lead process groups of their own: kill each
+        for child in psutil.Process(stack.pid).children(recursive=True):
+            child.kill()
+        stack.kill()
     return {"stats": stats, "imports": imports, "retrains": retrains, "settled": settled, "log": stack_log,
             "load": (load_before, load_after), "minutes": (time.monotonic() - started) / 60,
             "broker": var_dir / "broker.sqlite3", "stack_exit": stack.returncode}
