@@ -67,7 +67,7 @@ def test_broker_publisher_killed_mid_stream_leaves_whole_messages_only(tmp_path)
     go.touch()
     procs = _publishers(tmp_path, go, 3, 100000, stdout=subprocess.PIPE, text=True)
     confirmed = {}
-    for k, proc in enumerate(procs):
+    for proc in procs:
         wait_for(lambda proc=proc: proc.stdout.readline(), timeout=30, what="a publisher to send")
     time.sleep(0.5)
     for k, proc in enumerate(procs):
