@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess  # nosec B404 (fixed commands of our own, no shell)
+import subprocess  # nosec B404 - fixed commands of our own, no shell
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
