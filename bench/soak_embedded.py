@@ -234,8 +234,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     result = soak(args)
     body, passed = outcome(args, result)
-    text = (f"## Soak of the embedded defaults (`make run`'s stack)\n\n`python bench/soak.py --embedded --minutes "
-            f"{args.minutes:g} --write` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs: `manage.py run_all` "
+    # The command as run: the flags that differ from their defaults.
+    flags = " ".join(f"--{name.replace('_', '-')} {value:g}" for name, value in vars(args).items()
+                     if isinstance(value, float | int) and not isinstance(value, bool)
+                     and value != parser.get_default(name))
+    text = (f"## Soak of the embedded defaults (`make run`'s stack)\n\n`python bench/soak.py --embedded {flags}"
+            f"{' --write' if args.write else ''}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs: `manage.py run_all` "
             f"(runserver, one Celery worker, beat) on a SQLite database and the SQLite broker, beat's sweep every "
             f"{args.sweep_seconds} s, two client threads, an import of {IMPORT_ROWS} rows every {args.import_every:g} "
             f"min and a retrain of every kind every {args.retrain_every:g} min (method: the docstring of "
