@@ -38,6 +38,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -140,8 +142,10 @@ def soak(args) -> dict:
     stack.send_signal(signal.SIGTERM)
     try:
         stack.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(stack.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:  # run_all's children lead process groups of their own: kill each
+        for child in psutil.Process(stack.pid).children(recursive=True):
+            child.kill()
+        stack.kill()
     return {"stats": stats, "imports": imports, "retrains": retrains, "settled": settled, "log": stack_log,
             "load": (load_before, load_after), "minutes": (time.monotonic() - started) / 60,
             "broker": var_dir / "broker.sqlite3", "stack_exit": stack.returncode}
@@ -230,8 +234,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     result = soak(args)
     body, passed = outcome(args, result)
-    text = (f"## Soak of the embedded defaults (`make run`'s stack)\n\n`python bench/soak.py --embedded --minutes "
-            f"{args.minutes:g} --write` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs: `manage.py run_all` "
+    # The command as run: the flags that differ from their defaults.
+    flags = " ".join(f"--{name.replace('_', '-')} {value:g}" for name, value in vars(args).items()
+                     if isinstance(value, float | int) and not isinstance(value, bool)
+                     and value != parser.get_default(name))
+    text = (f"## Soak of the embedded defaults (`make run`'s stack)\n\n`python bench/soak.py --embedded {flags}"
+            f"{' --write' if args.write else ''}` on {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs: `manage.py run_all` "
             f"(runserver, one Celery worker, beat) on a SQLite database and the SQLite broker, beat's sweep every "
             f"{args.sweep_seconds} s, two client threads, an import of {IMPORT_ROWS} rows every {args.import_every:g} "
             f"min and a retrain of every kind every {args.retrain_every:g} min (method: the docstring of "

@@ -6,10 +6,12 @@ through reads a torn file, dies with "Unrecoverable error: JSONDecodeError" and 
 stack with it (a known kombu problem). A message here is a row written in one SQLite
 transaction: a reader sees it whole or not at all (``bench/broker_stress.py`` measures it).
 
-Three changes to kombu's transport, each small:
+Four changes to kombu's transport, each small:
 
 - the engine gets a busy timeout and WAL mode, so a publisher and the consumer wait for
   each other's short transactions instead of failing with "database is locked";
+- the tables are created with a retry, since processes starting together race to create them,
+  and a forked child drops its parent's pooled connections;
 - a delivered message is deleted in the transaction that takes it (kombu keeps it with
   ``visible = 0`` forever, so the file would grow by every task ever sent);
 - ``polling_interval`` is a transport option (kombu's transport passes every option to
@@ -23,6 +25,8 @@ This module is imported by the settings and by the worker: no Django import.
 """
 from __future__ import annotations
 
+import os
+import time
 from json import loads
 from pathlib import Path
 from queue import Empty
@@ -31,6 +35,7 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.exc import OperationalError
 
 # The URL scheme of this transport. kombu takes only registered names from a URL (never an
 # import path), so importing this module (the settings do) registers it.
@@ -62,6 +67,35 @@ def _on_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _create_tables(engine) -> None:
+    """Create kombu's tables, tolerating another process doing the same at the same moment.
+
+    kombu creates them on first use in every process, checking then creating: processes that
+    start together on a fresh file (run_all's worker and beat after a clone; the stress bench's
+    publishers) race, and the loser's CREATE TABLE fails with "table kombu_queue already exists".
+    The loser tries again and finds the tables; kombu's own create_all then has nothing to do.
+    """
+    for attempt in range(10):
+        try:
+            kombu_sqla.metadata.create_all(engine)
+            return
+        except OperationalError:
+            if attempt == 9:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _forget_engines_after_fork() -> None:
+    """A forked process (a Celery pool child) must not use its parent's pooled SQLite
+    connections: drop them without closing them (SQLAlchemy's advice for multiprocessing), so
+    the child opens its own."""
+    for engine, _sessions in kombu_sqla.Channel._engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_engines_after_fork)
+
+
 class Channel(kombu_sqla.Channel):
     def _engine_from_config(self):
         conninfo = self.connection.client
@@ -71,8 +105,10 @@ class Channel(kombu_sqla.Channel):
             options.setdefault("connect_args", {"timeout": BUSY_TIMEOUT_SECONDS})
             engine = create_engine(conninfo.hostname, **options)
             event.listen(engine, "connect", _on_connect)
-            return engine
-        return create_engine(conninfo.hostname, **options)
+        else:
+            engine = create_engine(conninfo.hostname, **options)
+        _create_tables(engine)
+        return engine
 
     def _get(self, queue):
         """Take the oldest message of ``queue`` and delete it, in one write transaction."""

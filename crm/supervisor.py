@@ -6,11 +6,18 @@ started again after a back-off that doubles on each quick failure (1 s, 2 s, 4 s
 logged with the child's name, pid and exit status. One child's death never stops the
 others: the web server keeps serving while the worker comes back. Only a stop request
 (Ctrl-C, SIGTERM) stops them all: SIGTERM first, SIGKILL after a grace period.
+
+Each child leads a process group of its own, for two reasons: a Ctrl-C in the terminal reaches
+only the supervisor, which stops each child once (a Celery worker that got SIGINT and then
+SIGTERM would escalate to a cold shutdown); and when a child dies, whatever it left behind
+(a worker's pool processes, still holding a task) is killed with its group before the new one
+starts, so two generations never work side by side.
 """
 from __future__ import annotations
 
+import os
 import signal
-import subprocess  # nosec B404 (fixed commands of our own, no shell)
+import subprocess  # nosec B404 - fixed commands of our own, no shell
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +44,14 @@ def describe_exit(code: int) -> str:
     return f"exit {code}"
 
 
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a child's process group (it led the group; it has exited)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left
+
+
 class Supervisor:
     def __init__(self, commands: dict[str, list[str]], env: dict | None = None,
                  log: Callable[[str], None] = print, min_backoff: float = 1.0, max_backoff: float = 60.0,
@@ -51,7 +66,7 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         # Our own fixed commands (no shell, no user input).
-        child.proc = subprocess.Popen(child.command, env=self.env)  # noqa: S603 # nosec B603
+        child.proc = subprocess.Popen(child.command, env=self.env, process_group=0)  # noqa: S603 # nosec B603
         child.started_at = self.clock()
         again = f", restart {child.restarts}" if child.restarts else ""
         self.log(f"{child.name} {'restarted' if child.restarts else 'started'} (pid {child.proc.pid}{again})")
@@ -69,7 +84,8 @@ class Supervisor:
                 child.quick_failures = child.quick_failures + 1 if ran < self.stable_after else 1
                 delay = self.backoff(child)
                 self.log(f"{child.name} stopped ({describe_exit(child.proc.returncode)}) after {ran:.0f} s; "
-                         f"starting it again in {delay:.0f} s")
+                         f"starting it again in {delay:g} s")
+                _kill_group(child.proc.pid)
                 child.proc, child.start_at = None, now + delay
                 child.restarts += 1
             elif child.proc is None and now >= child.start_at:
@@ -89,6 +105,9 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for child in self.children:
+            if child.proc is not None:
+                _kill_group(child.proc.pid)
 
     def run(self, should_stop: Callable[[], bool], interval: float = 0.5) -> None:
         self.start_all()

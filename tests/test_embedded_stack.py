@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from crm import broker
@@ -134,6 +135,8 @@ def test_run_all_restarts_a_killed_worker_while_the_site_keeps_answering(tmp_pat
         wait(lambda: _answers(login), "the site to answer")
         first = wait(lambda: worker_pid("started"), "the worker to start")
         wait(lambda: any("celery@" in line and "ready" in line for line in lines), "the worker to be ready")
+        pool = [child.pid for child in psutil.Process(first).children()]
+        assert pool, "the worker's pool processes"
         os.kill(first, signal.SIGKILL)
         answers, failures = 0, 0
         deadline = time.monotonic() + 45
@@ -148,6 +151,9 @@ def test_run_all_restarts_a_killed_worker_while_the_site_keeps_answering(tmp_pat
         assert second is not None and second != first, "".join(lines[-40:])
         assert any("worker stopped (killed by SIGKILL)" in line for line in lines)
         assert answers > 0 and failures == 0
+        # The dead worker's pool processes went with its process group: no orphan holds a task.
+        assert not [pid for pid in pool if psutil.pid_exists(pid)
+                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
         assert proc.poll() is None, "run_all itself must keep running"
         # The new worker takes tasks: it logs ready again.
         wait(lambda: sum("celery@" in line and "ready" in line for line in lines) >= 2, "the new worker")

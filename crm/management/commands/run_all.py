@@ -39,8 +39,10 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        # The children have process groups of their own (crm.supervisor): a closed terminal's
+        # SIGHUP reaches only this process, which must then stop them rather than orphan them.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
         supervisor = Supervisor(commands, env=os.environ.copy(), log=log)
         self.stdout.write(self.style.SUCCESS(f"Serving on http://{options['addr']}/ with a worker and beat; "
                                              "press Ctrl-C to stop."))
