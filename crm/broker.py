@@ -35,7 +35,7 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 # The URL scheme of this transport. kombu takes only registered names from a URL (never an
 # import path), so importing this module (the settings do) registers it.
@@ -109,6 +109,16 @@ class Channel(kombu_sqla.Channel):
             engine = create_engine(conninfo.hostname, **options)
         _create_tables(engine)
         return engine
+
+    def _get_or_create(self, queue):
+        """kombu's, tolerating another process creating the same queue row at the same moment:
+        kombu catches only OperationalError, and the loser's INSERT fails on the unique name
+        (IntegrityError); it then reads the winner's row."""
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
 
     def _get(self, queue):
         """Take the oldest message of ``queue`` and delete it, in one write transaction."""
