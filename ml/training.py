@@ -86,8 +86,9 @@ def _json_default(value):
 
 
 def _clean(value):
-    """Metrics as plain JSON (numpy scalars, NaN -> None)."""
-    return json.loads(json.dumps(value, default=_json_default).replace("NaN", "null"))
+    """Metrics as plain JSON: numpy scalars to Python, and NaN and +-Infinity (a ratio to a zero
+    error, say) to None, since a JSON column refuses them (SQLite's JSON_VALID check, jsonb)."""
+    return json.loads(json.dumps(value, default=_json_default), parse_constant=lambda _constant: None)
 
 
 # --- segmentation ------------------------------------------------------------------------------

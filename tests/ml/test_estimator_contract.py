@@ -92,3 +92,4 @@ def test_model_fit_leaves_its_input_frames_unchanged():
 
     for original, copy in zip((s.interactions, s.products, s.customers), copies):
         pd.testing.assert_frame_equal(original, copy)
+
