@@ -1,4 +1,6 @@
 """What a training run stores as its metrics must be valid JSON for the database's JSON column."""
+
+
 def test_run_metrics_turn_nan_and_infinity_into_null_and_keep_text():
     import numpy as np
 
