@@ -210,15 +210,10 @@ def report(results: list[dict], args) -> str:
 
 
 def write_benchmarks(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    content = path.read_text()
-    section = f"{MARK_START}\n## Embedded broker under stress\n\n{text}\n{MARK_END}"
-    if MARK_START in content:
-        before, rest = content.split(MARK_START, 1)
-        content = before + section + rest.split(MARK_END, 1)[1]
-    else:
-        content = content.rstrip() + "\n\n" + section + "\n"
-    path.write_text(content)
+    # Here, not at the top: the publisher and consumer processes this script starts need no pandas.
+    from bench.completejourney import replace_section
+
+    replace_section(MARK_START, MARK_END, f"{MARK_START}\n## Embedded broker under stress\n\n{text}\n{MARK_END}")
 
 
 def main() -> int:

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.api_bench import free_port  # noqa: E402
+from bench.completejourney import replace_section  # noqa: E402
 from bench.soak import KINDS, Api, Stats, django_setup, fixtures, log, make_item, manage, multipart  # noqa: E402
 
 MARK_START, MARK_END = "<!-- soak-embedded:start -->", "<!-- soak-embedded:end -->"
@@ -133,7 +134,7 @@ def soak(args) -> dict:
             next_retrain += args.retrain_every * 60
         if int(elapsed) % 600 == 0:
             log(f"{elapsed / 60:.0f} min: {sum(len(v) for v in stats.latencies.values())} requests, "
-                f"{imports.__len__()} imports, {len(retrains)} retrain requests")
+                f"{len(imports)} imports, {len(retrains)} retrain requests")
     stop.set()
     for client in clients:
         client.join(timeout=40)
@@ -209,15 +210,7 @@ def outcome(args, result: dict) -> tuple[str, bool]:
 
 
 def write_benchmarks(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    content = path.read_text()
-    section = f"{MARK_START}\n{text}\n{MARK_END}"
-    if MARK_START in content:
-        before, rest = content.split(MARK_START, 1)
-        content = before + section + rest.split(MARK_END, 1)[1]
-    else:
-        content = content.rstrip() + "\n\n" + section + "\n"
-    path.write_text(content)
+    replace_section(MARK_START, MARK_END, f"{MARK_START}\n{text}\n{MARK_END}")
 
 
 def main(argv=None) -> int:
