@@ -422,6 +422,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # axes logs every successful log-in at INFO; failures and lockouts (WARNING) are what matter.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "kombu.connection": {"level": "ERROR"},
+    "loggers": {"django.db.backends": {"level": "INFO"},
                 "axes": {"level": "WARNING"}},
 }
