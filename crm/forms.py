@@ -3,7 +3,7 @@ from django import forms
 from django.conf import settings
 from django.utils import timezone
 
-from crm import clock, imports
+from crm import clock, imports, uploads
 from crm.models import Customer, Interaction
 
 
@@ -65,9 +65,8 @@ def import_upload_error(kind: str, upload) -> str | None:
     The same check for every upload door (pages, admin, API); ``import_files`` checks the row
     limit again for the command line and for files queued before a limit was lowered.
     """
-    limit_mb = settings.IMPORT_MAX_UPLOAD_MB
-    if upload.size > limit_mb * 1024 * 1024:
-        return f"The {kind} file is larger than the limit of {limit_mb} MB (IMPORT_MAX_UPLOAD_MB)."
+    if upload.size > uploads.limit_bytes():  # a file cut off while it streamed in (crm.uploads) too
+        return uploads.too_large_message(kind)
     upload.seek(0)
     try:
         too_many = imports.more_rows_than(upload, settings.IMPORT_MAX_ROWS, imports.detect_format(upload))

@@ -139,6 +139,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Before any view-phase hook reads the body (the CSRF check parses the form): an upload
+    # request declared longer than its files can be is refused unread.
+    "web.middleware.UploadSizeMiddleware",
     # Last: it turns a login refused by the lockout into the lockout page (axes' documented place).
     "axes.middleware.AxesMiddleware",
 ]
@@ -246,6 +249,13 @@ LOGOUT_REDIRECT_URL = "login"
 # trips, small enough that a batch stays a few MB and a crash loses at most one batch of work.
 IMPORT_BATCH_SIZE = _env_int("IMPORT_BATCH_SIZE", 20000, minimum=1)
 IMPORT_MAX_UPLOAD_MB = _env_int("IMPORT_MAX_UPLOAD_MB", 200, minimum=1)
+# The limit is enforced while a file streams in: the first handler cuts a file off at
+# IMPORT_MAX_UPLOAD_MB before the storing handlers (memory, then a temporary file) get a byte past it.
+FILE_UPLOAD_HANDLERS = [
+    "crm.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 # Rows per file (every door): far above a real export, low enough that a runaway file is refused
 # up front instead of running for hours.
 IMPORT_MAX_ROWS = _env_int("IMPORT_MAX_ROWS", 5_000_000, minimum=1)
