@@ -3,6 +3,7 @@
 Every variable is read and checked here; a bad value stops the process at start with a
 message that names the variable. See README.md ("Configuration") for the list.
 """
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -54,6 +55,18 @@ def _env_list(name, default):
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _env_networks(name):
+    """Comma-separated IP addresses or networks (10.0.0.0/8), as ip_network objects."""
+    networks = []
+    for item in _env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network (CIDR such as "
+                                       "10.0.0.0/8)") from None
+    return networks
 
 
 def _env_cron(name, default):
@@ -410,6 +423,14 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
+# --- Client address behind reverse proxies (crm.clientip) ------------------------------------
+# Off by default: X-Forwarded-For is then never read (a client can send any). On, the client is
+# the address the outermost trusted proxy appended, counted from the right.
+TRUSTED_PROXY_COUNT = _env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+
+TRUSTED_PROXIES = _env_networks("TRUSTED_PROXIES")
+
 # --- Login lockout (django-axes) ----------------------------------------------------------
 # Failed logins are counted per username *and* client address together: guessing one
 # account's password from one place is stopped, while nobody can lock a colleague out from
@@ -419,6 +440,8 @@ AXES_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 LOGIN_COOLOFF_MINUTES = _env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address is crm.clientip's (REMOTE_ADDR, or past trusted proxies), the audit trail's too.
+AXES_CLIENT_IP_CALLABLE = "crm.clientip.client_ip"
 AXES_RESET_ON_SUCCESS = True  # a person who mistypes now and then is never locked for old typos
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
