@@ -489,10 +489,7 @@ class TokenView(APIView):
         return [AllowAny()] if self.request.method == "POST" else [IsAuthenticated()]
 
     @extend_schema(summary="Create an API token", request=s.TokenRequestSerializer,
-                   responses={201: s.TokenSerializer},
-                   examples=[OpenApiExample("A read-only token for a report", request_only=True, value={
-                       "username": "rep1", "password": "…", "name": "weekly report", "scope": "read-only",
-                       "own_customers_only": True, "expires_in_days": 30})])
+                   responses={201: s.TokenSerializer})
     def post(self, request):
         """A new token for `username` and `password` (JSON or form data). Its key is in this answer
         only: the CRM stores its hash."""
