@@ -361,8 +361,8 @@ class ApiToken(models.Model):
     """
 
     class Scope(models.TextChoices):
-        READ_ONLY = "read-only"
-        READ_WRITE = "read-write"
+        READ_ONLY = "read-only", "Read-only"
+        READ_WRITE = "read-write", "Read and write"
 
     PREFIX_LENGTH = 8
 

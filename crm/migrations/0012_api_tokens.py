@@ -67,7 +67,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(help_text='What the token is for, e.g. the script using it.', max_length=100)),
                 ('key_hash', models.CharField(editable=False, help_text='SHA-256 of the key, hex; the key itself is never stored.', max_length=64, unique=True)),
                 ('prefix', models.CharField(editable=False, help_text="The key's first characters, to tell tokens apart.", max_length=8)),
-                ('scope', models.CharField(choices=[('read-only', 'Read Only'), ('read-write', 'Read Write')], default='read-write', max_length=10)),
+                ('scope', models.CharField(choices=[('read-only', 'Read-only'), ('read-write', 'Read and write')], default='read-write', max_length=10)),
                 ('own_customers_only', models.BooleanField(default=False, help_text='Limits the token to the customers its owner owns, even if their role sees more.')),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('expires_at', models.DateTimeField()),
