@@ -130,7 +130,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -370,11 +369,18 @@ REST_FRAMEWORK = {
     },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# API tokens (crm.ApiToken): every token expires; its lifetime is asked for at creation, up to the maximum.
+API_TOKEN_MAX_DAYS = _env_int("API_TOKEN_MAX_DAYS", 365, minimum=1)
+API_TOKEN_DAYS = _env_int("API_TOKEN_DAYS", 90, minimum=1)
+if API_TOKEN_DAYS > API_TOKEN_MAX_DAYS:
+    raise ImproperlyConfigured(f"API_TOKEN_DAYS={API_TOKEN_DAYS} must not exceed API_TOKEN_MAX_DAYS={API_TOKEN_MAX_DAYS}")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "CRM API",
     "DESCRIPTION": (
         "Customers, products, interactions and the insights the CRM's models attach to them.\n\n"
-        "Authenticate with a session or `Authorization: Token <key>` (POST /api/v1/auth/token/). "
+        "Authenticate with a session or `Authorization: Token <key>` (POST /api/v1/auth/token/); a "
+        "`read-only` token is refused every unsafe method (403), an expired or revoked one is 401. "
         "Every error has the form `{\"error\": {\"code\", \"message\", \"fields\"}}`."
     ),
     "VERSION": "1.0.0",

@@ -34,6 +34,13 @@ def password_hash(raw):
     return _PASSWORD_HASHES[key]
 
 
+def api_key(user, **options) -> str:
+    """The key of a new API token of ``user`` (crm.tokens.create_token's options: scope, own_customers_only, ...)."""
+    from crm import tokens
+
+    return tokens.create_token(user, **options)[1]
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     def make(username, role=None, **extra):

@@ -99,8 +99,7 @@ RULES = {
     "customer_edit": owned_page(),
     "account": page(),
     "account_token_create": rule(LOGIN, 405, 405, 405, 405),  # POST only (tested in tests/web/test_account.py)
-    "account_token_regenerate": rule(LOGIN, 405, 405, 405, 405),
-    "account_token_revoke": rule(LOGIN, 405, 405, 405, 405),
+    "account_token_revoke": rule(LOGIN, 405, 405, 405, 405, path="/account/tokens/1/revoke/"),
     "customer_personal_data": rule(LOGIN, 403, 403, 200, 200, obj="customer"),  # managers answer access requests
     "customer_erase": rule(LOGIN, 403, 403, 200, 200, obj="customer"),  # GET: the confirmation page
     # Correcting the timeline: the owner rep did not log this interaction (an import did), so 403;
@@ -149,7 +148,7 @@ RULES = {
     "admin:<unnamed admin/(?P<url>.*)$>": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 404, 404),  # any other path
     "admin:auth_user_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),  # managers manage no users
     "admin:auth_user_change": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
-    "admin:authtoken_tokenproxy_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
+    "admin:crm_apitoken_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),  # managers: no token rights
     "admin:crm_customer_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200, 200),
     "admin:crm_customer_delete": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
     "admin:crm_importrun_upload": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200, 200),
@@ -257,7 +256,7 @@ def _fill(route: str, values: dict) -> str:
 
 def _row_counts():
     return {model._meta.label: model.objects.count()
-            for label in ("crm", "ml", "authtoken") for model in apps.get_app_config(label).get_models()}
+            for label in ("crm", "ml") for model in apps.get_app_config(label).get_models()}
 
 
 def _outcome(response) -> str:
