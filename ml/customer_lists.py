@@ -24,7 +24,8 @@ CHURN_BANDS = (
 )
 # Sortable insight -> its Forecast column. Customers without that insight (no published forecast
 # for them, no_profiling, or a NULL value: the target was not forecast for this data) sort last in
-# both directions; the id breaks ties, so pages never overlap.
+# both directions, as customers who never bought do by last purchase (on both databases: SQLite
+# would put NULLs first); the id breaks ties, so pages never overlap.
 INSIGHT_SORTS = {"churn": "churn_probability", "clv": "clv", "spend": "expected_spend",
                  "purchases": "expected_purchases", "value_at_risk": "value_at_risk"}
 
@@ -37,7 +38,7 @@ def _insight_order(value: str, descending: bool) -> tuple:
 
 CUSTOMER_ORDERINGS = {
     "name": ("name", "external_id"), "-name": ("-name", "-external_id"),
-    "last_purchase": ("last_purchase_at", "pk"), "-last_purchase": (F("last_purchase_at").desc(nulls_last=True), "-pk"),
+    "last_purchase": _insight_order("last_purchase_at", False), "-last_purchase": _insight_order("last_purchase_at", True),
     **{f"{sign}{key}": _insight_order(value, sign == "-") for key, value in INSIGHT_SORTS.items() for sign in ("", "-")},
     "segment": (F("segment_name").asc(nulls_last=True), "name", "external_id"),
     "-segment": (F("segment_name").desc(nulls_last=True), "name", "external_id"),
@@ -175,52 +176,96 @@ def forecast_totals(user, portfolio: dict | None = None) -> dict:
     return out
 
 
-INSIGHT_FILTERS = ("segment", "churn_band", "clv_min", "clv_max")
-PLAIN_ORDERINGS = ("name", "-name", "last_purchase", "-last_purchase")
+# --- bounded pages: by offset (page numbers) or by keyset (after a row's sort key) ---------------
+
+# Each ordering of CUSTOMER_ORDERINGS as the parts of the list it concatenates: the first holds
+# the customers whose leading sort value is present, the second (if any) those without it (they
+# sort last in both directions), each sorted by terms that are never NULL within the part and
+# end unique (external_id is unique; the id breaks ties of a value). A row's sort key (part, its
+# terms' values) is what a cursor carries: the page after it is an index range read, at any depth.
+# Term names are the customer's fields ("pk": its id) or, for INSIGHT_SORTS, the Forecast column.
+_NAME_TERMS = (("name", False), ("external_id", False))
 
 
-def _prefixed(ordering: tuple, prefix: str) -> list:
-    """A CUSTOMER_ORDERINGS entry for a query rooted on an insight row (``prefix`` = "customer__")."""
-    out = []
-    for term in ordering:
-        if isinstance(term, str):
-            sign, name = ("-", term[1:]) if term.startswith("-") else ("", term)
-            out.append(f"{sign}{prefix}{name}")
-        else:  # OrderBy(F(name))
-            out.append(F(f"{prefix}{term.expression.name}").desc(nulls_last=term.nulls_last) if term.descending
-                       else F(f"{prefix}{term.expression.name}").asc(nulls_last=term.nulls_last))
-    return out
+def _ordering_parts(ordering: str) -> tuple:
+    key, descending = ordering.lstrip("-"), ordering.startswith("-")
+    if key == "name":
+        return ((None, (("name", descending), ("external_id", descending))),)
+    if key == "segment":
+        return (("segment_name", (("segment_name", descending),) + _NAME_TERMS), (None, _NAME_TERMS))
+    column = "last_purchase_at" if key == "last_purchase" else INSIGHT_SORTS[key]
+    return ((column, ((column, descending), ("pk", descending))), (None, (("pk", descending),)))
 
 
-def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None, **filters) -> tuple[list, int]:
-    """(the ids of one page of customer_list(user, **filters), in its order; their total count).
+def is_sort_key(ordering: str, key) -> bool:
+    """Whether ``key`` has the shape of a row's sort key (part, [values]) in ``ordering``."""
+    if ordering not in CUSTOMER_ORDERINGS or not isinstance(key, tuple | list) or len(key) != 2:
+        return False
+    part, values = key
+    parts = _ordering_parts(ordering)
+    return (isinstance(part, int) and not isinstance(part, bool) and 0 <= part < len(parts)
+            and isinstance(values, list) and len(values) == len(parts[part][1])
+            and all(v is not None for v in values))
 
-    Bounded work at any number of customers, from the indexes:
+
+class _Part:
+    """One part of a list: ``rows`` (a queryset, unordered) read by ``terms`` [(path, descending)];
+    ``id_path`` gives the customer id; ``counted``: the queryset that counts it (cheaper than
+    ``rows``), None for the last part of several (its size is the total minus the others')."""
+
+    def __init__(self, rows, terms, id_path, counted=None):
+        self.rows, self.terms, self.id_path, self.counted = rows, terms, id_path, counted
+
+
+def _path(name: str, prefix: str, on_forecast: bool) -> str:
+    if name == "pk":
+        return "customer_id" if prefix else "pk"
+    if on_forecast and name in INSIGHT_SORTS.values():
+        return name
+    return f"{prefix}{name}"
+
+
+def _list_plan(user, runs: dict | None, filters: dict) -> tuple[list, object] | None:
+    """(the parts of customer_list(user, **filters) in its order, a queryset counting all of it),
+    each read from the indexes; None when the user may see no customer.
 
     - no insight in the filters or the order: the customers table alone;
     - sorted by or filtered on a forecast value: the published run's Forecast rows in the order
       of their (run, value, customer) index, joined to their customers for the row-level rule
-      and the other filters; the read stops after the page. Customers without the sorted value
-      (no forecast yet, no_profiling, or a target not forecast for this data) follow, by id;
-    - filtered by segment: the published run's CustomerSegment rows of that segment.
-
-    Sorting by segment name reads customer_list (every customer's insights). ``runs``: the
-    published run ids (ml.insights.published_run_ids), when the caller has them already.
+      and the other filters. Customers without the sorted value (no forecast yet, no_profiling,
+      or a target not forecast for this data) follow, by id;
+    - filtered by segment: the published run's CustomerSegment rows of that segment;
+    - sorted by segment name: customer_list (every customer's insights).
     """
     rule = visibility(user, "customer__")
     if rule is None:
-        return [], 0
+        return None
     ordering = filters.get("ordering") if filters.get("ordering") in CUSTOMER_ORDERINGS else "name"
-    key, descending = ordering.lstrip("-"), ordering.startswith("-")
+    key = ordering.lstrip("-")
+    (column, terms), *second = _ordering_parts(ordering)
     segment = filters.get("segment")
     forecast_filter = _forecast_conditions(filters)
     plain = visible_customers(user).filter(_plain_conditions(filters))
+
+    def parts(present, absent, prefix="", absent_prefix="", on_forecast=False, counted=None) -> list:
+        """The ordering's parts: the first reads ``present`` (where the leading term is set, when
+        there is a second part), the second ``absent``; rows are customers (prefix "") or insight
+        rows (prefix "customer__")."""
+        def part(rows, names, row_prefix, part_counted=None):
+            paths = tuple((_path(name, row_prefix, on_forecast), desc) for name, desc in names)
+            return _Part(rows, paths, "customer_id" if row_prefix else "pk", part_counted)
+
+        if not second:
+            return [part(present, terms, prefix)]
+        is_set = Q(**{f"{_path(column, prefix, on_forecast)}__isnull": False})
+        counted_set = (present if counted is None else counted).filter(is_set)
+        return [part(present.filter(is_set), terms, prefix, counted_set), part(absent, second[0][1], absent_prefix)]
+
     if key == "segment":
-        customers = customer_list(user, **{**filters, "ordering": ordering})
-        return list(customers.values_list("pk", flat=True)[offset:offset + limit]), customers.count()
+        customers = customer_list(user, **{**filters, "ordering": "name"}).order_by()
+        return parts(customers, customers.filter(segment_name__isnull=True)), customers
     if not segment and forecast_filter is None and key not in INSIGHT_SORTS:
-        ids = list(plain.order_by(*CUSTOMER_ORDERINGS[ordering]).values_list("pk", flat=True)[offset:offset + limit])
-        return ids, plain.count()
+        return parts(plain, plain.filter(last_purchase_at__isnull=True)), plain
 
     runs = published_run_ids() if runs is None else runs
     in_segment = Q(run_id=runs.get("segmentation", -1), segment_id=segment)
@@ -232,8 +277,9 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
     if forecast_filter is None and key not in INSIGHT_SORTS:
         # Filtered by segment only: the segment's members, sorted by a customer field.
         members = CustomerSegment.objects.filter(in_segment, rule, _plain_conditions(filters, "customer__"))
-        page = members.filter(for_page).order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__"))
-        return list(page.values_list("customer_id", flat=True)[offset:offset + limit]), members.filter(for_count).count()
+        page, counted = members.filter(for_page), members.filter(for_count)
+        return parts(page, page.filter(customer__last_purchase_at__isnull=True), "customer__", "customer__",
+                     counted=counted), counted
 
     forecasts = Forecast.objects.filter(rule, _plain_conditions(filters, "customer__"), run_id=runs.get("forecast", -1))
     if segment:
@@ -242,13 +288,12 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
         forecasts = forecasts.filter(Exists(CustomerSegment.objects.filter(in_segment, customer_id=OuterRef("customer_id"))))
     if forecast_filter is not None:
         forecasts = forecasts.filter(forecast_filter)
-    counted = forecasts.filter(for_count)
-    forecasts = forecasts.filter(for_page)
+    counted, forecasts = forecasts.filter(for_count), forecasts.filter(for_page)
     if key not in INSIGHT_SORTS:
         # Filtered on forecast values, sorted by a customer field: only customers with a
         # forecast can match a filter on its values.
-        forecasts = forecasts.order_by(*_prefixed(CUSTOMER_ORDERINGS[ordering], "customer__"))
-        return list(forecasts.values_list("customer_id", flat=True)[offset:offset + limit]), counted.count()
+        return parts(forecasts, forecasts.filter(customer__last_purchase_at__isnull=True), "customer__",
+                     "customer__", counted=counted), counted
 
     # Sorted by a forecast value. A value may be NULL (a target not forecast for this data,
     # e.g. spend without amounts): such rows sort last in both directions, with the customers
@@ -256,43 +301,112 @@ def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None
     # order with "IS NOT NULL" as an index condition (PostgreSQL keeps NULLs at the high end of
     # the index, so a backward read for DESC would meet them first; SQLite at the low end), in
     # plain ASC/DESC, which PostgreSQL reads forwards or backwards from one index.
-    column = INSIGHT_SORTS[key]
-    has_value = Q(**{f"{column}__isnull": False})
-    sign = "-" if descending else ""
-    valued = forecasts.filter(has_value).order_by(f"{sign}{column}", f"{sign}customer_id")
-    ids = list(valued.values_list("customer_id", flat=True)[offset:offset + limit])
+    has_value = Q(**{f"{INSIGHT_SORTS[key]}__isnull": False})
     if forecast_filter is not None:
-        # Only customers with a forecast can match a filter on its values; those whose sorted
-        # value is NULL follow, by id.
-        total = counted.count()
-        rest = forecasts.filter(~has_value).order_by(f"{sign}customer_id").values_list("customer_id", flat=True)
-    else:
-        # Every matching customer counts; those without a (visible) value follow, by id.
-        matching = plain
-        if segment:
-            matching = plain.filter(no_profiling=False, segment_history__run_id=runs.get("segmentation", -1),
-                                    segment_history__segment_id=segment)
-        total = matching.count()
-        rest = matching.filter(Q(no_profiling=True) | ~Exists(Forecast.objects.filter(
-            has_value, run_id=runs.get("forecast", -1), customer_id=OuterRef("pk"))))
-        rest = rest.order_by(f"{sign}pk").values_list("pk", flat=True)
-    if len(ids) < limit:
-        with_value = offset + len(ids) if ids else counted.filter(has_value).count()
-        if with_value >= total:
-            return ids, total
-        start = max(0, offset - with_value)
-        ids += list(rest[start:start + limit - len(ids)])
-    return ids, total
+        # Only customers with a forecast can match a filter on its values.
+        return parts(forecasts, forecasts.filter(~has_value), "customer__", "customer__", on_forecast=True,
+                     counted=counted), counted
+    # Every matching customer counts; those without a (visible) value follow, by id.
+    matching = plain
+    if segment:
+        matching = plain.filter(no_profiling=False, segment_history__run_id=runs.get("segmentation", -1),
+                                segment_history__segment_id=segment)
+    rest = matching.filter(Q(no_profiling=True) | ~Exists(Forecast.objects.filter(
+        has_value, run_id=runs.get("forecast", -1), customer_id=OuterRef("pk"))))
+    return parts(forecasts, rest, "customer__", "", on_forecast=True, counted=counted), matching
 
 
-def customer_page(user, *, offset: int, limit: int, runs: dict | None = None, **filters) -> tuple[list, int]:
-    """(one page of customer_list(user, **filters) with insights, total count), bounded work.
+def _after(terms, values) -> Q:
+    """Rows after ``values`` in the order of ``terms`` [(path, descending)], none of them NULL:
+    the lexicographic comparison, led by a bound on the first term the index can seek to."""
+    condition = None
+    for (path, descending), value in reversed(list(zip(terms, values, strict=True))):
+        strict = Q(**{f"{path}__{'lt' if descending else 'gt'}": value})
+        condition = strict if condition is None else strict | (Q(**{path: value}) & condition)
+    path, descending = terms[0]
+    return Q(**{f"{path}__{'lte' if descending else 'gte'}": values[0]}) & condition
 
-    The page's ids and the count come from customer_page_ids (indexes, no insight joins over
-    every customer); only the page's customers are then read with their insights. ``runs``: as
-    for customer_page_ids.
+
+class ListPage:
+    """One page of a customer list: ``ids`` in the list's order, ``keys`` (each row's sort key
+    (part, [values]), for a cursor), ``total`` (every matching customer) and ``more``: whether a
+    row follows the page in the direction it was read (after it; before it when read in reverse)."""
+
+    def __init__(self, ids, keys, total, more):
+        self.ids, self.keys, self.total, self.more = ids, keys, total, more
+
+
+def customer_list_page(user, *, limit: int, offset: int = 0, after: tuple | None = None, reverse: bool = False,
+                       runs: dict | None = None, **filters) -> ListPage:
+    """One page of customer_list(user, **filters), read from the indexes with bounded work.
+
+    ``after``: a row's sort key (an item of a ListPage's ``keys`` read in the same ordering, any
+    filters): the page starts right after that row, which need not exist any more. ``offset``:
+    rows skipped before the page (from the start, or from ``after``). ``reverse``: read from the
+    end backwards (``after`` then means before), e.g. the last page is ``reverse=True`` without a
+    key; the ids still come in the list's order. ``runs``: the published run ids
+    (ml.insights.published_run_ids), when the caller has them.
     """
+    plan = _list_plan(user, runs, filters)
+    if plan is None:
+        return ListPage([], [], 0, False)
+    parts, counting = plan
+    total = counting.count()
+    if after is None and offset >= total:
+        return ListPage([], [], total, False)
+    sizes = {}
+
+    def size(index):  # a part's number of rows, counted only when a read needs it
+        if index not in sizes:
+            last = len(parts) - 1
+            sizes[index] = parts[index].counted.count() if index < last else total - sum(size(i) for i in range(last))
+        return sizes[index]
+
+    order = range(len(parts) - 1, -1, -1) if reverse else range(len(parts))
+    wanted, rows, skip = limit + 1, [], offset  # one row more than the page tells whether more follow
+    for index in order:
+        keyed = after is not None and index == after[0]
+        if after is not None and not keyed and (index > after[0]) == reverse:
+            continue  # a part before the key's, in the reading direction
+        # A part other than the first read from the start, or a last part (it may be an anti-join
+        # over every customer), is read only if it has rows the offset does not pass.
+        if len(parts) > 1 and not keyed and (index != order[0] or index == len(parts) - 1):
+            if size(index) <= skip:
+                skip -= size(index)
+                continue
+        part = parts[index]
+        terms = tuple((path, descending != reverse) for path, descending in part.terms)
+        query = part.rows.filter(_after(terms, after[1])) if keyed else part.rows
+        query = query.order_by(*(f"{'-' if descending else ''}{path}" for path, descending in terms))
+        got = list(query.values_list(part.id_path, *(path for path, _ in terms))[skip:skip + wanted - len(rows)])
+        if got or not skip:
+            skip = 0
+        else:
+            skip -= query.count() if keyed else size(index)
+        rows += [(index, row) for row in got]
+        if len(rows) >= wanted:
+            break
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if reverse:
+        rows.reverse()
+    return ListPage([row[0] for _, row in rows], [(index, list(row[1:])) for index, row in rows], total, more)
+
+
+def customer_page_ids(user, *, offset: int, limit: int, runs: dict | None = None, **filters) -> tuple[list, int]:
+    """(the ids of one page of customer_list(user, **filters), in its order; their total count):
+    customer_list_page by offset."""
+    page = customer_list_page(user, offset=offset, limit=limit, runs=runs, **filters)
+    return page.ids, page.total
+
+
+def customer_page(user, *, limit: int, offset: int = 0, after: tuple | None = None, reverse: bool = False,
+                  runs: dict | None = None, **filters) -> tuple[list, ListPage]:
+    """(one page of customer_list(user, **filters) as customers with insights, its ListPage),
+    bounded work: the ids and the count from customer_list_page (indexes, no insight joins over
+    every customer), then only the page's customers with their insights. ``after``,
+    ``reverse``, ``runs``: as for customer_list_page."""
     runs = published_run_ids() if runs is None else runs
-    ids, total = customer_page_ids(user, offset=offset, limit=limit, runs=runs, **filters)
-    rows = {c.pk: c for c in with_insights(Customer.objects.filter(pk__in=ids), runs).select_related("owner")}
-    return [rows[pk] for pk in ids if pk in rows], total
+    page = customer_list_page(user, offset=offset, limit=limit, after=after, reverse=reverse, runs=runs, **filters)
+    rows = {c.pk: c for c in with_insights(Customer.objects.filter(pk__in=page.ids), runs).select_related("owner")}
+    return [rows[pk] for pk in page.ids if pk in rows], page

@@ -165,9 +165,10 @@ def _record_selects():
 
 
 @functools.lru_cache(maxsize=512)
-def _record_query(pinned: bool, key: str, n_ids: int, rule: str) -> str:
+def _record_query(pinned: bool, key: str, n_ids: int, rule: str, suggestions: bool = True) -> str:
     """The customers' query: by pinned run ids or the published runs, by ``n_ids`` ids or one
-    ``key`` value, with the row-level ``rule`` (SQL text from crm.selectors.visibility_sql)."""
+    ``key`` value, with the row-level ``rule`` (SQL text from crm.selectors.visibility_sql);
+    ``suggestions``: with the suggestions column (PostgreSQL)."""
     customers, _ = _record_selects()
     user_model = get_user_model()
     T, q = sql.table, sql.column
@@ -188,7 +189,7 @@ def _record_query(pinned: bool, key: str, n_ids: int, rule: str) -> str:
     where = (f"c.{q(Customer, key)} IN ({', '.join(['%s'] * n_ids)})" if n_ids else f"c.{q(Customer, key)} = %s")
     if rule:
         where = f"{where} AND {rule}"
-    return (f"SELECT {customers.sql()}{_suggestions_column()} FROM {T(Customer)} c {' '.join(joins)} "  # nosec B608
+    return (f"SELECT {customers.sql()}{_suggestions_column() if suggestions else ''} FROM {T(Customer)} c {' '.join(joins)} "  # nosec B608
             f"WHERE {where}")                                         # noqa: S608 (identifiers from model metadata)
 
 
@@ -224,7 +225,8 @@ def _suggestion_query(n_customers: int) -> str:
             f"ORDER BY sg.{q(Suggestion, 'customer')}, sg.{q(Suggestion, 'kind')}, sg.{q(Suggestion, 'rank')}")
 
 
-def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | None = None) -> list[dict]:
+def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | None = None,
+                     suggestions: bool = True) -> list[dict]:
     """Customers the user may see, by ``ids`` (in that order), ``pk`` or ``external_id``, each as
     {"id", "external_id", ..., "owner": username, "insights": {...}} with the insights in
     :func:`insights_by_customer`'s shape: the API's customer resource in one prepared query on
@@ -233,14 +235,17 @@ def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | 
 
     ``runs`` ({kind: run}) pins the runs read (a list page sorted by one run's forecasts shows
     that run's values); without it the published runs are joined in the same query.
+    ``suggestions=False`` reads no suggestions (``recommendations`` and ``reorder`` stay empty:
+    for a caller that leaves them out).
     """
     rule = visibility_sql(user, "c")
     if rule is None or (ids is not None and not ids):
         return []
-    return _read_records(rule, ids=ids, pk=pk, external_id=external_id, runs=runs)
+    return _read_records(rule, ids=ids, pk=pk, external_id=external_id, runs=runs, suggestions=suggestions)
 
 
-def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None, runs: dict | None = None) -> list:
+def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None, runs: dict | None = None,
+                  suggestions: bool = True) -> list:
     """customer_records' read, with the row-level ``rule`` as (SQL text, params) on alias ``c``."""
     customers, suggestions = _record_selects()
     params = []
@@ -261,9 +266,9 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
         if "\x00" in external_id:  # PostgreSQL refuses NUL in a text comparison: nothing can match
             return []
         key, where_params = ("external_id", 0), [external_id]
-    query = _record_query(runs is not None, *key, rule[0])
+    query = _record_query(runs is not None, *key, rule[0], suggestions)
     rows = sql.fetchall(query, params + where_params + rule[1])
-    records, rec_run, joined = {}, None, connection.vendor == "postgresql"
+    records, rec_run, joined = {}, None, suggestions and connection.vendor == "postgresql"
     for row in rows:
         v = customers.convert(row)
         computed = {kind.value: v[f"{alias}.finished_at"] for alias, kind in _RUN_ALIASES
@@ -289,7 +294,7 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
             for item in json.loads(items) if isinstance(items, str) else items:
                 insights[_SUGGESTION_KEYS[item["kind"]]].append(item)
     profiled = [cid for cid, r in records.items() if not r["no_profiling"]]
-    if rec_run is not None and profiled and not joined:
+    if rec_run is not None and profiled and suggestions and not joined:
         query = _suggestion_query(len(profiled))
         for row in sql.fetchall(query, [rec_run, *profiled]):
             v = suggestions.convert(row)

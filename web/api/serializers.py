@@ -222,11 +222,89 @@ class CustomerQuerySerializer(serializers.Serializer):
     last_purchase_before = serializers.DateTimeField(required=False)
     last_purchase_after = serializers.DateTimeField(required=False)
     ordering = serializers.ChoiceField(list(customer_lists.CUSTOMER_ORDERINGS), required=False, default="name")
+    fields = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000,
+        help_text="Comma-separated fields to return per customer (the others are left out), e.g. "
+                  "`external_id,name,insights.segment`: a customer field, `insights` (all of them) or "
+                  "`insights.<name>`. Suggestions are read only when `insights`, `insights.recommendations` "
+                  "or `insights.reorder` is asked for.")
+    include = serializers.CharField(
+        required=False, allow_blank=True, max_length=200,
+        help_text="Comma-separated optional parts: `suggestions` (the default) puts `recommendations` and "
+                  "`reorder` in `insights`; `include=` (empty) leaves them out and does not read them.")
+
+    def validate_fields(self, value):
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in SPARSE_FIELDS]
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown field {unknown[0]!r}; one of: {', '.join(SPARSE_FIELDS)}.")
+        return names
+
+    def validate_include(self, value):
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name != "suggestions"]
+        if unknown:
+            raise serializers.ValidationError(f"Unknown part {unknown[0]!r}; the only one is 'suggestions'.")
+        return names
+
+    def shape(self) -> tuple[list | None, bool]:
+        """(the fields asked for, or None for all; whether the customers' suggestions are wanted)."""
+        fields = self.validated_data.get("fields") or None
+        suggestions = "suggestions" in self.validated_data.get("include", ["suggestions"]) and (
+            fields is None or bool({"insights", "insights.recommendations", "insights.reorder"} & set(fields)))
+        return fields, suggestions
 
     def to_selector_kwargs(self) -> dict:
         data = dict(self.validated_data)
+        data.pop("fields", None)
+        data.pop("include", None)
         data["q"] = data.pop("search", "")
         return data
+
+
+# What ``fields=`` may name: the customer's fields and each part of its insights.
+SPARSE_FIELDS = (*CustomerSerializer.Meta.fields, *(f"insights.{name}" for name in InsightsSerializer().fields))
+_SUGGESTION_LISTS = ("recommendations", "reorder")
+
+
+def sparse_representation(data: dict, fields: list | None, suggestions: bool) -> dict:
+    """A customer_representation with only ``fields`` (None: all) and, unless ``suggestions``, no
+    suggestion lists (they were not read: an empty list would say the customer has none)."""
+    insights = data.get("insights")
+    if insights is not None and not suggestions:
+        for name in _SUGGESTION_LISTS:
+            insights.pop(name, None)
+    if fields is None:
+        return data
+    out = {name: data[name] for name in fields if "." not in name and name in data}
+    parts = [name.split(".", 1)[1] for name in fields if name.startswith("insights.")]
+    if "insights" not in out and parts:
+        out["insights"] = {name: insights[name] for name in parts if name in insights}
+    return out
+
+
+class CustomerListItemSerializer(serializers.Serializer):
+    """A customer of the list: CustomerSerializer's fields, each present unless ``fields=`` or
+    ``include=`` left it out (the schema says so: none is required)."""
+
+    def get_fields(self):
+        fields = CustomerSerializer().get_fields()
+        for field in fields.values():
+            field.read_only, field.required = False, False
+        fields["insights"] = ListInsightsSerializer(required=False, allow_null=True,
+                                                    help_text="The published models' insights (contract section 3).")
+        return fields
+
+
+class ListInsightsSerializer(InsightsSerializer):
+    """InsightsSerializer's fields, each present unless ``fields=`` or ``include=`` left it out."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            field.required = False
+        return fields
 
 
 class ProductSerializer(serializers.ModelSerializer):

@@ -71,7 +71,8 @@ def _body(serializer_class, request) -> dict:
 # --- customers -------------------------------------------------------------------------------------
 
 @extend_schema_view(
-    list=extend_schema(summary="List customers", parameters=[s.CustomerQuerySerializer]),
+    list=extend_schema(summary="List customers", parameters=[s.CustomerQuerySerializer],
+                       responses=s.CustomerListItemSerializer(many=True)),
     retrieve=extend_schema(summary="A customer with insights", examples=[CUSTOMER_EXAMPLE]),
     create=extend_schema(summary="Create a customer", examples=[OpenApiExample(
         "New account", request_only=True, value={"external_id": "C-900001", "name": "Acme GmbH",
@@ -88,6 +89,7 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
     serializer_class = s.CustomerSerializer
     queryset = Customer.objects.none()  # names the model for the schema without a database query
     lookup_value_regex = r"[0-9]+"
+    keyset_pagination = True  # the list takes ?cursor= (web.api.pagination.Pagination.paginate_keyset)
 
     def get_queryset(self):
         # Segment and forecast rows come in the customers' own query (fewer round trips per request).
@@ -104,18 +106,23 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
         return self.get_serializer(customers, many=many).data
 
     def list(self, request):
-        """Customers, searched, filtered and sorted like the customer list page, each with insights."""
+        """Customers, searched, filtered and sorted like the customer list page, each with insights.
+        Follow `next` / `previous` (cursor links): pages by keyset, as fast at any depth, that never
+        skip or repeat a customer while others are added; `?page=N` still works (by offset).
+        `fields=` / `include=` leave out what a client does not need (suggestions are most of a page)."""
         query = _query(s.CustomerQuerySerializer, request)
+        fields, suggestions = query.shape()
         insight_runs = ml_insights.insight_runs()
         runs = {kind: run.pk for kind, run in insight_runs.items()}
         filters = query.to_selector_kwargs()
-        # The page's ids and the count from the indexes (customer_page_ids), then only those
+        # The page's ids and the count from the indexes (customer_list_page), then only those
         # customers with the same runs' insights (customer_records: one query on PostgreSQL).
-        ids = self.paginator.paginate_fetched(
-            lambda offset, limit: customer_lists.customer_page_ids(request.user, offset=offset, limit=limit, runs=runs,
-                                                              **filters), request, view=self)
-        records = ml_insights.customer_records(request.user, ids=ids, runs=insight_runs)
-        return self.get_paginated_response([s.customer_representation(r) for r in records])
+        ids = self.paginator.paginate_keyset(
+            lambda **where: customer_lists.customer_list_page(request.user, runs=runs, **where, **filters),
+            request, filters["ordering"])
+        records = ml_insights.customer_records(request.user, ids=ids, runs=insight_runs, suggestions=suggestions)
+        return self.get_paginated_response([
+            s.sparse_representation(s.customer_representation(r), fields, suggestions) for r in records])
 
     def retrieve(self, request, **kwargs):
         """One customer with segment, forecast, recommendations and reorder suggestions."""

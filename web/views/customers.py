@@ -15,6 +15,7 @@ from ml import insights as ml_insights
 from ml import selectors as ml_selectors
 from ml import services as ml_services
 from ml.models import TrainingRun
+from web import cursors
 from web import forms as web_forms
 from web.views.common import render, visible_customer
 
@@ -24,30 +25,71 @@ def _customer_filter_form(request):
                                     owners=selectors.customer_owners(request.user))
 
 
+# Pages 1..KEYSET_AFTER_PAGE of the customer list are read by offset (their numbers are links);
+# "Next" beyond them, "Previous" back to them and "Last" read by keyset (a signed cursor of the
+# row next to the page, web.cursors), so page 200 and the last page cost what page 1 costs.
+KEYSET_AFTER_PAGE = 20
+
+
 @login_required
 def customer_list(request):
     form = _customer_filter_form(request)
     filters = form.filters()
+    ordering = filters.get("ordering", "name")
     per_page = (form.cleaned_data.get("per_page") if form.is_bound and form.is_valid() else None) or web_forms.PAGE_SIZES[0]
-    try:
-        number = max(1, int(request.GET.get("page", 1)))
-    except ValueError:
-        number = 1
     runs, not_forecast = run_reports.published_run_ids_and_not_forecast()
-    rows, total = customer_lists.customer_page(request.user, offset=(number - 1) * per_page, limit=per_page, runs=runs,
-                                          **filters)
-    if not rows and number > 1 and total:  # past the last page: show the last one
-        number = (total - 1) // per_page + 1
-        rows, total = customer_lists.customer_page(request.user, offset=(number - 1) * per_page, limit=per_page,
-                                              runs=runs, **filters)
-    page = Page(rows, number, _CountedPaginator(total, per_page))
+
+    def read(**where):
+        return customer_lists.customer_page(request.user, limit=per_page, runs=runs, **where, **filters)
+
+    after, reverse, number = None, False, None
+    if request.GET.get("cursor"):
+        try:
+            after, reverse, number = cursors.loads(request.GET["cursor"], ordering)
+        except cursors.BadCursor:
+            messages.warning(request, "That page link is not valid for this list (it may be outdated): "
+                                      "showing the first page.")
+    if after is not None:
+        rows, listed = read(after=after, reverse=reverse)
+        keyed = True
+    elif request.GET.get("page") == "last":
+        rows, listed, keyed = [], None, True
+    else:
+        try:
+            number = max(1, int(request.GET.get("page", 1)))
+        except ValueError:
+            number = 1
+        rows, listed = read(offset=(number - 1) * per_page)
+        keyed = False
+    if listed is None or not rows and (number or 1) > 1 and listed.total:
+        # The last page (asked for, or a page past the end): the list's end read backwards.
+        rows, listed = read(reverse=True)
+        number = max(1, (listed.total - 1) // per_page + 1)
+        shown = listed.total - (number - 1) * per_page
+        rows, listed.keys = rows[len(rows) - shown:], listed.keys[len(listed.keys) - shown:]
+        after, reverse, keyed, listed.more = None, True, True, False
+    paginator = _CountedPaginator(listed.total, per_page)
+    page = Page(rows, min(number or 1, paginator.num_pages), paginator)
     query = request.GET.copy()
-    query.pop("page", None)
+    for name in ("page", "cursor"):
+        query.pop(name, None)
     sort_query = query.copy()
     sort_query.pop("sort", None)
+    # More rows after the page: the forward read said so; read backwards, the key's row was after it.
+    has_next = listed.more if not reverse else after is not None
+    has_previous = page.number > 1 and bool(listed.keys)
+    links = {}
+    if has_previous:
+        links["first"] = "page=1"
+        links["previous"] = (f"page={page.number - 1}" if page.number - 1 <= KEYSET_AFTER_PAGE else
+                             "cursor=" + cursors.dumps(ordering, listed.keys[0], reverse=True, page=page.number - 1))
+    if has_next and listed.keys:
+        links["next"] = (f"page={page.number + 1}" if not keyed and page.number < KEYSET_AFTER_PAGE else
+                         "cursor=" + cursors.dumps(ordering, listed.keys[-1], page=page.number + 1))
+        links["last"] = "page=last"
     return render(request, "crm/customer_list.html", {
-        "form": form, "page": page, "query": query.urlencode(), "sort_query": sort_query.urlencode(),
-        "sort": filters.get("ordering", "name"), "has_forecast": "forecast" in runs,
+        "form": form, "page": page, "links": links, "query": query.urlencode(), "sort_query": sort_query.urlencode(),
+        "sort": ordering, "has_forecast": "forecast" in runs,
         "not_forecast": run_reports.not_forecast_lines(not_forecast),
     })
 
