@@ -247,7 +247,7 @@ def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | 
 def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None, runs: dict | None = None,
                   suggestions: bool = True) -> list:
     """customer_records' read, with the row-level ``rule`` as (SQL text, params) on alias ``c``."""
-    customers, suggestions = _record_selects()
+    customers, suggestion_select = _record_selects()
     params = []
     for _alias, kind in _RUN_ALIASES:
         if runs is None:
@@ -297,7 +297,7 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
     if rec_run is not None and profiled and suggestions and not joined:
         query = _suggestion_query(len(profiled))
         for row in sql.fetchall(query, [rec_run, *profiled]):
-            v = suggestions.convert(row)
+            v = suggestion_select.convert(row)
             records[v["sg.customer"]]["insights"][_SUGGESTION_KEYS[v["sg.kind"]]].append({
                 "sku": v["p.sku"], "name": v["p.name"], "product_id": v["p.id"], "kind": v["sg.kind"],
                 "score": v["sg.score"], "reason": v["sg.reason"], "evidence": v["sg.evidence"],
