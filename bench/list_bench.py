@@ -143,6 +143,16 @@ PostgreSQL 15 on the same 2-core machine, other helpers working; 1-minute load
 
 API page 1 of that segment with suggestions: {times[0]:.1f} ms, {sizes[0]:.0f} KB of JSON; with `include=`
 (no suggestions, not read): {times[1]:.1f} ms, {sizes[1]:.0f} KB.
+
+**Reading.** "Offset" is this code's `?page=N` path (the SQL main had, but for one row more
+than the page, read to know whether another follows); "keyset" the `next` links clients are
+now given. A keyset page is the same index range read at any depth; every page, either way,
+also counts the list (the `count` and the "Page n of N" line): that count and page 1 are the
+floor. Sorted by churn risk within a segment, page 1 is slow by the data: the read walks the
+forecast index from the highest churn and probes each row's segment until 50 are members, and
+few high-churn customers are loyal ones; deeper pages start where members are denser. The last
+page by a forecast value also counts the customers holding one, to know whether any without
+it end the list (reading those is an anti-join over the segment).
 {END}"""
     replace_section(START, END, section)
 
