@@ -101,6 +101,9 @@ def customer_timeline(customer, *, types=None, limit: int = 100) -> QuerySet:
     return interactions[:limit]
 
 
+PRODUCT_ORDERING = ("name", "sku")  # sku is unique: pages never overlap
+
+
 def product_list(*, q: str = "", category: str = "", active: bool | None = None) -> QuerySet:
     products = Product.objects.all()
     if q:
@@ -109,7 +112,7 @@ def product_list(*, q: str = "", category: str = "", active: bool | None = None)
         products = products.filter(category=category)
     if active is not None:
         products = products.filter(active=active)
-    return products.order_by("name", "sku")
+    return products.order_by(*PRODUCT_ORDERING)
 
 
 def categories() -> list[str]:

@@ -9,7 +9,9 @@ import math
 
 from django.db.models import Case, Count, Exists, F, FilteredRelation, FloatField, OuterRef, Q, QuerySet, Sum, When
 
+from crm import keyset
 from crm.access import visibility, visible_customers
+from crm.keyset import ListPage
 from crm.models import Customer
 from crm.selectors import WORKLIST_SIZE
 from ml.insights import published_run_ids
@@ -197,15 +199,9 @@ def _ordering_parts(ordering: str) -> tuple:
     return ((column, ((column, descending), ("pk", descending))), (None, (("pk", descending),)))
 
 
-def is_sort_key(ordering: str, key) -> bool:
-    """Whether ``key`` has the shape of a row's sort key (part, [values]) in ``ordering``."""
-    if ordering not in CUSTOMER_ORDERINGS or not isinstance(key, tuple | list) or len(key) != 2:
-        return False
-    part, values = key
-    parts = _ordering_parts(ordering)
-    return (isinstance(part, int) and not isinstance(part, bool) and 0 <= part < len(parts)
-            and isinstance(values, list) and len(values) == len(parts[part][1])
-            and all(v is not None for v in values))
+def sort_key_lengths(ordering: str) -> tuple:
+    """The number of values of a row's sort key in each part of ``ordering`` (for checking a cursor)."""
+    return tuple(len(terms) for _column, terms in _ordering_parts(ordering))
 
 
 class _Part:
@@ -316,26 +312,6 @@ def _list_plan(user, runs: dict | None, filters: dict) -> tuple[list, object] | 
     return parts(forecasts, rest, "customer__", "", on_forecast=True, counted=counted), matching
 
 
-def _after(terms, values) -> Q:
-    """Rows after ``values`` in the order of ``terms`` [(path, descending)], none of them NULL:
-    the lexicographic comparison, led by a bound on the first term the index can seek to."""
-    condition = None
-    for (path, descending), value in reversed(list(zip(terms, values, strict=True))):
-        strict = Q(**{f"{path}__{'lt' if descending else 'gt'}": value})
-        condition = strict if condition is None else strict | (Q(**{path: value}) & condition)
-    path, descending = terms[0]
-    return Q(**{f"{path}__{'lte' if descending else 'gte'}": values[0]}) & condition
-
-
-class ListPage:
-    """One page of a customer list: ``ids`` in the list's order, ``keys`` (each row's sort key
-    (part, [values]), for a cursor), ``total`` (every matching customer) and ``more``: whether a
-    row follows the page in the direction it was read (after it; before it when read in reverse)."""
-
-    def __init__(self, ids, keys, total, more):
-        self.ids, self.keys, self.total, self.more = ids, keys, total, more
-
-
 def customer_list_page(user, *, limit: int, offset: int = 0, after: tuple | None = None, reverse: bool = False,
                        runs: dict | None = None, **filters) -> ListPage:
     """One page of customer_list(user, **filters), read from the indexes with bounded work.
@@ -375,9 +351,9 @@ def customer_list_page(user, *, limit: int, offset: int = 0, after: tuple | None
                 skip -= size(index)
                 continue
         part = parts[index]
-        terms = tuple((path, descending != reverse) for path, descending in part.terms)
-        query = part.rows.filter(_after(terms, after[1])) if keyed else part.rows
-        query = query.order_by(*(f"{'-' if descending else ''}{path}" for path, descending in terms))
+        terms = keyset.reversed_terms(part.terms) if reverse else part.terms
+        query = part.rows.filter(keyset.after(terms, after[1])) if keyed else part.rows
+        query = query.order_by(*keyset.order(terms))
         got = list(query.values_list(part.id_path, *(path for path, _ in terms))[skip:skip + wanted - len(rows)])
         if got or not skip:
             skip = 0

@@ -205,12 +205,13 @@ def test_customer_list_unknown_field_or_part_is_400(book, manager_client, params
     assert response.status_code == 400 and field in error_of(response)["fields"]
 
 
-def test_customer_list_schema_documents_cursor_fields_and_include(client_for):
+def test_list_schema_documents_cursor_fields_and_include(client_for):
     schema = client_for().get("/api/v1/schema/", {"format": "json"}).json()
 
     names = {p["name"] for p in schema["paths"]["/api/v1/customers/"]["get"]["parameters"]}
     assert {"cursor", "page", "page_size", "fields", "include"} <= names
-    products = {p["name"] for p in schema["paths"]["/api/v1/products/"]["get"]["parameters"]}
-    assert "cursor" not in products
+    for path in ("/api/v1/products/", "/api/v1/interactions/"):
+        assert "cursor" in {p["name"] for p in schema["paths"][path]["get"]["parameters"]}
+    assert "cursor" not in {p["name"] for p in schema["paths"]["/api/v1/segments/"]["get"].get("parameters", [])}
     item = schema["components"]["schemas"]["CustomerListItem"]
     assert "insights" in item["properties"] and not item.get("required")

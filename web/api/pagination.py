@@ -7,6 +7,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from crm import keyset
+from crm.keyset import ListPage
 from web import cursors
 
 
@@ -55,10 +57,10 @@ class Pagination(PageNumberPagination):
             self.display_page_controls = True
         return list(rows)
 
-    def paginate_keyset(self, fetch, request, ordering: str) -> list:
-        """The ids of one page of a list read by keyset, ``fetch(**where) ->
-        ml.customer_lists.ListPage`` (``where``: offset, after, reverse, limit as
-        customer_list_page takes them), sorted by ``ordering``.
+    def paginate_keyset(self, fetch, request, ordering: str, scope: str, lengths: tuple) -> list:
+        """The rows of one page of list ``scope`` read by keyset, ``fetch(**where) -> ListPage``
+        (ml.customer_lists' shape; ``where``: offset, after, reverse, limit as customer_list_page
+        takes them), sorted by ``ordering`` whose parts have sort keys of ``lengths`` values.
 
         ``?cursor=`` (a ``next`` or ``previous`` link's): the page after (or before) the row it
         names, an index range read at any depth; a cursor this server did not make for this
@@ -72,7 +74,7 @@ class Pagination(PageNumberPagination):
         number = None
         if raw_cursor is not None:
             try:
-                after, reverse, _ = cursors.loads(raw_cursor, ordering)
+                after, reverse, _ = cursors.loads(raw_cursor, scope, ordering, lengths)
             except cursors.BadCursor as exc:
                 raise ValidationError({self.cursor_query_param: [
                     f"Invalid cursor ({exc}): use a next or previous link of this list as it is."]}) from None
@@ -99,11 +101,26 @@ class Pagination(PageNumberPagination):
         url = remove_query_param(request.build_absolute_uri(), self.page_query_param)
         self._links = {"next": None, "previous": None, "count": listed.total}
         if later and listed.keys:
-            self._links["next"] = replace_query_param(url, self.cursor_query_param, cursors.dumps(ordering, listed.keys[-1]))
+            self._links["next"] = replace_query_param(url, self.cursor_query_param, cursors.dumps(scope, ordering, listed.keys[-1]))
         if earlier and listed.keys:
             self._links["previous"] = replace_query_param(
-                url, self.cursor_query_param, cursors.dumps(ordering, listed.keys[0], reverse=True))
+                url, self.cursor_query_param, cursors.dumps(scope, ordering, listed.keys[0], reverse=True))
         return listed.ids
+
+    def paginate_queryset_keyset(self, queryset, terms, request, ordering: str, scope: str) -> list:
+        """:meth:`paginate_keyset` for a queryset sorted by ``terms`` [(field, descending)], never
+        NULL and ending unique (e.g. ``(("name", False), ("sku", False))``): its rows."""
+        def fetch(*, limit, offset=0, after=None, reverse=False):
+            read = keyset.reversed_terms(terms) if reverse else terms
+            rows = queryset.filter(keyset.after(read, after[1])) if after is not None else queryset
+            rows = list(rows.order_by(*keyset.order(read))[offset:offset + limit + 1])
+            more, rows = len(rows) > limit, rows[:limit]
+            if reverse:
+                rows.reverse()
+            keys = [(0, [getattr(row, name) for name, _ in terms]) for row in rows]
+            return ListPage(rows, keys, queryset.count(), more)
+
+        return self.paginate_keyset(fetch, request, ordering, scope, (len(terms),))
 
     def get_paginated_response(self, data):
         if self._links is None:

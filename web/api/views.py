@@ -15,7 +15,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm import privacy, selectors, services
+from crm import keyset, privacy, selectors, services
 from crm.models import ApiToken, Customer, Product
 from ml import customer_lists, run_reports
 from ml import insights as ml_insights
@@ -119,7 +119,7 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
         # customers with the same runs' insights (customer_records: one query on PostgreSQL).
         ids = self.paginator.paginate_keyset(
             lambda **where: customer_lists.customer_list_page(request.user, runs=runs, **where, **filters),
-            request, filters["ordering"])
+            request, filters["ordering"], "customers", customer_lists.sort_key_lengths(filters["ordering"]))
         records = ml_insights.customer_records(request.user, ids=ids, runs=insight_runs, suggestions=suggestions)
         return self.get_paginated_response([
             s.sparse_representation(s.customer_representation(r), fields, suggestions) for r in records])
@@ -190,6 +190,7 @@ class ProductViewSet(_LookupMixin, viewsets.GenericViewSet):
 
     serializer_class = s.ProductSerializer
     permission_classes = [ManagerWritesOnly]
+    keyset_pagination = True  # the list takes ?cursor= (web.api.pagination.Pagination.paginate_keyset)
     lookup_field = "sku"
     lookup_value_regex = r"[^/]+"
 
@@ -200,9 +201,10 @@ class ProductViewSet(_LookupMixin, viewsets.GenericViewSet):
         """Products, searched (name, description, exact sku) and filtered by category and active flag."""
         query = _query(s.ProductQuerySerializer, request)
         data = query.validated_data
-        page = self.paginate_queryset(selectors.product_list(q=data.get("search", ""),
-                                                             category=data.get("category", ""),
-                                                             active=data.get("active")))
+        products = selectors.product_list(q=data.get("search", ""), category=data.get("category", ""),
+                                          active=data.get("active"))
+        page = self.paginator.paginate_queryset_keyset(products, keyset.terms_of(selectors.PRODUCT_ORDERING), request,
+                                                       "name", "products")
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, **kwargs):
@@ -262,6 +264,7 @@ class InteractionViewSet(_LookupMixin, viewsets.GenericViewSet):
 
     serializer_class = s.InteractionSerializer
     lookup_value_regex = r"[0-9]+"
+    keyset_pagination = True  # the list takes ?cursor= (web.api.pagination.Pagination.paginate_keyset)
 
     def get_queryset(self):
         return selectors.visible_interactions(self.request.user).select_related("customer", "product", "created_by")
@@ -269,7 +272,10 @@ class InteractionViewSet(_LookupMixin, viewsets.GenericViewSet):
     def list(self, request):
         """Newest first by default; filter by customer, type, product and time."""
         query = _query(s.InteractionQuerySerializer, request)
-        page = self.paginate_queryset(selectors.interaction_list(request.user, **query.validated_data))
+        ordering = query.validated_data["ordering"]
+        page = self.paginator.paginate_queryset_keyset(
+            selectors.interaction_list(request.user, **query.validated_data),
+            keyset.terms_of(selectors.INTERACTION_ORDERINGS[ordering]), request, ordering, "interactions")
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, **kwargs):

@@ -45,7 +45,8 @@ def customer_list(request):
     after, reverse, number = None, False, None
     if request.GET.get("cursor"):
         try:
-            after, reverse, number = cursors.loads(request.GET["cursor"], ordering)
+            after, reverse, number = cursors.loads(request.GET["cursor"], "customers", ordering,
+                                                   customer_lists.sort_key_lengths(ordering))
         except cursors.BadCursor:
             messages.warning(request, "That page link is not valid for this list (it may be outdated): "
                                       "showing the first page.")
@@ -82,10 +83,11 @@ def customer_list(request):
     if has_previous:
         links["first"] = "page=1"
         links["previous"] = (f"page={page.number - 1}" if page.number - 1 <= KEYSET_AFTER_PAGE else
-                             "cursor=" + cursors.dumps(ordering, listed.keys[0], reverse=True, page=page.number - 1))
+                             "cursor=" + cursors.dumps("customers", ordering, listed.keys[0], reverse=True,
+                                                         page=page.number - 1))
     if has_next and listed.keys:
         links["next"] = (f"page={page.number + 1}" if not keyed and page.number < KEYSET_AFTER_PAGE else
-                         "cursor=" + cursors.dumps(ordering, listed.keys[-1], page=page.number + 1))
+                         "cursor=" + cursors.dumps("customers", ordering, listed.keys[-1], page=page.number + 1))
         links["last"] = "page=last"
     return render(request, "crm/customer_list.html", {
         "form": form, "page": page, "links": links, "query": query.urlencode(), "sort_query": sort_query.urlencode(),
