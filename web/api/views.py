@@ -106,10 +106,8 @@ class CustomerViewSet(_LookupMixin, viewsets.GenericViewSet):
         return self.get_serializer(customers, many=many).data
 
     def list(self, request):
-        """Customers, searched, filtered and sorted like the customer list page, each with insights.
-        Follow `next` / `previous` (cursor links): pages by keyset, as fast at any depth, that never
-        skip or repeat a customer while others are added; `?page=N` still works (by offset).
-        `fields=` / `include=` leave out what a client does not need (suggestions are most of a page)."""
+        """Customers, searched, filtered and sorted like the customer list page, each with insights; `next` /
+        `previous` are cursor links (keyset pages); `fields=` / `include=` leave out what a client does not need."""
         query = _query(s.CustomerQuerySerializer, request)
         fields, suggestions = query.shape()
         insight_runs = ml_insights.insight_runs()
