@@ -357,6 +357,8 @@ class TokenSerializer(serializers.Serializer):
 class CredentialsSerializer(serializers.Serializer):
     username = serializers.CharField(required=False)
     password = serializers.CharField(required=False, style={"input_type": "password"}, trim_whitespace=False)
+    otp = serializers.CharField(required=False, allow_blank=True,
+                                help_text="A current authenticator code, or a recovery code (accounts with a second factor).")
 
 
 # --- privacy (documentation of the responses; the services build them) -----------------------------------

@@ -15,7 +15,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm import privacy, selectors, services
+from crm import privacy, second_factor, selectors, services
 from crm.models import Customer, Product
 from ml import customer_lists, run_reports
 from ml import insights as ml_insights
@@ -467,7 +467,8 @@ class TokenView(APIView):
     @extend_schema(summary="Get (or create) your API token", request=s.CredentialsSerializer,
                    responses={200: s.TokenSerializer})
     def post(self, request):
-        """Signed in (session or token): your token. Otherwise send `username` and `password`."""
+        """Signed in (session or token): your token. Otherwise send `username` and `password`, and `otp` (a current
+        authenticator code or a recovery code) if the account has a second factor."""
         user = request.user
         if not user.is_authenticated:
             credentials = s.CredentialsSerializer(data=request.data)
@@ -478,6 +479,7 @@ class TokenView(APIView):
                 raise LockedOut()
             if user is None or not user.is_active:
                 raise exceptions.AuthenticationFailed("Unable to sign in with the given username and password.")
+            second_factor.check_api_sign_in(user, credentials.validated_data.get("otp", ""))
         return Response({"token": services.issue_token(user).key})
 
     @extend_schema(summary="Revoke your API token", responses={204: OpenApiResponse(description="Revoked.")})

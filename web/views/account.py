@@ -6,7 +6,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.authtoken.models import Token
 
-from crm import selectors, services
+from crm import second_factor, selectors, services
 from web.views.common import render
 
 
@@ -15,6 +15,7 @@ def _account_page(request, *, new_key=None):
         "roles": sorted(selectors.user_roles(request.user)),
         "token": Token.objects.filter(user=request.user).only("created").first(),
         "new_key": new_key,
+        "second_factor": second_factor.status(request.user),
     })
     # The page may hold a freshly made key: keep it out of every cache and the back/forward history.
     add_never_cache_headers(response)
