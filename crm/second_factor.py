@@ -191,7 +191,7 @@ def regenerate_recovery_codes(user, code) -> list[str]:
     return codes
 
 
-def disable(user, code) -> None:
+def disable_second_factor(user, code) -> None:
     """Remove the user's authenticator and recovery codes after a fresh code. A user whose role
     needs a second factor is sent to enrolment again at their next request."""
     check_code(user, code, purpose="disable")

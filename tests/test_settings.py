@@ -22,6 +22,7 @@ def _start(**env):
     ({"CRM_ENV": "production", "ALLOWED_HOSTS": "crm.example.com"}, "SECRET_KEY must be set in production"),
     ({"IMPORT_BATCH_SIZE": "lots"}, "IMPORT_BATCH_SIZE='lots' is not a whole number"),
     ({"RETRAIN_CRON": "every night"}, "RETRAIN_CRON='every night' is not a cron expression"),
+    ({"REQUIRE_2FA_FOR_ALL": "sometimes"}, "REQUIRE_2FA_FOR_ALL='sometimes' is not a boolean"),
 ])
 def test_settings_bad_value_fails_loudly_naming_the_variable(env, message):
     result = _start(**env)

@@ -109,7 +109,7 @@ def otp_recovery_codes(request):
 def otp_disable(request):
     """Remove the authenticator and the recovery codes after a fresh code."""
     try:
-        second_factor.disable(request.user, request.POST.get("code"))
+        second_factor.disable_second_factor(request.user, request.POST.get("code"))
     except second_factor.CodeRefused as exc:
         messages.error(request, f"The second factor is still on: {exc}")
     else:
