@@ -13,6 +13,8 @@ codes in a row the next try is refused until 2^(n-1) seconds have passed) and wr
 """
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -113,8 +115,9 @@ def check_code(user, code, *, purpose: str, device: Device | None = None) -> Dev
         else:
             allowed, why = found.verify_is_allowed()
             if not allowed:
-                wait = max(1, int(((why or {}).get("locked_until", timezone.now()) - timezone.now()).total_seconds()) + 1)
-                refusal = f"Too many wrong codes: wait {wait} seconds, then try again."
+                locked_until = (why or {}).get("locked_until") or timezone.now()
+                wait = max(1, math.ceil((locked_until - timezone.now()).total_seconds()))
+                refusal = f"Too many wrong codes: try again in {wait} s."
                 summary = f"{purpose}: refused by the throttle after {found.throttling_failure_count} wrong codes"
             elif not found.verify_token(code):
                 refusal = "That code is not right, or it was already used."

@@ -138,21 +138,22 @@ def test_verify_returns_to_the_page_first_asked_for(client, manager):
     assert client.get(reverse("model_list")).status_code == 200
 
 
-def test_verify_refuses_a_wrong_code_records_it_and_throttles_the_next_try(client, manager):
+def test_verify_refuses_a_wrong_code_records_it_and_throttles_the_next_try(client, manager, settings):
+    settings.OTP_TOTP_THROTTLE_FACTOR = 60  # a wait of 60 s after one wrong code, not 1 s: no race with a slow run
     password_login(client, manager)
 
     wrong = client.post(VERIFY, {"code": "000000" if code_for(manager.otp_device) != "000000" else "111111"})
     right_too_soon = client.post(VERIFY, {"code": code_for(manager.otp_device)})
 
     assert "That code is not right" in wrong.content.decode()
-    assert "Too many wrong codes: wait" in right_too_soon.content.decode()
+    assert "Too many wrong codes: try again in 60 s." in right_too_soon.content.decode()
     assert client.get(reverse("home")).url.startswith(VERIFY)
     failures = AuditEvent.objects.filter(action=AuditEvent.Action.OTP_FAILURE, actor=manager)
     assert [e.summary for e in failures.order_by("id")] == [
         "sign-in: wrong code (1 in a row)", "sign-in: refused by the throttle after 1 wrong codes"]
 
-    TOTPDevice.objects.filter(pk=manager.otp_device.pk).update(  # the throttle's wait (1 s) has passed
-        throttling_failure_timestamp=timezone.now() - timedelta(seconds=2))
+    TOTPDevice.objects.filter(pk=manager.otp_device.pk).update(  # the throttle's wait has passed
+        throttling_failure_timestamp=timezone.now() - timedelta(seconds=61))
     client.post(VERIFY, {"code": code_for(manager.otp_device)})
     assert client.get(reverse("home")).status_code == 200
 
@@ -167,10 +168,11 @@ def test_verify_empty_code_is_refused_without_counting(client, manager):
     assert not AuditEvent.objects.filter(action=AuditEvent.Action.OTP_FAILURE).exists()
 
 
-def test_verify_next_off_site_goes_home(client, manager):
+@pytest.mark.parametrize("next_url", ["https://evil.example/", VERIFY, ENROL + "?next=/"])
+def test_verify_next_off_site_or_to_an_otp_page_goes_home(client, manager, next_url):
     password_login(client, manager)
 
-    response = client.post(VERIFY, {"code": code_for(manager.otp_device), "next": "https://evil.example/"})
+    response = client.post(VERIFY, {"code": code_for(manager.otp_device), "next": next_url})
 
     assert response.url == reverse("home")
 
@@ -261,7 +263,7 @@ def test_disable_needs_a_fresh_code_then_a_manager_must_enrol_again(client, bare
     client.force_login(bare_manager)
     device, codes = enrol(client, bare_manager)
 
-    kept = client.post(DISABLE, {"code": code_for(device)}, follow=True)  # the enrolment's code: used already
+    kept = client.post(DISABLE, {"code": code_for(device, steps_ahead=-3)}, follow=True)  # 90 s old: stale
     assert "The second factor is still on" in kept.content.decode() and TOTPDevice.objects.filter(user=bare_manager)
     client.post(DISABLE, {"code": codes[3]})
 
@@ -322,7 +324,7 @@ def test_token_refuses_a_user_with_a_device_without_a_correct_code(manager):
     credentials = {"username": "boss", "password": "pw-boss-Secret1"}
 
     missing = api.post(TOKEN, credentials)
-    wrong = api.post(TOKEN, {**credentials, "otp": "99999"})
+    wrong = api.post(TOKEN, {**credentials, "otp": code_for(manager.otp_device, steps_ahead=-3)})  # 90 s old
 
     for response in (missing, wrong):
         assert response.status_code == 400 and "otp" in response.json()["error"]["fields"]

@@ -21,8 +21,9 @@ from web.views.common import render
 def _next_url(request) -> str:
     """Where to go after the OTP step: the page first asked for, on this site, never an OTP page (a loop)."""
     target = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()) \
-            and not target.startswith(reverse("account_otp_verify").rsplit("/", 2)[0] + "/"):
+    on_site = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                              require_https=request.is_secure())
+    if on_site and not any(target.startswith(reverse(name)) for name in ("account_otp_verify", "account_otp_enrol")):
         return target
     return reverse("home")
 
