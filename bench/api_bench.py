@@ -91,7 +91,7 @@ def prepare(n_paths: int):
     from django.db import connection
 
     from crm.models import ROLE_MANAGER, Customer, Product
-    from crm.records import issue_token
+    from crm.tokens import create_token
     from ml.selectors import segments
 
     if connection.vendor != "postgresql":
@@ -106,7 +106,7 @@ def prepare(n_paths: int):
     if segment is None:
         raise SystemExit("no published segmentation: run manage.py retrain --kind segmentation --sync")
     return {
-        "token": issue_token(user).key,
+        "token": create_token(user, name="api-bench", expires_in_days=1)[1],
         "customers": len(ids),
         "detail_paths": [f"/api/v1/customers/{i}/" for i in rng.sample(ids, n_paths)],
         "segment": (segment.pk, segment.name, segment.size),

@@ -129,7 +129,7 @@ def fixtures() -> dict:
     from django.db.models import Max
 
     from crm.models import ROLE_MANAGER, Customer, Interaction, Product
-    from crm.records import issue_token
+    from crm.tokens import create_token
 
     user, _ = User.objects.get_or_create(username="soak-manager", defaults={"is_staff": True})
     user.groups.add(Group.objects.get_or_create(name=ROLE_MANAGER)[0])
@@ -137,7 +137,7 @@ def fixtures() -> dict:
     if len(customers) < 100:
         raise SystemExit("the database has fewer than 100 customers: run without --reuse to seed it")
     return {
-        "token": issue_token(user).key,
+        "token": create_token(user, name="soak", expires_in_days=1)[1],
         "customer_ids": [c[0] for c in customers],
         "customer_keys": [c[1] for c in customers],
         "skus": list(Product.objects.filter(active=True).values_list("sku", flat=True)),

@@ -1,7 +1,8 @@
 """Who may see and change what: the roles, the rep-sees-own rule, and the write checks.
 
 The rule: a sales rep sees the customers they own and unassigned ones; managers and admins see
-all; a user with no CRM role sees none. It is written here once, in its two forms side by side:
+all; a user with no CRM role sees none. An API token made "own customers only" narrows it, for
+the requests made with it, to the customers the user owns (:func:`limit_to_own_customers`). It is written here once, in its two forms side by side:
 :func:`visibility` (a Q, for the ORM reads) and :func:`visibility_sql` (SQL text, for the
 prepared reads of crm.sql). Pages, the API, the services and ml's reads all ask here.
 """
@@ -31,8 +32,18 @@ def user_roles(user) -> set[str]:
     return cached
 
 
+def limit_to_own_customers(user) -> None:
+    """From now on this user object (one request's, made by API token authentication) sees only
+    the customers it owns, whatever its role: the rule of an "own customers only" token."""
+    user._crm_own_customers_only = True
+
+
+def own_customers_only(user) -> bool:
+    return getattr(user, "_crm_own_customers_only", False)
+
+
 def sees_all_customers(user) -> bool:
-    return bool(user_roles(user) & {ROLE_MANAGER, ROLE_ADMIN})
+    return not own_customers_only(user) and bool(user_roles(user) & {ROLE_MANAGER, ROLE_ADMIN})
 
 
 def is_manager(user) -> bool:
@@ -49,22 +60,27 @@ def is_staff_member(user) -> bool:
 def visibility(user, prefix: str = "") -> Q | None:
     """The row-level rule as a condition on the customer reached through ``prefix`` (e.g.
     ``"customer__"`` from an insight row): Q() for managers and admins, own or unassigned for
-    reps, None for users who may see no customer at all."""
-    if sees_all_customers(user):
-        return Q()
+    reps, own only under an own-customers-only token, None for users who may see no customer at all."""
     if not is_staff_member(user):
         return None
+    if own_customers_only(user):
+        return Q(**{f"{prefix}owner": user})
+    if sees_all_customers(user):
+        return Q()
     return Q(**{f"{prefix}owner": user}) | Q(**{f"{prefix}owner__isnull": True})
 
 
 def visibility_sql(user, alias: str) -> tuple[str, list] | None:
     """:func:`visibility` as SQL on the customer table under ``alias``, for the prepared reads
-    (crm.sql): ("", []) for managers and admins, own-or-unassigned for reps, None for no customer."""
-    if sees_all_customers(user):
-        return "", []
+    (crm.sql): ("", []) for managers and admins, own-or-unassigned for reps, own only under an
+    own-customers-only token, None for no customer."""
     if not is_staff_member(user):
         return None
     owner = sql.column(Customer, "owner")
+    if own_customers_only(user):
+        return f"{alias}.{owner} = %s", [user.pk]
+    if sees_all_customers(user):
+        return "", []
     return f"({alias}.{owner} = %s OR {alias}.{owner} IS NULL)", [user.pk]
 
 

@@ -9,10 +9,21 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from crm import tokens
 from crm.access import user_roles
 from crm.forms import DATE_FORMAT_CHOICES, import_upload_error
 from crm.imports import importer, queue
-from crm.models import ROLE_ADMIN, AuditEvent, Customer, ImportFile, ImportRun, ImportSource, Interaction, Product
+from crm.models import (
+    ROLE_ADMIN,
+    ApiToken,
+    AuditEvent,
+    Customer,
+    ImportFile,
+    ImportRun,
+    ImportSource,
+    Interaction,
+    Product,
+)
 
 
 class RecentInteractionInline(admin.TabularInline):
@@ -217,3 +228,36 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """API tokens of every user: listed (never their hash), revoked with the action. They are made
+    by their owners (account page, POST /api/v1/auth/token/), who alone see the key, once."""
+
+    list_display = ("name", "user", "prefix_display", "scope", "own_customers_only", "created_at", "expires_at",
+                    "last_used_at", "revoked_at")
+    list_filter = ("scope", "own_customers_only", ("revoked_at", admin.EmptyFieldListFilter), "expires_at")
+    search_fields = ("name", "user__username", "prefix")
+    list_select_related = ("user",)
+    fields = ("name", "user", "prefix", "scope", "own_customers_only", "created_at", "expires_at", "last_used_at",
+              "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke"]
+    show_full_result_count = False
+
+    @admin.display(description="key", ordering="prefix")
+    def prefix_display(self, obj):
+        return f"{obj.prefix}…"
+
+    @admin.action(description="Revoke the selected API tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        count = tokens.revoke_tokens(request.user, queryset)
+        self.message_user(request, f"{count} API token{'s' if count != 1 else ''} revoked: requests with "
+                                   f"{'them' if count != 1 else 'it'} are refused from now on.", messages.SUCCESS)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and obj is None  # the list's action; no field changes

@@ -7,12 +7,15 @@ or run with counts, never one per row. Summaries name fields and counts, never v
 the trail itself holds no personal data and survives an erasure unchanged.
 
 The request's IP address reaches the services through :class:`AuditContextMiddleware` (a
-context variable), so service signatures stay free of HTTP details. It is REMOTE_ADDR: behind
-a reverse proxy that is the proxy's address (X-Forwarded-For is not trusted, it is spoofable).
+context variable), so service signatures stay free of HTTP details. It is the login lockout's
+address (crm.clientip): REMOTE_ADDR, or past the trusted proxies when TRUSTED_PROXY_COUNT /
+TRUSTED_PROXIES say there are some (X-Forwarded-For is never read otherwise: it is spoofable).
 """
 from __future__ import annotations
 
 from contextvars import ContextVar
+
+from crm.clientip import client_ip
 
 _request_ip: ContextVar[str | None] = ContextVar("crm_audit_request_ip", default=None)
 
@@ -24,7 +27,7 @@ class AuditContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        token = _request_ip.set(request.META.get("REMOTE_ADDR") or None)
+        token = _request_ip.set(client_ip(request))
         try:
             return self.get_response(request)
         finally:

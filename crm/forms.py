@@ -1,10 +1,11 @@
 """Forms of the HTML pages: they parse and validate request data; services do the writing."""
 from django import forms
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.utils import timezone
 
-from crm import clock, imports
-from crm.models import Customer, Interaction
+from crm import clock, imports, uploads
+from crm.models import ApiToken, Customer, Interaction
 
 
 def _not_future(value):
@@ -65,9 +66,8 @@ def import_upload_error(kind: str, upload) -> str | None:
     The same check for every upload door (pages, admin, API); ``import_files`` checks the row
     limit again for the command line and for files queued before a limit was lowered.
     """
-    limit_mb = settings.IMPORT_MAX_UPLOAD_MB
-    if upload.size > limit_mb * 1024 * 1024:
-        return f"The {kind} file is larger than the limit of {limit_mb} MB (IMPORT_MAX_UPLOAD_MB)."
+    if upload.size > uploads.limit_bytes():  # a file cut off while it streamed in (crm.uploads) too
+        return uploads.too_large_message(kind)
     upload.seek(0)
     try:
         too_many = imports.more_rows_than(upload, settings.IMPORT_MAX_ROWS, imports.detect_format(upload))
@@ -195,3 +195,23 @@ class CustomerForm(forms.Form):
     @staticmethod
     def initial_for(customer) -> dict:
         return {**forms.model_to_dict(customer, fields=CustomerForm.FIELDS), "owner": customer.owner_id}
+
+
+class ApiTokenForm(forms.Form):
+    """A new API token on the account page; crm.tokens.create_token makes it."""
+
+    name = forms.CharField(label="Name", max_length=100, required=False,
+                           help_text="What it is for, e.g. the script that uses it.")
+    scope = forms.ChoiceField(label="Scope", choices=ApiToken.Scope.choices, initial=ApiToken.Scope.READ_WRITE,
+                              help_text="Read-only: every change is refused.")
+    own_customers_only = forms.BooleanField(label="Only the customers I own", required=False,
+                                            help_text="Even if your role sees more.")
+    expires_in_days = forms.IntegerField(label="Expires in (days)", min_value=1)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        days = self.fields["expires_in_days"]  # the settings as they are now, not when this module loaded
+        days.initial = settings.API_TOKEN_DAYS
+        days.validators.append(MaxValueValidator(settings.API_TOKEN_MAX_DAYS))
+        days.widget.attrs["max"] = settings.API_TOKEN_MAX_DAYS
+        days.help_text = f"At most {settings.API_TOKEN_MAX_DAYS}."

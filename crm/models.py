@@ -323,6 +323,7 @@ class AuditEvent(models.Model):
         PUBLISH = "publish"
         ROLLBACK = "rollback"
         MERGE = "merge"
+        REVOKE = "revoke"
         OTP_ENROL = "otp_enrol"
         OTP_DISABLE = "otp_disable"
         OTP_FAILURE = "otp_failure"
@@ -353,3 +354,44 @@ class AuditEvent(models.Model):
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_username or 'system'} {self.action} {self.object_type} " \
                f"{self.object_id}".strip()
+
+
+class ApiToken(models.Model):
+    """An API key of one user, limited by scope, customers and time (issue 18).
+
+    Only the key's SHA-256 is stored (``key_hash``): a random secret of 256 bits needs no salt
+    or slow hash, and a database copy holds nothing that opens the API. ``prefix``, the key's
+    first characters, names a token on the pages without revealing it. Written by
+    crm.tokens; read on every API request by crm.selectors.user_by_token (one query).
+    """
+
+    class Scope(models.TextChoices):
+        READ_ONLY = "read-only", "Read-only"
+        READ_WRITE = "read-write", "Read and write"
+
+    PREFIX_LENGTH = 8
+
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. the script using it.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens",
+                             verbose_name="owner")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False,
+                                help_text="SHA-256 of the key, hex; the key itself is never stored.")
+    prefix = models.CharField(max_length=PREFIX_LENGTH, editable=False,
+                              help_text="The key's first characters, to tell tokens apart.")
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.READ_WRITE)
+    own_customers_only = models.BooleanField(default=False, help_text="Limits the token to the customers its owner "
+                                                                      "owns, even if their role sees more.")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="Updated at most once a minute.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_active_at(self, at) -> bool:
+        return self.revoked_at is None and self.expires_at > at

@@ -1,12 +1,11 @@
-"""Writes of customers, products, sales reps and API tokens, with their access checks
+"""Writes of customers, products and sales reps, with their access checks
 (crm.access) and audit events: one transaction per use case."""
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import ProtectedError
-from rest_framework.authtoken.models import Token
 
 from crm import audit
 from crm.access import check_manager, check_owner, check_visible
@@ -110,37 +109,3 @@ def delete_product(*, user, product: Product) -> None:
             _audit(AuditEvent.Action.DELETE, user, "product", product, "")
     except ProtectedError:
         raise InUse(f"product {product.sku!r} has interactions; mark it inactive instead") from None
-
-
-def issue_token(user):
-    """The user's API token (created on first request); revoke it with :func:`revoke_token`."""
-    token, _ = Token.objects.get_or_create(user=user)
-    return token
-
-
-def revoke_token(user) -> bool:
-    return Token.objects.filter(user=user).delete()[0] > 0
-
-
-class TokenExists(Exception):
-    """The user already has an API token; its key is not handed out again (regenerate instead)."""
-
-
-def create_token(user):
-    """A new API token for a user who has none (the account page shows its key once).
-
-    Unlike :func:`issue_token` it never returns an existing key: a page that shows a key only
-    right after creating it must not reveal an older one. Raises :class:`TokenExists`.
-    """
-    try:
-        with transaction.atomic():
-            return Token.objects.create(user=user)
-    except IntegrityError:  # one token per user (a concurrent request may have just made it)
-        raise TokenExists("you already have an API token") from None
-
-
-def regenerate_token(user):
-    """Replace the user's API token (or create one): the old key stops working at once."""
-    with transaction.atomic():
-        Token.objects.filter(user=user).delete()
-        return Token.objects.create(user=user)

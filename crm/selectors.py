@@ -16,9 +16,8 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
-from crm import sql
+from crm import sql, tokens
 
 # The roles and the rep-sees-own rule live in crm.access (re-exported here for the pages).
 from crm.access import (  # noqa: F401
@@ -35,6 +34,7 @@ from crm.models import (
     ROLE_ADMIN,
     ROLE_MANAGER,
     ROLE_SALES_REP,
+    ApiToken,
     Customer,
     ImportFile,
     ImportRun,
@@ -46,40 +46,52 @@ from crm.models import (
 
 @functools.cache
 def _token_select():
-    """The user's columns and the query reading a token's user with their group names (one row per group)."""
+    """The token's and its user's columns, and the query reading a token with its user and the
+    user's group names (one row per group)."""
     user_model = get_user_model()
-    select = sql.Select([("u", user_model, [f.name for f in user_model._meta.concrete_fields])])
+    select = sql.Select([("t", ApiToken, _TOKEN_FIELDS),
+                         ("u", user_model, [f.name for f in user_model._meta.concrete_fields])])
     membership = user_model.groups.through
-    query = (  # nosec B608 - identifiers come from model metadata; the key is a parameter
-        f"SELECT {select.sql()}, g.{sql.column(Group, 'name')} FROM {sql.table(Token)} t "  # noqa: S608
-        f"JOIN {sql.table(user_model)} u ON u.{sql.column(user_model, 'id')} = t.{sql.column(Token, 'user')} "
+    query = (  # nosec B608 - identifiers come from model metadata; the key's hash is a parameter
+        f"SELECT {select.sql()}, g.{sql.column(Group, 'name')} FROM {sql.table(ApiToken)} t "  # noqa: S608
+        f"JOIN {sql.table(user_model)} u ON u.{sql.column(user_model, 'id')} = t.{sql.column(ApiToken, 'user')} "
         f"LEFT JOIN {sql.table(membership)} ug ON ug.{sql.column(membership, 'user')} = u.{sql.column(user_model, 'id')} "
         f"LEFT JOIN {sql.table(Group)} g ON g.{sql.column(Group, 'id')} = ug.{sql.column(membership, 'group')} "
-        f"WHERE t.{sql.column(Token, 'key')} = %s")
+        f"WHERE t.{sql.column(ApiToken, 'key_hash')} = %s")
     return select, query
 
 
-def user_by_token(key: str):
-    """The active or inactive user owning API token ``key``, with their CRM roles already read
-    (user_roles needs no further query), or None: one query for what authentication and the
-    role check otherwise read in two."""
-    if "\x00" in key:  # PostgreSQL refuses NUL in a text comparison: no token can match it
-        return None
+# What authentication needs of a token: who, what it may do, whether it is still valid.
+_TOKEN_FIELDS = ("id", "user", "scope", "own_customers_only", "expires_at", "last_used_at", "revoked_at")
+
+
+def token_by_key(key: str) -> ApiToken | None:
+    """The API token with key ``key`` (expired and revoked ones too: the caller says which
+    refusal), with its user (active or not) and the user's CRM roles already read, so
+    user_roles needs no further query; or None. One query for what authentication and the
+    role check otherwise read in three."""
     user_model = get_user_model()
     select, query = _token_select()
-    rows = sql.fetchall(query, [key])
+    rows = sql.fetchall(query, [tokens.hash_key(key)])
     if not rows:
         return None
     values = select.convert(rows[0])
+    token_fields = [ApiToken._meta.get_field(name) for name in _TOKEN_FIELDS]
+    token = ApiToken.from_db(connection.alias, [f.attname for f in token_fields],
+                             [values[f"t.{f.name}"] for f in token_fields])
     fields = user_model._meta.concrete_fields
-    user = user_model.from_db(connection.alias, [f.attname for f in fields], [values[k] for k in select.keys])
+    user = user_model.from_db(connection.alias, [f.attname for f in fields], [values[f"u.{f.name}"] for f in fields])
     roles = {row[-1] for row in rows if row[-1] is not None}
     if user.is_superuser:
         roles.add(ROLE_ADMIN)
     user._crm_roles = roles
-    return user
+    token.user = user
+    return token
 
 
+def api_tokens(user) -> QuerySet:
+    """The user's API tokens, newest first (revoked and expired ones too, for the account page)."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
 
 
 def customer_timeline(customer, *, types=None, limit: int = 100) -> QuerySet:

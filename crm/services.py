@@ -5,7 +5,7 @@ Nothing is defined here: each name lives in the module of its role, where to rea
 - imports: crm.imports.importer (one import job), crm.imports.queue (imports run by a worker)
 - the job lifecycle shared with training runs: crm.jobs
 - access (roles, the rep-sees-own rule, the write checks): crm.access
-- customers, products, API tokens: crm.records; merging customers: crm.merging
+- customers, products: crm.records; API tokens: crm.tokens; merging customers: crm.merging
 - interactions (logging, changing, the bulk upsert): crm.interactions
 - the second factor (who must have one, enrolment, recovery codes, checking a code): crm.second_factor
 """
@@ -17,23 +17,19 @@ from crm.jobs import BackgroundUnavailable
 from crm.merging import MERGE_FILLED_FIELDS, MergeRefused, merge_customers
 from crm.records import (
     InUse,
-    TokenExists,
     create_customer,
     create_product,
-    create_token,
     delete_customer,
     delete_product,
-    issue_token,
-    regenerate_token,
-    revoke_token,
     update_customer,
     update_product,
 )
+from crm.tokens import TokenRefused, create_token, revoke_token, revoke_tokens
 
 __all__ = [
     "ORDER", "BackgroundUnavailable", "ImportFailed", "InUse", "MERGE_FILLED_FIELDS", "MergeRefused", "NotAllowed",
-    "TokenExists", "create_customer", "create_product", "create_token", "delete_customer", "delete_interaction",
-    "delete_product", "enqueue_checked", "enqueue_import", "import_files", "import_uploads", "issue_token", "log_interaction",
-    "merge_customers", "regenerate_token", "revoke_token", "summary", "update_customer", "update_interaction",
+    "TokenRefused", "create_customer", "create_product", "create_token", "delete_customer", "delete_interaction",
+    "delete_product", "enqueue_checked", "enqueue_import", "import_files", "import_uploads", "log_interaction",
+    "merge_customers", "revoke_token", "revoke_tokens", "summary", "update_customer", "update_interaction",
     "update_product", "upsert_interactions",
 ]

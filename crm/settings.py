@@ -3,6 +3,7 @@
 Every variable is read and checked here; a bad value stops the process at start with a
 message that names the variable. See README.md ("Configuration") for the list.
 """
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -54,6 +55,18 @@ def _env_list(name, default):
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _env_networks(name):
+    """Comma-separated IP addresses or networks (10.0.0.0/8), as ip_network objects."""
+    networks = []
+    for item in _env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network (CIDR such as "
+                                       "10.0.0.0/8)") from None
+    return networks
 
 
 def _env_cron(name, default):
@@ -117,7 +130,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -145,6 +157,9 @@ MIDDLEWARE = [
     "web.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Before any view-phase hook reads the body (the CSRF check parses the form): an upload
+    # request declared longer than its files can be is refused unread.
+    "web.middleware.UploadSizeMiddleware",
     # Last: it turns a login refused by the lockout into the lockout page (axes' documented place).
     "axes.middleware.AxesMiddleware",
 ]
@@ -252,6 +267,13 @@ LOGOUT_REDIRECT_URL = "login"
 # trips, small enough that a batch stays a few MB and a crash loses at most one batch of work.
 IMPORT_BATCH_SIZE = _env_int("IMPORT_BATCH_SIZE", 20000, minimum=1)
 IMPORT_MAX_UPLOAD_MB = _env_int("IMPORT_MAX_UPLOAD_MB", 200, minimum=1)
+# The limit is enforced while a file streams in: the first handler cuts a file off at
+# IMPORT_MAX_UPLOAD_MB before the storing handlers (memory, then a temporary file) get a byte past it.
+FILE_UPLOAD_HANDLERS = [
+    "crm.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 # Rows per file (every door): far above a real export, low enough that a runaway file is refused
 # up front instead of running for hours.
 IMPORT_MAX_ROWS = _env_int("IMPORT_MAX_ROWS", 5_000_000, minimum=1)
@@ -353,11 +375,18 @@ REST_FRAMEWORK = {
     },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# API tokens (crm.ApiToken): every token expires; its lifetime is asked for at creation, up to the maximum.
+API_TOKEN_MAX_DAYS = _env_int("API_TOKEN_MAX_DAYS", 365, minimum=1)
+API_TOKEN_DAYS = _env_int("API_TOKEN_DAYS", 90, minimum=1)
+if API_TOKEN_DAYS > API_TOKEN_MAX_DAYS:
+    raise ImproperlyConfigured(f"API_TOKEN_DAYS={API_TOKEN_DAYS} must not exceed API_TOKEN_MAX_DAYS={API_TOKEN_MAX_DAYS}")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "CRM API",
     "DESCRIPTION": (
         "Customers, products, interactions and the insights the CRM's models attach to them.\n\n"
-        "Authenticate with a session or `Authorization: Token <key>` (POST /api/v1/auth/token/). "
+        "Authenticate with a session or `Authorization: Token <key>` (POST /api/v1/auth/token/); a "
+        "`read-only` token is refused every unsafe method (403), an expired or revoked one is 401. "
         "Every error has the form `{\"error\": {\"code\", \"message\", \"fields\"}}`."
     ),
     "VERSION": "1.0.0",
@@ -406,6 +435,14 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
+# --- Client address behind reverse proxies (crm.clientip) ------------------------------------
+# Off by default: X-Forwarded-For is then never read (a client can send any). On, the client is
+# the address the outermost trusted proxy appended, counted from the right.
+TRUSTED_PROXY_COUNT = _env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+
+TRUSTED_PROXIES = _env_networks("TRUSTED_PROXIES")
+
 # --- Login lockout (django-axes) ----------------------------------------------------------
 # Failed logins are counted per username *and* client address together: guessing one
 # account's password from one place is stopped, while nobody can lock a colleague out from
@@ -415,6 +452,8 @@ AXES_FAILURE_LIMIT = _env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 LOGIN_COOLOFF_MINUTES = _env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address is crm.clientip's (REMOTE_ADDR, or past trusted proxies), the audit trail's too.
+AXES_CLIENT_IP_CALLABLE = "crm.clientip.client_ip"
 AXES_RESET_ON_SUCCESS = True  # a person who mistypes now and then is never locked for old typos
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429

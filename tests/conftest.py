@@ -47,6 +47,13 @@ def _force_login_passes_the_second_factor(sender, request, user, **kwargs):
         request.session[DEVICE_ID_SESSION_KEY] = device.persistent_id
 
 
+def api_key(user, **options) -> str:
+    """The key of a new API token of ``user`` (crm.tokens.create_token's options: scope, own_customers_only, ...)."""
+    from crm import tokens
+
+    return tokens.create_token(user, **options)[1]
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     """make_user(username, role=None, authenticator=None, **fields): a user whose password is

@@ -22,6 +22,8 @@ def _start(**env):
     ({"CRM_ENV": "production", "ALLOWED_HOSTS": "crm.example.com"}, "SECRET_KEY must be set in production"),
     ({"IMPORT_BATCH_SIZE": "lots"}, "IMPORT_BATCH_SIZE='lots' is not a whole number"),
     ({"RETRAIN_CRON": "every night"}, "RETRAIN_CRON='every night' is not a cron expression"),
+    ({"API_TOKEN_DAYS": "0"}, "API_TOKEN_DAYS='0' must be at least 1"),
+    ({"API_TOKEN_DAYS": "400"}, "API_TOKEN_DAYS=400 must not exceed API_TOKEN_MAX_DAYS=365"),
     ({"REQUIRE_2FA_FOR_ALL": "sometimes"}, "REQUIRE_2FA_FOR_ALL='sometimes' is not a boolean"),
 ])
 def test_settings_bad_value_fails_loudly_naming_the_variable(env, message):

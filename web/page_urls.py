@@ -27,9 +27,8 @@ urlpatterns += [
     path("customers/new/", customers.customer_create, name="customer_create"),
     path("customers/<int:pk>/edit/", customers.customer_edit, name="customer_edit"),
     path("account/", account.account, name="account"),
-    path("account/token/create/", account.account_token_create, name="account_token_create"),
-    path("account/token/regenerate/", account.account_token_regenerate, name="account_token_regenerate"),
-    path("account/token/revoke/", account.account_token_revoke, name="account_token_revoke"),
+    path("account/tokens/new/", account.account_token_create, name="account_token_create"),
+    path("account/tokens/<int:pk>/revoke/", account.account_token_revoke, name="account_token_revoke"),
 ]
 
 # Privacy: right of access and erasure (managers and admins).

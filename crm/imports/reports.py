@@ -2,10 +2,10 @@
 warnings, and the preview of the first records on the run's page."""
 from __future__ import annotations
 
-import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
+from crm import exports
 from crm.imports.rows import source_of
 
 REJECTED, WARNING = "rejected", "warning"
@@ -27,7 +27,7 @@ class _Rejects:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "w", newline="", encoding="utf-8", errors="backslashreplace")
-            self._writer = csv.writer(self._file)
+            self._writer = exports.writer(self._file)  # the uploaded cells, defused
             self._writer.writerow(["row", "outcome", "reason", *self.header])
         self._writer.writerow([row, outcome, reason, *raw])
         if outcome == REJECTED:

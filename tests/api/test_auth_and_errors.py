@@ -1,9 +1,11 @@
 """Authentication, roles and the one error format, through the real URLs."""
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.throttling import SimpleRateThrottle
 
+from crm.models import ApiToken
+from crm.tokens import hash_key
 from tests.api.conftest import error_of
+from tests.conftest import api_key
 
 pytestmark = pytest.mark.django_db
 
@@ -35,13 +37,13 @@ def test_user_without_role_is_403(client_for, make_user):
 
 def test_token_endpoint_issues_token_for_credentials_and_it_authenticates(client_for, rep):
     response = client_for().post("/api/v1/auth/token/", {"username": "rep1", "password": "pw-rep1-Secret1"})
-    assert response.status_code == 200
+    assert response.status_code == 201
     key = response.json()["token"]
     client = client_for()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
 
     assert client.get("/api/v1/customers/").status_code == 200
-    assert Token.objects.get(user=rep).key == key
+    assert ApiToken.objects.get(user=rep).key_hash == hash_key(key)
 
 
 def test_token_endpoint_refuses_wrong_password_with_401(client_for, rep):
@@ -51,29 +53,33 @@ def test_token_endpoint_refuses_wrong_password_with_401(client_for, rep):
     assert error_of(response)["code"] == "authentication_failed"
 
 
-def test_token_endpoint_returns_own_token_to_signed_in_user(rep_client, rep):
-    first = rep_client.post("/api/v1/auth/token/").json()["token"]
-    again = rep_client.post("/api/v1/auth/token/").json()["token"]
+def test_token_endpoint_makes_a_new_token_each_time_even_when_signed_in(rep_client, rep):
+    credentials = {"username": "rep1", "password": "pw-rep1-Secret1"}
+    first = rep_client.post("/api/v1/auth/token/", credentials).json()["token"]
+    again = rep_client.post("/api/v1/auth/token/", credentials).json()["token"]
 
-    assert first == again == Token.objects.get(user=rep).key
+    assert first != again
+    assert set(ApiToken.objects.filter(user=rep).values_list("key_hash", flat=True)) == {hash_key(first),
+                                                                                        hash_key(again)}
 
 
 def test_revoked_token_no_longer_authenticates(client_for, rep):
-    key = Token.objects.create(user=rep).key
+    key = api_key(rep)
     client = client_for()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
 
     assert client.delete("/api/v1/auth/token/").status_code == 204
-    assert client.get("/api/v1/customers/").status_code == 401
-    assert not Token.objects.filter(user=rep).exists()
+    response = client.get("/api/v1/customers/")
+    assert response.status_code == 401 and error_of(response)["message"] == "Token revoked."
+    assert ApiToken.objects.get(user=rep).revoked_at is not None
 
 
 def test_tokens_are_managed_in_the_admin(client_for, admin_user, rep):
-    Token.objects.create(user=rep)
+    api_key(rep, name="nightly sync")
 
-    response = client_for(admin_user).get("/admin/authtoken/tokenproxy/")
+    response = client_for(admin_user).get("/admin/crm/apitoken/")
 
-    assert response.status_code == 200 and b"rep1" in response.content
+    assert response.status_code == 200 and b"rep1" in response.content and b"nightly sync" in response.content
 
 
 def test_unknown_api_path_is_404_in_error_format(manager_client):

@@ -14,7 +14,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
-from crm.models import ROLE_MANAGER, ROLE_SALES_REP, AuditEvent, Customer
+from crm.models import ROLE_MANAGER, ROLE_SALES_REP, ApiToken, AuditEvent, Customer
 from ml.models import TrainingRun
 from tests.web.conftest import K, make_run
 
@@ -330,13 +330,14 @@ def test_token_refuses_a_user_with_a_device_without_a_correct_code(manager):
         assert response.status_code == 400 and "otp" in response.json()["error"]["fields"]
         assert "token" not in response.json()
     assert "send the current code" in missing.json()["error"]["fields"]["otp"][0]
+    assert not ApiToken.objects.filter(user=manager).exists()
 
 
 def test_token_accepts_a_current_code(manager):
     response = APIClient().post(TOKEN, {"username": "boss", "password": "pw-boss-Secret1",
                                         "otp": code_for(manager.otp_device)})
 
-    assert response.status_code == 200 and response.json()["token"]
+    assert response.status_code == 201 and response.json()["token"]
 
 
 def test_token_accepts_a_recovery_code_once(client, bare_manager):
@@ -346,7 +347,7 @@ def test_token_accepts_a_recovery_code_once(client, bare_manager):
 
     first, again = api.post(TOKEN, credentials), api.post(TOKEN, credentials)
 
-    assert first.status_code == 200
+    assert first.status_code == 201
     assert again.status_code == 400 and "otp" in again.json()["error"]["fields"]
 
 
@@ -359,7 +360,7 @@ def test_token_refuses_a_manager_without_a_device(bare_manager):
 def test_token_rep_without_a_device_needs_no_code(rep):
     response = APIClient().post(TOKEN, {"username": "rep1", "password": "pw-rep1-Secret1"})
 
-    assert response.status_code == 200
+    assert response.status_code == 201
 
 
 # --- the demo users ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from crm.imports.importer import ImportFailed
 from crm.jobs import BackgroundUnavailable
 from crm.merging import MergeRefused
 from crm.records import InUse
+from crm.tokens import TokenRefused
 from ml.services import RetrainRefused, RunNotPublishable
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def _as_api_exception(exc):
         return exceptions.ValidationError(as_serializer_error(exc))
     if isinstance(exc, NotAllowed):
         return exceptions.PermissionDenied(str(exc))
+    if isinstance(exc, TokenRefused):
+        return exceptions.ValidationError(str(exc))
     if isinstance(exc, (RetrainRefused, RunNotPublishable, InUse, MergeRefused)):
         return Conflict(str(exc))
     if isinstance(exc, BackgroundUnavailable):

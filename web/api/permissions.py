@@ -22,6 +22,16 @@ class IsManager(HasCrmRole):
         return super().has_permission(request, view) and selectors.is_manager(request.user)
 
 
+class ManagerOfAllCustomers(IsManager):
+    """Managers and admins, but not with an own-customers-only token: what this does (an import)
+    may change any customer."""
+
+    message = "Only managers and admins may do this, and not with an own-customers-only token."
+
+    def has_permission(self, request, view):
+        return super().has_permission(request, view) and selectors.sees_all_customers(request.user)
+
+
 class ManagerWritesOnly(HasCrmRole):
     """Everyone with a role reads; managers and admins write."""
 

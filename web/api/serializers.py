@@ -7,13 +7,14 @@ Insight names follow the contract (section 3): ``insights.segment.name``,
 import functools
 import json
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crm import limits, selectors
 from crm.interactions import BULK_FIELDS, MAX_BULK_ITEMS
-from crm.models import INTERACTION_TYPES, Customer, Interaction, Product
+from crm.models import INTERACTION_TYPES, ApiToken, Customer, Interaction, Product
 from ml import customer_lists
 from ml.models import Suggestion, SuggestionFeedback
 
@@ -350,15 +351,42 @@ class FeedbackSerializer(serializers.ModelSerializer):
             self.fields["customer"].queryset = selectors.visible_customers(request.user)
 
 
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(read_only=True)
+class TokenRequestSerializer(serializers.Serializer):
+    """POST /auth/token/: who you are, and what the new token may do. JSON or form data."""
 
-
-class CredentialsSerializer(serializers.Serializer):
-    username = serializers.CharField(required=False)
-    password = serializers.CharField(required=False, style={"input_type": "password"}, trim_whitespace=False)
-    otp = serializers.CharField(required=False, allow_blank=True,
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+    otp = serializers.CharField(required=False, allow_blank=True, max_length=20,
                                 help_text="A current authenticator code, or a recovery code (accounts with a second factor).")
+    name = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                 help_text="What the token is for; default \"token of\" and today's date.")
+    scope = serializers.ChoiceField(ApiToken.Scope.values, default=ApiToken.Scope.READ_WRITE,
+                                    help_text="`read-only`: every unsafe method is refused (403).")
+    own_customers_only = serializers.BooleanField(
+        default=False, help_text="Only the customers you own, even if your role sees more.")
+    expires_in_days = serializers.IntegerField(required=False, min_value=1,
+                                               help_text="Default API_TOKEN_DAYS (90), at most API_TOKEN_MAX_DAYS (365).")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["expires_in_days"].max_value = settings.API_TOKEN_MAX_DAYS  # for the schema: the setting now
+
+    def validate_expires_in_days(self, value):
+        if value > settings.API_TOKEN_MAX_DAYS:
+            raise serializers.ValidationError(f"Ensure this value is less than or equal to {settings.API_TOKEN_MAX_DAYS} "
+                                              "(API_TOKEN_MAX_DAYS).")
+        return value
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    """A new token: the key (`token`) is in this answer only; it is stored as a hash."""
+
+    token = serializers.CharField(read_only=True, help_text="Send it as `Authorization: Token <token>`.")
+
+    class Meta:
+        model = ApiToken
+        fields = ("token", "id", "name", "scope", "own_customers_only", "created_at", "expires_at")
+        read_only_fields = fields
 
 
 # --- privacy (documentation of the responses; the services build them) -----------------------------------

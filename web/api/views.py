@@ -10,13 +10,13 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crm import privacy, second_factor, selectors, services
-from crm.models import Customer, Product
+from crm.models import ApiToken, Customer, Product
 from ml import customer_lists, run_reports
 from ml import insights as ml_insights
 from ml import selectors as ml_selectors
@@ -25,7 +25,7 @@ from ml.models import Segment
 from web.api import import_serializers, ml_serializers
 from web.api import serializers as s
 from web.api.exceptions import LockedOut
-from web.api.permissions import HasCrmRole, IsManager, ManagerWritesOnly
+from web.api.permissions import HasCrmRole, IsManager, ManagerOfAllCustomers, ManagerWritesOnly
 
 INSIGHTS_EXAMPLE = {
     "segment": {"id": 12, "key": 2, "name": "Loyal regulars", "profile": "Buy every few weeks, mid-size baskets.",
@@ -60,6 +60,12 @@ def _query(serializer_class, request):
     query = serializer_class(data=request.query_params)
     query.is_valid(raise_exception=True)
     return query
+
+
+def _body(serializer_class, request) -> dict:
+    body = serializer_class(data=request.data)
+    body.is_valid(raise_exception=True)
+    return body.validated_data
 
 
 # --- customers -------------------------------------------------------------------------------------
@@ -394,7 +400,7 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     """CSV imports (contract section 1, or as spreadsheets export them), run by a worker. Managers and admins only."""
 
     serializer_class = import_serializers.ImportRunSerializer
-    permission_classes = [IsManager]
+    permission_classes = [ManagerOfAllCustomers]  # an import may change any customer
     parser_classes = [MultiPartParser]
 
     def get_queryset(self):
@@ -458,34 +464,55 @@ class FeedbackView(APIView):
         return Response(s.FeedbackSerializer(feedback).data)
 
 
+def sign_in(request, username: str, password: str, otp: str = ""):
+    """The user these credentials belong to, or the API's refusal (401; 429 once locked out; 400
+    naming `otp` when the account's second factor is missing or wrong).
+
+    The one place POST /auth/token/ authenticates a person before a token is issued: a further
+    check of who they are belongs here, before the return.
+    """
+    user = authenticate(request, username=username, password=password)
+    if getattr(request, "axes_locked_out", False):  # django-axes flags the try that hit the limit
+        raise LockedOut()
+    if user is None or not user.is_active:
+        raise exceptions.AuthenticationFailed("Unable to sign in with the given username and password.")
+    second_factor.check_api_sign_in(user, otp)
+    return user
+
+
 class TokenView(APIView):
-    """Your own API token. Send it as `Authorization: Token <key>`. Admins also manage tokens in the admin."""
+    """API tokens. Send one as `Authorization: Token <key>`. Each acts as its owner, limited by its
+    scope (`read-only` or `read-write`), optionally to the customers the owner owns, until it
+    expires or is revoked. List and revoke yours on the account page; admins manage all in the admin."""
+
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "POST" else [IsAuthenticated()]
 
-    @extend_schema(summary="Get (or create) your API token", request=s.CredentialsSerializer,
-                   responses={200: s.TokenSerializer})
+    @extend_schema(summary="Create an API token", request=s.TokenRequestSerializer,
+                   responses={201: s.TokenSerializer})
     def post(self, request):
-        """Signed in (session or token): your token. Otherwise send `username` and `password`, and `otp` (a current
-        authenticator code or a recovery code) if the account has a second factor."""
-        user = request.user
-        if not user.is_authenticated:
-            credentials = s.CredentialsSerializer(data=request.data)
-            credentials.is_valid(raise_exception=True)
-            user = authenticate(request, username=credentials.validated_data.get("username", ""),
-                                password=credentials.validated_data.get("password", ""))
-            if getattr(request, "axes_locked_out", False):  # django-axes flags the try that hit the limit
-                raise LockedOut()
-            if user is None or not user.is_active:
-                raise exceptions.AuthenticationFailed("Unable to sign in with the given username and password.")
-            second_factor.check_api_sign_in(user, credentials.validated_data.get("otp", ""))
-        return Response({"token": services.issue_token(user).key})
+        """A new token for `username` and `password` (JSON or form data), and `otp` (a current authenticator
+        code or a recovery code) if the account has a second factor. Its key is in this answer only: the
+        CRM stores its hash."""
+        data = _body(s.TokenRequestSerializer, request)
+        user = sign_in(request, data["username"], data["password"], data.get("otp", ""))
+        token, key = services.create_token(user, name=data.get("name", ""), scope=data["scope"],
+                                           own_customers_only=data["own_customers_only"],
+                                           expires_in_days=data.get("expires_in_days"))
+        token.token = key
+        return Response(s.TokenSerializer(token).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Revoke your API token", responses={204: OpenApiResponse(description="Revoked.")})
+    @extend_schema(summary="Revoke the API token of this request",
+                   responses={204: OpenApiResponse(description="Revoked."), 400: s.ErrorSerializer})
     def delete(self, request):
-        """Delete your token; requests with it fail with 401 from now on."""
-        services.revoke_token(request.user)
+        """Revoke the token this request is authenticated with; requests with it fail with 401 from
+        now on. (Signed in with a session, there is no such token: 400.)"""
+        if not isinstance(request.auth, ApiToken):
+            raise exceptions.ValidationError("Send the token to revoke as `Authorization: Token <key>`; "
+                                             "revoke your other tokens on the account page.")
+        services.revoke_token(request.user, request.auth.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -19,10 +19,10 @@ def manager_required(view):
     return wrapped
 
 
-def render(request, template, context):
+def render(request, template, context, status=None):
     """django.shortcuts.render plus the user's role flag, which the navigation needs."""
     context.setdefault("is_manager", selectors.is_manager(request.user))
-    return django_render(request, template, context)
+    return django_render(request, template, context, status=status)
 
 
 def chart(type_, labels, datasets, **extra) -> dict:

@@ -1,6 +1,4 @@
 """The customer pages: list, CSV export, detail with insights, timeline, feedback, editing."""
-import csv
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -10,8 +8,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from crm import audit, forms, selectors, services
-from crm.exports import safe_cell
+from crm import audit, exports, forms, selectors, services
 from crm.models import Product
 from ml import customer_lists, run_reports
 from ml import insights as ml_insights
@@ -85,13 +82,13 @@ def customer_export(request):
     rows = customers.values_list("external_id", "name", "email", "company", "country", "city", "owner__username",
                                  "last_purchase_at", "segment_name", "expected_purchases", "expected_spend",
                                  "churn_probability", "clv", "expected_refund_rate", "value_at_risk")
-    writer = csv.writer(_Echo())
+    writer = exports.writer(_Echo())
     audit.record_export(request.user, "customer list (web CSV)", form.filters())
 
     def lines():
         yield writer.writerow(EXPORT_COLUMNS)
         for row in rows.iterator(chunk_size=2000):
-            yield writer.writerow([safe_cell("" if v is None else v) for v in row])
+            yield writer.writerow(row)
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="customers.csv"'

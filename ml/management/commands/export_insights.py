@@ -1,10 +1,8 @@
 """``python manage.py export_insights --out F.csv``: one row per customer with the published insights."""
-import csv
-
 from django.core.management.base import BaseCommand
 
+from crm import exports
 from crm.audit import record_export
-from crm.exports import safe_cell
 from ml.selectors import INSIGHT_COLUMNS, insight_rows
 
 
@@ -25,12 +23,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         count = 0
         with open(options["out"], "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
+            writer = exports.writer(f)
             writer.writerow(INSIGHT_COLUMNS)
             for row in insight_rows():
-                # Every text cell is defused, the SKU lists too: a SKU is whatever an import file said.
-                writer.writerow([safe_cell(row[0]), safe_cell(row[1]), *(_number(v) for v in row[2:7]),
-                                 safe_cell(row[7]), safe_cell(row[8]), *row[9:]])
+                # Every text cell is defused, the SKU lists too (a SKU is whatever an import file said);
+                # a number stays a plain number, a negative one included, so the file stays machine-readable.
+                writer.writerow([row[0], row[1], *(_number(v) for v in row[2:7]), *row[7:]])
                 count += 1
         record_export(None, f"insights of {count} customers (export_insights command)")
         self.stdout.write(f"Wrote {count:,} customers to {options['out']}")
