@@ -324,6 +324,11 @@ class AuditEvent(models.Model):
         ROLLBACK = "rollback"
         MERGE = "merge"
         REVOKE = "revoke"
+        OTP_ENROL = "otp_enrol"
+        OTP_DISABLE = "otp_disable"
+        OTP_FAILURE = "otp_failure"
+        OTP_RECOVERY_USED = "otp_recovery_used"
+        OTP_RECOVERY_CODES = "otp_recovery_codes"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

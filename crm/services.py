@@ -7,6 +7,7 @@ Nothing is defined here: each name lives in the module of its role, where to rea
 - access (roles, the rep-sees-own rule, the write checks): crm.access
 - customers, products: crm.records; API tokens: crm.tokens; merging customers: crm.merging
 - interactions (logging, changing, the bulk upsert): crm.interactions
+- the second factor (who must have one, enrolment, recovery codes, checking a code): crm.second_factor
 """
 from crm.access import NotAllowed
 from crm.imports.importer import ORDER, ImportFailed, import_files, summary

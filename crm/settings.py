@@ -121,7 +121,7 @@ if PRODUCTION and not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "crm.apps.CrmAdminConfig",  # django.contrib.admin with a site that wants a verified second factor
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -136,6 +136,9 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "axes",
     "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "crm",
     "ml",
 ]
@@ -147,8 +150,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the session passed its second factor
     "crm.audit.AuditContextMiddleware",  # the request's IP address for the audit trail
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After the OTP middleware: a session that still owes its second factor reaches only the OTP pages.
+    "web.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # Before any view-phase hook reads the body (the CSRF check parses the form): an upload
@@ -453,6 +459,13 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_COOLOFF_MESSAGE = (f"Too many failed log-ins: signing in to this account from your address is blocked "
                         f"for {LOGIN_COOLOFF_MINUTES} minutes after the last attempt.")
+
+# --- Second factor (django-otp) --------------------------------------------------------------
+# Admins and managers must confirm a TOTP device (crm.second_factor.required); this makes every
+# signed-in user do so. There is no setting to turn the requirement off.
+REQUIRE_2FA_FOR_ALL = _env_bool("REQUIRE_2FA_FOR_ALL", False)
+OTP_TOTP_ISSUER = "CRM"  # the account's label in authenticator apps
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin lists devices but never shows their secrets
 
 LOGGING = {
     "version": 1,

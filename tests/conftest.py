@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
+from django.contrib.auth.signals import user_logged_in
+from django.dispatch import receiver
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP
 
@@ -34,6 +38,15 @@ def password_hash(raw):
     return _PASSWORD_HASHES[key]
 
 
+@receiver(user_logged_in, dispatch_uid="tests-force-login-second-factor")
+def _force_login_passes_the_second_factor(sender, request, user, **kwargs):
+    """What django-otp's own receiver does for a user carrying ``otp_device`` (see make_user): the
+    request Client.force_login makes has no ``.user``, so that receiver skips it."""
+    device = getattr(user, "otp_device", None)
+    if device is not None and device.user_id == user.pk:
+        request.session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+
+
 def api_key(user, **options) -> str:
     """The key of a new API token of ``user`` (crm.tokens.create_token's options: scope, own_customers_only, ...)."""
     from crm import tokens
@@ -43,7 +56,18 @@ def api_key(user, **options) -> str:
 
 @pytest.fixture
 def make_user(db, django_user_model):
-    def make(username, role=None, **extra):
+    """make_user(username, role=None, authenticator=None, **fields): a user whose password is
+    "pw-<username>-Secret1".
+
+    Admins and managers must have a second factor (crm.second_factor), so by default they get a
+    confirmed TOTP device, as ``user.otp_device``: ``client.force_login(user)`` then marks the
+    session verified with it, as django-otp's own login forms do, and tests reach pages as a
+    signed-in manager really does. ``authenticator=False`` makes a user without one (what the
+    enforcement tests need), ``True`` gives one to any user; codes come from
+    ``django_otp.oath.totp(user.otp_device.bin_key)``. A password login (the login page) is never
+    verified by it.
+    """
+    def make(username, role=None, authenticator=None, **extra):
         # What create_user(username, password=...) stores, without hashing the same password again.
         user = django_user_model(username=django_user_model.normalize_username(username), **extra)
         user.password = password_hash("pw-" + username + "-Secret1")
@@ -51,6 +75,10 @@ def make_user(db, django_user_model):
         if role:
             # get_or_create: transactional tests flush the groups the data migration made
             user.groups.add(Group.objects.get_or_create(name=role)[0])
+        if authenticator is None:
+            authenticator = role in (ROLE_MANAGER, ROLE_ADMIN) or user.is_superuser
+        if authenticator:
+            user.otp_device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
         return user
     return make
 

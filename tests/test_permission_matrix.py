@@ -100,6 +100,11 @@ RULES = {
     "account": page(),
     "account_token_create": rule(LOGIN, 405, 405, 405, 405),  # POST only (tested in tests/web/test_account.py)
     "account_token_revoke": rule(LOGIN, 405, 405, 405, 405, path="/account/tokens/1/revoke/"),
+    # The second factor (tests/web/test_second_factor.py): these users' sessions passed theirs or need none.
+    "account_otp_verify": rule(LOGIN, "-> /", "-> /", "-> /", "-> /"),  # nothing to verify: on to the page
+    "account_otp_enrol": rule(LOGIN, 200, 200, "-> /account/", "-> /account/"),  # enrolled already: to the account
+    "account_otp_recovery_codes": rule(LOGIN, 405, 405, 405, 405),  # POST only, with a fresh code
+    "account_otp_disable": rule(LOGIN, 405, 405, 405, 405),
     "customer_personal_data": rule(LOGIN, 403, 403, 200, 200, obj="customer"),  # managers answer access requests
     "customer_erase": rule(LOGIN, 403, 403, 200, 200, obj="customer"),  # GET: the confirmation page
     # Correcting the timeline: the owner rep did not log this interaction (an import did), so 403;
@@ -154,6 +159,11 @@ RULES = {
     "admin:crm_importrun_upload": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200, 200),
     "admin:ml_trainingrun_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
     "admin:axes_accessattempt_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
+    # The admin lists devices but never shows a secret (OTP_ADMIN_HIDE_SENSITIVE_DATA)
+    "admin:otp_totp_totpdevice_config": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 403,
+                                             path="/admin/otp_totp/totpdevice/0/config/"),
+    "admin:otp_totp_totpdevice_qrcode": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 403,
+                                             path="/admin/otp_totp/totpdevice/0/qrcode/"),
     "admin:crm_auditevent_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),  # admins only
 }
 # Sales reps never reach an admin page; for staff, Django's model permissions (the role groups of

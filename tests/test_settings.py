@@ -24,6 +24,7 @@ def _start(**env):
     ({"RETRAIN_CRON": "every night"}, "RETRAIN_CRON='every night' is not a cron expression"),
     ({"API_TOKEN_DAYS": "0"}, "API_TOKEN_DAYS='0' must be at least 1"),
     ({"API_TOKEN_DAYS": "400"}, "API_TOKEN_DAYS=400 must not exceed API_TOKEN_MAX_DAYS=365"),
+    ({"REQUIRE_2FA_FOR_ALL": "sometimes"}, "REQUIRE_2FA_FOR_ALL='sometimes' is not a boolean"),
 ])
 def test_settings_bad_value_fails_loudly_naming_the_variable(env, message):
     result = _start(**env)

@@ -1,7 +1,7 @@
 """URLs of the HTML pages for sales staff (names and paths are part of the contract)."""
 from django.urls import path
 
-from web.views import account, catalogue, customers, data_quality, home, imports, privacy, runs
+from web.views import account, catalogue, customers, data_quality, home, imports, privacy, runs, second_factor
 
 urlpatterns = [
     path("", home.home, name="home"),
@@ -43,4 +43,12 @@ urlpatterns += [
     path("interactions/<int:pk>/delete/", customers.interaction_delete, name="interaction_delete"),
     path("data-quality/", data_quality.data_quality, name="data_quality"),
     path("data-quality/merge/", data_quality.data_quality_merge, name="data_quality_merge"),
+]
+
+# The second factor: the OTP step after the password, enrolment, recovery codes, disabling.
+urlpatterns += [
+    path("account/otp/verify/", second_factor.otp_verify, name="account_otp_verify"),
+    path("account/otp/enrol/", second_factor.otp_enrol, name="account_otp_enrol"),
+    path("account/otp/recovery-codes/", second_factor.otp_recovery_codes, name="account_otp_recovery_codes"),
+    path("account/otp/disable/", second_factor.otp_disable, name="account_otp_disable"),
 ]

@@ -2,6 +2,8 @@
 against the live server. Screenshots of each main page go to test-output/screenshots/.
 """
 import pytest
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from crm.models import ImportRun, Interaction
 from ml.models import SuggestionFeedback, TrainingRun
@@ -31,12 +33,22 @@ def shot(page, name):
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def pass_second_factor(page, username):
+    """The OTP step after the password: the current code of the user's authenticator, from its key."""
+    page.wait_for_url("**/account/otp/verify/**")
+    device = TOTPDevice.objects.get(user__username=username, confirmed=True)
+    page.get_by_label("Code").fill(f"{totp(device.bin_key, step=device.step, digits=device.digits):06d}")
+    page.get_by_role("button", name="Verify").click()
+
+
 def log_in(page, live_server, username, password):
     page.goto(live_server.url + "/login/")
     shot(page, "login")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
+    if TOTPDevice.objects.filter(user__username=username, confirmed=True).exists():  # managers and admins
+        pass_second_factor(page, username)
     page.wait_for_url(live_server.url + "/")
 
 

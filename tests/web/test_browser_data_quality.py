@@ -27,6 +27,7 @@ def test_browser_manager_merges_a_duplicate_and_deletes_a_future_meeting(page, l
     page.get_by_label("Username").fill("boss")
     page.get_by_label("Password").fill("pw-boss-Secret1")
     page.get_by_role("button", name="Log in").click()
+    test_browser.pass_second_factor(page, "boss")
     page.wait_for_url(live_server.url + "/")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Data quality").click()
     page.wait_for_url("**/data-quality/")

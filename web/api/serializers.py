@@ -434,6 +434,8 @@ class TokenRequestSerializer(serializers.Serializer):
 
     username = serializers.CharField()
     password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+    otp = serializers.CharField(required=False, allow_blank=True, max_length=20,
+                                help_text="A current authenticator code, or a recovery code (accounts with a second factor).")
     name = serializers.CharField(required=False, allow_blank=True, max_length=100,
                                  help_text="What the token is for; default \"token of\" and today's date.")
     scope = serializers.ChoiceField(ApiToken.Scope.values, default=ApiToken.Scope.READ_WRITE,

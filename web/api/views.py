@@ -15,7 +15,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm import keyset, privacy, selectors, services
+from crm import keyset, privacy, second_factor, selectors, services
 from crm.models import ApiToken, Customer, Product
 from ml import customer_lists, run_reports
 from ml import insights as ml_insights
@@ -475,8 +475,9 @@ class FeedbackView(APIView):
         return Response(s.FeedbackSerializer(feedback).data)
 
 
-def sign_in(request, username: str, password: str):
-    """The user these credentials belong to, or the API's refusal (401; 429 once locked out).
+def sign_in(request, username: str, password: str, otp: str = ""):
+    """The user these credentials belong to, or the API's refusal (401; 429 once locked out; 400
+    naming `otp` when the account's second factor is missing or wrong).
 
     The one place POST /auth/token/ authenticates a person before a token is issued: a further
     check of who they are belongs here, before the return.
@@ -486,6 +487,7 @@ def sign_in(request, username: str, password: str):
         raise LockedOut()
     if user is None or not user.is_active:
         raise exceptions.AuthenticationFailed("Unable to sign in with the given username and password.")
+    second_factor.check_api_sign_in(user, otp)
     return user
 
 
@@ -502,10 +504,11 @@ class TokenView(APIView):
     @extend_schema(summary="Create an API token", request=s.TokenRequestSerializer,
                    responses={201: s.TokenSerializer})
     def post(self, request):
-        """A new token for `username` and `password` (JSON or form data). Its key is in this answer
-        only: the CRM stores its hash."""
+        """A new token for `username` and `password` (JSON or form data), and `otp` (a current authenticator
+        code or a recovery code) if the account has a second factor. Its key is in this answer only: the
+        CRM stores its hash."""
         data = _body(s.TokenRequestSerializer, request)
-        user = sign_in(request, data["username"], data["password"])
+        user = sign_in(request, data["username"], data["password"], data.get("otp", ""))
         token, key = services.create_token(user, name=data.get("name", ""), scope=data["scope"],
                                            own_customers_only=data["own_customers_only"],
                                            expires_in_days=data.get("expires_in_days"))

@@ -5,7 +5,7 @@ from django.shortcuts import redirect
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from crm import clock, selectors, services
+from crm import clock, second_factor, selectors, services
 from crm.forms import ApiTokenForm
 from web.views.common import render
 
@@ -24,6 +24,7 @@ def _account_page(request, *, form=None, new_token=None, new_key=None, status=20
         "form": form or ApiTokenForm(),
         "new_token": new_token,
         "new_key": new_key,
+        "second_factor": second_factor.status(request.user),
     })
     response.status_code = status
     # The page may hold a freshly made key: keep it out of every cache and the back/forward history.
