@@ -22,6 +22,9 @@ def _start(**env):
     ({"CRM_ENV": "production", "ALLOWED_HOSTS": "crm.example.com"}, "SECRET_KEY must be set in production"),
     ({"IMPORT_BATCH_SIZE": "lots"}, "IMPORT_BATCH_SIZE='lots' is not a whole number"),
     ({"RETRAIN_CRON": "every night"}, "RETRAIN_CRON='every night' is not a cron expression"),
+    ({"IMPORT_STORAGE": "ftp"}, "IMPORT_STORAGE='ftp' must be 'database' or 's3'"),
+    ({"IMPORT_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": ""}, "IMPORT_STORAGE='s3' needs AWS_STORAGE_BUCKET_NAME"),
+    ({"IMPORT_FILE_RETENTION_DAYS": "0"}, "IMPORT_FILE_RETENTION_DAYS='0' must be at least 1"),
 ])
 def test_settings_bad_value_fails_loudly_naming_the_variable(env, message):
     result = _start(**env)
@@ -37,3 +40,15 @@ def test_settings_production_check_deploy_is_clean():
              "ALLOWED_HOSTS": "crm.example.com"},
         capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_settings_import_storage_s3_configures_the_object_store_without_connecting():
+    full = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"}}
+    full.update({"IMPORT_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": "crm-uploads", "AWS_S3_REGION_NAME": "eu-west-1",
+                 "AWS_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_LOCATION": "/acme/"})
+    shown = "from django.core.files.storage import storages; s = storages['imports']; " \
+            "print(type(s).__name__, s.bucket_name, s.location, s.region_name, s.endpoint_url, s.file_overwrite)"
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", shown], cwd=ROOT, env=full,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["S3Storage", "crm-uploads", "acme", "eu-west-1", "http://127.0.0.1:9", "False"]
