@@ -3,6 +3,7 @@
 with a MEDIA_ROOT of its own imports them, and finished imports' files go after the retention."""
 import hashlib
 import os
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
@@ -106,6 +107,22 @@ def test_storage_file_larger_than_one_chunk_round_trips_byte_for_byte(db, tmp_pa
     with storage.open_stored(stored) as f:  # read in small pieces, across chunk boundaries
         pieces = iter(lambda: f.read(1_000_003), b"")
         assert b"".join(pieces) == content
+
+
+def test_storage_store_keeps_no_copy_of_the_file_in_memory(db, settings):
+    settings.DEBUG = True  # the query log of development must not keep the chunks either
+    run = ImportRun.objects.create(source="upload")
+    upload = _upload(os.urandom(3 * storage.CHUNK_BYTES), "big.csv")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        storage.store(run, "customers", storage.UPLOAD, "big.csv", upload)
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert kept - before < storage.CHUNK_BYTES // 4  # nothing of the 12 MB stays allocated
+    assert peak - before < 4 * storage.CHUNK_BYTES  # one chunk (and a driver's copy of it) at a time
 
 
 # --- the worker reads the stored file; the report is stored and served from there --------------

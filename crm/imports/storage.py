@@ -18,9 +18,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import storages
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from crm import sql
 from crm.models import ImportRun, StoredFile, StoredFileChunk
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def store(run: ImportRun, kind: str, role: str, name: str, content: File) -> Sto
         else:
             size = 0
             for number, data in enumerate(_chunks(content)):
-                StoredFileChunk.objects.create(file=stored, number=number, data=data)
+                _insert_chunk(stored.pk, number, data)
                 size += len(data)
             StoredFile.objects.filter(pk=stored.pk).update(size=size)
     stored.refresh_from_db()
@@ -73,6 +74,24 @@ def _chunks(content: File):
         pass
     while data := content.read(CHUNK_BYTES):
         yield data
+
+
+def _insert_chunk(file_id: int, number: int, data: bytes) -> None:
+    """One chunk row, written past Django's cursor wrapper, so that the chunk is only ever a
+    query parameter: in DEBUG the wrapper keeps every query's text with its parameters spelled out,
+    and the ORM's psycopg cursors bind on the client (the chunk, as hex, inside the query text),
+    and psycopg keeps the text of a connection's last 100 distinct queries to decide what to
+    prepare. Either way a 200 MB upload stayed in memory (measured: +500 MB)."""
+    connection.ensure_connection()
+    query = (f"INSERT INTO {sql.table(StoredFileChunk)} ({sql.column(StoredFileChunk, 'file')}, "
+             f"{sql.column(StoredFileChunk, 'number')}, {sql.column(StoredFileChunk, 'data')}) VALUES (%s, %s, %s)")
+    if connection.vendor == "postgresql":
+        from django.db.backends.postgresql.base import ServerBindingCursor  # needs psycopg: PostgreSQL only
+
+        with ServerBindingCursor(connection.connection) as cursor:
+            cursor.execute(query, [file_id, number, data])
+    else:
+        connection.connection.execute(query.replace("%s", "?"), (file_id, number, data))
 
 
 def store_path(run: ImportRun, kind: str, role: str, path: Path, name: str = "") -> StoredFile:
