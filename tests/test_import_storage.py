@@ -3,6 +3,7 @@
 with a MEDIA_ROOT of its own imports them, and finished imports' files go after the retention."""
 import hashlib
 import os
+import tempfile
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
@@ -243,3 +244,23 @@ def test_storage_upload_saved_on_disk_before_the_change_is_still_imported(db, me
 
     assert done.status == "partial" and Customer.objects.count() == 2
 
+
+
+def test_storage_copies_a_killed_worker_left_are_removed_and_a_live_one_kept(db, monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    now = timezone.now()
+    live = ImportRun.objects.create(source="upload", status="running", attempts=2, heartbeat_at=now)
+    stale = ImportRun.objects.create(source="upload", status="running", attempts=1,
+                                     heartbeat_at=now - timedelta(hours=1))
+    done = ImportRun.objects.create(source="upload", status="succeeded", attempts=1, heartbeat_at=now)
+    folders = {name: tmp_path / f"{queue.COPY_PREFIX}{name}-x1" for name in (
+        f"{live.pk}-2", f"{live.pk}-1", f"{stale.pk}-1", f"{done.pk}-1")}
+    for folder in folders.values():
+        folder.mkdir()
+        (folder / "customers.csv").write_bytes(CUSTOMERS)
+    (tmp_path / "unrelated-1-2").mkdir()
+
+    removed = queue.remove_orphaned_copies()
+
+    assert removed == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{queue.COPY_PREFIX}{live.pk}-2-x1", "unrelated-1-2"]

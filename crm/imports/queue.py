@@ -4,6 +4,7 @@ The lifecycle (claim, heartbeat, sweep, resend) is crm.jobs', shared with traini
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,6 +49,33 @@ def _files_gone(run: ImportRun, missing: list[str]) -> ImportFailed:
     return ImportFailed(error)
 
 
+# A worker's temporary copies of one attempt at an import: crm-import-<run id>-<attempt>-<random>.
+COPY_PREFIX = "crm-import-"
+
+
+def remove_orphaned_copies() -> int:
+    """Delete this machine's temporary copies that a killed worker left (SIGKILL, or Celery's hard
+    time limit, skips the clean-up): those of imports not running, or of an attempt other than the
+    running one, or whose heartbeat went stale (taken as dead, as the sweep does). How many."""
+    found = {}
+    for folder in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*-*-*"):
+        pk, attempt = folder.name[len(COPY_PREFIX):].split("-")[:2]
+        if pk.isdigit() and attempt.isdigit() and folder.is_dir():
+            found.setdefault(int(pk), []).append((int(attempt), folder))
+    if not found:
+        return 0
+    alive = dict(ImportRun.objects.filter(pk__in=found, status=ImportRun.Status.RUNNING,
+                                          heartbeat_at__gte=timezone.now() - jobs.stale_after())
+                 .values_list("pk", "attempts"))
+    removed = 0
+    for pk, copies in found.items():
+        for attempt, folder in copies:
+            if alive.get(pk) != attempt:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+    return removed
+
+
 def run_saved_import(run_id: int, progress=None) -> ImportRun:
     """Import the files stored for a queued ImportRun (the background half of an upload): each is
     copied from where it is stored to a temporary file of this process, so any worker can run it,
@@ -57,7 +85,8 @@ def run_saved_import(run_id: int, progress=None) -> ImportRun:
     # The stored files say what to import: a retry whose first attempt died after the ImportFile
     # rows were deleted below still finds them.
     listed = {f.kind: f for f in run.files.all()}
-    with tempfile.TemporaryDirectory(prefix=f"crm-import-{run.pk}-") as folder:
+    remove_orphaned_copies()
+    with tempfile.TemporaryDirectory(prefix=f"{COPY_PREFIX}{run.pk}-{run.attempts}-") as folder:
         files, names, missing = {}, {}, []
         for kind in ORDER:
             f = listed.get(kind)
