@@ -1,6 +1,4 @@
 """The Django admin: every model, with list columns, filters, search and an import page."""
-from pathlib import Path
-
 from django import forms
 from django.contrib import admin, messages
 from django.http import FileResponse, Http404
@@ -9,7 +7,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from crm import tokens
+from crm import selectors, tokens
 from crm.access import user_roles
 from crm.forms import DATE_FORMAT_CHOICES, import_upload_error
 from crm.imports import importer, queue
@@ -89,7 +87,7 @@ class ImportFileInline(admin.TabularInline):
 
     @admin.display(description="rejected rows")
     def rejects(self, obj):
-        if not obj.rejected_path:
+        if not (obj.rejected or obj.warned):
             return "—"
         url = reverse("admin:crm_importfile_rejects", args=[obj.pk])
         return format_html('<a href="{}">download {} rejected rows and {} warnings</a>', url, obj.rejected, obj.warned)
@@ -170,10 +168,10 @@ class ImportRunAdmin(admin.ModelAdmin):
 
     def rejects_view(self, request, file_id):
         result = get_object_or_404(ImportFile, pk=file_id)
-        if not result.rejected_path or not Path(result.rejected_path).exists():
-            raise Http404("No rejected rows were kept for this file.")
-        return FileResponse(open(result.rejected_path, "rb"), as_attachment=True,
-                            filename=Path(result.rejected_path).name, content_type="text/csv")
+        report = selectors.import_report(result)
+        if report is None:
+            raise Http404("No rejected rows are kept for this file.")
+        return FileResponse(report[0], as_attachment=True, filename=report[1], content_type="text/csv")
 
 
 @admin.register(ImportSource)

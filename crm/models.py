@@ -302,6 +302,47 @@ class ImportFile(models.Model):
         return [(name, mapping[name]) for name in self.header if name in mapping]
 
 
+class StoredFile(models.Model):
+    """A file of an import kept where every machine of the deployment reads it: an uploaded CSV
+    or a rejected-rows report, in the database (as chunks, StoredFileChunk) or in an object store
+    (``backend``, IMPORT_STORAGE). Deleted IMPORT_FILE_RETENTION_DAYS after its import finished."""
+
+    class Role(models.TextChoices):
+        UPLOAD = "upload"
+        REPORT = "report", "rejected rows and warnings"
+
+    class Backend(models.TextChoices):
+        DATABASE = "database"
+        S3 = "s3"
+
+    run = models.ForeignKey(ImportRun, on_delete=models.CASCADE, related_name="stored_files")
+    kind = models.CharField(max_length=20, choices=ImportFile.Kind.choices)
+    role = models.CharField(max_length=10, choices=Role.choices)
+    name = models.CharField(max_length=500, help_text="The file's own name, as uploaded or as downloaded.")
+    size = models.BigIntegerField(default=0, help_text="Bytes.")
+    backend = models.CharField(max_length=10, choices=Backend.choices, default=Backend.DATABASE)
+    key = models.CharField(max_length=500, blank=True, help_text="Its name in the object store (backend s3).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "kind", "role"], name="stored_file_one_per_role")]
+
+    def __str__(self):
+        return f"{self.role} {self.kind}: {self.name}"
+
+
+class StoredFileChunk(models.Model):
+    """A few MB of a StoredFile kept in the database, so no file is ever one value in memory."""
+
+    file = models.ForeignKey(StoredFile, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["file", "number"], name="stored_file_chunk_number")]
+
+
 class AuditEvent(models.Model):
     """One thing a user (or the system) did: the trail admins read. No personal data in it.
 

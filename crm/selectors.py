@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 from datetime import date, datetime, time, timedelta
 from itertools import islice
-from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -30,6 +30,7 @@ from crm.access import (  # noqa: F401
     visible_customers,
     visible_interactions,
 )
+from crm.imports import storage
 from crm.models import (
     ROLE_ADMIN,
     ROLE_MANAGER,
@@ -227,13 +228,20 @@ def import_runs() -> QuerySet:
     return ImportRun.objects.select_related("user").prefetch_related("files").order_by("-created_at", "-id")
 
 
+def import_report(import_file):
+    """An imported file's rejected-rows report to download, as (binary file, name), or None
+    (no rejected rows or warnings, or no longer kept: IMPORT_FILE_RETENTION_DAYS)."""
+    return storage.open_report(import_file)
+
+
 def rejected_rows(import_file, limit: int = 100) -> list[dict]:
     """The first ``limit`` rejected rows and rows with warnings of an imported file:
     [{"row", "outcome" ("rejected" or "warning"), "reason", "values": {column: cell}}]."""
-    path = Path(import_file.rejected_path) if import_file.rejected_path else None
-    if path is None or not path.is_file():
+    report = import_report(import_file)
+    if report is None:
         return []
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    binary, _name = report
+    with io.TextIOWrapper(binary, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.reader(f)
         header = next(reader, [])
         # Reports written before warnings existed have no outcome column: every row was rejected.

@@ -3,6 +3,7 @@
 Every variable is read and checked here; a bad value stops the process at start with a
 message that names the variable. See README.md ("Configuration") for the list.
 """
+import importlib.util
 import ipaddress
 import os
 import secrets
@@ -278,6 +279,27 @@ FILE_UPLOAD_HANDLERS = [
 # up front instead of running for hours.
 IMPORT_MAX_ROWS = _env_int("IMPORT_MAX_ROWS", 5_000_000, minimum=1)
 RETRAIN_AFTER_IMPORT = _env_bool("RETRAIN_AFTER_IMPORT", True)
+# Where uploaded import files and rejected-rows reports live, so any worker and any web server
+# reads them (crm.imports.storage): the database (chunks of a few MB) or an S3-compatible object
+# store through django-storages. Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY in the environment, an instance role, ...), never from this module.
+IMPORT_STORAGE = os.environ.get("IMPORT_STORAGE", "database").strip().lower() or "database"
+if IMPORT_STORAGE not in {"database", "s3"}:
+    raise ImproperlyConfigured(f"IMPORT_STORAGE={IMPORT_STORAGE!r} must be 'database' or 's3'")
+if IMPORT_STORAGE == "s3":
+    _bucket = os.environ.get("AWS_STORAGE_BUCKET_NAME", "").strip()
+    if not _bucket:
+        raise ImproperlyConfigured("IMPORT_STORAGE='s3' needs AWS_STORAGE_BUCKET_NAME (the bucket to keep uploads in)")
+    if importlib.util.find_spec("storages") is None or importlib.util.find_spec("boto3") is None:
+        raise ImproperlyConfigured("IMPORT_STORAGE='s3' needs django-storages and boto3 installed (requirements.txt)")
+    STORAGES["imports"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": _bucket,
+        "location": os.environ.get("AWS_LOCATION", "crm-imports").strip().strip("/"),
+        "region_name": os.environ.get("AWS_S3_REGION_NAME", "").strip() or None,
+        "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL", "").strip() or None,
+        "file_overwrite": False, "default_acl": None}}
+# Days the files of a finished import (its upload and reports) are kept; beat's sweep deletes older ones.
+IMPORT_FILE_RETENTION_DAYS = _env_int("IMPORT_FILE_RETENTION_DAYS", 30, minimum=1)
 
 # --- ML -----------------------------------------------------------------------------------
 # A running training run beats every few seconds; one silent this long is taken as dead.

@@ -1,5 +1,6 @@
 """Celery tasks of the CRM domain: thin doors to the import queue, taking ids only; and the
-worker's start-up step that sends queued work the broker missed."""
+worker's start-up step that sends queued work the broker missed (and removes the temporary
+import copies a killed worker left)."""
 import logging
 
 from celery import shared_task
@@ -25,6 +26,8 @@ def dispatch_pending_on_start(**kwargs):
         sent = jobs.dispatch_pending()
         if any(sent.values()):
             log.info("sent queued work the broker had missed: %s", sent)
+        if removed := queue.remove_orphaned_copies():
+            log.info("removed %d temporary import copies a killed worker left", removed)
     except Exception:  # the worker must start even when the database is not reachable yet
         log.exception("could not send the queued work on start; beat's sweep will")
     finally:

@@ -3,6 +3,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from crm.imports.queue import sweep_stale_imports
+from crm.imports.storage import delete_expired_files
 from ml import services
 
 
@@ -24,7 +25,9 @@ def retrain_all_task() -> None:
 @shared_task(name="ml.sweep_stale_runs", acks_late=True)
 def sweep_stale_runs_task() -> None:
     """Beat, every minute: take over runs and imports whose worker died, then send the queued runs and imports
-    whose tasks never reached the broker (it was down when they were requested)."""
+    whose tasks never reached the broker (it was down when they were requested); last, delete the stored
+    files of imports finished more than IMPORT_FILE_RETENTION_DAYS ago."""
     services.sweep_stale_runs()
     sweep_stale_imports()
     services.dispatch_pending()
+    delete_expired_files()

@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from crm import services as crm_services
+from crm.imports import storage
 from crm.models import Customer, ImportRun, Interaction, Product
 from ml import services as ml_services
 from ml.models import CustomerSegment, TrainingRun
@@ -107,8 +108,9 @@ def test_import_twice_at_once_on_two_workers_ends_like_one_after_the_other(
 
     for model in (Interaction, Customer, Product):
         model.objects.all().delete()
-    for run in runs:  # the same saved files, one import after the other, in this process
-        paths = {f.kind: f.path for f in ImportRun.objects.get(pk=run.pk).files.all()}
+    for run in runs:  # the same stored files, one import after the other, in this process
+        paths = {f.kind: storage.fetch(f, tmp_path / f"{run.pk}-{f.kind}.csv")
+                 for f in ImportRun.objects.get(pk=run.pk).stored_files.filter(role=storage.UPLOAD)}
         assert crm_services.import_files(paths, rejected_dir=tmp_path).status == "succeeded"
 
     assert together == _tables()

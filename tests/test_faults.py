@@ -18,6 +18,7 @@ from django.db import OperationalError, connection
 from rest_framework.test import APIClient
 
 from crm.imports import importer as crm_services
+from crm.imports import storage
 from crm.models import Customer, ImportRun, Interaction, Product
 from ml import services as ml_services
 from ml.models import TrainingRun
@@ -105,7 +106,7 @@ def manager_api(manager):
 
 @pytest.fixture
 def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"  # the saved files' absolute paths travel with the run
+    settings.MEDIA_ROOT = tmp_path / "media"  # nothing is written there: uploads are stored in the database
     return settings.MEDIA_ROOT
 
 
@@ -157,8 +158,8 @@ def test_web_import_broker_down_says_so_keeps_files_and_the_sweep_sends_it_later
     assert len(shown) == 1 and "Background work is unavailable" in shown[0]
     run = ImportRun.objects.get()
     assert (run.status, run.dispatched_at) == ("queued", None)
-    saved = run.files.get()
-    assert open(saved.path, "rb").read() == CUSTOMERS
+    with storage.open_stored(run.stored_files.get()) as saved:
+        assert saved.read() == CUSTOMERS
     assert ml_services.dispatch_pending() == {"runs": [], "imports": []}  # still down: nothing sent, nothing lost
     assert ImportRun.objects.get().dispatched_at is None
 

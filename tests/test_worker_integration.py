@@ -9,7 +9,7 @@ from tests.conftest import wait_for
 
 @pytest.mark.integration
 def test_worker_runs_queued_import_through_broker(celery_worker_process, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path  # the saved files' absolute paths travel with the run
+    settings.MEDIA_ROOT = tmp_path  # nothing is written there: the worker reads the upload from the database
     upload = SimpleUploadedFile("customers.csv", b"external_id,name\nW1,Worker One\nW2,Worker Two\n")
 
     run = enqueue_import({"customers": upload}, source="upload")

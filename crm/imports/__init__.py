@@ -8,6 +8,7 @@
 - staging: a batch in a temporary table, its keys resolved, merged in SQL
 - reports: the rejected-rows file and the preview of each file
 - importer: one import job, file by file, batch by batch
+- storage: where uploads and reports are kept for every machine (the database, or an object store)
 - queue: imports run by a worker (saved uploads; claim, sweep, resend through crm.jobs)
 
 This package re-exports the reading half (no database: formats to batches), what the doors

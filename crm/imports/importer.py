@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import audit, hooks
+from crm.imports import storage
 from crm.imports.batches import read_batches
 from crm.imports.formats import FileFormat, _Lines, csv_reader, detect_format, more_rows_than, utf8_stream
 from crm.imports.headers import Header, check_mapping, read_header, suggest_mapping
@@ -115,7 +116,7 @@ def _mappings(run: ImportRun) -> tuple[dict, str]:
     return mapping, date_format
 
 
-def _check_files(run: ImportRun, files: dict, names: dict, mapping: dict) -> dict:
+def _check_files(run: ImportRun, files: dict, names: dict, mapping: dict, temporary: bool) -> dict:
     """Read every file's format and header before anything is written, and record them on the
     run's ImportFile rows: {kind: _Checked}. Raises ImportFailed naming every file's problem."""
     checked = {}
@@ -128,7 +129,7 @@ def _check_files(run: ImportRun, files: dict, names: dict, mapping: dict) -> dic
         checked[kind] = _check_file(kind, path, names[kind], mapping.get(kind, {}), apply_suggestions=run.dry_run)
     for c in checked.values():
         ImportFile.objects.update_or_create(run=run, kind=c.kind, defaults=dict(
-            filename=c.name[:500], path=str(c.path), error=c.error,
+            filename=c.name[:500], path="" if temporary else str(c.path), error=c.error,
             encoding=c.fmt.encoding_label if c.fmt else "", delimiter=c.fmt.delimiter_label if c.fmt else "",
             header=c.header.original if c.header else (c.raw_header or []),
             column_mapping=c.header.mapping if c.header else {},
@@ -149,7 +150,7 @@ def _suggest(c: _Checked) -> dict:
 def import_files(files: dict, *, user=None, source: str = "command", run: ImportRun | None = None,
                  rejected_dir: Path | None = None, progress=None, batch_size: int | None = None,
                  names: dict | None = None, dry_run: bool = False, date_format: str = "", mapping: dict | None = None,
-                 source_name: str = "") -> ImportRun:
+                 source_name: str = "", temporary: bool = False) -> ImportRun:
     """Import up to three CSV files: ``{"customers": path, "products": path, "interactions": path}``.
 
     Customers and products go first, so interactions may refer to them. Each file's encoding and
@@ -163,6 +164,9 @@ def import_files(files: dict, *, user=None, source: str = "command", run: Import
     the counts. Raises :class:`ImportFailed`, having written no data, when a file is missing or
     its header unusable. ``progress(run, file_result)`` is called after each batch. When ``run``
     is given (a saved upload), its own dry run, date format, source and mapping are used.
+    Every report is also stored with the run (crm.imports.storage), where every web server reads
+    it. ``temporary``: the files and ``rejected_dir`` are a worker's copies of stored uploads,
+    so their paths are not recorded.
     """
     files = {kind: Path(files[kind]) for kind in ORDER if files.get(kind)}
     names = {kind: (names or {}).get(kind) or path.name for kind, path in files.items()}
@@ -178,7 +182,7 @@ def import_files(files: dict, *, user=None, source: str = "command", run: Import
     try:
         if date_format not in DATE_FORMATS:
             raise ImportFailed(f"date format {date_format!r} is not one of {', '.join(DATE_FORMATS)}")
-        checked = _check_files(run, files, names, mappings)
+        checked = _check_files(run, files, names, mappings, temporary)
     except ImportFailed as exc:
         ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.FAILED, error=str(exc),
                                                    finished_at=timezone.now())
@@ -199,7 +203,8 @@ def import_files(files: dict, *, user=None, source: str = "command", run: Import
             with connection.cursor() as cursor:
                 _dry_tables(cursor, create=True)
         for c in checked.values():
-            _import_one(run, c, options, rejected_dir, progress, batch_size or settings.IMPORT_BATCH_SIZE, done_before)
+            _import_one(run, c, options, rejected_dir, progress, batch_size or settings.IMPORT_BATCH_SIZE, done_before,
+                        temporary)
             done_before += c.path.stat().st_size
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _without_paths(exc, checked)
@@ -249,7 +254,7 @@ def _audit_import(run: ImportRun, outcome: str) -> None:
                  summary=f"import {run.pk} {outcome}: {summary(run)}"[:500])
 
 
-def _import_one(run, checked: _Checked, options, rejected_dir, progress, batch_size, done_before):
+def _import_one(run, checked: _Checked, options, rejected_dir, progress, batch_size, done_before, temporary):
     kind, path, header = checked.kind, checked.path, checked.header
     spec = SPECS[kind]
     result = ImportFile.objects.get(run=run, kind=kind)
@@ -300,9 +305,13 @@ def _import_one(run, checked: _Checked, options, rejected_dir, progress, batch_s
                 stager.drop(cursor)
         except Exception:  # the connection may be the reason we are here; temp tables die with it
             log.debug("could not drop staging tables", exc_info=True)
+    reported = bool(rejects.count or rejects.warned)
+    if reported:
+        storage.store_path(run, kind, storage.REPORT, rejects.path)
+    else:  # a retry that rejected nothing replaces the report of the attempt before
+        storage.delete_report(run, kind)
     ImportFile.objects.filter(pk=result.pk).update(
-        rejected_path=str(rejects.path) if rejects.count or rejects.warned else "",
-        seconds=time.monotonic() - started)
+        rejected_path=str(rejects.path) if reported and not temporary else "", seconds=time.monotonic() - started)
     result.refresh_from_db()
     return result
 

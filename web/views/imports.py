@@ -1,6 +1,4 @@
 """The import pages: upload, mapping and dry run, status, rejected rows."""
-from pathlib import Path
-
 from django.contrib import messages
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -97,7 +95,8 @@ def import_status(request, pk):
 @require_GET
 def import_rejected(request, pk, kind):
     f = get_object_or_404(ImportFile, run_id=pk, kind=kind)
-    if not f.rejected_path or not Path(f.rejected_path).exists():
-        raise Http404("No rejected rows for this file.")
-    return FileResponse(open(f.rejected_path, "rb"), as_attachment=True, content_type="text/csv",
+    report = selectors.import_report(f)
+    if report is None:
+        raise Http404("No rejected rows are kept for this file.")
+    return FileResponse(report[0], as_attachment=True, content_type="text/csv",
                         filename=f"import-{pk}-{kind}.rejected.csv")
