@@ -267,6 +267,9 @@ LOGOUT_REDIRECT_URL = "login"
 # Rows written per transaction: large enough for COPY/INSERT ... SELECT to amortise the round
 # trips, small enough that a batch stays a few MB and a crash loses at most one batch of work.
 IMPORT_BATCH_SIZE = _env_int("IMPORT_BATCH_SIZE", 20000, minimum=1)
+# A file into an empty table (a first load) is written straight into it in one transaction, its
+# indexes and foreign keys rebuilt after (crm.imports.bulk); off: always merge batch by batch.
+IMPORT_BULK_LOAD = _env_bool("IMPORT_BULK_LOAD", True)
 IMPORT_MAX_UPLOAD_MB = _env_int("IMPORT_MAX_UPLOAD_MB", 200, minimum=1)
 # The limit is enforced while a file streams in: the first handler cuts a file off at
 # IMPORT_MAX_UPLOAD_MB before the storing handlers (memory, then a temporary file) get a byte past it.

@@ -257,7 +257,8 @@ def _drop_failing_trigger():
 
 
 def test_import_files_failure_mid_file_leaves_only_whole_batches_and_rerun_completes(
-        base_files, write_csv, transactional_db):
+        base_files, write_csv, transactional_db, settings):
+    settings.IMPORT_BULK_LOAD = False  # batch by batch, as into a table that holds rows (tests/test_import_bulk.py)
     import_files({"customers": base_files["customers"]})
     rows = [["C1", "view", f"2024-01-{1 + i % 28:02d}", "", "", "", "", f"V{i:03d}", "", ""] for i in range(25)]
     path = write_csv("views.csv", INTERACTION_HEADER, rows)

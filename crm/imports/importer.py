@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import audit, hooks
-from crm.imports import storage
+from crm.imports import bulk, storage
 from crm.imports.batches import read_batches
 from crm.imports.formats import FileFormat, _Lines, csv_reader, detect_format, more_rows_than, utf8_stream
 from crm.imports.headers import Header, check_mapping, read_header, suggest_mapping
@@ -208,11 +208,16 @@ def import_files(files: dict, *, user=None, source: str = "command", run: Import
             done_before += c.path.stat().st_size
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _without_paths(exc, checked)
+        if run.dry_run:
+            error = f"the dry run stopped ({reason})"
+        elif getattr(exc, "first_load", None):
+            error = (f"stopped part-way ({reason}); the first load of {exc.first_load} is rolled back whole "
+                     "(nothing of that file is stored), re-run the same import to complete it")
+        else:
+            error = f"stopped part-way ({reason}); every finished batch is stored, re-run the same import to complete it"
         with transaction.atomic():
-            ImportRun.objects.filter(pk=run.pk).update(
-                status=ImportRun.Status.FAILED, error=f"stopped part-way ({reason}); every finished batch is stored, "
-                "re-run the same import to complete it" if not run.dry_run else f"the dry run stopped ({reason})",
-                finished_at=timezone.now())
+            ImportRun.objects.filter(pk=run.pk).update(status=ImportRun.Status.FAILED, error=error,
+                                                       finished_at=timezone.now())
             if not run.dry_run:
                 _audit_import(run, "stopped part-way")
         run.refresh_from_db()
@@ -259,17 +264,24 @@ def _import_one(run, checked: _Checked, options, rejected_dir, progress, batch_s
     spec = SPECS[kind]
     result = ImportFile.objects.get(run=run, kind=kind)
     written = spec.written_columns(header.names)
+    if bulk.applies(kind, run.dry_run):
+        try:
+            return _bulk_load_one(run, result, checked, written, options, rejected_dir, progress, batch_size,
+                                  done_before, temporary)
+        except bulk.NotEmpty:  # another import stored rows first: merge with them batch by batch
+            log.info("%s: the table gained rows before the first load's lock; merging batch by batch", kind)
+            result.refresh_from_db()
     rejects = _Rejects(rejected_path_for(path, rejected_dir, dry_run=run.dry_run), header.original)
     stager = _Stager(kind, spec, written, run.user_id, dry_run=run.dry_run)
     started = time.monotonic()
     binary = open(path, "rb")
     counts = {"rows_read": 0, "created": 0, "updated": 0}
-    preview = []
     try:
         with connection.cursor() as cursor:
             stager.create(cursor)
         batches = read_batches(binary, spec, batch_size, options, checked.fmt, header.mapping)
         next(batches)  # the header, checked already
+        follow = _Follow(run, result, spec, written, options, rejects, started, progress)
         for number, batch in enumerate(batches):
             counts["rows_read"] += batch.rows_read
             bad, warned = [], []
@@ -289,13 +301,7 @@ def _import_one(run, checked: _Checked, options, rejected_dir, progress, batch_s
                 bad += unresolved
                 counts["created"] += created
                 counts["updated"] += updated
-            reported = _report(batch, bad, warned)
-            for row_no, outcome, reason, raw in reported:
-                rejects.add(row_no, outcome, reason, raw)
-            if len(preview) < PREVIEW_ROWS:
-                preview += _preview(spec, written, batch, reported, options, PREVIEW_ROWS - len(preview))
-                ImportFile.objects.filter(pk=result.pk).update(preview=preview)
-            _record_progress(run, result, counts, rejects, started, done_before + binary.tell(), progress)
+            follow.batch_done(batch, bad, warned, counts, done_before + binary.tell())
         _record_progress(run, result, counts, rejects, started, done_before + os.path.getsize(path), progress)
     finally:
         binary.close()
@@ -305,30 +311,110 @@ def _import_one(run, checked: _Checked, options, rejected_dir, progress, batch_s
                 stager.drop(cursor)
         except Exception:  # the connection may be the reason we are here; temp tables die with it
             log.debug("could not drop staging tables", exc_info=True)
-    reported = bool(rejects.count or rejects.warned)
-    if reported:
-        storage.store_path(run, kind, storage.REPORT, rejects.path)
-    else:  # a retry that rejected nothing replaces the report of the attempt before
-        storage.delete_report(run, kind)
-    ImportFile.objects.filter(pk=result.pk).update(
-        rejected_path=str(rejects.path) if reported and not temporary else "", seconds=time.monotonic() - started)
-    result.refresh_from_db()
+    _finish_file(run, result, rejects, started, temporary)
     return result
 
 
-def _record_progress(run, result, counts, rejects, started, bytes_done, progress):
-    unchanged = counts["rows_read"] - rejects.count - counts["created"] - counts["updated"]
+def _finish_file(run, result, rejects, started, temporary):
+    reported = bool(rejects.count or rejects.warned)
+    if reported:
+        storage.store_path(run, result.kind, storage.REPORT, rejects.path)
+    else:  # a retry that rejected nothing replaces the report of the attempt before
+        storage.delete_report(run, result.kind)
     ImportFile.objects.filter(pk=result.pk).update(
-        rows_read=counts["rows_read"], created=counts["created"], updated=counts["updated"],
-        unchanged=max(unchanged, 0), rejected=rejects.count, warned=rejects.warned,
-        seconds=time.monotonic() - started)
-    ImportRun.objects.filter(pk=run.pk).update(
-        stage=f"{'checking' if run.dry_run else 'importing'} {result.kind}", bytes_done=bytes_done,
-        heartbeat_at=timezone.now(), rows_done=_rows_done(run, result, counts))
+        rejected_path=str(rejects.path) if reported and not temporary else "", seconds=time.monotonic() - started)
+    result.refresh_from_db()
+
+
+class _Follow:
+    """What follows each batch on either path: its rejected rows and warnings to the report, the
+    file's preview, and the progress (counts, bytes, heartbeat) on the run."""
+
+    def __init__(self, run, result, spec, written, options, rejects, started, progress, side=None):
+        self.run, self.result, self.spec, self.written, self.options = run, result, spec, written, options
+        self.rejects, self.started, self.progress, self.side = rejects, started, progress, side
+        self.preview = []
+
+    def batch_done(self, batch, bad, warned, counts, bytes_done):
+        reported = _report(batch, bad, warned)
+        for row_no, outcome, reason, raw in reported:
+            self.rejects.add(row_no, outcome, reason, raw)
+        if len(self.preview) < PREVIEW_ROWS:
+            self.preview += _preview(self.spec, self.written, batch, reported, self.options,
+                                     PREVIEW_ROWS - len(self.preview))
+            _update(ImportFile, self.result.pk, self.side, preview=self.preview)
+        _record_progress(self.run, self.result, counts, self.rejects, self.started, bytes_done, self.progress,
+                         self.side)
+
+
+def _update(model, pk, side, **fields):
+    """An UPDATE of one row: through the first load's side connection when it has one."""
+    if side is None:
+        model.objects.filter(pk=pk).update(**fields)
+    else:
+        side.update(model, pk, fields)
+
+
+def _record_progress(run, result, counts, rejects, started, bytes_done, progress, side=None):
+    unchanged = counts["rows_read"] - rejects.count - counts["created"] - counts["updated"]
+    _update(ImportFile, result.pk, side,
+            rows_read=counts["rows_read"], created=counts["created"], updated=counts["updated"],
+            unchanged=max(unchanged, 0), rejected=rejects.count, warned=rejects.warned,
+            seconds=time.monotonic() - started)
+    _update(ImportRun, run.pk, side,
+            stage=f"{'checking' if run.dry_run else 'importing'} {result.kind}"
+            + (" (first load, one transaction)" if side is not None else ""),
+            bytes_done=bytes_done, heartbeat_at=timezone.now(), rows_done=_rows_done(run, result, counts))
     if progress is not None:
         result.refresh_from_db()
         run.refresh_from_db()
         progress(run, result)
+
+
+def _bulk_load_one(run, result, checked, written, options, rejected_dir, progress, batch_size, done_before,
+                   temporary):
+    """One file's first load into its empty table (crm.imports.bulk): one transaction."""
+    kind, path, header = checked.kind, checked.path, checked.header
+    spec = SPECS[kind]
+    loader = bulk.BulkLoad(kind, spec, written, run.user_id)
+    started = time.monotonic()
+    counts = {"rows_read": 0, "created": 0, "updated": 0}
+    sqlite = connection.vendor == "sqlite"
+    # SQLite checks each foreign key per row unless they are off, which only a connection outside
+    # a transaction can do; finish() checks them all in one pass instead.
+    unchecked = sqlite and not connection.in_atomic_block and connection.disable_constraint_checking()
+    side = bulk.SideConnection.open()
+    rejects = None
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            loader.begin(cursor)  # NotEmpty: nothing written, the caller merges batch by batch
+            rejects = _Rejects(rejected_path_for(path, rejected_dir), header.original)
+            follow = _Follow(run, result, spec, written, options, rejects, started, progress, side)
+            with open(path, "rb") as binary:
+                batches = read_batches(binary, spec, batch_size, options, checked.fmt, header.mapping)
+                next(batches)  # the header, checked already
+                for batch in batches:
+                    counts["rows_read"] += batch.rows_read
+                    bad, warned, created = loader.write(cursor, batch, timezone.now())
+                    counts["created"] += created
+                    follow.batch_done(batch, bad, warned, counts, done_before + binary.tell())
+            _update(ImportRun, run.pk, side, stage=f"importing {kind}: building indexes", heartbeat_at=timezone.now())
+            loader.finish(cursor)
+    except BaseException as exc:
+        if rejects is not None:  # nothing of the load stays, so neither does its report
+            rejects.close()
+            rejects.path.unlink(missing_ok=True)
+            exc.first_load = checked.name
+        raise
+    finally:
+        if side is not None:
+            side.close()
+        if unchecked:
+            connection.enable_constraint_checking()
+    rejects.close()
+    _record_progress(run, result, counts, rejects, started, done_before + os.path.getsize(path), progress)
+    _finish_file(run, result, rejects, started, temporary)
+    return result
 
 
 def _rows_done(run, result, counts):

@@ -142,13 +142,6 @@ class _Stager:
             cursor.execute(f"PRAGMA temp.cache_size = {int(self._cache_size)}")
             self._cache_size = None
 
-    def _sqlite_value(self, column, value):
-        if column == "occurred_at":
-            return value.replace(tzinfo=None).isoformat(sep=" ")
-        if column == "signup_date" and value is not None:
-            return value.isoformat()
-        return value
-
     def analyze_target(self, cursor):
         """Refresh the planner's statistics of the target table (it grows as the import runs)."""
         if self.pg:
@@ -204,7 +197,7 @@ class _Stager:
                 def fix(row):
                     row = list(row)
                     for i in conv:
-                        row[i] = self._sqlite_value(row_names[i], row[i])
+                        row[i] = sqlite_value(row_names[i], row[i])
                     return row
                 rows = [fix(r) for r in rows]
             marks = ", ".join(["%s"] * len(row_names))
@@ -226,15 +219,7 @@ class _Stager:
             f"SELECT s.row_no, s.{key}, seen.row_no FROM {self.stage} s JOIN {self.seen} seen ON seen.key = s.{key} "
             f"WHERE seen.row_no <> s.row_no"
         )
-        what = "external_id" if self.kind != "products" else "sku"
-        out = []
-        for row_no, value, first in cursor.fetchall():
-            if value.startswith("h-") and self.kind == "interactions":
-                reason = f"duplicate of row {first}: same content and no external_id to tell them apart"
-            else:
-                reason = f"duplicate {what} {value!r}: already on row {first} of this file"
-            out.append((row_no, reason))
-        return out
+        return [(row_no, duplicate_reason(self.kind, value, first)) for row_no, value, first in cursor.fetchall()]
 
     def _ref(self, i, resolve):
         """The SQL of a resolved id in resolve()'s join (-1: a key a dry run would have created)."""
@@ -358,7 +343,7 @@ class _Stager:
         columns = [t.mapping[c] for c in self.written]
         values = [self._source(c) for c in self.written]
         params = []
-        defaults = self._insert_defaults()
+        defaults = insert_defaults(self.kind, t, self.written)
         for column, value in defaults.items():
             columns.append(column)
             values.append("%s")
@@ -388,16 +373,35 @@ class _Stager:
         created = max(cursor.rowcount, 0)
         return created, updated
 
-    def _insert_defaults(self):
-        """Values for target columns the file does not provide (NOT NULL columns need one)."""
-        defaults = {
-            "customers": {"name": "", "email": "", "phone": "", "company": "", "country": "", "city": "",
-                          "attributes": "{}"},
-            "products": {"category": "", "description": "", "tags": "", "active": True, "attributes": "{}"},
-            "interactions": {"order_ref": "", "channel": "", "notes": "", "attributes": "{}"},
-        }[self.kind]
-        provided = {self.target.mapping[c] for c in self.written}
-        return {k: v for k, v in defaults.items() if k not in provided}
+
+
+def duplicate_reason(kind: str, value: str, first: int) -> str:
+    """Why a row whose key already came on row ``first`` of the file is rejected."""
+    if value.startswith("h-") and kind == "interactions":
+        return f"duplicate of row {first}: same content and no external_id to tell them apart"
+    what = "external_id" if kind != "products" else "sku"
+    return f"duplicate {what} {value!r}: already on row {first} of this file"
+
+
+def insert_defaults(kind: str, target: _Target, written) -> dict:
+    """Values for target columns the file does not provide (NOT NULL columns need one)."""
+    defaults = {
+        "customers": {"name": "", "email": "", "phone": "", "company": "", "country": "", "city": "",
+                      "attributes": "{}"},
+        "products": {"category": "", "description": "", "tags": "", "active": True, "attributes": "{}"},
+        "interactions": {"order_ref": "", "channel": "", "notes": "", "attributes": "{}"},
+    }[kind]
+    provided = {target.mapping[c] for c in written}
+    return {k: v for k, v in defaults.items() if k not in provided}
+
+
+def sqlite_value(column, value):
+    """A per-row staged value as SQLite stores it (times as naive UTC text, dates as ISO text)."""
+    if column == "occurred_at":
+        return value.replace(tzinfo=None).isoformat(sep=" ")
+    if column == "signup_date" and value is not None:
+        return value.isoformat()
+    return value
 
 
 def _dry_tables(cursor, create: bool):
