@@ -156,17 +156,15 @@ class BulkLoad:
             values.append(self.user_id)
         return values
 
-    def _duplicates(self, row_nos: list, keys: list) -> tuple[list, list]:
-        """(keep flags, [(row_no, reason)]) for keys that already came earlier in the file."""
-        keep = [True] * len(row_nos)
+    def _duplicates(self, pairs) -> list:
+        """[(row_no, reason)] of the (row_no, key) pairs, in file order, whose key came earlier in the file."""
         bad = []
         seen = self.seen
-        for i, (row_no, key) in enumerate(zip(row_nos, keys)):
+        for row_no, key in pairs:
             first = seen.setdefault(key, row_no)
             if first != row_no:
-                keep[i] = False
                 bad.append((row_no, duplicate_reason(self.kind, key, first)))
-        return keep, bad
+        return bad
 
     def _unknown(self, resolve, row_no, value, keep, i, bad, warned):
         """A key that matches no stored row: the row is rejected (customer) or loads without it."""
@@ -176,11 +174,11 @@ class BulkLoad:
         if resolve.required:
             keep[i] = False
 
-    def _check(self, row_nos: list, keys: list, refs: dict):
-        """Row checks in file order: (keep flags, [(row_no, reason)] rejected, [(row_no, reason)] warned,
-        {key_column: [resolved id]})."""
-        keep, bad = self._duplicates(row_nos, keys)
-        warned, ids = [], {}
+    def _check(self, row_nos: list, repeated: set, refs: dict):
+        """The keys of the per-row path's rows: (keep flags, [(row_no, reason)] rejected,
+        [(row_no, reason)] warned, {key_column: [resolved id]}); ``repeated``: duplicate rows."""
+        keep = [row_no not in repeated for row_no in row_nos]
+        bad, warned, ids = [], [], {}
         for r in self.resolves:
             known = self.maps[r.key_column]
             out = ids[r.key_column] = []
@@ -191,12 +189,12 @@ class BulkLoad:
                     self._unknown(r, row_nos[i], value, keep, i, bad, warned)
         return keep, bad, warned, ids
 
-    def _check_table(self, table):
+    def _check_table(self, table, repeated: set):
         """_check for the fast path's pyarrow columns: keys resolved column-wise, in C++."""
         pa, pc = batches.pa, batches.pc
         row_nos = table.column("row_no").to_pylist()
-        keep, bad = self._duplicates(row_nos, table.column(self.spec.key).to_pylist())
-        warned, ids = [], {}
+        keep = [row_no not in repeated for row_no in row_nos] if repeated else [True] * len(row_nos)
+        bad, warned, ids = [], [], {}
         for r in self.resolves:
             if r.key_column not in self.arrays:
                 known = self.maps[r.key_column]
@@ -214,20 +212,32 @@ class BulkLoad:
 
     def write(self, cursor, batch, now) -> tuple[list, list, int]:
         """Check and write one batch: ([(row_no, reason)] rejected, [(row_no, reason)] warned, rows written)."""
-        bad, warned, written = [], [], 0
+        warned, written = [], 0
         table = batch.table if batch.table is not None and batch.table.num_rows else None
+        # Duplicates in file order across the batch's two parts (the per-row path takes the rows
+        # the fast path flagged, wherever they are in the batch): the first occurrence loads.
+        row_nos, keys = [], []
         if table is not None:
-            b, w, n = self._write_table(cursor, table, now)
+            row_nos += table.column("row_no").to_pylist()
+            keys += table.column(self.spec.key).to_pylist()
+        at = 1 + self.spec.columns.index(self.spec.key)
+        row_nos += [row[0] for row in batch.rows]
+        keys += [row[at] for row in batch.rows]
+        pairs = zip(row_nos, keys) if table is None or not batch.rows else sorted(zip(row_nos, keys))
+        bad = self._duplicates(pairs)
+        repeated = {row_no for row_no, _reason in bad}
+        if table is not None:
+            b, w, n = self._write_table(cursor, table, repeated, now)
             bad, warned, written = bad + b, warned + w, written + n
         if batch.rows:
-            b, w, n = self._write_rows(cursor, batch.rows, now)
+            b, w, n = self._write_rows(cursor, batch.rows, repeated, now)
             bad, warned, written = bad + b, warned + w, written + n
         return bad, warned, written
 
-    def _write_table(self, cursor, table, now):
+    def _write_table(self, cursor, table, repeated, now):
         """The fast path's rows (pyarrow columns)."""
         pa, pc = batches.pa, batches.pc
-        keep, bad, warned, ids = self._check_table(table)
+        keep, bad, warned, ids = self._check_table(table, repeated)
         n = sum(keep)
         if not n:
             return bad, warned, 0
@@ -257,12 +267,12 @@ class BulkLoad:
             self._insert(cursor, zip(*(column.to_pylist() for column in out.columns)))
         return bad, warned, n
 
-    def _write_rows(self, cursor, rows, now):
+    def _write_rows(self, cursor, rows, repeated, now):
         """The per-row path's tuples: ``(row_no, *spec.columns, keep)``."""
         names = ["row_no", *self.spec.columns]
         at = {name: i for i, name in enumerate(names)}
         refs = {r.key_column: [row[at[r.key_column]] for row in rows] for r in self.resolves}
-        keep, bad, warned, ids = self._check([row[0] for row in rows], [row[at[self.spec.key]] for row in rows], refs)
+        keep, bad, warned, ids = self._check([row[0] for row in rows], repeated, refs)
         constants = self._constants(now)
         out = []
         for i, row in enumerate(rows):
