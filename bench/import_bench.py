@@ -108,6 +108,8 @@ def bench_backend(backend: str, files: dict, keep: bool) -> list[dict]:
         result.update(backend=backend, run=label, files=file_results(url))
         out.append(result)
         print_run(result)
+        if label == "first" and backend == "postgres":
+            out.append(raw_copy(url))
     if not keep:
         if backend == "sqlite":
             fresh_database("sqlite")
@@ -117,6 +119,34 @@ def bench_backend(backend: str, files: dict, keep: bool) -> list[dict]:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
     return out
+
+
+def raw_copy(url: str) -> dict:
+    """The yardstick: COPY of the same interaction rows (as stored, ids resolved) into an unindexed,
+    unconstrained copy of the table, timed alone, in the same run and on the same server."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        buffer = bytearray()
+        with conn.cursor().copy("COPY crm_interaction TO STDOUT (FORMAT csv)") as copy:
+            for chunk in copy:
+                buffer += chunk
+        conn.execute("DROP TABLE IF EXISTS bench_raw_copy")
+        conn.execute("CREATE TABLE bench_raw_copy (LIKE crm_interaction INCLUDING DEFAULTS)")
+        conn.commit()
+        rows = conn.execute("SELECT COUNT(*) FROM crm_interaction").fetchone()[0]
+        started = time.monotonic()
+        with conn.cursor().copy("COPY bench_raw_copy FROM STDIN (FORMAT csv)") as copy:
+            for at in range(0, len(buffer), 1 << 20):
+                copy.write(buffer[at:at + (1 << 20)])
+        conn.commit()
+        seconds = time.monotonic() - started
+        conn.execute("DROP TABLE bench_raw_copy")
+        conn.commit()
+    print(f"\npostgres / raw COPY of the {rows:,} stored interaction rows into an unindexed copy of the table: "
+          f"{seconds:.1f} s, {rows / seconds:,.0f} rows/s")
+    return {"backend": "postgres", "run": "raw COPY (yardstick)", "wall": seconds, "cpu": float("nan"),
+            "rss_mb": float("nan"), "load": os.getloadavg()[0], "files": [("interactions", rows, rows, 0, 0, 0, seconds)]}
 
 
 def print_run(result: dict) -> None:
