@@ -48,7 +48,7 @@ def _seeded(env: dict, customers: int) -> bool:
 
 
 def bench(backend: str, customers: int, kinds: list[str], tmp: Path, reuse: bool = False,
-          repeat: int = 1) -> list[dict]:
+          repeat: int = 1, days: int = 730) -> list[dict]:
     env = {**os.environ, "CRM_VAR_DIR": str(tmp / f"var-{backend}"), "RETRAIN_AFTER_IMPORT": "false"}
     env.pop("REDIS_URL", None)
     rows = []
@@ -65,7 +65,7 @@ def bench(backend: str, customers: int, kinds: list[str], tmp: Path, reuse: bool
     if not reuse:
         seconds, rss, _ = run_manage(env, "migrate", "--no-input", "-v0")
         seconds, rss, out = run_manage(env, "seed_demo", "--customers", str(customers), "--seed", "0",
-                                       "--end", "2025-12-31")
+                                       "--end", "2025-12-31", "--days", str(days))
         interactions = next((line for line in out.splitlines() if line.startswith("Generated")), "")
         rows.append({"backend": backend, "step": "seed_demo", "seconds": seconds, "rss_mb": rss,
                      "note": interactions, "load": os.getloadavg()[0]})
@@ -81,6 +81,8 @@ def bench(backend: str, customers: int, kinds: list[str], tmp: Path, reuse: bool
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=730,
+                        help="days of seeded history (seed_demo --days; 730 gives ~22 interactions a customer)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--kinds", default="segmentation,forecast,recommendation")
     parser.add_argument("--reuse", action="store_true", help="keep an earlier PostgreSQL scratch database")
@@ -91,7 +93,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="crm-retrain-") as tmp:
         for backend in backends:
-            for row in bench(backend, args.customers, kinds, Path(tmp), args.reuse, args.repeat):
+            for row in bench(backend, args.customers, kinds, Path(tmp), args.reuse, args.repeat, args.days):
                 print(f"| {row['backend']} | {row['step']} | {row['seconds']:.1f} | {row['rss_mb']:.0f} | "
                       f"{row['load']:.1f} | {row['note']} |", flush=True)
 

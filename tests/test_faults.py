@@ -270,7 +270,8 @@ class _KillInsideBatch:
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="not applicable on SQLite: there is no server "
                     "connection to terminate (pg_terminate_backend); runs on PostgreSQL")
 def test_import_connection_killed_inside_a_batch_keeps_whole_batches_and_rerun_matches_a_clean_import(
-        transactional_db, write_csv, tmp_path):
+        transactional_db, write_csv, tmp_path, settings):
+    settings.IMPORT_BULK_LOAD = False  # batch by batch, as into tables that hold rows (the first load: below)
     files = _import_files(write_csv)
     killer = _KillInsideBatch(after=2 * BATCH)
 
@@ -308,3 +309,48 @@ def test_retrain_command_broker_down_fails_clearly_and_keeps_the_run_queued(own_
     with pytest.raises(CommandError, match="Background work is unavailable"):
         call_command("retrain", kind="forecast")
     assert list(TrainingRun.objects.values_list("kind", "status", "dispatched_at")) == [("forecast", "queued", None)]
+
+
+def _catalogue(table):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1", [table])
+        indexes = cursor.fetchall()
+        cursor.execute("SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+                       "WHERE conrelid = %s::regclass ORDER BY 1", [table])
+        return indexes, cursor.fetchall()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="not applicable on SQLite: there is no server "
+                    "connection to terminate (pg_terminate_backend); runs on PostgreSQL")
+def test_first_load_whose_connection_is_killed_leaves_the_table_as_before_and_rerun_completes(
+        transactional_db, write_csv, tmp_path):
+    files = _import_files(write_csv)
+    before = _catalogue(Interaction._meta.db_table)
+    state = {"killed": False}
+
+    def kill_after_two_batches(run, result):
+        # Inside the first load's one transaction: its DROP INDEX and two batches are uncommitted.
+        if result.kind == "interactions" and result.rows_read == 2 * BATCH and not state["killed"]:
+            import psycopg
+
+            params = connection.get_connection_params()
+            params.pop("cursor_factory", None)
+            params.pop("context", None)
+            with psycopg.connect(**params, autocommit=True) as admin:
+                state["killed"] = admin.execute("SELECT pg_terminate_backend(%s)",
+                                                [connection.connection.info.backend_pid]).fetchone()[0]
+
+    with pytest.raises(OperationalError):
+        crm_services.import_files(files, batch_size=BATCH, progress=kill_after_two_batches, rejected_dir=tmp_path)
+    connection.close()  # the test's connection was the one terminated
+
+    assert state["killed"]
+    assert Interaction.objects.count() == 0  # nothing of the first load, not even its whole batches
+    assert _catalogue(Interaction._meta.db_table) == before  # every index and foreign key back as it was
+    assert Customer.objects.count() == 10  # the customers' own first load had committed before
+
+    rerun = crm_services.import_files(files, batch_size=BATCH, rejected_dir=tmp_path)
+
+    assert rerun.status == "succeeded"
+    assert Interaction.objects.count() == 22
+    assert _catalogue(Interaction._meta.db_table) == before

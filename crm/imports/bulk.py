@@ -134,6 +134,12 @@ class BulkLoad:
 
     def begin(self, cursor):
         table = self.target.table
+        self.caller_transaction = connection.in_atomic_block and len(connection.atomic_blocks) > 1
+        if self.pg and self.caller_transaction:
+            # Inside a caller's transaction, its deferred foreign-key checks may be pending, and
+            # PostgreSQL refuses to ALTER a table with pending trigger events: run them now (and
+            # make the keys deferred again in finish(), as Django creates them).
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         if self.pg:
             cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         cursor.execute(f"SELECT 1 FROM {table} LIMIT 1")
@@ -261,7 +267,9 @@ class BulkLoad:
             # empty string and an empty field as NULL.
             batches.pa_csv.write_csv(out, buffer, batches.pa_csv.WriteOptions(include_header=False))
             raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
-            with raw.copy(f"COPY {self.target.table} ({', '.join(self.columns)}) FROM STDIN (FORMAT csv)") as copy:
+            # Django's error classes for errors of the driver's own COPY (a lost connection, say).
+            with connection.wrap_database_errors, raw.copy(
+                    f"COPY {self.target.table} ({', '.join(self.columns)}) FROM STDIN (FORMAT csv)") as copy:
                 copy.write(buffer.getbuffer())
         else:
             self._insert(cursor, zip(*(column.to_pylist() for column in out.columns)))
@@ -284,7 +292,8 @@ class BulkLoad:
             out.append(values + constants)
         if out and self.pg:
             raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
-            with raw.copy(f"COPY {self.target.table} ({', '.join(self.columns)}) FROM STDIN") as copy:
+            with connection.wrap_database_errors, raw.copy(
+                    f"COPY {self.target.table} ({', '.join(self.columns)}) FROM STDIN") as copy:
                 for values in out:
                     copy.write_row(values)
         elif out:
@@ -299,6 +308,8 @@ class BulkLoad:
         self.schema.rebuild(cursor)
         if self.pg:
             cursor.execute(f"ANALYZE {self.target.table}")
+            if self.caller_transaction:
+                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         else:
             cursor.execute(f"PRAGMA foreign_key_check({self.target.table})")
             broken = cursor.fetchall()
