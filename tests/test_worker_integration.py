@@ -68,6 +68,9 @@ def slow_import_env(monkeypatch):
     Listed before start_worker in a test's arguments so the worker starts with it."""
     monkeypatch.setenv("IMPORT_BATCH_SIZE", "100")
     monkeypatch.setenv("RETRAIN_AFTER_IMPORT", "0")
+    # Batch by batch, so a worker killed part-way leaves committed batches for the next one to
+    # upsert (a killed first load leaves nothing at all: tests/test_faults.py, test_import_bulk.py).
+    monkeypatch.setenv("IMPORT_BULK_LOAD", "0")
 
 
 @pytest.mark.integration
