@@ -307,6 +307,9 @@ IMPORT_FILE_RETENTION_DAYS = _env_int("IMPORT_FILE_RETENTION_DAYS", 30, minimum=
 # --- ML -----------------------------------------------------------------------------------
 # A running training run beats every few seconds; one silent this long is taken as dead.
 ML_STALE_AFTER_SECONDS = _env_int("ML_STALE_AFTER_SECONDS", 60, minimum=2)
+# The lists show a reorder suggestion from this many days before its expected date on (and
+# overdue ones), not right after a purchase (ml.insights.reorder_due).
+ML_REORDER_DUE_DAYS = _env_int("ML_REORDER_DUE_DAYS", 14, minimum=0)
 
 # --- Celery -------------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import functools
 import json
+from datetime import date, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import FilteredRelation, Q
+from django.db.models import F, FilteredRelation, Q
+from django.utils import timezone
 
 from crm import sql
 from crm.access import visibility_sql
@@ -65,7 +68,56 @@ def _forecast_dict(f: Forecast, run: TrainingRun) -> dict:
 
 def _suggestion_dict(s: Suggestion) -> dict:
     return {"sku": s.product.sku, "name": s.product.name, "product_id": s.product_id, "kind": s.kind,
-            "score": s.score, "reason": s.reason, "evidence": s.evidence, "basis": s.basis, "rank": s.rank}
+            "score": s.score, "reason": s.reason, "evidence": s.evidence, "basis": s.basis, "rank": s.rank,
+            "expected_on": s.expected_on}
+
+
+# --- "reorder means due": which reorder suggestions the lists show, in which order ----------------
+# A display rule, not a cut at training: the model's ranking and its backtest stay as they were,
+# and a suggestion becomes due as the days pass, without a retrain. Rows of runs trained before
+# expected dates existed (expected_on NULL) are listed as before.
+
+def reorder_due_until(today: date | None = None) -> date:
+    """The last expected date a listed reorder may have: today + ML_REORDER_DUE_DAYS."""
+    return (today or timezone.localdate()) + timedelta(days=settings.ML_REORDER_DUE_DAYS)
+
+
+def reorder_due(prefix: str = "", today: date | None = None) -> Q:
+    """The rule as a condition on suggestions (under ``prefix``): cross-sell rows always pass; a
+    reorder passes when it is expected within ML_REORDER_DUE_DAYS or is overdue."""
+    return (~Q(**{f"{prefix}kind": Suggestion.Kind.REORDER}) | Q(**{f"{prefix}expected_on__isnull": True})
+            | Q(**{f"{prefix}expected_on__lte": reorder_due_until(today)}))
+
+
+def reorder_due_sql(alias: str) -> str:
+    """:func:`reorder_due` as SQL on the suggestion table under ``alias``; one parameter, the
+    :func:`reorder_due_until` date."""
+    T, q = Suggestion, sql.column
+    return (f"({alias}.{q(T, 'kind')} <> '{Suggestion.Kind.REORDER.value}' OR {alias}.{q(T, 'expected_on')} IS NULL "
+            f"OR {alias}.{q(T, 'expected_on')} <= %s)")
+
+
+# Within a kind: reorders by expected date (the overdue first), then by rank; cross-sell rows
+# have no date and keep their rank order.
+SUGGESTION_ORDER = ("customer_id", "kind", F("expected_on").asc(nulls_first=True), "rank")
+
+
+def due_words(expected_on, today: date | None = None) -> str:
+    """"expected around 12 Dec (overdue by 3 days)", "expected around 12 Dec (due in 5 days)",
+    "expected around 12 Dec (due today)"; "" without a date."""
+    if expected_on is None:
+        return ""
+    if isinstance(expected_on, str):
+        expected_on = date.fromisoformat(expected_on)
+    days = (expected_on - (today or timezone.localdate())).days
+    when = f"{expected_on.day} {expected_on:%b}" + (f" {expected_on.year}" if abs(days) > 300 else "")
+    if days < 0:
+        status = f"overdue by {-days} day{'s' if days != -1 else ''}"
+    elif days == 0:
+        status = "due today"
+    else:
+        status = f"due in {days} day{'s' if days != 1 else ''}"
+    return f"expected around {when} ({status})"
 
 
 # --- what a run published and why (run.metrics["outcome"], ["backtest"], ["targets"]) -------------
@@ -123,8 +175,8 @@ def insights_by_customer(customers, runs: dict | None = None) -> dict:
             out[f.customer_id]["forecast"] = _forecast_dict(f, fc_run)
     rec_run = runs.get(TrainingRun.Kind.RECOMMENDATION)
     if rec_run:
-        for s in (Suggestion.objects.filter(run=rec_run, customer_id__in=ids).select_related("product")
-                  .order_by("customer_id", "kind", "rank")):
+        for s in (Suggestion.objects.filter(reorder_due(), run=rec_run, customer_id__in=ids).select_related("product")
+                  .order_by(*SUGGESTION_ORDER)):
             out[s.customer_id][_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
     return out
 
@@ -134,8 +186,8 @@ def customer_suggestions(customer: Customer, run: TrainingRun | None) -> dict:
     out = {"recommendations": [], "reorder": []}
     if run is None or customer.no_profiling:
         return out
-    for s in (Suggestion.objects.filter(run=run, customer=customer).select_related("product")
-              .order_by("kind", "rank")):
+    for s in (Suggestion.objects.filter(reorder_due(), run=run, customer=customer).select_related("product")
+              .order_by(*SUGGESTION_ORDER)):
         out[_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
     return out
 
@@ -159,7 +211,8 @@ def _record_selects():
         ("s", Segment, ("id", "key", "name", "profile", "size", "figures")),
         ("f", Forecast, ("customer",) + _FORECAST_FIELDS),
     ])
-    suggestions = sql.Select([("sg", Suggestion, ("customer", "kind", "rank", "score", "reason", "evidence", "basis")),
+    suggestions = sql.Select([("sg", Suggestion, ("customer", "kind", "rank", "score", "reason", "evidence", "basis",
+                                                  "expected_on")),
                               ("p", Product, ("id", "sku", "name"))])
     return customers, suggestions
 
@@ -196,7 +249,16 @@ def _record_query(pinned: bool, key: str, n_ids: int, rule: str, suggestions: bo
 _SUGGESTION_ITEM = (("sku", "p", Product, "sku"), ("name", "p", Product, "name"), ("product_id", "p", Product, "id"),
                     ("kind", "sg", Suggestion, "kind"), ("score", "sg", Suggestion, "score"),
                     ("reason", "sg", Suggestion, "reason"), ("evidence", "sg", Suggestion, "evidence"),
-                    ("basis", "sg", Suggestion, "basis"), ("rank", "sg", Suggestion, "rank"))
+                    ("basis", "sg", Suggestion, "basis"), ("rank", "sg", Suggestion, "rank"),
+                    ("expected_on", "sg", Suggestion, "expected_on"))
+# In SQL the expected dates sort NULL first on both databases (cross-sell rows have none).
+_SUGGESTION_SQL_ORDER = "sg.{kind}, sg.{expected_on} IS NOT NULL, sg.{expected_on}, sg.{rank}"
+
+
+def _suggestion_sql_order() -> str:
+    q = sql.column
+    return _SUGGESTION_SQL_ORDER.format(kind=q(Suggestion, "kind"), expected_on=q(Suggestion, "expected_on"),
+                                        rank=q(Suggestion, "rank"))
 
 
 def _suggestions_column() -> str:
@@ -208,9 +270,9 @@ def _suggestions_column() -> str:
     T, q = sql.table, sql.column
     items = ", ".join(f"'{name}', {alias}.{q(model, field)}" for name, alias, model, field in _SUGGESTION_ITEM)
     return (f", CASE WHEN c.{q(Customer, 'no_profiling')} THEN NULL ELSE ("
-            f"SELECT json_agg(json_build_object({items}) ORDER BY sg.{q(Suggestion, 'kind')}, sg.{q(Suggestion, 'rank')}) "
+            f"SELECT json_agg(json_build_object({items}) ORDER BY {_suggestion_sql_order()}) "
             f"FROM {T(Suggestion)} sg JOIN {T(Product)} p ON p.{q(Product, 'id')} = sg.{q(Suggestion, 'product')} "
-            f"WHERE sg.{q(Suggestion, 'run')} = rr.{q(TrainingRun, 'id')} "
+            f"WHERE sg.{q(Suggestion, 'run')} = rr.{q(TrainingRun, 'id')} AND {reorder_due_sql('sg')} "
             f"AND sg.{q(Suggestion, 'customer')} = c.{q(Customer, 'id')}) END")
 
 
@@ -220,9 +282,9 @@ def _suggestion_query(n_customers: int) -> str:
     T, q = sql.table, sql.column
     return (f"SELECT {suggestions.sql()} FROM {T(Suggestion)} sg "  # nosec B608 - identifiers only
             f"JOIN {T(Product)} p ON p.{q(Product, 'id')} = sg.{q(Suggestion, 'product')} "  # noqa: S608
-            f"WHERE sg.{q(Suggestion, 'run')} = %s AND sg.{q(Suggestion, 'customer')} "
+            f"WHERE sg.{q(Suggestion, 'run')} = %s AND {reorder_due_sql('sg')} AND sg.{q(Suggestion, 'customer')} "
             f"IN ({', '.join(['%s'] * n_customers)}) "
-            f"ORDER BY sg.{q(Suggestion, 'customer')}, sg.{q(Suggestion, 'kind')}, sg.{q(Suggestion, 'rank')}")
+            f"ORDER BY sg.{q(Suggestion, 'customer')}, {_suggestion_sql_order()}")
 
 
 def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | None = None,
@@ -267,8 +329,10 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
             return []
         key, where_params = ("external_id", 0), [external_id]
     query = _record_query(runs is not None, *key, rule[0], suggestions)
-    rows = sql.fetchall(query, params + where_params + rule[1])
     records, rec_run, joined = {}, None, suggestions and connection.vendor == "postgresql"
+    due_until = reorder_due_until()
+    # The suggestions column (PostgreSQL) comes first in the query text: its date parameter too.
+    rows = sql.fetchall(query, [due_until] * joined + params + where_params + rule[1])
     for row in rows:
         v = customers.convert(row)
         computed = {kind.value: v[f"{alias}.finished_at"] for alias, kind in _RUN_ALIASES
@@ -292,16 +356,18 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
         if joined and row[len(customers)] is not None:
             items = row[len(customers)]
             for item in json.loads(items) if isinstance(items, str) else items:
+                if item["expected_on"] is not None:  # JSON has no dates: ISO text
+                    item["expected_on"] = date.fromisoformat(item["expected_on"])
                 insights[_SUGGESTION_KEYS[item["kind"]]].append(item)
     profiled = [cid for cid, r in records.items() if not r["no_profiling"]]
     if rec_run is not None and profiled and suggestions and not joined:
         query = _suggestion_query(len(profiled))
-        for row in sql.fetchall(query, [rec_run, *profiled]):
+        for row in sql.fetchall(query, [rec_run, due_until, *profiled]):
             v = suggestion_select.convert(row)
             records[v["sg.customer"]]["insights"][_SUGGESTION_KEYS[v["sg.kind"]]].append({
                 "sku": v["p.sku"], "name": v["p.name"], "product_id": v["p.id"], "kind": v["sg.kind"],
                 "score": v["sg.score"], "reason": v["sg.reason"], "evidence": v["sg.evidence"],
-                "basis": v["sg.basis"], "rank": v["sg.rank"]})
+                "basis": v["sg.basis"], "rank": v["sg.rank"], "expected_on": v["sg.expected_on"]})
     if ids is not None:
         return [records[i] for i in ids if i in records]
     return list(records.values())

@@ -163,6 +163,9 @@ class Suggestion(models.Model):
     reason = models.TextField()
     evidence = models.JSONField(default=dict, blank=True)
     basis = models.CharField(max_length=40, blank=True)
+    # Reorder only: the day the customer is expected to buy the product again (see
+    # ml.pipelines.recommendation.reorder.expected_days); the lists show a reorder when it is due.
+    expected_on = models.DateField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "customer", "kind", "rank"]

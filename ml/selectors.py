@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from django.db import connection
+from django.db.models import F
 
 from crm.access import visible_customers
 from crm.models import Customer, Product
-from ml.insights import published_run_ids, published_runs
+from ml.insights import published_run_ids, published_runs, reorder_due
 from ml.models import (
     CustomerSegment,
     Forecast,
@@ -102,8 +103,9 @@ def top_suggestions(customers, kind: str, limit: int = 5) -> list:
     rows = (Suggestion.objects.filter(run_id=run_id, kind=kind, customer__in=customers.values("pk"),
                                       customer__no_profiling=False)
             .select_related("customer", "product").order_by("-score", "customer_id", "rank"))
-    if kind != Suggestion.Kind.RECOMMENDATION:
-        return list(rows[:limit])
+    if kind != Suggestion.Kind.RECOMMENDATION:  # reorders that are due, the most overdue first
+        due = rows.filter(reorder_due()).order_by(F("expected_on").asc(nulls_last=True), "-score", "customer_id")
+        return list(due[:limit])
     pool = list(rows[:WORKLIST_POOL])
     picked, products, people = [], set(), set()
     for s in pool:

@@ -239,10 +239,11 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
         # Columns as Python lists first (one conversion per column, not per value): two
         # million rows otherwise spend most of the write converting numpy scalars.
         data.bulk_insert(Suggestion, ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason",
-                                      "evidence", "basis"], (
-            (run.pk, c, k, r, p, sc, reason, evidence_text(ev), basis)
-            for c, k, r, p, sc, reason, ev, basis in zip(*_lists(
-                recs, "customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis"))))
+                                      "evidence", "basis", "expected_on"], (
+            (run.pk, c, k, r, p, sc, reason, evidence_text(ev), basis, due)
+            for c, k, r, p, sc, reason, ev, basis, due in zip(*_lists(
+                recs, "customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis",
+                "expected_on"))))
         data.bulk_insert(SimilarProduct, ["run_id", "product_id", "rank", "similar_id", "score", "reason"], (
             (run.pk, *row) for row in zip(*_lists(similar, "product_id", "rank", "similar_product_id", "score",
                                                   "reason"))))

@@ -112,6 +112,44 @@ def test_recommender_reorders_a_product_when_it_is_due_not_right_after_buying():
     assert 1 not in set(reorder["product_id"])
 
 
+def monthly_buyer_rows(days_since_last):
+    """Customer 1 buys product 1 every 30 days, the last time ``days_since_last`` days before AS_OF;
+    customer 2 bought product 2 once; others buy 3..20 once each."""
+    rows = [(1, 1, "purchase", AS_OF - pd.Timedelta(days=days_since_last + 30 * k)) for k in range(6)]
+    rows.append((2, 2, "purchase", AS_OF - pd.Timedelta(days=50)))
+    rng = np.random.default_rng(4)
+    for c in range(3, 60):
+        for p in rng.choice(np.arange(3, 21), 3, replace=False):
+            rows.append((c, int(p), "purchase", AS_OF - pd.Timedelta(days=int(rng.integers(1, 300)))))
+    return make_interactions(rows)
+
+
+@pytest.mark.parametrize("since, expected", [(5, 25), (28, 2), (40, -10)])
+def test_recommender_reorder_expected_on_is_last_purchase_plus_own_interval(since, expected):
+    rec = Recommender(max_per_category=None).fit(monthly_buyer_rows(since), make_products(20), AS_OF)
+    reorder = rec.recommend([1]).query("kind == 'reorder' and product_id == 1")
+    assert reorder["expected_on"].tolist() == [(AS_OF + pd.Timedelta(days=expected)).date()]
+
+
+def test_recommender_reorder_with_one_gap_expects_the_products_typical_cycle():
+    # Customer 1 bought product 1 twice, 10 days apart; its other buyers re-buy it every 40 days.
+    rows = [(1, 1, "purchase", AS_OF - pd.Timedelta(days=15)), (1, 1, "purchase", AS_OF - pd.Timedelta(days=25))]
+    for c in range(2, 12):
+        rows += [(c, 1, "purchase", AS_OF - pd.Timedelta(days=20 + 40 * k)) for k in range(4)]
+    for c in range(12, 40):
+        rows.append((c, 2 + c % 5, "purchase", AS_OF - pd.Timedelta(days=c)))
+    rec = Recommender(max_per_category=None).fit(make_interactions(rows), make_products(8), AS_OF)
+    reorder = rec.recommend([1]).query("kind == 'reorder' and product_id == 1")
+    assert reorder["expected_on"].tolist() == [(AS_OF + pd.Timedelta(days=40 - 15)).date()]
+
+
+def test_recommender_cross_sell_rows_have_no_expected_date():
+    rec = Recommender(max_per_category=None).fit(monthly_buyer_rows(5), make_products(20), AS_OF)
+    out = rec.recommend([1, 2])
+    assert out.loc[out["kind"] == "recommendation", "expected_on"].isna().all()
+    assert len(out.loc[out["kind"] == "recommendation"]) > 0
+
+
 def test_recommender_never_suggests_a_refunded_product():
     interactions, products = taste_population(n_customers=300, n_products=40, seed=2)
     # Customer 1 bought and refunded product 1 (the most popular); customer 2 refunded
@@ -207,7 +245,8 @@ def test_recommender_fit_does_not_mutate_inputs_or_look_past_as_of():
 def test_recommender_single_algorithms_return_the_documented_columns(algorithm):
     interactions, products = taste_population(n_customers=200, n_products=30, seed=10)
     out = Recommender(algorithm=algorithm).fit(interactions, products, AS_OF).recommend()
-    assert list(out.columns) == ["customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis"]
+    assert list(out.columns) == ["customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis",
+                                 "expected_on"]
     assert out.groupby(["customer_id", "kind"])["rank"].max().max() <= 10
     assert (out["reason"].str.len() > 0).all()
 

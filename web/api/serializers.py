@@ -112,13 +112,18 @@ class SuggestionSerializer(serializers.Serializer):
     evidence = JSONObjectField()
     basis = serializers.CharField()
     rank = serializers.IntegerField()
+    expected_on = serializers.DateField(
+        required=False, allow_null=True,
+        help_text="Reorder: the day the customer is expected to buy it again (last purchase + their typical "
+                  "interval); listed once it is at most ML_REORDER_DUE_DAYS away or past. Null for cross-sell.")
 
 
 class InsightsSerializer(serializers.Serializer):
     segment = SegmentBriefSerializer(allow_null=True)
     forecast = ForecastSerializer(allow_null=True)
     recommendations = SuggestionSerializer(many=True, help_text="Cross-sell, most likely first.")
-    reorder = SuggestionSerializer(many=True, help_text="Replenishment, most likely first.")
+    reorder = SuggestionSerializer(many=True, help_text="Replenishment that is due (expected within "
+                                   "ML_REORDER_DUE_DAYS, or overdue): the overdue first, then by expected date.")
     computed_at = serializers.DictField(child=serializers.DateTimeField(allow_null=True),
                                         help_text="When each published model finished training, by kind.")
     no_profiling = serializers.BooleanField(help_text="The customer objected to profiling: no insights.")

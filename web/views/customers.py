@@ -147,6 +147,7 @@ def customer_detail(request, pk):
     feedback = ml_selectors.feedback_for_customer(customer)
     for s in insights["recommendations"] + insights["reorder"]:
         s["feedback"] = feedback.get((s["product_id"], s["kind"]))
+        s["due"] = ml_insights.due_words(s.get("expected_on"))
     timeline_form = forms.TimelineFilterForm(request.GET or None)
     types = timeline_form.cleaned_data["type"] if timeline_form.is_bound and timeline_form.is_valid() else None
     fc_run = runs.get(TrainingRun.Kind.FORECAST)

@@ -35,6 +35,8 @@ def home(request):
         # Why a kind has no live run, when its latest run was skipped (one query per such kind).
         "skipped": {kind: run_reports.skipped_reason(kind) for kind in TrainingRun.Kind.values if kind not in runs},
     }
+    for s in context["reorder"]:
+        s.due = insights.due_words(s.expected_on)
     segments = customer_lists.segment_sizes(user)
     churn = customer_lists.churn_distribution(user)
     revenue = selectors.revenue_by_month(user)

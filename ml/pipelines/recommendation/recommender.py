@@ -89,6 +89,7 @@ from ml.pipelines.recommendation.reorder import (
     LEARNED,
     NO_REBUYING,
     REORDER_BASELINE,
+    expected_days,
     has_evidence,
     not_due,
     reorder_frame,
@@ -328,7 +329,9 @@ class Recommender(BaseEstimator):
 
         Columns: customer_id, kind ("recommendation" | "reorder"), rank (1..n),
         product_id, score, reason, evidence (JSON-able dict), basis ("personal" |
-        "popular"). Customers without history get popular products, basis "popular".
+        "popular"), expected_on (reorder: the expected day of the next purchase, a date; see
+        ``reorder.expected_days``; None for cross-sell). Customers without history get
+        popular products, basis "popular".
         """
         return self.suggest_all(customer_ids, n_prospects=0)["recommendations"]
 
@@ -356,7 +359,12 @@ class Recommender(BaseEstimator):
             popular = {a: 1.0 for a in POPULAR if a in self.scorer_.available()}
             parts.append(self._cross_sell(customer_ids[thin], rows[thin], 0, weights=popular)["recommendations"])
         frame = pd.concat(parts, ignore_index=True)
-        frame = frame[["customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis"]]
+        if "expected_on" not in frame:
+            frame["expected_on"] = None
+        # Cross-sell rows have no expected date (None, not NaN: the column holds dates).
+        frame["expected_on"] = frame["expected_on"].astype(object).where(frame["expected_on"].notna(), None)
+        frame = frame[["customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis",
+                       "expected_on"]]
         out = {"recommendations": frame}
         if n_prospects:
             out["prospects"] = cross["prospects"]
@@ -548,13 +556,15 @@ class Recommender(BaseEstimator):
                                 "product_cycle", "buyers", "repeat_buyers", "category", "category_pairs",
                                 "category_repeat_pairs"]]
         reasons, evidence = reorder_reason(frame, h.categories)
+        # Day numbers are days since 1970-01-01, as numpy's datetime64[D] counts them.
+        expected_on = (h.as_of_day + expected_days(frame)).astype("datetime64[D]").astype(object)
         id_of_row = pd.Series(customer_ids, index=rows)
         return pd.DataFrame({
             "customer_id": id_of_row.reindex(frame["row"].to_numpy()).to_numpy(np.int64),
             "kind": object_column("reorder", len(at)), "rank": ranked["rank"].to_numpy(np.int64),
             "product_id": h.product_ids[frame["col"].to_numpy()],
             "score": score[at].astype(float), "reason": object_column(reasons), "evidence": object_column(evidence),
-            "basis": object_column("personal", len(at)),
+            "basis": object_column("personal", len(at)), "expected_on": object_column(list(expected_on)),
         })
 
     def similar_products(self, n=10) -> pd.DataFrame:

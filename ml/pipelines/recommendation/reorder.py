@@ -169,6 +169,21 @@ def not_due(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
     return rhythm & (frame["since_last"].to_numpy() + horizon_days < 0.75 * frame["own_interval"].to_numpy())
 
 
+def expected_days(frame: pd.DataFrame) -> np.ndarray:
+    """Whole days from as_of to each pair's expected next purchase (negative: overdue).
+
+    The rule: the last purchase plus the customer's own typical interval for the product (their
+    mean gap, ``own_interval``) when they bought it on three days or more; with one gap or none,
+    one gap says little, so the product's typical cycle across its buyers (``product_cycle``:
+    the median of its repeat buyers' intervals, its category's when nobody re-bought it).
+    At least a day after the last purchase.
+    """
+    own = frame["own_interval"].to_numpy()
+    trusted = (frame["days"].to_numpy() >= 3) & np.isfinite(own)
+    interval = np.maximum(np.where(trusted, own, frame["product_cycle"].to_numpy()), 1.0)
+    return np.rint(interval - frame["since_last"].to_numpy()).astype(np.int64)
+
+
 def repeat_buy_score(frame: pd.DataFrame) -> np.ndarray:
     """The textbook baseline: most-bought first, the most recent first among ties."""
     return frame["lines"].to_numpy() + 1.0 / (2.0 + frame["since_last"].to_numpy())
