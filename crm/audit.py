@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from django.utils import timezone
+
 from crm.clientip import client_ip
 
 _request_ip: ContextVar[str | None] = ContextVar("crm_audit_request_ip", default=None)
@@ -49,6 +51,19 @@ def record(action: str, *, user=None, object_type: str = "", object_id="", custo
         action=action, actor=actor, actor_username=actor.get_username() if actor else "",
         object_type=object_type, object_id="" if object_id is None else str(object_id), customer_id=customer_id,
         summary=summary[:500], ip=_request_ip.get())
+
+
+def record_many(action: str, *, user=None, object_type: str, events, at=None) -> int:
+    """One audit event per object of a bulk change, in one INSERT: ``events`` are (object id,
+    customer id or None, summary). Call it inside the change's ``transaction.atomic``."""
+    from crm.models import AuditEvent  # at call time: the middleware above loads before the models may
+
+    actor = user if user is not None and getattr(user, "is_authenticated", False) else None
+    at, ip = at or timezone.now(), _request_ip.get()
+    rows = [AuditEvent(at=at, action=action, actor=actor, actor_username=actor.get_username() if actor else "",
+                       object_type=object_type, object_id=str(object_id), customer_id=customer_id,
+                       summary=summary[:500], ip=ip) for object_id, customer_id, summary in events]
+    return len(AuditEvent.objects.bulk_create(rows, batch_size=1000))
 
 
 def changed_fields(instance, fields: dict) -> list[str]:

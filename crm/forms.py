@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.utils import timezone
 
-from crm import clock, imports, uploads
+from crm import clock, imports, tags, uploads
 from crm.models import ApiToken, Customer, Interaction
 
 
@@ -190,11 +190,19 @@ class CustomerForm(forms.Form):
             error_messages={} if any_owner else {
                 "invalid_choice": "You can keep this customer yourself or leave it unassigned; "
                                   "only a manager can give it to another rep."})
-        self.order_fields([*self.FIELDS[:-1], "owner", "no_profiling"])
+        self.fields["tags"] = forms.CharField(
+            label="Tags", required=False, max_length=2000,
+            widget=forms.TextInput(attrs={"list": "tag-names", "placeholder": "e.g. vip, trade fair 2026"}),
+            help_text="Comma-separated; a new name creates the tag.")
+        self.order_fields([*self.FIELDS[:-1], "owner", "tags", "no_profiling"])
+
+    def clean_tags(self):  # a list of names; a name over the limit is the field's error
+        return tags.clean_names(self.cleaned_data.get("tags") or "")
 
     @staticmethod
     def initial_for(customer) -> dict:
-        return {**forms.model_to_dict(customer, fields=CustomerForm.FIELDS), "owner": customer.owner_id}
+        return {**forms.model_to_dict(customer, fields=CustomerForm.FIELDS), "owner": customer.owner_id,
+                "tags": ", ".join(tags.tag_names(customer))}
 
 
 class ApiTokenForm(forms.Form):
@@ -215,3 +223,52 @@ class ApiTokenForm(forms.Form):
         days.validators.append(MaxValueValidator(settings.API_TOKEN_MAX_DAYS))
         days.widget.attrs["max"] = settings.API_TOKEN_MAX_DAYS
         days.help_text = f"At most {settings.API_TOKEN_MAX_DAYS}."
+
+
+class _IdsField(forms.Field):
+    """The selected rows' ids (checkboxes of one name): a list of ints."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value):
+        values = value if isinstance(value, list | tuple) else ([] if value in (None, "") else [value])
+        try:
+            ids = [int(v) for v in values]
+        except (TypeError, ValueError):
+            raise forms.ValidationError("Unknown customer selected.", code="invalid") from None
+        if any(not 0 < i < 2**63 for i in ids):
+            raise forms.ValidationError("Unknown customer selected.", code="invalid")
+        return ids
+
+
+class CustomerBulkForm(forms.Form):
+    """The customer list's action bar (managers): the selected ids and what to do with them;
+    crm.tags.bulk_* do it. ``owners``: crm.selectors.assignable_owners of the manager."""
+
+    ACTIONS = (("assign", "Assign owner"), ("add_tag", "Add tag"), ("remove_tag", "Remove tag"))
+
+    action = forms.ChoiceField(choices=ACTIONS)
+    ids = _IdsField(required=False)
+    tag = forms.CharField(label="Tag", required=False, max_length=200,
+                          widget=forms.TextInput(attrs={"list": "tag-names", "placeholder": "existing or new"}))
+
+    def __init__(self, *args, owners, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"] = _OwnerField(label="Owner", queryset=owners, required=False, empty_label="Choose…")
+        self.order_fields(["action", "ids", "owner", "tag"])
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("ids") and "ids" not in self.errors:
+            self.add_error("ids", "Select at least one customer.")
+        if data.get("action") == "assign" and not data.get("owner"):
+            self.add_error("owner", "Choose the owner to assign.")
+        if data.get("action") in ("add_tag", "remove_tag"):
+            try:
+                names = tags.clean_names([data.get("tag") or ""])
+            except forms.ValidationError as exc:
+                self.add_error("tag", exc)
+            else:
+                if not names:
+                    self.add_error("tag", "Name the tag.")
+        return data

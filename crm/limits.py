@@ -8,6 +8,8 @@ the import's validation has no ORM.
 CUSTOMER = {"external_id": 100, "name": 200, "email": 254, "phone": 50, "company": 200, "country": 100,
             "city": 100}
 PRODUCT = {"sku": 100, "name": 300, "category": 200, "tags": 500}
+# A customer tag ("vip", "trade fair 2026"): short labels, shown as chips.
+TAG_NAME = 50
 INTERACTION = {"external_id": 100, "order_ref": 100, "channel": 100}
 # An owner is a user's username: django.contrib.auth's User.username is 150 characters.
 USERNAME = 150

@@ -6,6 +6,7 @@ states is also a database constraint, so no door (import, admin, API, raw SQL) c
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from crm import limits
@@ -42,6 +43,7 @@ class Customer(models.Model):
     last_purchase_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Set by crm.privacy.erase_customer: the row stays as an empty tombstone (see README, "Privacy and audit").
     erased_at = models.DateTimeField(null=True, blank=True, help_text="When the customer's personal data was erased.")
+    tags = models.ManyToManyField("Tag", through="CustomerTag", related_name="customers", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -64,6 +66,42 @@ class Customer(models.Model):
 
     def __str__(self):
         return self.name or self.external_id
+
+
+class Tag(models.Model):
+    """A label salespeople put on customers ("vip", "trade fair 2026"); names are unique whatever
+    their case, and keep the case they were first written in."""
+
+    name = models.CharField(max_length=limits.TAG_NAME)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = [Lower("name")]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="tag_name_unique_ci"),
+            models.CheckConstraint(condition=~Q(name=""), name="tag_name_not_empty"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class CustomerTag(models.Model):
+    """A tag on a customer: who put it there and when."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+", db_index=False)
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="+", db_index=False)
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+", db_index=False)
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        # The unique (customer, tag) index serves a customer's tags; (tag, customer) the list's tag filter.
+        constraints = [models.UniqueConstraint(fields=["customer", "tag"], name="customer_tag_unique")]
+        indexes = [models.Index(fields=["tag", "customer"], name="customer_tag_by_tag")]
+
+    def __str__(self):
+        return f"{self.tag_id} on {self.customer_id}"
 
 
 class Product(models.Model):

@@ -10,6 +10,7 @@ from django.db.models import ProtectedError
 from crm import audit
 from crm.access import check_manager, check_owner, check_visible
 from crm.models import ROLE_SALES_REP, AuditEvent, Customer, Product
+from crm.tags import clean_names, set_customer_tags
 
 
 def ensure_sales_reps(usernames) -> list:
@@ -48,23 +49,30 @@ def _audit(action, user, object_type, instance, what, customer_id=None):
                  summary=f"{object_type} {instance.pk} {action}d" + (f": {what}" if what else ""))
 
 
-def create_customer(*, user, **fields) -> Customer:
-    """Create a customer; a sales rep may own it or leave it unassigned, not give it to another rep."""
+def create_customer(*, user, tags=None, **fields) -> Customer:
+    """Create a customer; a sales rep may own it or leave it unassigned, not give it to another rep.
+    ``tags``: tag names (crm.tags; new names create tags)."""
     check_owner(user, fields.get("owner"))
+    names = clean_names(tags or [])
     with transaction.atomic():
         customer = full_save(Customer(), fields)
+        set_customer_tags(user=user, customer=customer, names=names)
         _audit(AuditEvent.Action.CREATE, user, "customer", customer, "", customer.pk)
         return customer
 
 
-def update_customer(*, user, customer: Customer, **fields) -> Customer:
-    """Change a customer the user may see; a sales rep cannot hand it to another rep."""
+def update_customer(*, user, customer: Customer, tags=None, **fields) -> Customer:
+    """Change a customer the user may see; a sales rep cannot hand it to another rep.
+    ``tags``: the customer's tag names from now on (None: unchanged)."""
     check_visible(user, customer, "you cannot change this customer")
     if "owner" in fields and fields["owner"] != customer.owner:
         check_owner(user, fields["owner"])
+    names = None if tags is None else clean_names(tags)
     with transaction.atomic():
         changed = audit.changed_fields(customer, fields)
         full_save(customer, fields)
+        if names is not None and set_customer_tags(user=user, customer=customer, names=names):
+            changed = sorted([*changed, "tags"])
         _audit(AuditEvent.Action.UPDATE, user, "customer", customer,
                f"fields {', '.join(changed)}" if changed else "no field changed", customer.pk)
         return customer

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from crm import sql, tokens
@@ -42,6 +43,7 @@ from crm.models import (
     ImportSource,
     Interaction,
     Product,
+    Tag,
 )
 
 
@@ -173,6 +175,11 @@ def revenue_by_month(user, months: int = 12, *, customer=None, product=None) -> 
         aggregates[f"n{i}"] = Count("id", filter=window)
     totals = rows.aggregate(**aggregates)
     return [(starts[i], float(totals[f"t{i}"] or 0), totals[f"n{i}"]) for i in range(months)]
+
+
+def tag_names() -> list[str]:
+    """Every tag's name, alphabetically whatever the case (for the filter and the pickers)."""
+    return list(Tag.objects.order_by(Lower("name")).values_list("name", flat=True))
 
 
 def customer_owners(user):

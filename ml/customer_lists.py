@@ -91,6 +91,8 @@ def _plain_conditions(filters: dict, prefix: str = "") -> Q:
         condition &= on("last_purchase_at__lt", filters["last_purchase_before"])
     if filters.get("last_purchase_after"):
         condition &= on("last_purchase_at__gte", filters["last_purchase_after"])
+    if filters.get("tag"):  # a name, whatever its case; one row per customer (a tag is on it once)
+        condition &= on("tags__name__iexact", filters["tag"])
     return condition
 
 
@@ -112,15 +114,15 @@ def _forecast_conditions(filters: dict, prefix: str = "") -> Q | None:
 
 def customer_list(user, *, q: str = "", segment: int | None = None, owner: str | None = None,
                   churn_band: str = "", clv_min=None, clv_max=None, last_purchase_before=None,
-                  last_purchase_after=None, ordering: str = "name") -> QuerySet:
+                  last_purchase_after=None, tag: str = "", ordering: str = "name") -> QuerySet:
     """The customers a user may see, searched, filtered and sorted, with their insights.
 
-    ``owner``: a user id, or ``"none"`` for unassigned accounts. ``churn_band``: a key of
+    ``owner``: a user id, or ``"none"`` for unassigned accounts. ``tag``: a tag name. ``churn_band``: a key of
     CHURN_BANDS. ``ordering``: a key of CUSTOMER_ORDERINGS. Reads every matching customer's
     insights: for one page, customer_page is the bounded way.
     """
     filters = {"q": q, "owner": owner, "churn_band": churn_band, "clv_min": clv_min, "clv_max": clv_max,
-               "last_purchase_before": last_purchase_before, "last_purchase_after": last_purchase_after}
+               "last_purchase_before": last_purchase_before, "last_purchase_after": last_purchase_after, "tag": tag}
     customers = with_insights(visible_customers(user)).select_related("owner").filter(_plain_conditions(filters))
     if segment:
         customers = customers.filter(segment_id=segment)

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from crm import sql
 from crm.access import visibility_sql
-from crm.models import Customer, Product
+from crm.models import Customer, CustomerTag, Product, Tag
 from ml.models import CustomerSegment, Forecast, Segment, Suggestion, TrainingRun
 
 
@@ -242,8 +242,18 @@ def _record_query(pinned: bool, key: str, n_ids: int, rule: str, suggestions: bo
     where = (f"c.{q(Customer, key)} IN ({', '.join(['%s'] * n_ids)})" if n_ids else f"c.{q(Customer, key)} = %s")
     if rule:
         where = f"{where} AND {rule}"
-    return (f"SELECT {customers.sql()}{_suggestions_column() if suggestions else ''} FROM {T(Customer)} c {' '.join(joins)} "  # nosec B608
+    return (f"SELECT {customers.sql()}, {_tags_column()}{_suggestions_column() if suggestions else ''} "  # nosec B608
+            f"FROM {T(Customer)} c {' '.join(joins)} "
             f"WHERE {where}")                                         # noqa: S608 (identifiers from model metadata)
+
+
+def _tags_column() -> str:
+    """The customer's tag names as one JSON array column (unordered; sorted when read)."""
+    T, q = sql.table, sql.column
+    agg = "json_agg" if connection.vendor == "postgresql" else "json_group_array"
+    return (f"(SELECT {agg}(t.{q(Tag, 'name')}) FROM {T(CustomerTag)} ct "
+            f"JOIN {T(Tag)} t ON t.{q(Tag, 'id')} = ct.{q(CustomerTag, 'tag')} "
+            f"WHERE ct.{q(CustomerTag, 'customer')} = c.{q(Customer, 'id')})")
 
 
 _SUGGESTION_ITEM = (("sku", "p", Product, "sku"), ("name", "p", Product, "name"), ("product_id", "p", Product, "id"),
@@ -290,7 +300,7 @@ def _suggestion_query(n_customers: int) -> str:
 def customer_records(user, *, ids=None, pk=None, external_id=None, runs: dict | None = None,
                      suggestions: bool = True) -> list[dict]:
     """Customers the user may see, by ``ids`` (in that order), ``pk`` or ``external_id``, each as
-    {"id", "external_id", ..., "owner": username, "insights": {...}} with the insights in
+    {"id", "external_id", ..., "owner": username, "tags": [names], "insights": {...}} with the insights in
     :func:`insights_by_customer`'s shape: the API's customer resource in one prepared query on
     PostgreSQL (customers with owner, runs, segment, forecast and suggestions as JSON), two
     elsewhere (suggestions apart), none compiled by the ORM.
@@ -351,10 +361,12 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
         rec_run = v["rr.id"]
         record = {name: v[f"c.{name}"] for name in CUSTOMER_RECORD_FIELDS}
         record["owner"] = v["o.username"]
+        names = row[len(customers)]
+        record["tags"] = sorted(json.loads(names) if isinstance(names, str) else names or [], key=str.lower)
         record["insights"] = insights
         records[record["id"]] = record
-        if joined and row[len(customers)] is not None:
-            items = row[len(customers)]
+        if joined and row[len(customers) + 1] is not None:
+            items = row[len(customers) + 1]
             for item in json.loads(items) if isinstance(items, str) else items:
                 if item["expected_on"] is not None:  # JSON has no dates: ISO text
                     item["expected_on"] = date.fromisoformat(item["expected_on"])

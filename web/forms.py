@@ -25,12 +25,14 @@ class CustomerFilterForm(forms.Form):
                                           widget=forms.DateInput(attrs={"type": "date"}))
     last_purchase_before = forms.DateField(label="Last purchase before", required=False,
                                            widget=forms.DateInput(attrs={"type": "date"}))
+    tag = forms.ChoiceField(label="Tag", required=False)
     sort = forms.ChoiceField(label="Sort", required=False, choices=[(k, k) for k in CUSTOMER_ORDERINGS])
     per_page = forms.TypedChoiceField(label="Per page", required=False, coerce=int, empty_value=PAGE_SIZES[0],
                                       choices=[(n, n) for n in PAGE_SIZES])
 
-    def __init__(self, *args, segments=(), owners=(), **kwargs):
+    def __init__(self, *args, segments=(), owners=(), tags=(), **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["tag"].choices = [("", "Any")] + [(name, name) for name in tags]
         self.fields["segment"].choices = [("", "Any")] + [(s.pk, s.name) for s in segments]
         self.fields["owner"].choices = ([("", "Anyone"), ("none", "Unassigned")]
                                         + [(str(u.pk), u.get_full_name() or u.username) for u in owners])
@@ -45,7 +47,8 @@ class CustomerFilterForm(forms.Form):
         return {"q": data.get("q") or "", "segment": data.get("segment"), "owner": data.get("owner") or None,
                 "churn_band": data.get("churn_band") or "", "clv_min": data.get("clv_min"),
                 "clv_max": data.get("clv_max"), "last_purchase_before": start_of(data.get("last_purchase_before")),
-                "last_purchase_after": start_of(data.get("last_purchase_after")), "ordering": data.get("sort") or "name"}
+                "last_purchase_after": start_of(data.get("last_purchase_after")), "tag": data.get("tag") or "",
+                "ordering": data.get("sort") or "name"}
 
 
 class FeedbackForm(forms.Form):

@@ -1,12 +1,24 @@
 """URLs of the HTML pages for sales staff (names and paths are part of the contract)."""
 from django.urls import path
 
-from web.views import account, catalogue, customers, data_quality, home, imports, privacy, runs, second_factor
+from web.views import (
+    account,
+    catalogue,
+    customer_bulk,
+    customers,
+    data_quality,
+    home,
+    imports,
+    privacy,
+    runs,
+    second_factor,
+)
 
 urlpatterns = [
     path("", home.home, name="home"),
     path("customers/", customers.customer_list, name="customer_list"),
     path("customers/export.csv", customers.customer_export, name="customer_export"),
+    path("customers/bulk/", customer_bulk.customer_bulk, name="customer_bulk"),
     path("customers/<int:pk>/", customers.customer_detail, name="customer_detail"),
     path("customers/<int:pk>/log/", customers.customer_log, name="customer_log"),
     path("customers/<int:pk>/feedback/", customers.customer_feedback, name="customer_feedback"),

@@ -62,8 +62,19 @@
     });
   }
 
+  /* A checkbox with data-select-all="NAME" (hidden until this file runs) checks or clears every
+     checkbox named NAME on the page: "select all on this page" of the customer list. */
+  function selectAll(box) {
+    var boxes = function () { return document.querySelectorAll("input[type=checkbox][name='" + box.dataset.selectAll + "']"); };
+    box.hidden = false;
+    box.addEventListener("change", function () {
+      boxes().forEach(function (b) { b.checked = box.checked; });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     sizeBars();
+    document.querySelectorAll("[data-select-all]").forEach(selectAll);
     drawCharts();
     document.querySelectorAll("[data-poll]").forEach(poll);
   });

@@ -9,10 +9,12 @@ import json
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crm import limits, selectors
+from crm import tags as crm_tags
 from crm.interactions import BULK_FIELDS, MAX_BULK_ITEMS
 from crm.models import INTERACTION_TYPES, ApiToken, Customer, Interaction, Product
 from ml import customer_lists
@@ -182,16 +184,39 @@ class RecommendationsSerializer(serializers.Serializer):
 
 # --- customers, products, interactions ------------------------------------------------------------
 
+class TagNamesField(serializers.ListField):
+    """A customer's tags as a list of names (alphabetical); written as a list of names, new ones
+    creating tags. Left out of a write, the tags stay as they are."""
+
+    def __init__(self, **kwargs):
+        super().__init__(child=serializers.CharField(max_length=limits.TAG_NAME, validators=[no_nul_characters]),
+                         max_length=100, **kwargs)
+
+    def to_representation(self, data):
+        if hasattr(data, "all"):  # the model's many-to-many manager
+            data = [t.name for t in data.all()]
+        return sorted(data, key=str.lower)
+
+    def to_internal_value(self, data):
+        try:
+            return crm_tags.clean_names(super().to_internal_value(data))
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
+
+
 class CustomerSerializer(serializers.ModelSerializer):
     owner = KeyField(slug_field="username", queryset=get_user_model().objects.all(), allow_null=True, required=False,
                      help_text="Username of the sales rep who owns the account.")
     attributes = JSONObjectField(required=False)
+    tags = TagNamesField(required=False, help_text="Tag names; writing them sets the customer's tags (new names "
+                                                   "create tags), leaving them out keeps the tags.")
     insights = InsightsField(help_text="The published models' insights (contract section 3).")
 
     class Meta:
         model = Customer
         fields = ("id", "external_id", "name", "email", "phone", "company", "country", "city", "signup_date",
-                  "owner", "attributes", "no_profiling", "last_purchase_at", "created_at", "updated_at", "insights")
+                  "owner", "attributes", "no_profiling", "last_purchase_at", "created_at", "updated_at", "tags",
+                  "insights")
         read_only_fields = ("last_purchase_at", "created_at", "updated_at")
 
 
@@ -226,6 +251,8 @@ class CustomerQuerySerializer(serializers.Serializer):
     clv_max = serializers.FloatField(required=False)
     last_purchase_before = serializers.DateTimeField(required=False)
     last_purchase_after = serializers.DateTimeField(required=False)
+    tag = serializers.CharField(required=False, max_length=200, validators=[no_nul_characters],
+                                help_text="Customers with this tag (its name, whatever the case).")
     ordering = serializers.ChoiceField(list(customer_lists.CUSTOMER_ORDERINGS), required=False, default="name")
     fields = serializers.CharField(
         required=False, allow_blank=True, max_length=2000,

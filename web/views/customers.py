@@ -3,12 +3,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Page, Paginator
+from django.db.models import prefetch_related_objects
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from crm import audit, exports, forms, selectors, services
+from crm import tags as crm_tags
 from crm.models import Product
 from ml import customer_lists, run_reports
 from ml import insights as ml_insights
@@ -17,12 +19,13 @@ from ml import services as ml_services
 from ml.models import TrainingRun
 from web import cursors
 from web import forms as web_forms
+from web.views import customer_bulk
 from web.views.common import render, visible_customer
 
 
 def _customer_filter_form(request):
     return web_forms.CustomerFilterForm(request.GET or None, segments=ml_selectors.segments(),
-                                    owners=selectors.customer_owners(request.user))
+                                    owners=selectors.customer_owners(request.user), tags=selectors.tag_names())
 
 
 # Pages 1..KEYSET_AFTER_PAGE of the customer list are read by offset (their numbers are links);
@@ -69,6 +72,7 @@ def customer_list(request):
         shown = listed.total - (number - 1) * per_page
         rows, listed.keys = rows[len(rows) - shown:], listed.keys[len(listed.keys) - shown:]
         after, reverse, keyed, listed.more = None, True, True, False
+    prefetch_related_objects(rows, "tags")  # one query for the page's tags
     paginator = _CountedPaginator(listed.total, per_page)
     page = Page(rows, min(number or 1, paginator.num_pages), paginator)
     query = request.GET.copy()
@@ -93,6 +97,10 @@ def customer_list(request):
         "form": form, "page": page, "links": links, "query": query.urlencode(), "sort_query": sort_query.urlencode(),
         "sort": ordering, "has_forecast": "forecast" in runs,
         "not_forecast": run_reports.not_forecast_lines(not_forecast),
+        # The bulk action bar, for managers only (the POST checks the role again).
+        "bulk_form": customer_bulk.bulk_form(request.user) if selectors.is_manager(request.user) else None,
+        "tag_names": [value for value, _label in form.fields["tag"].choices[1:]],
+        "list_query": request.GET.urlencode(),
     })
 
 
@@ -152,7 +160,7 @@ def customer_detail(request, pk):
     types = timeline_form.cleaned_data["type"] if timeline_form.is_bound and timeline_form.is_valid() else None
     fc_run = runs.get(TrainingRun.Kind.FORECAST)
     return render(request, "crm/customer_detail.html", {
-        "customer": customer, "insights": insights, "runs": runs,
+        "customer": customer, "insights": insights, "runs": runs, "tags": crm_tags.tag_names(customer),
         "accuracy": run_reports.forecast_accuracy(fc_run),
         "not_forecast": run_reports.targets_not_forecast(fc_run.metrics if fc_run else None),
         "basis": run_reports.basis_words(insights["forecast"]["basis"]) if insights["forecast"] else None,
@@ -295,7 +303,8 @@ def customer_create(request):
         if customer is not None:
             messages.success(request, f"Customer {customer} created.")
             return redirect("customer_detail", pk=customer.pk)
-    return render(request, "crm/customer_form.html", {"form": form, "customer": None, "title": "New customer"})
+    return render(request, "crm/customer_form.html", {"form": form, "customer": None, "title": "New customer",
+                                                      "tag_names": selectors.tag_names()})
 
 
 @login_required
@@ -309,4 +318,5 @@ def customer_edit(request, pk):
         if saved is not None:
             messages.success(request, f"Customer {saved} saved.")
             return redirect("customer_detail", pk=saved.pk)
-    return render(request, "crm/customer_form.html", {"form": form, "customer": customer, "title": title})
+    return render(request, "crm/customer_form.html", {"form": form, "customer": customer, "title": title,
+                                                      "tag_names": selectors.tag_names()})
