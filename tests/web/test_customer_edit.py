@@ -202,12 +202,13 @@ def test_customer_edit_queries_do_not_grow_with_users(manager_client, world, mak
 
 
 def test_customer_edit_page_queries_are_bounded(manager_client, world, django_assert_max_num_queries):
-    with django_assert_max_num_queries(6):  # session, user, roles, the second factor, the customer, the owner choices
+    with django_assert_max_num_queries(8):  # session, user, roles, the second factor, the customer, the owner choices,
+        # its tags and the tag names offered
         assert manager_client.get(edit_url(world.zed)).status_code == 200
 
 
 def test_customer_create_page_queries_are_bounded(manager_client, world, django_assert_max_num_queries):
-    with django_assert_max_num_queries(5):  # session, user, roles, the second factor, the owner choices
+    with django_assert_max_num_queries(6):  # session, user, roles, the second factor, the owner choices, tag names
         assert manager_client.get(reverse("customer_create")).status_code == 200
 
 
