@@ -20,7 +20,9 @@ from crm.models import (
     ImportRun,
     ImportSource,
     Interaction,
+    CustomerTag,
     Product,
+    Tag,
 )
 
 
@@ -43,6 +45,15 @@ class RecentInteractionInline(admin.TabularInline):
         return qs.filter(id__in=ids)
 
 
+class CustomerTagInline(admin.TabularInline):
+    model = CustomerTag
+    fields = ("tag", "added_by", "added_at")
+    readonly_fields = ("added_by", "added_at")
+    autocomplete_fields = ("tag",)
+    extra = 0
+    verbose_name_plural = "Tags"
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = ("external_id", "name", "company", "email", "country", "city", "owner", "signup_date", "updated_at")
@@ -52,8 +63,19 @@ class CustomerAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner",)
     list_select_related = ("owner",)
     readonly_fields = ("created_at", "updated_at")
-    inlines = [RecentInteractionInline]
+    inlines = [CustomerTagInline, RecentInteractionInline]
     show_full_result_count = False
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    list_display = ("name", "customer_count", "created_at")
+    search_fields = ("name",)
+    readonly_fields = ("created_at",)
+
+    @admin.display(description="customers")
+    def customer_count(self, tag):
+        return CustomerTag.objects.filter(tag=tag).count()
 
 
 @admin.register(Product)

@@ -102,3 +102,18 @@ def test_admin_upload_dry_run_writes_nothing(client, admin_user, db, tmp_path, s
     assert run.dry_run and not Customer.objects.exists()
     assert b"Dry run #%d dry run: all 1 row would load" % run.pk in response.content
     assert run.files.get().encoding == "Windows-1252"
+
+
+def test_admin_customer_page_lists_and_adds_tags(client, admin_user, data):
+    from crm.models import CustomerTag, Tag
+
+    client.force_login(admin_user)
+    customer = Customer.objects.get(external_id="C1")
+    vip = Tag.objects.create(name="VIP")
+    CustomerTag.objects.create(customer=customer, tag=vip, added_by=admin_user)
+
+    page = client.get(reverse("admin:crm_customer_change", args=[customer.pk])).content.decode()
+    tags = client.get(reverse("admin:crm_tag_changelist")).content.decode()
+
+    assert "Tags" in page and "VIP" in page
+    assert "VIP" in tags and '<td class="field-customer_count">1</td>' in tags
