@@ -11,3 +11,6 @@ PRODUCT = {"sku": 100, "name": 300, "category": 200, "tags": 500}
 INTERACTION = {"external_id": 100, "order_ref": 100, "channel": 100}
 # An owner is a user's username: django.contrib.auth's User.username is 150 characters.
 USERNAME = 150
+# A follow-up's note and a completion's outcome: a few paragraphs, well inside what an interaction's
+# notes take (the log form's 5,000) when completing one joins them; a reason is one worklist line.
+FOLLOWUP = {"note": 2000, "outcome": 2000, "reason": 300}
