@@ -8,10 +8,11 @@ prepared reads of crm.sql). Pages, the API, the services and ml's reads all ask 
 """
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from crm import sql
-from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP, Customer, Interaction
+from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP, Customer, FollowUp, Interaction
 
 
 class NotAllowed(Exception):
@@ -99,6 +100,18 @@ def visible_interactions(user) -> QuerySet:
     return interactions.none() if rule is None else interactions.filter(rule)
 
 
+def visible_followups(user) -> QuerySet:
+    """Follow-ups this user may see and act on: of customers they see (:func:`visibility`), and
+    for a sales rep (or under an own-customers-only token) only the ones they own; managers and
+    admins the team's."""
+    rule = visibility(user, "customer__")
+    if rule is None:
+        return FollowUp.objects.none()
+    if not is_manager(user) or own_customers_only(user):
+        rule &= Q(owner=user)
+    return FollowUp.objects.filter(rule)
+
+
 def can_change_interaction(user, interaction: Interaction) -> bool:
     """Whether the user may edit or delete an interaction of a customer they see: managers and admins
     any; a sales rep the ones they logged (``created_by``). The pages show Edit where this holds; the
@@ -128,3 +141,14 @@ def check_interaction_editable(user, interaction: Interaction) -> None:
     check_visible(user, interaction.customer, "you cannot change this customer's interactions")
     if not can_change_interaction(user, interaction):
         raise NotAllowed("a sales rep can change only the interactions they logged")
+
+
+def check_followup_owner(user, owner, customer: Customer) -> None:
+    """Who may own a follow-up: the acting user; for a manager any active user with a CRM role who
+    can see the customer (a follow-up its owner could not open would be lost)."""
+    if owner != user and (not is_manager(user) or own_customers_only(user)):
+        raise NotAllowed("a sales rep can give follow-ups only to themselves; a manager reassigns them")
+    if not owner.is_active or not is_staff_member(owner):
+        raise ValidationError({"owner": f"{owner.get_username()} is not an active sales rep or manager"})
+    if not visible_customers(owner).filter(pk=customer.pk).exists():
+        raise ValidationError({"owner": f"{owner.get_username()} cannot see this customer (another rep owns it)"})

@@ -16,6 +16,7 @@ from crm.models import (
     ApiToken,
     AuditEvent,
     Customer,
+    FollowUp,
     ImportFile,
     ImportRun,
     ImportSource,
@@ -97,6 +98,29 @@ class InteractionAdmin(admin.ModelAdmin):
     list_select_related = ("customer", "product")
     readonly_fields = ("created_at",)
     show_full_result_count = False
+
+
+@admin.register(FollowUp)
+class FollowUpAdmin(admin.ModelAdmin):
+    """Follow-ups, to look up and filter. Read-only: they are made, completed, cancelled and
+    reassigned on the pages and in the API, whose services check the row rule and audit it."""
+
+    list_display = ("due_at", "type", "customer", "owner", "status", "suggestion_kind", "completed_at")
+    list_filter = ("status", "type", "suggestion_kind", ("owner", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("customer__external_id", "customer__name", "note", "reason")
+    date_hierarchy = "due_at"
+    list_select_related = ("customer", "owner")
+    readonly_fields = [f.name for f in FollowUp._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class ImportFileInline(admin.TabularInline):

@@ -13,3 +13,6 @@ TAG_NAME = 50
 INTERACTION = {"external_id": 100, "order_ref": 100, "channel": 100}
 # An owner is a user's username: django.contrib.auth's User.username is 150 characters.
 USERNAME = 150
+# A follow-up's note and a completion's outcome: a few paragraphs, well inside what an interaction's
+# notes take (the log form's 5,000) when completing one joins them; a reason is one worklist line.
+FOLLOWUP = {"note": 2000, "outcome": 2000, "reason": 300}

@@ -408,6 +408,9 @@ class AuditEvent(models.Model):
         OTP_FAILURE = "otp_failure"
         OTP_RECOVERY_USED = "otp_recovery_used"
         OTP_RECOVERY_CODES = "otp_recovery_codes"
+        COMPLETE = "complete"
+        REASSIGN = "reassign"
+        CANCEL = "cancel"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -474,3 +477,75 @@ class ApiToken(models.Model):
 
     def is_active_at(self, at) -> bool:
         return self.revoked_at is None and self.expires_at > at
+
+
+class FollowUp(models.Model):
+    """A task on a customer: "call back Tuesday", "offer Gadget", "meeting on the 14th".
+
+    A planned call or meeting is not an interaction (crm.clock): it is a follow-up, and completing
+    it logs the interaction, dated when it happened (crm.followups.complete_followup). Made by
+    hand, from a suggestion (``product`` + ``suggestion_kind``) or from a worklist (``reason``).
+    Written by crm.followups only; who sees which: crm.access.visible_followups.
+    """
+
+    class Type(models.TextChoices):
+        CALL = "call"
+        EMAIL = "email"
+        MEETING = "meeting"
+        TODO = "todo", "To-do"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        DONE = "done"
+        CANCELLED = "cancelled"
+
+    class SuggestionKind(models.TextChoices):
+        # The values of ml.models.Suggestion.Kind (crm does not import ml; a test keeps them equal).
+        RECOMMENDATION = "recommendation", "Cross-sell"
+        REORDER = "reorder"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="followups")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="followups",
+                              db_index=False, help_text="Who does it (the customer's owner or the creator by default).")
+    due_at = models.DateTimeField()
+    type = models.CharField(max_length=10, choices=Type.choices, default=Type.CALL)
+    note = models.TextField(blank=True, max_length=limits.FOLLOWUP["note"])
+    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                help_text="The suggested product it was made from, if any.")
+    suggestion_kind = models.CharField(max_length=20, choices=SuggestionKind.choices, blank=True)
+    reason = models.CharField(max_length=limits.FOLLOWUP["reason"], blank=True,
+                              help_text='The worklist reason it was made from, e.g. "high value at risk: churn 72 %".')
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    completed_at = models.DateTimeField(null=True, blank=True, help_text="When it was done or cancelled.")
+    completed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", db_index=False)
+    interaction = models.ForeignKey(Interaction, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                    help_text="The interaction completing it logged.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        indexes = [
+            # "My open follow-ups by due date" (home page, /follow-ups/, the API's owner=me): an index range.
+            models.Index(fields=["owner", "status", "due_at"], name="followup_owner_status_due_idx"),
+            # The team's view and crm.followups.due_between: open ones by due date, whoever owns them.
+            models.Index(fields=["status", "due_at"], name="followup_status_due_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(type__in=["call", "email", "meeting", "todo"]),
+                                   name="followup_type_allowed"),
+            models.CheckConstraint(condition=Q(status__in=["open", "done", "cancelled"]),
+                                   name="followup_status_allowed"),
+            models.CheckConstraint(condition=Q(status="open", completed_at__isnull=True)
+                                   | (~Q(status="open") & Q(completed_at__isnull=False)),
+                                   name="followup_completed_at_iff_closed"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_type_display()} {self.customer_id} due {self.due_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == self.Status.OPEN
