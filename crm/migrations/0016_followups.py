@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('crm', '0014_import_files_in_database'),
+        ('crm', '0015_customer_tags'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
