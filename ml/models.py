@@ -229,3 +229,50 @@ class SuggestionFeedback(models.Model):
 
     def __str__(self):
         return f"{self.status}: {self.product_id} for {self.customer_id}"
+
+
+class ScoringModel(models.Model):
+    """What a run's scoring chunks need, stored once by the trainer after the fit: the fitted
+    model and its inputs, pickled and compressed (``ml.scoring``), and the run's outcome to
+    record when the last chunk is done. Written and read only by our own workers."""
+
+    run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, primary_key=True, related_name="scoring_model")
+    blob = models.BinaryField()
+    outcome = models.JSONField(default=dict, blank=True)
+    chunks = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class ScoringChunk(models.Model):
+    """One part of a run's customers (ids first_customer_id..last_customer_id of the trained
+    customer list) to score and write, by any worker; the job lifecycle of ``crm.jobs``."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    first_customer_id = models.BigIntegerField()
+    last_customer_id = models.BigIntegerField()
+    customers = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    rows = models.PositiveIntegerField(default=0, help_text="Rows written.")
+    summary = models.JSONField(default=dict, blank=True, help_text="What the run's figures need from this chunk.")
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="scoring_chunk_per_run")]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self):
+        return f"chunk {self.index} of run #{self.run_id} ({self.status})"

@@ -13,8 +13,6 @@ import time
 import traceback
 from datetime import date
 
-import numpy as np
-import pandas as pd
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -25,15 +23,12 @@ from crm.imports.queue import dispatch_pending_imports
 from crm.models import AuditEvent
 from ml.insights import published_run, published_run_ids  # noqa: F401 (ml.services.published_run for the doors)
 from ml.models import (
-    CustomerSegment,
-    Forecast,
-    Prospect,
-    Segment,
-    SimilarProduct,
     Suggestion,
     SuggestionFeedback,
     TrainingRun,
 )
+from ml.publishing import RunNotPublishable, finish_run, library_versions, publish_run  # noqa: F401 (the doors use ml.services.X)
+from ml.publishing import delete_run_rows as _delete_rows
 from ml.training import TRAINERS, KindNotSupported, RetrainRefused  # noqa: F401 (the doors catch them as ml.services.X)
 
 log = logging.getLogger(__name__)
@@ -48,18 +43,6 @@ MAX_ATTEMPTS = 3
 KIND_ORDER = (Kind.SEGMENTATION, Kind.FORECAST, Kind.RECOMMENDATION)
 # The task that runs one queued run (ml.tasks), sent by name: services never import tasks.
 EXECUTE_RUN_TASK = "ml.execute_run"
-
-
-class RunNotPublishable(Exception):
-    pass
-
-
-def library_versions() -> dict:
-    import scipy  # noqa: PLC0415 -- read when a run records its versions; the web process never needs it
-    import sklearn  # noqa: PLC0415 -- (as above)
-
-    return {"numpy": np.__version__, "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
-            "scipy": scipy.__version__}
 
 
 # --- requesting ----------------------------------------------------------------------------
@@ -221,7 +204,7 @@ def execute_run(run_id: int) -> TrainingRun | None:
     # Finishing and publishing in one transaction: nobody sees a succeeded run that is not yet live.
     try:
         with transaction.atomic():
-            _finish(run, publish, reason, timings, outcome)
+            finish_run(run.pk, publish, reason, timings, outcome)
     except DatabaseError as exc:
         if isinstance(exc, OperationalError):
             raise  # the connection went away: the task retries, or the sweep takes the run over
@@ -234,16 +217,6 @@ def execute_run(run_id: int) -> TrainingRun | None:
         _delete_rows(run.pk)
     run.refresh_from_db()
     return run
-
-
-def _finish(run, publish, reason, timings, outcome) -> None:
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=Status.SUCCEEDED if publish else Status.REJECTED, progress=100,
-        stage="done" if publish else f"not published: {reason}"[:200],  # the whole reason is in error
-        error="" if publish else reason, timings=timings, finished_at=timezone.now(), library_versions=library_versions(),
-        **outcome)
-    if publish:
-        publish_run(run.pk)
 
 
 def run_now(kind: str, *, as_of: date | None = None, horizon_days: int = 90, algorithm: str = "auto",
@@ -259,27 +232,6 @@ def run_now(kind: str, *, as_of: date | None = None, horizon_days: int = 90, alg
         raise RetrainRefused(f"a {kind} run (#{active.pk if active else '?'}) is already running; "
                              "wait for it to finish")
     return result
-
-
-def publish_run(run_id: int, *, user=None) -> TrainingRun:
-    """Make a finished run the live one of its kind, in one transaction (also used to roll back).
-
-    ``user``: who asked (None: the run published itself after training). Publishing a run
-    older than the live one is recorded in the audit trail as a rollback.
-    """
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run_id)
-        if run.status != Status.SUCCEEDED:
-            raise RunNotPublishable(f"run #{run.pk} is {run.status}; only a succeeded run can be published")
-        live = TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).values_list(
-            "pk", flat=True).first()
-        TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).update(is_published=False)
-        TrainingRun.objects.filter(pk=run.pk).update(is_published=True, published_at=timezone.now())
-        action = AuditEvent.Action.ROLLBACK if live is not None and live > run.pk else AuditEvent.Action.PUBLISH
-        audit.record(action, user=user, object_type="training_run", object_id=run.pk,
-                     summary=f"{run.kind} run {run.pk} published" + (f", replacing run {live}" if live else ""))
-    run.refresh_from_db()
-    return run
 
 
 def sweep_stale_runs() -> dict:
@@ -309,15 +261,6 @@ def sweep_stale_runs() -> dict:
             _send(run.pk)  # if the broker is down too, dispatch_pending sends it later
             requeued.append(run.pk)
     return {"requeued": requeued, "failed": failed}
-
-
-def _delete_rows(run_id: int) -> None:
-    """Drop what an unfinished run wrote; published insights belong to other runs and stay."""
-    for model in (CustomerSegment, Forecast, Suggestion, SimilarProduct, Prospect):
-        model.objects.filter(run_id=run_id).delete()
-    Segment.objects.filter(run_id=run_id).delete()
-
-
 
 
 def waiting_behind_running(run_id: int) -> bool:

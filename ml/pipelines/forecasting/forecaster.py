@@ -58,7 +58,7 @@ from ml.pipelines.forecasting.features import amount_share, day_number
 from ml.pipelines.forecasting.intervals import Z90, RatioQuantiles, SpendBand, total_interval
 from ml.pipelines.forecasting.metrics import decile_series, interval_coverage, reliability_table
 from ml.pipelines.forecasting.models import ALGORITHMS, BASELINES, MIN_AMOUNT_SHARE, TARGETS, no_change
-from ml.pipelines.forecasting.reasons import explain_factors
+from ml.pipelines.forecasting.reasons import explain_factors, factor_medians
 
 # When nothing can be held back, the textbook model that needs no labelled window.
 UNVALIDATED = "bgnbd"
@@ -343,18 +343,38 @@ class CustomerForecaster(BaseEstimator):
                                      "churn_probability": nan if o["p0"] is None else o["p0"]}, index=s.index)
                     for n, o in outs.items()}
 
-    def predict(self, interactions: pd.DataFrame, as_of) -> pd.DataFrame:
+    def predict(self, interactions: pd.DataFrame, as_of, reference: dict | None = None) -> pd.DataFrame:
         """Forecasts as of ``as_of`` for every customer with a purchase on or before it.
 
         Index customer_id; columns expected_purchases (orders), expected_spend, churn_probability,
         clv (purchase amount over ``clv_days``), expected_refund_rate, purchases_p10/p90,
         spend_p10/p90 (NaN for the money columns when spend is not forecast), basis, factors
-        (list of short strings).
+        (list of short strings). ``reference``: :meth:`reference` of every customer, when
+        ``interactions`` are those of a part of them (forecast in chunks, each customer's
+        forecast is then the one a forecast of all gives).
         """
         with threadpool_limits(limits=self.n_threads):
-            return self._predict(Workspace(interactions, as_of), as_of)
+            return self._predict(Workspace(interactions, as_of), as_of, reference)
 
-    def _predict(self, ws, as_of):
+    def reference(self, interactions: pd.DataFrame, as_of) -> dict:
+        """The population figures a customer's forecast is read against (the median customer of
+        the factors, the base refund rate and its weight), as of ``as_of``."""
+        with threadpool_limits(limits=self.n_threads):
+            ws = Workspace(interactions, as_of)
+            return self._reference(ws, ws.summaries(day_number(pd.Timestamp(as_of).normalize()), self.final_.window_),
+                                   as_of)
+
+    def _reference(self, ws, s, as_of) -> dict:
+        ref = {"medians": factor_medians(s) if len(s) else None}
+        if self.with_spend_:
+            refunds = ws.refunds(pd.Timestamp(as_of).normalize()).reindex(s.index, fill_value=0.0).to_numpy()
+            spend_hist = s["spend"].to_numpy()
+            ref["refund_base"] = refunds.sum() / spend_hist.sum() if spend_hist.sum() > 0 else 0.0
+            # Shrink towards the base rate with the weight of a median customer's spend.
+            ref["refund_prior"] = float(np.median(spend_hist)) if len(s) else 0.0
+        return ref
+
+    def _predict(self, ws, as_of, reference=None):
         cut = day_number(pd.Timestamp(as_of).normalize())
         H = int(self.horizon_days)
         s, outs = self.final_.outputs(ws, cut, H)
@@ -388,12 +408,11 @@ class CustomerForecaster(BaseEstimator):
         e_h = bg.conditional_expected_purchases(H, x, s["active_span"], s["tenure"])
         e_clv = bg.conditional_expected_purchases(self.clv_days, x, s["active_span"], s["tenure"])
         stretch = np.divide(e_clv, e_h, out=np.full(len(s), self.clv_days / H), where=e_h > 1e-12)
+        ref = reference or self._reference(ws, s, as_of)
         if self.with_spend_:
             refunds = ws.refunds(pd.Timestamp(as_of).normalize()).reindex(s.index, fill_value=0.0).to_numpy()
             spend_hist = s["spend"].to_numpy()
-            base = refunds.sum() / spend_hist.sum() if spend_hist.sum() > 0 else 0.0
-            # Shrink towards the base rate with the weight of a median customer's spend.
-            prior = float(np.median(spend_hist))
+            base, prior = ref["refund_base"], ref["refund_prior"]
             refund_rate = np.clip((refunds + prior * base) / np.maximum(spend_hist + prior, 1e-12), 0, 1)
         else:
             refund_rate = nan
@@ -401,7 +420,8 @@ class CustomerForecaster(BaseEstimator):
         res.insert(4, "expected_refund_rate", refund_rate)
         own = np.where(s["purchase_days"].to_numpy() >= 2, "own history", "population averages")
         res["basis"] = [f"{self.basis_label()} · {o}"[:100] for o in own]
-        res["factors"] = explain_factors(s, self.window_days_, H, with_spend=self.with_spend_)
+        res["factors"] = explain_factors(s, self.window_days_, H, with_spend=self.with_spend_,
+                                         medians=ref["medians"])
         return res
 
 

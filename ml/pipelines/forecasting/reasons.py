@@ -23,27 +23,36 @@ def _fmt(v, digits=0):
     return txt
 
 
-def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3, with_spend=True) -> list[list[str]]:
+def factor_medians(s: pd.DataFrame) -> dict:
+    """The median customer of summaries ``s`` that :func:`explain_factors` compares with."""
+    days = s["purchase_days"].to_numpy()
+    gap = np.where(days > 1, s["active_span"].to_numpy() / np.maximum(days - 1, 1), np.nan)
+    value = s["spend"].to_numpy() / np.maximum(s["orders"].to_numpy(), 1)
+    return {"gap": float(np.nanmedian(gap)) if np.isfinite(gap).any() else np.nan, "value": float(np.median(value)),
+            "recent": float(s["orders_recent"].median()), "days": float(s["purchase_days"].median())}
+
+
+def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3, with_spend=True,
+                    medians: dict | None = None) -> list[list[str]]:
     """The ``top`` statements that set this customer furthest from the median customer.
 
     Each candidate statement gets a strength = |log of the customer's value / the median|;
     the strongest ones are kept. Built column-wise (no loop over customers): the strengths
     pick each customer's statements first, and a statement's text is only built for the
     customers who get it. Without amounts (``with_spend`` False) order value is never quoted.
+    ``medians``: those of :func:`factor_medians` on every customer, when ``s`` is only a part of them.
     """
     n = len(s)
     if not n:
         return []
-    med = s.median(numeric_only=True)
+    med = medians or factor_medians(s)
     days = s["purchase_days"].to_numpy()
     recent = s["orders_recent"].to_numpy()
     prev = s["orders_previous"].to_numpy()
     gap = np.where(days > 1, s["active_span"].to_numpy() / np.maximum(days - 1, 1), np.nan)
-    med_gap = float(np.nanmedian(gap)) if np.isfinite(gap).any() else np.nan
+    med_gap, med_value, med_recent = med["gap"], med["value"], med["recent"]
     recency = s["recency"].to_numpy()
     value = s["spend"].to_numpy() / np.maximum(s["orders"].to_numpy(), 1)
-    med_value = float(np.median(value))
-    med_recent = float(med["orders_recent"])
     own_gap = np.where(np.isfinite(gap), gap, med_gap if np.isfinite(med_gap) else horizon)
     tenure, orders = s["tenure"].to_numpy(), s["orders"].to_numpy()
 
@@ -86,7 +95,7 @@ def explain_factors(s: pd.DataFrame, window: int, horizon: int, top=3, with_spen
         np.abs(ratio(recency, np.maximum(own_gap, 1))) * 1.2,
         np.abs(ratio(value, med_value)) if with_spend else np.full(n, -np.inf),
         np.abs(ratio(recent, prev)) * 0.8,
-        np.abs(ratio(days, float(med["purchase_days"]))) * 0.6,
+        np.abs(ratio(days, med["days"])) * 0.6,
     ])
     order = np.argsort(-strength, axis=1, kind="stable")[:, :top]
     out = np.empty(order.shape, dtype=object)

@@ -1,0 +1,83 @@
+"""Finishing a trained run and switching the live run of its kind, in one place for the two
+ways a run ends: trained and scored in one process (``ml.services.execute_run``), or scored in
+chunks by several workers, the last of which finishes it (``ml.scoring``)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from django.db import transaction
+from django.utils import timezone
+
+from crm import audit
+from crm.models import AuditEvent
+from ml.models import (
+    CustomerSegment,
+    Forecast,
+    Prospect,
+    ScoringModel,
+    Segment,
+    SimilarProduct,
+    Suggestion,
+    TrainingRun,
+)
+
+Status = TrainingRun.Status
+
+
+class RunNotPublishable(Exception):
+    pass
+
+
+def library_versions() -> dict:
+    import scipy  # noqa: PLC0415 -- read when a run records its versions; the web process never needs it
+    import sklearn  # noqa: PLC0415 -- (as above)
+
+    return {"numpy": np.__version__, "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
+            "scipy": scipy.__version__}
+
+
+def finish_run(run_id: int, publish: bool, reason: str, timings: dict, outcome: dict) -> bool:
+    """Record a running run's outcome and publish it (call inside the caller's transaction, so that
+    nobody sees a succeeded run that is not yet live). Conditional on the run still running:
+    False, and nothing changed, when someone else finished or failed it first."""
+    finished = TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+        status=Status.SUCCEEDED if publish else Status.REJECTED, progress=100,
+        stage="done" if publish else f"not published: {reason}"[:200],  # the whole reason is in error
+        error="" if publish else reason, timings=timings, finished_at=timezone.now(), library_versions=library_versions(),
+        **outcome)
+    if not finished:
+        return False
+    if publish:
+        publish_run(run_id)
+    ScoringModel.objects.filter(run_id=run_id).delete()  # the fitted model was only kept for scoring
+    return True
+
+
+def publish_run(run_id: int, *, user=None) -> TrainingRun:
+    """Make a finished run the live one of its kind, in one transaction (also used to roll back).
+
+    ``user``: who asked (None: the run published itself after training). Publishing a run
+    older than the live one is recorded in the audit trail as a rollback.
+    """
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status != Status.SUCCEEDED:
+            raise RunNotPublishable(f"run #{run.pk} is {run.status}; only a succeeded run can be published")
+        live = TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).values_list(
+            "pk", flat=True).first()
+        TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).update(is_published=False)
+        TrainingRun.objects.filter(pk=run.pk).update(is_published=True, published_at=timezone.now())
+        action = AuditEvent.Action.ROLLBACK if live is not None and live > run.pk else AuditEvent.Action.PUBLISH
+        audit.record(action, user=user, object_type="training_run", object_id=run.pk,
+                     summary=f"{run.kind} run {run.pk} published" + (f", replacing run {live}" if live else ""))
+    run.refresh_from_db()
+    return run
+
+
+def delete_run_rows(run_id: int) -> None:
+    """Drop what an unfinished run wrote (and its stored model); published insights belong to
+    other runs and stay. Its scoring chunks stay, as the record of what happened."""
+    for model in (CustomerSegment, Forecast, Suggestion, SimilarProduct, Prospect):
+        model.objects.filter(run_id=run_id).delete()
+    Segment.objects.filter(run_id=run_id).delete()
+    ScoringModel.objects.filter(run_id=run_id).delete()
