@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ml', '0006_forecast_targets_may_be_absent'),
+        ('ml', '0007_suggestion_expected_on'),
     ]
 
     operations = [
