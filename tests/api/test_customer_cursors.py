@@ -193,7 +193,7 @@ def test_customer_list_fields_with_insights_read_suggestions(book, manager_clien
     mine = next(c for c in body["results"] if c["external_id"] == "C-MINE")
     assert mine == {"external_id": "C-MINE", "insights": {"reorder": [
         {"sku": "FOOD-1", "name": "Dog food", "product_id": book["food"].pk, "score": 0.9, "reason": "due again",
-         "evidence": {}, "basis": "", "rank": 1}]}}
+         "evidence": {}, "basis": "", "rank": 1, "expected_on": None}]}}
 
 
 @pytest.mark.parametrize(("params", "field"), [({"fields": "external_id,password"}, "fields"),
