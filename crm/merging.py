@@ -7,7 +7,7 @@ from django.utils import timezone
 from crm import audit, hooks
 from crm.access import check_manager
 from crm.interactions import refresh_last_purchase
-from crm.models import AuditEvent, Customer, Interaction
+from crm.models import AuditEvent, Customer, CustomerTag, Interaction
 
 
 class MergeRefused(Exception):
@@ -48,7 +48,15 @@ def merge_customers(*, user, keep: Customer, duplicates) -> dict:
 
         # What other apps wrote about the customers (ml: feedback moves, insights of past runs
         # are dropped) is theirs to carry: crm.hooks.
-        handled = {Interaction}
+        handled = {Interaction, CustomerTag}
+        # Tags: the kept customer gets the union (a tag both carry stays once: the unique pair).
+        kept_tags = CustomerTag.objects.filter(customer_id=kept.pk).values("tag_id")
+        CustomerTag.objects.filter(customer_id__in=ids, tag_id__in=kept_tags).delete()
+        moved["tags"] = 0
+        for tag_id in CustomerTag.objects.filter(customer_id__in=ids).values_list("tag_id", flat=True).distinct():
+            first = CustomerTag.objects.filter(customer_id__in=ids, tag_id=tag_id).order_by("added_at", "id").first()
+            CustomerTag.objects.filter(customer_id__in=ids, tag_id=tag_id).exclude(pk=first.pk).delete()
+            moved["tags"] += CustomerTag.objects.filter(pk=first.pk).update(customer_id=kept.pk)
         for data in hooks.customer_data():
             moved.update(data.merge(kept.pk, ids))
             handled.update(data.models)
@@ -56,7 +64,7 @@ def merge_customers(*, user, keep: Customer, duplicates) -> dict:
         for relation in Customer._meta.get_fields(include_hidden=True):  # hidden: related_name="+" too
             if relation.one_to_many and relation.auto_created and relation.related_model not in handled:
                 name = relation.field.name
-                moved[relation.related_model._meta.verbose_name_plural] = (
+                moved[str(relation.related_model._meta.verbose_name_plural)] = (
                     relation.related_model._base_manager.filter(**{f"{name}_id__in": ids}).update(**{name: kept}))
 
         filled = _merge_profile(kept, others)

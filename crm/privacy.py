@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from crm import audit, hooks
 from crm.access import NotAllowed, is_manager
-from crm.models import AuditEvent, Customer, Interaction
+from crm.models import AuditEvent, Customer, CustomerTag, Interaction
 
 FORMAT = "crm-personal-data/1"
 
@@ -51,6 +51,7 @@ def personal_data(customer: Customer) -> dict:
             "signup_date": c.signup_date, "owner": c.owner.get_username() if c.owner else None,
             "attributes": c.attributes, "no_profiling": c.no_profiling, "last_purchase_at": c.last_purchase_at,
             "erased_at": c.erased_at, "created_at": c.created_at, "updated_at": c.updated_at,
+            "tags": [t.tag.name for t in CustomerTag.objects.filter(customer=c).select_related("tag").order_by("id")],
         },
         "interactions": [{
             "external_id": i.external_id, "type": i.type, "occurred_at": i.occurred_at,

@@ -340,3 +340,34 @@ def test_api_merge_moves_everything_and_answers_the_counts(pair, manager, rep):
                     format="json").status_code == 404
     assert api.post(f"/api/v1/customers/{keep.pk}/merge/", {"duplicates": [keep.pk]},
                     format="json").status_code == 409
+
+
+def test_merge_carries_the_duplicates_tags_once(pair, manager):
+    from crm.models import CustomerTag, Tag
+
+    keep, dup = pair
+    vip, fair = Tag.objects.create(name="vip"), Tag.objects.create(name="fair 2026")
+    CustomerTag.objects.create(customer=keep, tag=vip)
+    CustomerTag.objects.create(customer=dup, tag=vip)
+    CustomerTag.objects.create(customer=dup, tag=fair)
+
+    moved = services.merge_customers(user=manager, keep=keep, duplicates=[dup])
+
+    assert sorted(CustomerTag.objects.filter(customer=keep).values_list("tag__name", flat=True)) == ["fair 2026", "vip"]
+    assert CustomerTag.objects.count() == 2 and moved["tags"] == 1
+
+
+def test_merge_moves_the_duplicates_follow_ups(pair, manager):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from crm.followups import create_followup
+    from crm.models import FollowUp
+
+    keep, dup = pair
+    made = create_followup(user=manager, customer=dup, due_at=timezone.now() + timedelta(days=1), note="call Ann")
+
+    moved = services.merge_customers(user=manager, keep=keep, duplicates=[dup])
+
+    assert FollowUp.objects.get(pk=made.pk).customer_id == keep.pk and moved["follow ups"] == 1

@@ -106,6 +106,14 @@ def test_personal_data_holds_the_profile_interactions_and_insights_of_every_run(
     assert "Zed" not in json.dumps(data, default=str)
 
 
+def test_personal_data_lists_the_customers_tags(world):
+    from crm.models import CustomerTag, Tag
+
+    CustomerTag.objects.create(customer=world.ada, tag=Tag.objects.create(name="VIP"))
+
+    assert privacy.personal_data(world.ada)["customer"]["tags"] == ["VIP"]
+
+
 def test_personal_data_says_why_a_forecast_value_is_null(world):
     # given the live forecast run could not forecast spend and CLV (purchases without amounts)
     reason = "no amounts: purchases carry no amount, so spend and CLV are not forecast"
@@ -128,7 +136,7 @@ def test_personal_data_is_read_in_a_fixed_number_of_queries(world, django_assert
     for i in range(20):
         Interaction.objects.create(external_id=f"more-{i}", customer=world.ada, type="view", product=world.widget,
                                    occurred_at=timezone.now())
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(9):  # the profile, its tags, interactions, audit, then ml's sections
         privacy.personal_data(world.ada)
 
 
