@@ -16,12 +16,12 @@ from crm.models import (
     ApiToken,
     AuditEvent,
     Customer,
+    CustomerTag,
     FollowUp,
     ImportFile,
     ImportRun,
     ImportSource,
     Interaction,
-    CustomerTag,
     Product,
     Tag,
 )
