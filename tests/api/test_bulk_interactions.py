@@ -79,8 +79,18 @@ def test_bulk_refuses_more_than_the_maximum(book, rep_client):
     assert response.status_code == 400 and set(error_of(response)["fields"]) == {"items"}
 
 
-def test_bulk_needs_an_items_list(book, rep_client):
-    response = rep_client.post(URL, [_item()])
+def test_bulk_takes_a_bare_list_with_the_same_report(book, rep_client):
+    items = [_item(), _item(external_id="shop-2", type="visit")]
+
+    body = rep_client.post(URL, items, format="json").json()
+
+    assert (body["created"], body["rejected"]) == (1, 1)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "type")]
+    assert Interaction.objects.filter(external_id="shop-1").exists()
+
+
+def test_bulk_needs_an_items_list_or_a_list(book, rep_client):
+    response = rep_client.post(URL, "not items", format="json")
 
     assert response.status_code == 400 and error_of(response)["code"] == "invalid"
 

@@ -428,6 +428,11 @@ class BulkInteractionRequestSerializer(serializers.Serializer):
     items = BulkItemsField(max_length=MAX_BULK_ITEMS, help_text=f"Up to {MAX_BULK_ITEMS:,} interactions.")
 
 
+def bulk_body(data):
+    """A bulk request's body as ``{"items": [...]}``: a bare JSON list is taken as the items."""
+    return {"items": data} if isinstance(data, list) else data
+
+
 class BulkItemErrorSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="Position of the item in the request, from 0.")
     field = serializers.CharField(allow_null=True)

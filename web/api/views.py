@@ -320,8 +320,8 @@ class InteractionViewSet(_LookupMixin, viewsets.GenericViewSet):
         """Create or update up to 10,000 interactions keyed on `external_id` (the interactions.csv
         columns). Each bad item is reported with its index and reason; the good ones are stored.
         Sending the same items again changes nothing (items without `external_id` get a key derived
-        from their content)."""
-        serializer = s.BulkInteractionRequestSerializer(data=request.data)
+        from their content). The body is `{"items": [...]}` or the bare list of items."""
+        serializer = s.BulkInteractionRequestSerializer(data=s.bulk_body(request.data))
         serializer.is_valid(raise_exception=True)
         result = services.upsert_interactions(user=request.user, items=serializer.validated_data["items"])
         return Response(s.BulkInteractionResultSerializer({
