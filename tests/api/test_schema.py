@@ -58,6 +58,18 @@ def test_schema_has_examples_on_key_endpoints(client_for):
     assert paths["/api/v1/training-runs/"]["post"]["requestBody"]["content"]["application/json"]["examples"]
 
 
+def test_retrain_response_matches_its_schema(book, manager_client):
+    schemas = manager_client.get("/api/v1/schema/", {"format": "json"}).json()["components"]["schemas"]
+    documented = manager_client.get("/api/v1/schema/", {"format": "json"}).json()["paths"][
+        "/api/v1/training-runs/"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]["$ref"]
+
+    body = manager_client.post("/api/v1/training-runs/", {"kind": "forecast"}, format="json").json()
+
+    shape = schemas[documented.rsplit("/", 1)[1]]
+    assert set(body) == set(shape["properties"]) == {"created", "run"}
+    assert set(body["run"]) == set(schemas["TrainingRun"]["properties"])
+
+
 def test_docs_page_uses_only_local_static_assets(client_for):
     page = client_for().get("/api/v1/docs/").content.decode()
 
