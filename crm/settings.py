@@ -311,6 +311,24 @@ ML_STALE_AFTER_SECONDS = _env_int("ML_STALE_AFTER_SECONDS", 60, minimum=2)
 # overdue ones), not right after a purchase (ml.insights.reorder_due).
 ML_REORDER_DUE_DAYS = _env_int("ML_REORDER_DUE_DAYS", 14, minimum=0)
 
+
+def _env_share(name, default, maximum):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number (a share such as 0.1)") from None
+    if not 0 <= value <= maximum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be between 0 and {maximum}")
+    return value
+
+
+# The share of customers whose suggestions are computed but not shown (the control group that
+# measures the suggestions' uplift, ml.control); 0 shows everyone's. Half at most: the rest see them.
+ML_CONTROL_SHARE = _env_share("ML_CONTROL_SHARE", 0.10, maximum=0.5)
+
 # --- Celery -------------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 if REDIS_URL and urlparse(REDIS_URL).scheme not in {"redis", "rediss"}:

@@ -96,8 +96,8 @@ class ForecastAdmin(_InsightAdmin):
 
 @admin.register(Suggestion)
 class SuggestionAdmin(_InsightAdmin):
-    list_display = ("customer", "kind", "rank", "product", "score", "reason", "run")
-    list_filter = ("kind",)
+    list_display = ("customer", "kind", "rank", "product", "score", "reason", "control", "run")
+    list_filter = ("kind", "control")
     list_select_related = ("customer", "product", "run")
     autocomplete_fields = ("customer", "product")
     raw_id_fields = ("run",)
@@ -116,7 +116,7 @@ class SimilarProductAdmin(_InsightAdmin):
 
 @admin.register(Prospect)
 class ProspectAdmin(_InsightAdmin):
-    list_display = ("product", "rank", "customer", "score", "reason", "run")
+    list_display = ("product", "rank", "customer", "score", "reason", "control", "run")
     list_select_related = ("product", "customer", "run")
     autocomplete_fields = ("product", "customer")
     raw_id_fields = ("run",)

@@ -44,15 +44,17 @@ def customer_insights(customer: Customer, runs: dict | None = None) -> dict:
     customer the caller has already read through the row-level rule.
 
     {"segment": {...} | None, "forecast": {...} | None, "recommendations": [...], "reorder": [...],
-     "computed_at": {kind: datetime}, "no_profiling": bool}; a customer with ``no_profiling``
-    gets no segment, forecast or suggestions. ``runs``: as for customer_records.
+     "computed_at": {kind: datetime}, "no_profiling": bool, "control_group": bool}; a customer with
+    ``no_profiling`` gets no segment, forecast or suggestions, one in the control group
+    (``control_group``, ml.control) no suggestions. ``runs``: as for customer_records.
     """
     records = _read_records(("", []), pk=customer.pk, runs=runs)
     if records:
         return records[0]["insights"]
     # Deleted since the caller read it: nothing to say about it.
     return {"segment": None, "forecast": None, "recommendations": [], "reorder": [],
-            "computed_at": {k: r.finished_at for k, r in (runs or {}).items()}, "no_profiling": customer.no_profiling}
+            "computed_at": {k: r.finished_at for k, r in (runs or {}).items()}, "no_profiling": customer.no_profiling,
+            "control_group": False}
 
 
 def _forecast_dict(f: Forecast, run: TrainingRun) -> dict:
@@ -69,7 +71,7 @@ def _forecast_dict(f: Forecast, run: TrainingRun) -> dict:
 def _suggestion_dict(s: Suggestion) -> dict:
     return {"sku": s.product.sku, "name": s.product.name, "product_id": s.product_id, "kind": s.kind,
             "score": s.score, "reason": s.reason, "evidence": s.evidence, "basis": s.basis, "rank": s.rank,
-            "expected_on": s.expected_on}
+            "expected_on": s.expected_on, "control": s.control}
 
 
 # --- "reorder means due": which reorder suggestions the lists show, in which order ----------------
@@ -89,12 +91,41 @@ def reorder_due(prefix: str = "", today: date | None = None) -> Q:
             | Q(**{f"{prefix}expected_on__lte": reorder_due_until(today)}))
 
 
+def listed_sql(alias: str) -> str:
+    """:func:`listed` as SQL on the suggestion table under ``alias``; one parameter, as reorder_due_sql."""
+    return f"({reorder_due_sql(alias)} OR {alias}.{sql.column(Suggestion, 'control')})"
+
+
 def reorder_due_sql(alias: str) -> str:
     """:func:`reorder_due` as SQL on the suggestion table under ``alias``; one parameter, the
     :func:`reorder_due_until` date."""
     T, q = Suggestion, sql.column
     return (f"({alias}.{q(T, 'kind')} <> '{Suggestion.Kind.REORDER.value}' OR {alias}.{q(T, 'expected_on')} IS NULL "
             f"OR {alias}.{q(T, 'expected_on')} <= %s)")
+
+
+# --- "shown": the control group's suggestions are kept (the uplift is measured on them) but no
+# list shows them: customer page, API, exports, home worklists, prospects (ml.control).
+
+def shown(prefix: str = "") -> Q:
+    """Suggestions (or prospects, under ``prefix``) that the lists may show: not the control group's."""
+    return Q(**{f"{prefix}control": False})
+
+
+def listed(prefix: str = "", today: date | None = None) -> Q:
+    """The rows a customer's insights read: the due ones (:func:`reorder_due`) and the control
+    group's (those only to say that the customer's suggestions are withheld, :func:`add_suggestion`)."""
+    return reorder_due(prefix, today) | Q(**{f"{prefix}control": True})
+
+
+def add_suggestion(insights: dict, item: dict) -> None:
+    """Put a suggestion read by :func:`listed` into a customer's insights: in its list, or, for the
+    control group, nowhere but ``control_group``."""
+    if item.pop("control"):
+        insights["control_group"] = True
+        insights["recommendations"], insights["reorder"] = [], []
+    elif not insights["control_group"]:
+        insights[_SUGGESTION_KEYS[item["kind"]]].append(item)
 
 
 # Within a kind: reorders by expected date (the overdue first), then by rank; cross-sell rows
@@ -153,7 +184,8 @@ def insights_by_customer(customers, runs: dict | None = None) -> dict:
     computed = {k: r.finished_at for k, r in runs.items()}
     customers = list(customers)
     out = {c.pk: {"segment": None, "forecast": None, "recommendations": [], "reorder": [],
-                  "computed_at": dict(computed), "no_profiling": c.no_profiling} for c in customers}
+                  "computed_at": dict(computed), "no_profiling": c.no_profiling, "control_group": False}
+           for c in customers}
     ids = [c.pk for c in customers if not c.no_profiling]
     if not ids:
         return out
@@ -175,20 +207,21 @@ def insights_by_customer(customers, runs: dict | None = None) -> dict:
             out[f.customer_id]["forecast"] = _forecast_dict(f, fc_run)
     rec_run = runs.get(TrainingRun.Kind.RECOMMENDATION)
     if rec_run:
-        for s in (Suggestion.objects.filter(reorder_due(), run=rec_run, customer_id__in=ids).select_related("product")
+        for s in (Suggestion.objects.filter(listed(), run=rec_run, customer_id__in=ids).select_related("product")
                   .order_by(*SUGGESTION_ORDER)):
-            out[s.customer_id][_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
+            add_suggestion(out[s.customer_id], _suggestion_dict(s))
     return out
 
 
 def customer_suggestions(customer: Customer, run: TrainingRun | None) -> dict:
-    """{"recommendations": [...], "reorder": [...]} of one customer in a recommendation run, best first."""
-    out = {"recommendations": [], "reorder": []}
+    """{"recommendations": [...], "reorder": [...], "control_group": bool} of one customer in a
+    recommendation run, best first (none for the control group)."""
+    out = {"recommendations": [], "reorder": [], "control_group": False}
     if run is None or customer.no_profiling:
         return out
-    for s in (Suggestion.objects.filter(reorder_due(), run=run, customer=customer).select_related("product")
+    for s in (Suggestion.objects.filter(listed(), run=run, customer=customer).select_related("product")
               .order_by(*SUGGESTION_ORDER)):
-        out[_SUGGESTION_KEYS[s.kind]].append(_suggestion_dict(s))
+        add_suggestion(out, _suggestion_dict(s))
     return out
 
 
@@ -212,7 +245,7 @@ def _record_selects():
         ("f", Forecast, ("customer",) + _FORECAST_FIELDS),
     ])
     suggestions = sql.Select([("sg", Suggestion, ("customer", "kind", "rank", "score", "reason", "evidence", "basis",
-                                                  "expected_on")),
+                                                  "expected_on", "control")),
                               ("p", Product, ("id", "sku", "name"))])
     return customers, suggestions
 
@@ -260,7 +293,7 @@ _SUGGESTION_ITEM = (("sku", "p", Product, "sku"), ("name", "p", Product, "name")
                     ("kind", "sg", Suggestion, "kind"), ("score", "sg", Suggestion, "score"),
                     ("reason", "sg", Suggestion, "reason"), ("evidence", "sg", Suggestion, "evidence"),
                     ("basis", "sg", Suggestion, "basis"), ("rank", "sg", Suggestion, "rank"),
-                    ("expected_on", "sg", Suggestion, "expected_on"))
+                    ("expected_on", "sg", Suggestion, "expected_on"), ("control", "sg", Suggestion, "control"))
 # In SQL the expected dates sort NULL first on both databases (cross-sell rows have none).
 _SUGGESTION_SQL_ORDER = "sg.{kind}, sg.{expected_on} IS NOT NULL, sg.{expected_on}, sg.{rank}"
 
@@ -282,7 +315,7 @@ def _suggestions_column() -> str:
     return (f", CASE WHEN c.{q(Customer, 'no_profiling')} THEN NULL ELSE ("
             f"SELECT json_agg(json_build_object({items}) ORDER BY {_suggestion_sql_order()}) "
             f"FROM {T(Suggestion)} sg JOIN {T(Product)} p ON p.{q(Product, 'id')} = sg.{q(Suggestion, 'product')} "
-            f"WHERE sg.{q(Suggestion, 'run')} = rr.{q(TrainingRun, 'id')} AND {reorder_due_sql('sg')} "
+            f"WHERE sg.{q(Suggestion, 'run')} = rr.{q(TrainingRun, 'id')} AND {listed_sql('sg')} "
             f"AND sg.{q(Suggestion, 'customer')} = c.{q(Customer, 'id')}) END")
 
 
@@ -292,7 +325,7 @@ def _suggestion_query(n_customers: int) -> str:
     T, q = sql.table, sql.column
     return (f"SELECT {suggestions.sql()} FROM {T(Suggestion)} sg "  # nosec B608 - identifiers only
             f"JOIN {T(Product)} p ON p.{q(Product, 'id')} = sg.{q(Suggestion, 'product')} "  # noqa: S608
-            f"WHERE sg.{q(Suggestion, 'run')} = %s AND {reorder_due_sql('sg')} AND sg.{q(Suggestion, 'customer')} "
+            f"WHERE sg.{q(Suggestion, 'run')} = %s AND {listed_sql('sg')} AND sg.{q(Suggestion, 'customer')} "
             f"IN ({', '.join(['%s'] * n_customers)}) "
             f"ORDER BY sg.{q(Suggestion, 'customer')}, {_suggestion_sql_order()}")
 
@@ -348,7 +381,7 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
         computed = {kind.value: v[f"{alias}.finished_at"] for alias, kind in _RUN_ALIASES
                     if v[f"{alias}.id"] is not None}
         insights = {"segment": None, "forecast": None, "recommendations": [], "reorder": [],
-                    "computed_at": computed, "no_profiling": v["c.no_profiling"]}
+                    "computed_at": computed, "no_profiling": v["c.no_profiling"], "control_group": False}
         if not v["c.no_profiling"]:
             if v["s.id"] is not None:
                 insights["segment"] = {"id": v["s.id"], "key": v["s.key"], "name": v["s.name"],
@@ -370,16 +403,17 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
             for item in json.loads(items) if isinstance(items, str) else items:
                 if item["expected_on"] is not None:  # JSON has no dates: ISO text
                     item["expected_on"] = date.fromisoformat(item["expected_on"])
-                insights[_SUGGESTION_KEYS[item["kind"]]].append(item)
+                add_suggestion(insights, item)
     profiled = [cid for cid, r in records.items() if not r["no_profiling"]]
     if rec_run is not None and profiled and suggestions and not joined:
         query = _suggestion_query(len(profiled))
         for row in sql.fetchall(query, [rec_run, due_until, *profiled]):
             v = suggestion_select.convert(row)
-            records[v["sg.customer"]]["insights"][_SUGGESTION_KEYS[v["sg.kind"]]].append({
+            add_suggestion(records[v["sg.customer"]]["insights"], {
                 "sku": v["p.sku"], "name": v["p.name"], "product_id": v["p.id"], "kind": v["sg.kind"],
                 "score": v["sg.score"], "reason": v["sg.reason"], "evidence": v["sg.evidence"],
-                "basis": v["sg.basis"], "rank": v["sg.rank"], "expected_on": v["sg.expected_on"]})
+                "basis": v["sg.basis"], "rank": v["sg.rank"], "expected_on": v["sg.expected_on"],
+                "control": v["sg.control"]})
     if ids is not None:
         return [records[i] for i in ids if i in records]
     return list(records.values())

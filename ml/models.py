@@ -166,6 +166,9 @@ class Suggestion(models.Model):
     # Reorder only: the day the customer is expected to buy the product again (see
     # ml.pipelines.recommendation.reorder.expected_days); the lists show a reorder when it is due.
     expected_on = models.DateField(null=True, blank=True)
+    # The customer is in the control group (ml.control): the suggestion is computed and kept, so
+    # the uplift can be measured against it, but no list shows it. Fixed when the run writes it.
+    control = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["run", "customer", "kind", "rank"]
@@ -195,6 +198,7 @@ class Prospect(models.Model):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+", db_index=False)
     score = models.FloatField()
     reason = models.TextField(blank=True)
+    control = models.BooleanField(default=False, db_default=False, help_text="In the control group: not shown.")
 
     class Meta:
         ordering = ["run", "product", "rank"]
@@ -202,8 +206,9 @@ class Prospect(models.Model):
 
 
 class SuggestionFeedback(models.Model):
-    """What a salesperson did with a suggestion. Keyed by customer, product and kind (not by the
-    run's row), so it survives retrains and can be counted against the models."""
+    """What a salesperson did with a suggestion, now: its current status. Keyed by customer,
+    product and kind (not by the run's row), so it survives retrains and can be counted against
+    the models. Every mark is also a :class:`SuggestionEvent` (the funnel), written with it."""
 
     class Status(models.TextChoices):
         OFFERED = "offered"
@@ -229,6 +234,41 @@ class SuggestionFeedback(models.Model):
 
     def __str__(self):
         return f"{self.status}: {self.product_id} for {self.customer_id}"
+
+
+class SuggestionEvent(models.Model):
+    """One mark of a suggestion (offered, accepted, declined), by whom and when: append-only, so
+    an offer later accepted keeps both steps. A purchase of the product by the customer within
+    the run's horizon after the first mark is the funnel's "bought" (ml.funnel computes it)."""
+
+    Event = SuggestionFeedback.Status
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="suggestion_events",
+                                 db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    kind = models.CharField(max_length=20, choices=Suggestion.Kind.choices)
+    event = models.CharField(max_length=10, choices=Event.choices)
+    at = models.DateTimeField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+", db_index=False)
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                            db_index=False, help_text="The run whose suggestion it was.")
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["at"], name="suggestion_event_at_idx"),
+                   models.Index(fields=["customer", "product", "kind", "at"], name="suggestion_event_key_idx")]
+
+    def __str__(self):
+        return f"{self.event}: {self.product_id} for {self.customer_id} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class ControlSalt(models.Model):
+    """The installation's salt for choosing the control group (ml.control): one row, made at
+    first use and never changed, so a customer's place survives retrains and key rotations."""
+
+    salt = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
 
 
 class ScoringModel(models.Model):

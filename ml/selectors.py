@@ -6,7 +6,7 @@ from django.db.models import F
 
 from crm.access import visible_customers
 from crm.models import Customer, Product
-from ml.insights import published_run_ids, published_runs, reorder_due
+from ml.insights import published_run_ids, published_runs, reorder_due, shown
 from ml.models import (
     CustomerSegment,
     Forecast,
@@ -37,8 +37,8 @@ def similar_products(product: Product, limit: int = 10):
 
 def prospects(product: Product, limit: int = 20):
     run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
-    return (Prospect.objects.filter(run_id=run_id, product=product).select_related("customer", "customer__owner")
-            .order_by("rank")[:limit])
+    return (Prospect.objects.filter(shown(), run_id=run_id, product=product)
+            .select_related("customer", "customer__owner").order_by("rank")[:limit])
 
 
 def insight_rows(chunk_size: int = 5000):
@@ -76,7 +76,7 @@ def insight_rows(chunk_size: int = 5000):
 
 
 def _suggestion_lists(run, first_id: int, last_id: int) -> dict:
-    rows = (Suggestion.objects.filter(run=run, customer_id__gte=first_id, customer_id__lte=last_id)
+    rows = (Suggestion.objects.filter(shown(), run=run, customer_id__gte=first_id, customer_id__lte=last_id)
             .order_by("customer_id", "kind", "rank").values_list("customer_id", "kind", "product__sku"))
     out: dict = {}
     for cid, kind, sku in rows:
@@ -100,7 +100,7 @@ def top_suggestions(customers, kind: str, limit: int = 5) -> list:
     run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
     if run_id is None:
         return []
-    rows = (Suggestion.objects.filter(run_id=run_id, kind=kind, customer__in=customers.values("pk"),
+    rows = (Suggestion.objects.filter(shown(), run_id=run_id, kind=kind, customer__in=customers.values("pk"),
                                       customer__no_profiling=False)
             .select_related("customer", "product").order_by("-score", "customer_id", "rank"))
     if kind != Suggestion.Kind.RECOMMENDATION:  # reorders that are due, the most overdue first
@@ -128,7 +128,7 @@ def feedback_for_customer(customer) -> dict:
 def visible_prospects(user, product: Product, limit: int = 20):
     """prospects() restricted to the customers the user may see."""
     run_id = published_run_ids().get(TrainingRun.Kind.RECOMMENDATION)
-    return (Prospect.objects.filter(run_id=run_id, product=product, customer__in=visible_customers(user))
+    return (Prospect.objects.filter(shown(), run_id=run_id, product=product, customer__in=visible_customers(user))
             .select_related("customer", "customer__owner").order_by("rank")[:limit])
 
 

@@ -24,6 +24,7 @@ from crm.models import AuditEvent
 from ml.insights import published_run, published_run_ids  # noqa: F401 (ml.services.published_run for the doors)
 from ml.models import (
     Suggestion,
+    SuggestionEvent,
     SuggestionFeedback,
     TrainingRun,
 )
@@ -270,15 +271,20 @@ def waiting_behind_running(run_id: int) -> bool:
 
 
 def record_feedback(*, user, customer, product, kind: str, status: str):
-    """Mark a suggestion offered / accepted / declined (one current status per customer, product, kind)."""
+    """Mark a suggestion offered / accepted / declined: a new step of its funnel (SuggestionEvent,
+    every mark kept with its time and who) and its current status (SuggestionFeedback, one per
+    customer, product and kind), in one transaction. Returns the current status row."""
     if not visible_customers(user).filter(pk=customer.pk).exists():
         raise NotAllowed("you cannot give feedback on this customer's suggestions")
     if kind not in Suggestion.Kind.values or status not in SuggestionFeedback.Status.values:
         raise ValueError("unknown suggestion kind or feedback status")
     run_id = published_run_ids().get(Kind.RECOMMENDATION)
-    feedback, _ = SuggestionFeedback.objects.update_or_create(
-        customer=customer, product=product, kind=kind,
-        defaults={"status": status, "user": user, "run_id": run_id})
+    with transaction.atomic():
+        SuggestionEvent.objects.create(customer=customer, product=product, kind=kind, event=status,
+                                       at=timezone.now(), user=user, run_id=run_id)
+        feedback, _ = SuggestionFeedback.objects.update_or_create(
+            customer=customer, product=product, kind=kind,
+            defaults={"status": status, "user": user, "run_id": run_id})
     return feedback
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from crm.models import Customer, Interaction
 from ml import data
+from ml.control import control_ids
 from ml.insights import published_run
 from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 
@@ -235,26 +236,30 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
             texts[key] = (ev, _json(ev))  # the dict is kept so that its id is not reused
         return texts[key][1]
 
+    # The control group's suggestions are written too (the uplift is measured on them), flagged
+    # so that no list shows them.
+    control = control_ids(customer_ids)
     with transaction.atomic():
         # Columns as Python lists first (one conversion per column, not per value): two
         # million rows otherwise spend most of the write converting numpy scalars.
         data.bulk_insert(Suggestion, ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason",
-                                      "evidence", "basis", "expected_on"], (
-            (run.pk, c, k, r, p, sc, reason, evidence_text(ev), basis, due)
+                                      "evidence", "basis", "expected_on", "control"], (
+            (run.pk, c, k, r, p, sc, reason, evidence_text(ev), basis, due, c in control)
             for c, k, r, p, sc, reason, ev, basis, due in zip(*_lists(
                 recs, "customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis",
                 "expected_on"))))
         data.bulk_insert(SimilarProduct, ["run_id", "product_id", "rank", "similar_id", "score", "reason"], (
             (run.pk, *row) for row in zip(*_lists(similar, "product_id", "rank", "similar_product_id", "score",
                                                   "reason"))))
-        data.bulk_insert(Prospect, ["run_id", "product_id", "rank", "customer_id", "score", "reason"], (
-            (run.pk, *row) for row in zip(*_lists(prospects, "product_id", "rank", "customer_id", "score",
-                                                  "reason"))))
+        data.bulk_insert(Prospect, ["run_id", "product_id", "rank", "customer_id", "score", "reason", "control"], (
+            (run.pk, p, r, c, sc, reason, c in control) for p, r, c, sc, reason in zip(*_lists(
+                prospects, "product_id", "rank", "customer_id", "score", "reason"))))
     chosen = model.chosen_name_
     metrics = {"outcome": model.outcome_, "backtest": model.backtest_, "validation": model.candidates_,
                "chosen": model.chosen_, "reorder_chosen": model.reorder_chosen_,
                "category_cap": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
                "counts": {"suggestions": int(len(recs)), "similar": int(len(similar)),
+                          "control_customers": len(control),
                           "prospects": int(len(prospects)),
                           "reorder": int((recs["kind"] == "reorder").sum())},
                "diversity": model.diversity_, "ease": model.ease_}

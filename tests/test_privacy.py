@@ -14,7 +14,16 @@ from rest_framework.test import APIClient
 
 from crm import privacy, services
 from crm.models import AuditEvent, Customer, Interaction, Product
-from ml.models import CustomerSegment, Forecast, Prospect, Segment, Suggestion, SuggestionFeedback, TrainingRun
+from ml.models import (
+    CustomerSegment,
+    Forecast,
+    Prospect,
+    Segment,
+    Suggestion,
+    SuggestionEvent,
+    SuggestionFeedback,
+    TrainingRun,
+)
 
 ADA = {"name": "Ada Lovelace", "email": "ada.lovelace@example.com", "phone": "+44 20 7946 0001",
        "company": "Analytical Engines Ltd", "city": "Marylebone"}
@@ -62,6 +71,9 @@ def world(rep, other_rep, manager):
     SuggestionFeedback.objects.create(customer=w.ada, product=w.gadget, kind="recommendation", status="declined",
                                       user=rep)
     SuggestionFeedback.objects.create(customer=w.zed, product=w.gadget, kind="recommendation", status="accepted")
+    for c in (w.ada, w.zed):
+        SuggestionEvent.objects.create(customer=c, product=w.gadget, kind="recommendation", event="offered",
+                                       at=timezone.now())
     services.update_customer(user=manager, customer=w.ada, phone=ADA["phone"] + "9")
     w.ada.refresh_from_db()
     return w
@@ -75,10 +87,11 @@ def _rows_of(customer_id):
         "suggestions": Suggestion.objects.filter(customer_id=customer_id).count(),
         "prospects": Prospect.objects.filter(customer_id=customer_id).count(),
         "feedback": SuggestionFeedback.objects.filter(customer_id=customer_id).count(),
+        "events": SuggestionEvent.objects.filter(customer_id=customer_id).count(),
     }
 
 
-FULL = {"interactions": 2, "segments": 2, "forecasts": 2, "suggestions": 2, "prospects": 2, "feedback": 1}
+FULL = {"interactions": 2, "segments": 2, "forecasts": 2, "suggestions": 2, "prospects": 2, "feedback": 1, "events": 1}
 NONE = dict.fromkeys(FULL, 0)
 
 
@@ -102,6 +115,7 @@ def test_personal_data_holds_the_profile_interactions_and_insights_of_every_run(
                                                                             ("planted reason Jun", True)}
     assert [p["reason"] for p in data["prospects"]] == ["prospect ada", "prospect ada"]
     assert [(f["status"], f["by"]) for f in data["suggestion_feedback"]] == [("declined", "rep1")]
+    assert [(e["event"], e["product_sku"]) for e in data["suggestion_events"]] == [("offered", "G-1")]
     assert [e["action"] for e in data["audit_events"]] == ["update"]
     assert "Zed" not in json.dumps(data, default=str)
 
@@ -136,7 +150,9 @@ def test_personal_data_is_read_in_a_fixed_number_of_queries(world, django_assert
     for i in range(20):
         Interaction.objects.create(external_id=f"more-{i}", customer=world.ada, type="view", product=world.widget,
                                    occurred_at=timezone.now())
-    with django_assert_max_num_queries(9):  # the profile, its tags, interactions, audit, then ml's sections
+    # one query per section: the profile, its tags, interactions, audit; ml's segments, forecasts,
+    # suggestions, prospects, feedback, events
+    with django_assert_max_num_queries(10):
         privacy.personal_data(world.ada)
 
 
@@ -213,7 +229,7 @@ def test_erase_deletes_their_rows_in_every_run_and_leaves_others_untouched(manag
     assert _rows_of(world.ada.pk) == NONE
     assert _rows_of(world.zed.pk) == zed_before == FULL
     assert counts == {"interactions": 2, "segments": 2, "forecasts": 2, "suggestions": 2, "prospects": 2,
-                      "suggestion feedback": 1}
+                      "suggestion feedback": 1, "suggestion events": 1}
     zed = Customer.objects.get(pk=world.zed.pk)
     assert (zed.name, zed.email, zed.external_id, zed.no_profiling) == ("Zed Zebra", "zed@example.com", "C-ZED",
                                                                         False)

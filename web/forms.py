@@ -59,3 +59,22 @@ class FeedbackForm(forms.Form):
 
 class RetrainForm(forms.Form):
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices)
+
+
+class FunnelPeriodForm(forms.Form):
+    """The Models page's period for the suggestion funnel (default: ml.funnel.default_period)."""
+
+    funnel_from = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    funnel_to = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        first, last = data.get("funnel_from"), data.get("funnel_to")
+        if first and last and first > last:
+            self.add_error("funnel_to", "The end of the period must not be before its start.")
+        return data
+
+    def period(self, default: tuple) -> tuple:
+        """(first day, last day): the chosen days, the default's where none (or an invalid one) was given."""
+        data = self.cleaned_data if self.is_bound and self.is_valid() else {}
+        return data.get("funnel_from") or default[0], data.get("funnel_to") or default[1]

@@ -18,7 +18,8 @@ families, each cut by role:
 - :mod:`.recommendation`: ``history`` (sparse purchase history), ``scorers`` and ``factors``
   (the cross-sell candidates), ``reorder`` (replenishment), ``ranking`` (lists and their
   metrics), ``backtest`` (the choice on the origins), ``holdout`` (a fit scored on the next
-  window), ``reasons`` (why a product is suggested), ``recommender`` (:class:`Recommender`).
+  window), ``reasons`` (why a product is suggested), ``recommender`` (:class:`Recommender`),
+  ``uplift`` (shown vs control customers: two rates and their difference).
 
 Every model class follows scikit-learn's contract: the constructor only stores parameters,
 ``fit(interactions, ..., as_of)`` returns the model, and what it learns ends in ``_``. The three

@@ -129,6 +129,10 @@ class InsightsSerializer(serializers.Serializer):
     computed_at = serializers.DictField(child=serializers.DateTimeField(allow_null=True),
                                         help_text="When each published model finished training, by kind.")
     no_profiling = serializers.BooleanField(help_text="The customer objected to profiling: no insights.")
+    control_group = serializers.BooleanField(
+        help_text="The customer is in the control group that measures the suggestions' uplift "
+                  "(ML_CONTROL_SHARE): their suggestions are computed but withheld, so `recommendations` and "
+                  "`reorder` are empty on purpose. Present when the suggestions were read.")
 
 
 def _plain_value(field):
@@ -180,6 +184,7 @@ class InsightsField(serializers.Field):
 class RecommendationsSerializer(serializers.Serializer):
     recommendations = SuggestionSerializer(many=True)
     reorder = SuggestionSerializer(many=True)
+    control_group = serializers.BooleanField(help_text="In the control group: both lists withheld (empty).")
 
 
 # --- customers, products, interactions ------------------------------------------------------------
@@ -258,8 +263,8 @@ class CustomerQuerySerializer(serializers.Serializer):
         required=False, allow_blank=True, max_length=2000,
         help_text="Comma-separated fields to return per customer (the others are left out), e.g. "
                   "`external_id,name,insights.segment`: a customer field, `insights` (all of them) or "
-                  "`insights.<name>`. Suggestions are read only when `insights`, `insights.recommendations` "
-                  "or `insights.reorder` is asked for.")
+                  "`insights.<name>`. Suggestions are read only when `insights`, `insights.recommendations`, "
+                  "`insights.reorder` or `insights.control_group` is asked for.")
     include = serializers.CharField(
         required=False, allow_blank=True, max_length=200,
         help_text="Comma-separated optional parts: `suggestions` (the default) puts `recommendations` and "
@@ -284,7 +289,7 @@ class CustomerQuerySerializer(serializers.Serializer):
         """(the fields asked for, or None for all; whether the customers' suggestions are wanted)."""
         fields = self.validated_data.get("fields") or None
         suggestions = "suggestions" in self.validated_data.get("include", ["suggestions"]) and (
-            fields is None or bool({"insights", "insights.recommendations", "insights.reorder"} & set(fields)))
+            fields is None or bool({"insights", *(f"insights.{name}" for name in _SUGGESTION_LISTS)} & set(fields)))
         return fields, suggestions
 
     def to_selector_kwargs(self) -> dict:
@@ -297,7 +302,8 @@ class CustomerQuerySerializer(serializers.Serializer):
 
 # What ``fields=`` may name: the customer's fields and each part of its insights.
 SPARSE_FIELDS = (*CustomerSerializer.Meta.fields, *(f"insights.{name}" for name in InsightsSerializer().fields))
-_SUGGESTION_LISTS = ("recommendations", "reorder")
+# What reading the suggestions gives (left out when they were not read).
+_SUGGESTION_LISTS = ("recommendations", "reorder", "control_group")
 
 
 def sparse_representation(data: dict, fields: list | None, suggestions: bool) -> dict:

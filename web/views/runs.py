@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from crm import selectors, services
-from ml import insights, run_reports
+from ml import funnel, insights, run_reports
 from ml import services as ml_services
 from ml.models import SuggestionFeedback, TrainingRun
 from web import forms as web_forms
@@ -62,6 +62,8 @@ def model_list(request):
     accuracy = run_reports.forecast_accuracy(forecast_run)
     feedback_all = ml_services.feedback_counts()
     feedback_live = ml_services.feedback_counts(rec_run.pk) if rec_run else {}
+    period_form = web_forms.FunnelPeriodForm(request.GET or None)
+    first_day, last_day = period_form.period(funnel.default_period())
     series_charts = []
     for key, title in (("orders", "Purchases per customer"), ("spend", "Spend per customer")):
         if key in (accuracy or {}).get("not_forecast", {}):
@@ -95,6 +97,9 @@ def model_list(request):
         "forecast_run": forecast_run,
         "feedback": [(label, feedback_all.get(value, 0), feedback_live.get(value, 0))
                      for value, label in SuggestionFeedback.Status.choices],
+        "period_form": period_form, "period": (first_day, last_day),
+        "funnel": funnel.suggestion_funnel(first_day, last_day),
+        "uplift": funnel.measured_uplift(rec_run),
         "is_manager": selectors.is_manager(request.user),
     })
 
