@@ -143,6 +143,7 @@ RULES = {
     "api-schema": public(),  # the API's description is public; its data is not
     "api-docs": public(),
     "api-redoc": public(),
+    "favicon": rule("-> /static/", "-> /static/", "-> /static/", "-> /static/", "-> /static/"),  # the SVG icon
     "api-not-found": rule(404, 404, 404, 404, 404, path="/api/v1/no-such-endpoint/"),
     # --- admin: every admin:* URL follows ADMIN_RULE unless named here
     "admin:login": rule(200, 200, 200, 302, 302),  # signed-in staff are sent on to the index

@@ -48,3 +48,18 @@ def test_browser_product_chart_draws_orders_bars_and_a_revenue_line(page, live_s
     assert revenue["type"] == "line" and revenue["visible"] and revenue["points"] == 12
     assert revenue["borderWidth"] > 0, "the revenue line is drawn 0 px wide"
     assert sum(revenue["values"]) == 200.0  # Ada's and Una's widgets; Zed is another rep's
+
+
+def test_browser_pages_load_without_a_missing_file(page, live_server, world):
+    missing = []
+    page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    log_in(page, live_server, "rep1", "pw-rep1-Secret1")
+
+    for path in ("/", "/customers/", f"/customers/{world.ada.pk}/", "/segments/", "/products/",
+                 f"/products/{world.widget.pk}/", "/models/"):
+        page.goto(live_server.url + path)
+        page.wait_for_load_state("networkidle")
+    icon = page.evaluate("() => fetch('/favicon.ico').then(r => [r.status, r.headers.get('content-type')])")
+
+    assert not missing
+    assert icon == [200, "image/svg+xml"]
