@@ -95,7 +95,7 @@ def other_rep(make_user):
 
 @pytest.fixture
 def manager(make_user):
-    return make_user("boss", ROLE_MANAGER, is_staff=True)
+    return make_user("boss", ROLE_MANAGER)  # not staff: only admins have the Django admin
 
 
 @pytest.fixture
