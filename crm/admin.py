@@ -241,8 +241,8 @@ class ImportFileAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    """The audit trail: admins read it; nobody adds, changes or deletes events here. Managers, who
-    may use the admin for customers and imports, do not see it (it records what they did)."""
+    """The audit trail: admins read it; nobody adds, changes or deletes events here. Managers are not
+    staff, and one an admin makes staff by hand does not see it either (it records what they did)."""
 
     list_display = ("at", "actor_display", "action", "object_type", "object_id", "summary", "ip")
     list_filter = ("action", "at", "object_type", ("actor", admin.RelatedOnlyFieldListFilter))

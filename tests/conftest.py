@@ -95,7 +95,7 @@ def other_rep(make_user):
 
 @pytest.fixture
 def manager(make_user):
-    return make_user("boss", ROLE_MANAGER, is_staff=True)
+    return make_user("boss", ROLE_MANAGER)  # not staff: only admins have the Django admin
 
 
 @pytest.fixture
@@ -194,6 +194,14 @@ def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def _no_control_group(settings):
+    """No customer is held out as control unless a test sets ML_CONTROL_SHARE to test exactly that: the
+    group is drawn with a fresh random salt per database, so planted customers would otherwise lose
+    their suggestions at random (10 % each by default)."""
+    settings.ML_CONTROL_SHARE = 0
 
 
 @pytest.fixture(autouse=True)

@@ -117,3 +117,32 @@ def test_admin_customer_page_lists_and_adds_tags(client, admin_user, data):
 
     assert "Tags" in page and "VIP" in page
     assert "VIP" in tags and '<td class="field-customer_count">1</td>' in tags
+
+
+def _sign_in_with_code(client, username, password):
+    """The real sign-in of a demo user: password, then the current code of their demo authenticator."""
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    client.post("/login/", {"username": username, "password": password})
+    device = TOTPDevice.objects.get(user__username=username)
+    client.post("/account/otp/verify/", {"code": f"{totp(device.bin_key, step=device.step, digits=device.digits):06d}"})
+
+
+def test_admin_demo_manager_is_refused_and_demo_admin_let_in(client, db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    Customer.objects.create(external_id="C-1", name="Existing")  # no demo data seeded
+    call_command("bootstrap_demo", stdout=StringIO())
+
+    _sign_in_with_code(client, "manager", "manager-demo-2026")
+    manager_home, manager_admin = client.get("/"), client.get("/admin/")
+    client.post("/logout/")
+    _sign_in_with_code(client, "admin", "admin-demo-2026")
+    admin_admin = client.get("/admin/")
+
+    assert manager_home.status_code == 200 and b'href="/admin/"' not in manager_home.content  # no Admin link
+    assert manager_admin.status_code == 302 and manager_admin.url.startswith("/admin/login/")
+    assert admin_admin.status_code == 200

@@ -143,32 +143,34 @@ RULES = {
     "api-schema": public(),  # the API's description is public; its data is not
     "api-docs": public(),
     "api-redoc": public(),
+    "favicon": rule("-> /static/", "-> /static/", "-> /static/", "-> /static/", "-> /static/"),  # the SVG icon
     "api-not-found": rule(404, 404, 404, 404, 404, path="/api/v1/no-such-endpoint/"),
     # --- admin: every admin:* URL follows ADMIN_RULE unless named here
-    "admin:login": rule(200, 200, 200, 302, 302),  # signed-in staff are sent on to the index
-    "admin:logout": rule("-> /admin/", "-> /admin/", "-> /admin/", 405, 405),  # a POST only, for staff
-    "admin:index": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200, 200),
-    "admin:view_on_site": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 404, 404, obj="customer"),  # no public page
-    "admin:crm_importfile_rejects": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 404, 404),  # none rejected
-    "admin:<unnamed admin/(?P<url>.*)$>": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 404, 404),  # any other path
-    "admin:auth_user_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),  # managers manage no users
-    "admin:auth_user_change": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
-    "admin:crm_apitoken_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),  # managers: no token rights
-    "admin:crm_customer_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200, 200),
-    "admin:crm_customer_delete": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
-    "admin:crm_importrun_upload": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200, 200),
-    "admin:ml_trainingrun_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
-    "admin:axes_accessattempt_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),
+    "admin:login": rule(200, 200, 200, 200, 302),  # signed-in staff (admins only) are sent on to the index
+    "admin:logout": rule("-> /admin/", "-> /admin/", "-> /admin/", "-> /admin/", 405),  # a POST only, for staff
+    "admin:index": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
+    "admin:view_on_site": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 404, obj="customer"),  # no public page
+    "admin:crm_importfile_rejects": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 404),  # none rejected
+    "admin:<unnamed admin/(?P<url>.*)$>": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 404),  # any other path
+    "admin:auth_user_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),  # managers manage no users
+    "admin:auth_user_change": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
+    "admin:crm_apitoken_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),  # managers: no token rights
+    "admin:crm_customer_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
+    "admin:crm_customer_delete": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
+    "admin:crm_importrun_upload": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
+    "admin:ml_trainingrun_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
+    "admin:axes_accessattempt_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
     # The admin lists devices but never shows a secret (OTP_ADMIN_HIDE_SENSITIVE_DATA)
-    "admin:otp_totp_totpdevice_config": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 403,
+    "admin:otp_totp_totpdevice_config": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403,
                                              path="/admin/otp_totp/totpdevice/0/config/"),
-    "admin:otp_totp_totpdevice_qrcode": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 403,
+    "admin:otp_totp_totpdevice_qrcode": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403,
                                              path="/admin/otp_totp/totpdevice/0/qrcode/"),
-    "admin:crm_auditevent_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 403, 200),  # admins only
+    "admin:crm_auditevent_changelist": rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),  # admins only
 }
-# Sales reps never reach an admin page; for staff, Django's model permissions (the role groups of
-# crm/migrations/0002_roles.py) decide, so any of 200/302/403 but never a 404 or an error.
-ADMIN_RULE = rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, STAFF, STAFF, obj="admin")
+# Sales reps and managers never reach an admin page (only admins are staff, README "Pages"); for
+# staff, Django's model permissions (the role groups of crm/migrations/0002_roles.py) decide, so
+# any of 200/302/403 but never a 404 or an error.
+ADMIN_RULE = rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, STAFF, obj="admin")
 
 
 def _walk(resolver, prefix="", namespace=""):

@@ -3,8 +3,8 @@
 The gate: a signed-in session that still owes its OTP step reaches nothing else. After the
 password, a user with an authenticator is sent to the OTP page, and a user who must have one
 (crm.second_factor.required) and has none to enrolment; both come back to the page they asked
-for. Open to them meanwhile: the OTP pages, log-in (to switch account) and log-out, and the static
-files. The API answers such a session 403 in its error format instead of redirecting. API calls
+for. Open to them meanwhile: the OTP pages, log-in (to switch account) and log-out, the static
+files and /favicon.ico. The API answers such a session 403 in its error format instead of redirecting. API calls
 with a token carry no session: the token was issued after the second factor
 (crm.second_factor.check_api_sign_in).
 """
@@ -19,7 +19,7 @@ from crm import second_factor, uploads
 from web.api.exceptions import error_body
 from web.views.common import render
 
-OPEN_URL_NAMES = frozenset({"login", "logout", "account_otp_verify", "account_otp_enrol"})
+OPEN_URL_NAMES = frozenset({"login", "logout", "account_otp_verify", "account_otp_enrol", "favicon"})
 STEP_URL_NAMES = {"verify": "account_otp_verify", "enrol": "account_otp_enrol"}
 
 

@@ -19,8 +19,11 @@
       var datasets = spec.datasets.map(function (d, i) {
         var color = d.color || palette[i % palette.length];
         var colors = spec.colorEach ? spec.labels.map(function (_l, j) { return palette[j % palette.length]; }) : color;
-        return Object.assign({ backgroundColor: colors, borderColor: color, borderWidth: type === "line" ? 2 : 0,
-                               tension: 0.25, pointRadius: type === "line" ? 2 : 0 }, d);
+        // A dataset may have its own type (a revenue line over order bars): its line width
+        // follows its own type, or the line is drawn 0 px wide.
+        var line = (d.type || type) === "line";
+        return Object.assign({ backgroundColor: colors, borderColor: color, borderWidth: line ? 2 : 0,
+                               tension: 0.25, pointRadius: line ? 2 : 0 }, d);
       });
       new Chart(canvas, {
         type: type,

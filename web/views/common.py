@@ -1,8 +1,9 @@
 """What every page shares: the role checks, the rendering with the navigation's flag, charts."""
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.shortcuts import render as django_render
+from django.templatetags.static import static
 
 from crm import selectors
 
@@ -32,3 +33,9 @@ def chart(type_, labels, datasets, **extra) -> dict:
 
 def visible_customer(request, pk):
     return get_object_or_404(selectors.visible_customers(request.user), pk=pk)
+
+
+def favicon(request):
+    """/favicon.ico, which browsers ask for whatever the page's <link rel="icon"> says: the SVG icon.
+    Resolved per request, since the static file's name carries its hash in production."""
+    return redirect(static("crm/favicon.svg"))

@@ -39,7 +39,7 @@ class Command(BaseCommand):
             user, created = User.objects.get_or_create(username=username, defaults={"first_name": username.title()})
             if created:
                 user.set_password(password)
-                user.is_staff = superuser or role == ROLE_MANAGER
+                user.is_staff = superuser  # only admins have the Django admin (README, "Pages")
                 user.is_superuser = superuser
                 user.save()
             user.groups.add(Group.objects.get(name=role))
