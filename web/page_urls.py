@@ -7,6 +7,7 @@ from web.views import (
     customer_bulk,
     customers,
     data_quality,
+    followups,
     home,
     imports,
     privacy,
@@ -63,4 +64,13 @@ urlpatterns += [
     path("account/otp/enrol/", second_factor.otp_enrol, name="account_otp_enrol"),
     path("account/otp/recovery-codes/", second_factor.otp_recovery_codes, name="account_otp_recovery_codes"),
     path("account/otp/disable/", second_factor.otp_disable, name="account_otp_disable"),
+]
+
+# Follow-ups: planning one from a suggestion or worklist row, completing, cancelling, reassigning, the list.
+urlpatterns += [
+    path("customers/<int:pk>/follow-ups/new/", followups.followup_new, name="followup_new"),
+    path("follow-ups/", followups.followup_list, name="followup_list"),
+    path("follow-ups/<int:pk>/complete/", followups.followup_complete, name="followup_complete"),
+    path("follow-ups/<int:pk>/cancel/", followups.followup_cancel, name="followup_cancel"),
+    path("follow-ups/<int:pk>/reassign/", followups.followup_reassign, name="followup_reassign"),
 ]

@@ -6,7 +6,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from web.api import views
+from web.api import followups, views
 
 router = SimpleRouter()
 router.register("customers", views.CustomerViewSet, basename="api-customer")
@@ -15,6 +15,7 @@ router.register("interactions", views.InteractionViewSet, basename="api-interact
 router.register("segments", views.SegmentViewSet, basename="api-segment")
 router.register("training-runs", views.TrainingRunViewSet, basename="api-training-run")
 router.register("imports", views.ImportViewSet, basename="api-import")
+router.register("follow-ups", followups.FollowUpViewSet, basename="api-follow-up")
 
 _DETAIL = {"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}
 

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from crm import audit, exports, forms, selectors, services
+from crm import audit, exports, followups, forms, selectors, services
 from crm import tags as crm_tags
 from crm.models import Product
 from ml import customer_lists, run_reports
@@ -171,6 +171,7 @@ def customer_detail(request, pk):
         "timeline_form": timeline_form, "log_form": forms.LogInteractionForm(),
         "feedback_statuses": web_forms.FeedbackForm.base_fields["status"].choices,
         "is_manager": selectors.is_manager(request.user),
+        "open_followups": followups.open_followups_of(request.user, customer),
     })
 
 

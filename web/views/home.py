@@ -9,6 +9,7 @@ from ml import customer_lists, insights, run_reports
 from ml import selectors as ml_selectors
 from ml.models import Suggestion, TrainingRun
 from web.views.common import chart, render
+from web.views.followups import home_followups
 
 
 @login_required
@@ -35,6 +36,7 @@ def home(request):
         # Why a kind has no live run, when its latest run was skipped (one query per such kind).
         "skipped": {kind: run_reports.skipped_reason(kind) for kind in TrainingRun.Kind.values if kind not in runs},
     }
+    context.update(home_followups(request))
     for s in context["reorder"]:
         s.due = insights.due_words(s.expected_on)
     segments = customer_lists.segment_sizes(user)
