@@ -138,7 +138,8 @@ class BetaGeoModel:
         return special.expit(-self.log_odds_dead(x, t_x, T))
 
     def conditional_expected_purchases(self, t, x, t_x, T, alive=None):
-        """E[purchases in (T, T + t] | x, t_x, T] (FHL 2005, eq. 10).
+        """E[purchases in (T, T + t] | x, t_x, T] (FHL 2005, eq. 10): P(alive) times the expected
+        purchases of a live customer under the updated parameters (r + x, alpha + T, a, b + x).
 
         The hypergeometric term is rewritten with Euler's transformation, so it stays
         finite for heavy buyers (large x) where the textbook form overflows.
@@ -158,6 +159,10 @@ class BetaGeoModel:
                 textbook = (1 - z) ** (r + x) * special.hyp2f1(r + x, b + x, c, z)
                 tail = np.where(bad, textbook, tail)
         num = c / (a - 1) * (1 - tail)
+        bad = ~np.isfinite(num)
+        if np.any(bad):  # both forms fail far out (r and alpha huge, a near 0): integrate over p instead
+            num = np.array(num, dtype=float)
+            num[bad] = [_expected_given_alive(t, r + xi, alpha + Ti, a, b + xi) for xi, Ti in zip(x[bad], T[bad])]
         return num * (self.probability_alive(x, t_x, T) if alive is None else alive)
 
     def probability_no_purchase(self, t, x, t_x, T, alive=None):
@@ -390,3 +395,17 @@ def simulate_bg_nbd(n, r, alpha, a, b, T, random_state=0):
         t_x[buys] = now[buys]
         alive = buys & (rng.random(n) >= p)
     return x, t_x, T
+
+
+def _expected_given_alive(t, r, alpha, a, b) -> float:
+    """E[purchases in t] of a live BG/NBD customer with lambda ~ Gamma(r, alpha), p ~ Beta(a, b),
+    by one integral over p: given p, E over lambda of (1 - exp(-lambda p t)) / p is
+    (1 - (alpha / (alpha + p t))^r) / p, bounded by r t / alpha. The fallback where the
+    hypergeometric forms overflow."""
+    from scipy import integrate  # noqa: PLC0415 -- only this rare fallback needs it
+
+    def g(p):
+        return r * t / alpha if p <= 0 else -np.expm1(-r * np.log1p(p * t / alpha)) / p
+
+    value, _ = integrate.quad(g, 0.0, 1.0, weight="alg", wvar=(a - 1.0, b - 1.0), limit=200)
+    return float(value / np.exp(special.betaln(a, b)))
