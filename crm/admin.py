@@ -100,8 +100,21 @@ class InteractionAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows to look up and filter, never added, changed or deleted here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(FollowUp)
-class FollowUpAdmin(admin.ModelAdmin):
+class FollowUpAdmin(ReadOnlyAdmin):
     """Follow-ups, to look up and filter. Read-only: they are made, completed, cancelled and
     reassigned on the pages and in the API, whose services check the row rule and audit it."""
 
@@ -112,15 +125,6 @@ class FollowUpAdmin(admin.ModelAdmin):
     list_select_related = ("customer", "owner")
     readonly_fields = [f.name for f in FollowUp._meta.fields]
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ImportFileInline(admin.TabularInline):
@@ -240,7 +244,7 @@ class ImportFileAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """The audit trail: admins read it; nobody adds, changes or deletes events here. Managers are not
     staff, and one an admin makes staff by hand does not see it either (it records what they did)."""
 
@@ -263,15 +267,6 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return self._is_admin(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ApiToken)

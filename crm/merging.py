@@ -49,14 +49,16 @@ def merge_customers(*, user, keep: Customer, duplicates) -> dict:
         # What other apps wrote about the customers (ml: feedback moves, insights of past runs
         # are dropped) is theirs to carry: crm.hooks.
         handled = {Interaction, CustomerTag}
-        # Tags: the kept customer gets the union (a tag both carry stays once: the unique pair).
-        kept_tags = CustomerTag.objects.filter(customer_id=kept.pk).values("tag_id")
-        CustomerTag.objects.filter(customer_id__in=ids, tag_id__in=kept_tags).delete()
-        moved["tags"] = 0
-        for tag_id in CustomerTag.objects.filter(customer_id__in=ids).values_list("tag_id", flat=True).distinct():
-            first = CustomerTag.objects.filter(customer_id__in=ids, tag_id=tag_id).order_by("added_at", "id").first()
-            CustomerTag.objects.filter(customer_id__in=ids, tag_id=tag_id).exclude(pk=first.pk).delete()
-            moved["tags"] += CustomerTag.objects.filter(pk=first.pk).update(customer_id=kept.pk)
+        # Tags: the kept customer gets the union (a tag both carry stays once: the unique pair); of a tag
+        # several duplicates carry, the earliest row moves.
+        kept_tags = set(CustomerTag.objects.filter(customer_id=kept.pk).values_list("tag_id", flat=True))
+        earliest = {}
+        for tag_id, pk in CustomerTag.objects.filter(customer_id__in=ids).order_by("added_at", "id").values_list(
+                "tag_id", "pk"):
+            earliest.setdefault(tag_id, pk)
+        moving = [pk for tag_id, pk in earliest.items() if tag_id not in kept_tags]
+        CustomerTag.objects.filter(customer_id__in=ids).exclude(pk__in=moving).delete()
+        moved["tags"] = CustomerTag.objects.filter(pk__in=moving).update(customer_id=kept.pk)
         for data in hooks.customer_data():
             moved.update(data.merge(kept.pk, ids))
             handled.update(data.models)

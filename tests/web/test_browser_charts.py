@@ -1,8 +1,7 @@
 """The charts as a browser draws them (Debian's Chromium through Playwright): every series of a
 chart is drawn, with the data points it was given, as Chart.js reports it in the page."""
-import pytest
 
-from tests.web import chromium
+from tests.web import test_browser
 from tests.web.test_browser import log_in
 
 DATASETS = """(selector) => {
@@ -16,19 +15,7 @@ DATASETS = """(selector) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium.launched() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
+browser, page = test_browser.browser, test_browser.page  # the same Chromium and page fixtures
 
 
 def open_chart(page, url, selector):

@@ -22,7 +22,7 @@ Everything is vectorised over customers; likelihoods are computed in log space.
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize, special
+from scipy import integrate, optimize, special
 
 # Fitting on more customers than this gains nothing measurable for four population
 # parameters, and keeps a 1M-customer fit within a second. On a 100k-customer synthetic
@@ -402,8 +402,6 @@ def _expected_given_alive(t, r, alpha, a, b) -> float:
     by one integral over p: given p, E over lambda of (1 - exp(-lambda p t)) / p is
     (1 - (alpha / (alpha + p t))^r) / p, bounded by r t / alpha. The fallback where the
     hypergeometric forms overflow."""
-    from scipy import integrate  # noqa: PLC0415 -- only this rare fallback needs it
-
     def g(p):
         return r * t / alpha if p <= 0 else -np.expm1(-r * np.log1p(p * t / alpha)) / p
 
