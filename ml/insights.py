@@ -105,7 +105,8 @@ def reorder_due_sql(alias: str) -> str:
 
 
 # --- "shown": the control group's suggestions are kept (the uplift is measured on them) but no
-# list shows them: customer page, API, exports, home worklists, prospects (ml.control).
+# list shows them: customer page, API, home worklists, prospects (ml.control); the insights export
+# keeps them unless asked to hide them (ml.selectors.insight_rows).
 
 def shown(prefix: str = "") -> Q:
     """Suggestions (or prospects, under ``prefix``) that the lists may show: not the control group's."""

@@ -41,8 +41,12 @@ def prospects(product: Product, limit: int = 20):
             .select_related("customer", "customer__owner").order_by("rank")[:limit])
 
 
-def insight_rows(chunk_size: int = 5000):
-    """One tuple per customer with the export columns (contract section 3), in customer id order."""
+def insight_rows(chunk_size: int = 5000, hide_control: bool = False):
+    """One tuple per customer with the export columns (contract section 3), in customer id order.
+
+    The lists are the model's output for every customer, the control group's included (the
+    contract's columns mean "most likely to be bought"); ``hide_control`` leaves the control
+    group's lists empty, for an export that feeds a campaign and must not reach them."""
     runs = published_runs()
     seg_run = runs.get(TrainingRun.Kind.SEGMENTATION)
     fc_run = runs.get(TrainingRun.Kind.FORECAST)
@@ -64,7 +68,7 @@ def insight_rows(chunk_size: int = 5000):
             rows = cursor.fetchall()
         if not rows:
             return
-        lists = _suggestion_lists(rec_run, rows[0][0], rows[-1][0]) if rec_run else {}
+        lists = _suggestion_lists(rec_run, rows[0][0], rows[-1][0], hide_control) if rec_run else {}
         for row in rows:
             cid = row[0]
             spoke = row[3] is not None or row[2] is not None
@@ -75,9 +79,11 @@ def insight_rows(chunk_size: int = 5000):
         last = rows[-1][0]
 
 
-def _suggestion_lists(run, first_id: int, last_id: int) -> dict:
-    rows = (Suggestion.objects.filter(shown(), run=run, customer_id__gte=first_id, customer_id__lte=last_id)
-            .order_by("customer_id", "kind", "rank").values_list("customer_id", "kind", "product__sku"))
+def _suggestion_lists(run, first_id: int, last_id: int, hide_control: bool) -> dict:
+    rows = Suggestion.objects.filter(run=run, customer_id__gte=first_id, customer_id__lte=last_id)
+    if hide_control:
+        rows = rows.filter(shown())
+    rows = rows.order_by("customer_id", "kind", "rank").values_list("customer_id", "kind", "product__sku")
     out: dict = {}
     for cid, kind, sku in rows:
         out.setdefault((cid, kind), []).append(sku)

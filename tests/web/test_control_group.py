@@ -1,6 +1,10 @@
 """The control group's suggestions are kept but shown nowhere: customer page, home worklists, API,
-export, prospects. Ada (rep's customer) is planted in the control group of the live run."""
+API, prospects (the insights export keeps them unless --hide-control). Ada (rep's customer) is planted in the control group of the live run."""
+import csv
+import io
+
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 
 from ml import selectors as ml_selectors
@@ -57,11 +61,16 @@ def test_control_group_api_shown_customer_keeps_its_lists(rep_client, world):
     assert [s["sku"] for s in detail["recommendations"]] == ["G-1"] and detail["control_group"] is False
 
 
-def test_control_group_left_out_of_the_insights_export(ada_in_control):
+def test_control_group_kept_in_the_insights_export_unless_hidden(ada_in_control, tmp_path):
+    # recommendations and reorder are columns 8 and 9 of contract section 3: the model's lists for
+    # every customer (the contract's meaning), the control group's left empty on request
     rows = {row[0]: row for row in ml_selectors.insight_rows()}
-    # recommendations and reorder are columns 8 and 9 of contract section 3
-    assert rows["C-ADA"][7:9] == ("", "")
-    assert rows["C-ZED"][7] == "G-1"
+    assert rows["C-ADA"][7] != "" and rows["C-ZED"][7] == "G-1"
+    out = tmp_path / "campaign.csv"
+    call_command("export_insights", "--out", str(out), "--hide-control", stdout=io.StringIO())
+    rows = {r["external_id"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert (rows["C-ADA"]["recommendations"], rows["C-ADA"]["reorder"]) == ("", "")
+    assert rows["C-ZED"]["recommendations"] == "G-1"
 
 
 def test_control_group_left_out_of_product_prospects(rep, ada_in_control):

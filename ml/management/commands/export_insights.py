@@ -19,16 +19,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--out", required=True, metavar="F.csv", help="the CSV file to write")
+        parser.add_argument("--hide-control", action="store_true",
+                            help="leave the control group's suggestion cells empty (for an export that feeds a "
+                                 "campaign: the uplift is measured on customers who were not offered them)")
 
     def handle(self, *args, **options):
         count = 0
         with open(options["out"], "w", newline="", encoding="utf-8") as f:
             writer = exports.writer(f)
             writer.writerow(INSIGHT_COLUMNS)
-            for row in insight_rows():
+            for row in insight_rows(hide_control=options["hide_control"]):
                 # Every text cell is defused, the SKU lists too (a SKU is whatever an import file said);
                 # a number stays a plain number, a negative one included, so the file stays machine-readable.
                 writer.writerow([row[0], row[1], *(_number(v) for v in row[2:7]), *row[7:]])
                 count += 1
-        record_export(None, f"insights of {count} customers (export_insights command)")
+        hidden = ", control group's suggestions left out" if options["hide_control"] else ""
+        record_export(None, f"insights of {count} customers (export_insights command{hidden})")
         self.stdout.write(f"Wrote {count:,} customers to {options['out']}")
