@@ -98,8 +98,7 @@ def model_list(request):
         "feedback": [(label, feedback_all.get(value, 0), feedback_live.get(value, 0))
                      for value, label in SuggestionFeedback.Status.choices],
         "period_form": period_form, "period": (first_day, last_day),
-        "funnel": funnel.suggestion_funnel(first_day, last_day),
-        "uplift": funnel.measured_uplift(rec_run),
+        **funnel.page_figures(first_day, last_day, rec_run),
         "is_manager": selectors.is_manager(request.user),
     })
 
