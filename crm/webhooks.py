@@ -63,7 +63,8 @@ FOLLOWUP_LOOKBACK = timedelta(days=1)
 
 # --- endpoints -------------------------------------------------------------------------------------
 
-def _check(url: str, events) -> list[str]:
+def check_endpoint(url: str, events) -> list[str]:
+    """The events, without repeats, if ``url`` may receive them: ValidationError naming the field if not."""
     try:
         webhook_http.check_url(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE)
     except webhook_http.UnsafeURL as exc:
@@ -79,7 +80,7 @@ def _check(url: str, events) -> list[str]:
 def create_endpoint(*, user, url: str, events, description: str = "", active: bool = True) -> WebhookEndpoint:
     """A new endpoint with a new secret (read it from the returned row: the API shows it with the
     answer, the admin on the endpoint's page). Audited (the URL's host, never the secret)."""
-    endpoint = WebhookEndpoint(url=url, events=_check(url, events), description=description, active=active,
+    endpoint = WebhookEndpoint(url=url, events=check_endpoint(url, events), description=description, active=active,
                                created_by=user if getattr(user, "is_authenticated", False) else None)
     endpoint.full_clean(exclude=["created_by"])
     with transaction.atomic():
@@ -94,7 +95,7 @@ def update_endpoint(*, user, endpoint: WebhookEndpoint, **fields) -> WebhookEndp
     unknown = set(fields) - {"url", "events", "description", "active"}
     if unknown:
         raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
-    fields["events"] = _check(fields.get("url", endpoint.url), fields.get("events", endpoint.events))
+    fields["events"] = check_endpoint(fields.get("url", endpoint.url), fields.get("events", endpoint.events))
     changed = audit.changed_fields(endpoint, fields) + (["secret"] if roll else [])
     for name, value in fields.items():
         setattr(endpoint, name, value)
