@@ -7,7 +7,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from crm import selectors, tokens
+from crm import (
+    selectors,
+    tokens,
+    webhook_admin,  # noqa: F401 -- registers the webhook models' admin
+)
 from crm.access import user_roles
 from crm.forms import DATE_FORMAT_CHOICES, import_upload_error
 from crm.imports import importer, queue

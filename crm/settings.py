@@ -373,8 +373,25 @@ SWEEP_EVERY_SECONDS = _env_int("SWEEP_EVERY_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {"task": "ml.sweep_stale_runs", "schedule": float(SWEEP_EVERY_SECONDS)},
 }
+# Webhooks (crm.webhooks): the sweep queues due follow-ups' events and sends the deliveries whose
+# (re)try time has come, so a retry waits at most this long past its time.
+WEBHOOK_SWEEP_SECONDS = _env_int("WEBHOOK_SWEEP_SECONDS", 60, minimum=1)
+CELERY_BEAT_SCHEDULE["sweep-webhooks"] = {"task": "crm.sweep_webhooks", "schedule": float(WEBHOOK_SWEEP_SECONDS)}
 if RETRAIN_SCHEDULE is not None:
     CELERY_BEAT_SCHEDULE["nightly-retrain"] = {"task": "ml.retrain_all", "schedule": RETRAIN_SCHEDULE}
+
+# --- Webhooks (crm.webhooks) ---------------------------------------------------------------
+# Attempts per delivery before it is given up (network errors, 5xx, 408 and 429 are retried:
+# 1 min, 5 min, 30 min, 2 h, 6 h, then every 12 h after the first).
+WEBHOOK_MAX_ATTEMPTS = _env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+# Seconds to connect and for each read of the answer: a receiver should answer at once and work later.
+WEBHOOK_TIMEOUT_SECONDS = _env_int("WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1)
+# Off: a URL whose host is (or resolves to) a loopback, private, link-local or otherwise non-public
+# address is refused, so an endpoint cannot make the server probe its own network (SSRF).
+WEBHOOK_ALLOW_PRIVATE = _env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+# customer.churn_risk fires for a customer whose churn probability in a newly published forecast
+# reaches this from below (or who had none in the previous one).
+WEBHOOK_CHURN_THRESHOLD = _env_share("WEBHOOK_CHURN_THRESHOLD", 0.7, maximum=1)
 
 # --- Cache (API throttle counts) -------------------------------------------------------------
 # Every web worker must see the same counts, or N workers allow N times the rate. With Redis,

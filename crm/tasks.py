@@ -1,4 +1,4 @@
-"""Celery tasks of the CRM domain: thin doors to the import queue, taking ids only; and the
+"""Celery tasks of the CRM domain: thin doors to the import queue and the webhooks, taking ids only; and the
 worker's start-up step that sends queued work the broker missed (and removes the temporary
 import copies a killed worker left)."""
 import logging
@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.db import connections
 
-from crm import jobs
+from crm import jobs, webhooks
 from crm.imports import queue
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,24 @@ log = logging.getLogger(__name__)
 @shared_task(name="crm.run_import", acks_late=True)
 def run_import_task(run_id: int) -> None:
     queue.run_queued_import(run_id)
+
+
+@shared_task(name="crm.deliver_webhook", acks_late=True)
+def deliver_webhook_task(delivery_id: int) -> None:
+    """One attempt at a webhook delivery; its retries are times in its row (crm.webhooks), not Celery retries."""
+    webhooks.deliver(delivery_id)
+
+
+@shared_task(name="crm.send_webhooks", acks_late=True)
+def send_webhooks_task() -> None:
+    """Hand the due deliveries to workers (sent when a commit queued events)."""
+    webhooks.send_due()
+
+
+@shared_task(name="crm.sweep_webhooks", acks_late=True)
+def sweep_webhooks_task() -> None:
+    """Beat, every WEBHOOK_SWEEP_SECONDS: queue the follow-ups that came due, send the due deliveries."""
+    webhooks.sweep()
 
 
 @worker_ready.connect

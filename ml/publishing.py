@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from crm import audit
 from crm.models import AuditEvent
+from ml import run_events
 from ml.models import (
     CustomerSegment,
     Forecast,
@@ -65,11 +66,15 @@ def publish_run(run_id: int, *, user=None) -> TrainingRun:
             raise RunNotPublishable(f"run #{run.pk} is {run.status}; only a succeeded run can be published")
         live = TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).values_list(
             "pk", flat=True).first()
+        was_live, now = run.is_published, timezone.now()
         TrainingRun.objects.filter(kind=run.kind, is_published=True).exclude(pk=run.pk).update(is_published=False)
-        TrainingRun.objects.filter(pk=run.pk).update(is_published=True, published_at=timezone.now())
-        action = AuditEvent.Action.ROLLBACK if live is not None and live > run.pk else AuditEvent.Action.PUBLISH
+        TrainingRun.objects.filter(pk=run.pk).update(is_published=True, published_at=now)
+        rollback = live is not None and live > run.pk
+        action = AuditEvent.Action.ROLLBACK if rollback else AuditEvent.Action.PUBLISH
         audit.record(action, user=user, object_type="training_run", object_id=run.pk,
                      summary=f"{run.kind} run {run.pk} published" + (f", replacing run {live}" if live else ""))
+        if not was_live:  # publishing the live run again changes nothing a subscriber needs to hear about
+            run_events.queue_publish_events(run, now, live, rollback=rollback)
     run.refresh_from_db()
     return run
 

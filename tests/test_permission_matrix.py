@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from crm.models import Customer, FollowUp, ImportFile, ImportRun, Interaction, Product
+from crm.models import Customer, FollowUp, ImportFile, ImportRun, Interaction, Product, WebhookEndpoint
 from ml.models import Segment, Suggestion, TrainingRun
 
 ROLES = ("anonymous", "owner", "other", "manager", "admin")
@@ -150,6 +150,11 @@ RULES = {
     "api-follow-up-list": api(),
     "api-follow-up-detail": owned_api(obj="followup"),
     "api-follow-up-complete": rule(401, 200, 404, 409, 409, method="POST", obj="followup", mutates=True),
+    # Webhooks: managers and admins only. A ping queues a delivery (sent by a worker, not here).
+    "api-webhook-list": manager_api(),
+    "api-webhook-detail": manager_api(obj="webhook"),
+    "api-webhook-deliveries": manager_api(obj="webhook"),
+    "api-webhook-ping": rule(401, 403, 403, 202, 202, method="POST", obj="webhook", mutates=True),
     "api-token": rule(401, 405, 405, 405, 405),  # GET is not a method here; POST is tested in test_security
     "api-schema": public(),  # the API's description is public; its data is not
     "api-docs": public(),
@@ -244,6 +249,7 @@ def world(rep, other_rep, manager, admin_user):
                               score=0.5, reason="because")
     w.followup = FollowUp.objects.create(customer=w.customer, owner=rep, created_by=rep, type="call",
                                          due_at=now, note="call back")
+    w.webhook = WebhookEndpoint.objects.create(url="https://hooks.example.com/crm", events=["run.published"])
     w.import_run = ImportRun.objects.create(user=manager, source="upload")
     ImportFile.objects.create(run=w.import_run, kind="customers", filename="customers.csv")
     return w
@@ -252,7 +258,7 @@ def world(rep, other_rep, manager, admin_user):
 def _values(world, rule_: Rule, key: str, route: str) -> dict:
     obj = {"customer": world.customer, "interaction": world.interaction, "product": world.product,
            "run": world.run, "failed_run": world.failed_run, "segment": world.segment,
-           "import": world.import_run, "followup": world.followup}.get(rule_.obj)
+           "import": world.import_run, "followup": world.followup, "webhook": world.webhook}.get(rule_.obj)
     values = {"kind": "customers", "url": "no-such-page/", "app_label": "crm"}
     if obj is not None:
         values.update(pk=obj.pk, external_id=getattr(obj, "external_id", ""), sku=getattr(obj, "sku", ""),

@@ -109,3 +109,39 @@ def test_worker_killed_mid_import_is_taken_over_and_completes(slow_import_env, s
     assert Customer.objects.count() == 1000
     assert Interaction.objects.count() == 12000
     assert Interaction.objects.values("external_id").distinct().count() == 12000
+
+
+@pytest.fixture
+def webhook_env(monkeypatch, settings):
+    """The worker may call the test's receiver on 127.0.0.1. Listed before start_worker in a test's
+    arguments so the worker starts with it."""
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "1")
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+
+
+@pytest.mark.integration
+def test_worker_delivers_a_webhook_through_broker(webhook_env, start_worker):
+    from django.db import transaction
+
+    from crm import webhooks
+    from crm.models import WebhookDelivery
+    from tests.webhook_receiver import Receiver
+
+    with Receiver() as receiver:
+        receiver.answers = [503]  # the first attempt fails: retried from the row's next_attempt_at
+        start_worker()
+        endpoint = webhooks.create_endpoint(user=None, url=receiver.url, events=["run.published"])
+        with transaction.atomic():  # on commit, crm.send_webhooks goes to the worker, which sends the delivery
+            webhooks.enqueue("run.published", [("run:worker", {"run": 1}, None)])
+        delivery = WebhookDelivery.objects.get()
+        wait_for(lambda: WebhookDelivery.objects.filter(pk=delivery.pk, attempts=1, status="pending").exists(),
+                 timeout=90, what="the worker's first attempt")
+        # Beat's sweep, once the retry is due: hands it to the worker again.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=delivery.created_at)
+        assert webhooks.send_due() == [delivery.pk]
+        done = wait_for(lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status="delivered").first(),
+                        timeout=90, what="the worker to deliver the retry")
+
+    assert done.attempts == 2 and len(receiver.requests) == 2
+    headers, body = receiver.requests[-1]
+    assert webhooks.verify(endpoint.secret, headers["X-CRM-Signature"], body)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from crm import clock, tokens
-from crm.models import ApiToken, AuditEvent, Customer, FollowUp, ImportFile, ImportRun, Interaction
+from crm.models import ApiToken, AuditEvent, Customer, FollowUp, ImportFile, ImportRun, Interaction, WebhookEndpoint
 from crm.tokens import hash_key
 from tests.api.conftest import error_of
 from tests.conftest import api_key
@@ -42,7 +42,8 @@ def objects(book):
     ImportFile.objects.create(run=imported, kind="customers", filename="customers.csv")
     followup = FollowUp.objects.create(customer=book["mine"], owner=book["mine"].owner, type="call",
                                        due_at=timezone.now(), note="call back")
-    return {"{id}": {"follow-ups": followup.pk, "customers": book["mine"].pk, "interactions": Interaction.objects.get(customer=book["mine"]).pk,
+    webhook = WebhookEndpoint.objects.create(url="https://hooks.example.com/crm", events=["run.published"])
+    return {"{id}": {"follow-ups": followup.pk, "webhooks": webhook.pk, "customers": book["mine"].pk, "interactions": Interaction.objects.get(customer=book["mine"]).pk,
                      "training-runs": book["runs"]["segmentation"].pk, "segments": book["loyal"].pk,
                      "imports": imported.pk},
             "{external_id}": {"customers": book["mine"].external_id, "interactions": f"I-{book['mine'].external_id}"},

@@ -6,7 +6,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from web.api import followups, views
+from web.api import followups, views, webhooks
 
 router = SimpleRouter()
 router.register("customers", views.CustomerViewSet, basename="api-customer")
@@ -16,6 +16,7 @@ router.register("segments", views.SegmentViewSet, basename="api-segment")
 router.register("training-runs", views.TrainingRunViewSet, basename="api-training-run")
 router.register("imports", views.ImportViewSet, basename="api-import")
 router.register("follow-ups", followups.FollowUpViewSet, basename="api-follow-up")
+router.register("webhooks", webhooks.WebhookEndpointViewSet, basename="api-webhook")
 
 _DETAIL = {"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}
 
