@@ -184,6 +184,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # |money and {% currency_symbol %} on every page without a {% load %} in each template.
+            "builtins": ["crm.templatetags.money"],
         },
     },
 ]
@@ -245,6 +247,20 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+
+
+def _env_currency(name, default):
+    raw = os.environ.get(name, default).strip().upper()
+    if len(raw) != 3 or not raw.isalpha() or not raw.isascii():
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an ISO 4217 currency code (three letters such as USD or EUR)")
+    return raw
+
+
+# The one currency of every stored amount (imports, forecasts), as the pages show it: "$1,234.50".
+# The API and export_insights keep plain numbers. CRM_CURRENCY_SYMBOL overrides the code's symbol.
+CRM_CURRENCY = _env_currency("CRM_CURRENCY", "USD")
+CRM_CURRENCY_SYMBOL = os.environ.get("CRM_CURRENCY_SYMBOL", "")
+
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -17,6 +17,7 @@ from ml.models import (
     SuggestionFeedback,
     TrainingRun,
 )
+from ml.pipelines.segmentation.features import is_filler_category
 
 INSIGHT_COLUMNS = ("external_id", "segment", "expected_purchases", "expected_spend", "churn_probability", "clv",
                    "expected_refund_rate", "recommendations", "reorder", "as_of", "horizon_days")
@@ -27,6 +28,16 @@ def segments(run: TrainingRun | None = None):
     if run is None:
         return Segment.objects.none()
     return Segment.objects.filter(run=run).order_by("-size", "key")
+
+
+def top_category(figures: dict) -> dict | None:
+    """A segment's top category as its page shows it, {"name", "share"}: None when its figures name
+    none or a filler ("(other)", "Unknown"). Runs published before the naming skipped fillers stored
+    them; a filler is nothing to show, and the next real category is not in the stored figures."""
+    name = (figures or {}).get("top_category")
+    if is_filler_category(name):
+        return None
+    return {"name": name, "share": (figures or {}).get("top_category_share")}
 
 
 def similar_products(product: Product, limit: int = 10):

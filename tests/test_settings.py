@@ -28,6 +28,7 @@ def _start(**env):
     ({"IMPORT_STORAGE": "ftp"}, "IMPORT_STORAGE='ftp' must be 'database' or 's3'"),
     ({"IMPORT_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": ""}, "IMPORT_STORAGE='s3' needs AWS_STORAGE_BUCKET_NAME"),
     ({"IMPORT_FILE_RETENTION_DAYS": "0"}, "IMPORT_FILE_RETENTION_DAYS='0' must be at least 1"),
+    ({"CRM_CURRENCY": "dollars"}, "CRM_CURRENCY='DOLLARS' is not an ISO 4217 currency code"),
 ])
 def test_settings_bad_value_fails_loudly_naming_the_variable(env, message):
     result = _start(**env)

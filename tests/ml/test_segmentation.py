@@ -25,6 +25,7 @@ from ml.pipelines.segmentation import (  # noqa: E402
 from ml.pipelines.segmentation.features import (  # noqa: E402
     customer_features,
     features_from_rows,
+    is_filler_category,
     prepare_rows,
 )
 
@@ -440,3 +441,24 @@ if __name__ == "__main__":
     n_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
     print(benchmark(n_cust, n_rows))
     print("peak RSS GB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+
+
+@pytest.mark.parametrize("filler", ["Other", " unknown ", "N/A", "Misc"])
+def test_segment_profiles_never_use_a_catalogues_own_filler_category(filler):
+    # given: a third of the customers buy products whose catalogue category is a filler name
+    interactions, products, customers = _alike_but_for_category()
+    products["category"] = products["category"].replace("", filler)
+    # when
+    segs = CustomerSegmenter(algorithm="kmeans", n_clusters=3).fit(interactions, products, customers, AS_OF).segments_
+    # then: no name, profile or top category says it; the real ones still describe their buyers
+    text = " ".join(segs["name"]) + " " + " ".join(segs["profile"])
+    assert filler.strip() not in text
+    assert {f.get("top_category") for f in segs["figures"]} <= {"Garden", "Books", "", None}
+    assert "mostly buy Books (100% of spend)" in text
+
+
+@pytest.mark.parametrize(("name", "filler"), [("(other)", True), ("(none)", True), ("", True), (None, True),
+                                              ("  OTHERS ", True), ("Uncategorised", True), ("Books", False),
+                                              ("Other books", False), ("COUPON/MISC ITEMS", False)])
+def test_is_filler_category_knows_the_usual_fillers(name, filler):
+    assert is_filler_category(name) is filler

@@ -17,8 +17,20 @@ def test_customer_page_shows_segment_with_profile(rep_client, world):
 
 def test_customer_page_shows_forecast_with_range_and_factors(rep_client, world):
     html = page(rep_client, world.ada).content.decode()
-    assert "P10–P90: 1.0 – 4.0" in html and "P10–P90: 100 – 400" in html
+    assert "P10–P90: 1.0 – 4.0" in html and "P10–P90: $100.00 – $400.00" in html
     assert "70 %" in html and "last purchase 10 days ago, usually buys every 35 days" in html
+
+
+def test_customer_page_shows_amounts_in_the_currency(rep_client, world, settings):
+    settings.CRM_CURRENCY = "EUR"
+
+    html = page(rep_client, world.ada).content.decode()
+
+    assert '<span class="value">€250.00</span><span class="label">spend</span>' in html
+    assert '<span class="value">€1,000.00</span><span class="label">customer lifetime value</span>' in html
+    assert "Widget</a> · €100.00" in html  # the purchase on the timeline
+    assert "typically off by €70.00 per customer (simple guess: €80.00)" in html
+    assert 'data-currency-symbol="€"' in html
 
 
 def test_customer_page_shows_suggestions_with_reasons(rep_client, world):

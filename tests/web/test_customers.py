@@ -301,3 +301,45 @@ def test_customer_export_leaves_values_not_forecast_empty(rep_client, world):
 
     assert (rows[0]["expected_spend"], rows[0]["clv"], rows[0]["value_at_risk"]) == ("", "", "")
     assert float(rows[0]["expected_purchases"]) == 2.5 and float(rows[0]["churn_probability"]) == 0.7
+
+
+def test_customer_export_rounds_figures_and_has_the_phone(rep_client, world):
+    Customer.objects.filter(pk=world.ada.pk).update(phone="020 7946 0018")
+    Forecast.objects.filter(run=world.fc_run, customer=world.ada).update(
+        expected_purchases=2.456789, expected_spend=250.0049, churn_probability=0.06472453997060523,
+        clv=1234.5678, expected_refund_rate=0.05)
+
+    response = rep_client.get(reverse("customer_export"), {"q": "C-ADA"})
+    body = b"".join(response.streaming_content).decode()
+
+    ada = list(csv.DictReader(io.StringIO(body)))[0]
+    assert ada["phone"] == "020 7946 0018"
+    assert (ada["expected_purchases"], ada["expected_spend"], ada["churn_probability"], ada["clv"],
+            ada["expected_refund_rate"]) == ("2.46", "250.00", "0.065", "1234.57", "0.050")
+    assert ada["value_at_risk"] == "79.91"  # 0.0647... x 1234.5678 = 79.906..., rounded once, at the end
+    assert not body.startswith("\ufeff") and response["Content-Disposition"] == 'attachment; filename="customers.csv"'
+
+
+def test_customer_export_for_excel_has_a_bom_and_crlf_and_keeps_defusing(rep_client, world):
+    Customer.objects.filter(pk=world.ada.pk).update(name="Ada Lövelace", company="=HYPERLINK(\"http://x\")",
+                                                    phone="+44 20 7946 0018")
+
+    response = rep_client.get(reverse("customer_export"), {"q": "C-ADA", "format": "excel"})
+    raw = b"".join(response.streaming_content)
+
+    assert raw.startswith(b"\xef\xbb\xbfexternal_id,name,email,phone,") and raw.count(b"\r\n") == 2
+    ada = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))[0]
+    assert ada["name"] == "Ada Lövelace" and ada["company"].startswith("'=")
+    assert ada["phone"] == "'+44 20 7946 0018"  # Excel would compute "+44 20 ..." as a formula (#NULL!)
+    assert response["Content-Disposition"] == 'attachment; filename="customers-excel.csv"'
+
+
+def test_customer_export_for_excel_eu_uses_semicolons_and_decimal_commas(rep_client, world):
+    Customer.objects.filter(pk=world.ada.pk).update(last_purchase_at="2026-03-01T14:05:00+00:00")
+
+    response = rep_client.get(reverse("customer_export"), {"q": "C-ADA", "format": "excel-eu"})
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+
+    ada = list(csv.DictReader(io.StringIO(text), delimiter=";"))[0]
+    assert (ada["churn_probability"], ada["clv"], ada["value_at_risk"]) == ("0,700", "1000,00", "700,00")
+    assert ada["last_purchase_at"] == "2026-03-01 14:05:00"  # TIME_ZONE is UTC in the tests

@@ -3,8 +3,9 @@ import math
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from ml.models import TrainingRun
+from ml.models import Segment, TrainingRun
 from ml.pipelines.forecasting import Z90
 
 
@@ -121,3 +122,34 @@ def test_home_kind_skipped_without_a_live_run_says_why(rep_client, world):
 
     assert "No segmentation: 20 customers: too few to tell segments apart." in html
     assert "No segmentation yet" not in html
+
+
+def test_home_revenue_by_month_marks_the_current_month_as_to_date(rep_client, world):
+    today = timezone.localdate()
+
+    response = rep_client.get(reverse("home"))
+
+    spec = response.context["charts"]["revenue"]
+    assert spec["labels"][-1] == f"{today:%b %Y} (to date)"
+    assert [label for label in spec["labels"] if "to date" in label] == [spec["labels"][-1]]
+    assert spec["partial"] == 11 and spec["money"] == ["y"]
+    assert f"{today:%b %Y} (to date) counts up to {today.day} {today:%b} only: the month is not over" in (
+        response.content.decode())
+
+
+def test_home_key_figures_are_money(rep_client, world, settings):
+    settings.CRM_CURRENCY = "GBP"
+
+    html = rep_client.get(reverse("home")).content.decode()
+
+    assert '<span class="value">£200</span><span class="label">revenue, last 90 days</span>' in html
+    assert '<span class="value">£750</span><span class="label">forecast, next 90 days</span>' in html
+    assert "70 % churn risk × lifetime value £1,000.00" in html and '<td class="num">£700.00</td>' in html
+
+
+def test_home_segment_chart_labels_are_wrapped_in_lines(rep_client, world):
+    Segment.objects.filter(pk=world.sleepers.pk).update(name="Prospects / no purchases yet")
+
+    spec = rep_client.get(reverse("home")).context["charts"]["segments"]
+
+    assert spec["labels"] == ["Champions", ["Prospects / no", "purchases yet"]]  # whole words, 16 characters a line

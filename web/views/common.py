@@ -1,4 +1,7 @@
 """What every page shares: the role checks, the rendering with the navigation's flag, charts."""
+import textwrap
+from datetime import date
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
@@ -27,8 +30,36 @@ def render(request, template, context, status=None):
 
 
 def chart(type_, labels, datasets, **extra) -> dict:
-    """A chart spec for static/crm/site.js: {type, labels, datasets: [{label, data}], ...}."""
+    """A chart spec for static/crm/site.js: {type, labels, datasets: [{label, data}], ...}.
+
+    ``money=["y1"]``: the axes whose values are amounts (ticks and tooltips in the currency);
+    ``partial=11``: the index of the period not over yet (month_axis), drawn apart."""
     return {"type": type_, "labels": list(labels), "datasets": datasets, **extra}
+
+
+# Characters per line of a category label: a segment's name ("Prospects / no purchases yet") in
+# lines this long fits the left margin of a bar chart in a third of the page, where one long line
+# was cut at the canvas' edge.
+LABEL_LINE_CHARS = 16
+
+
+def wrapped_label(text: str, width: int = LABEL_LINE_CHARS):
+    """A chart label in lines of at most ``width`` characters (a word longer than that keeps its
+    own line): a list, which Chart.js draws one line under the other, or the text when it fits."""
+    lines = textwrap.wrap(str(text), width, break_long_words=False, break_on_hyphens=False)
+    return lines if len(lines) > 1 else str(text)
+
+
+def month_axis(months, today: date) -> tuple[list[str], int | None]:
+    """Labels of monthly points ("Mar 2026") from their first days, and the index of the month
+    that ``today`` falls in, which is not over: its label says "(to date)" (None when no month is)."""
+    labels, partial = [], None
+    for i, first_day in enumerate(months):
+        label = first_day.strftime("%b %Y")
+        if (first_day.year, first_day.month) == (today.year, today.month):
+            label, partial = f"{label} (to date)", i
+        labels.append(label)
+    return labels, partial
 
 
 def visible_customer(request, pk):

@@ -8,7 +8,7 @@ from crm import selectors
 from ml import customer_lists, insights, run_reports
 from ml import selectors as ml_selectors
 from ml.models import Suggestion, TrainingRun
-from web.views.common import chart, render
+from web.views.common import chart, month_axis, render, wrapped_label
 from web.views.followups import home_followups
 
 
@@ -42,13 +42,18 @@ def home(request):
     segments = customer_lists.segment_sizes(user)
     churn = customer_lists.churn_distribution(user)
     revenue = selectors.revenue_by_month(user)
+    months, partial = month_axis([m for m, _t, _n in revenue], timezone.localdate())
+    context["revenue_partial"] = months[partial] if partial is not None else None
+    context["today"] = timezone.localdate()
     context["charts"] = {
-        "segments": chart("bar", [n for n, _ in segments], [{"label": "Customers", "data": [c for _, c in segments]}],
+        "segments": chart("bar", [wrapped_label(n) for n, _ in segments],
+                          [{"label": "Customers", "data": [c for _, c in segments]}],
                           colorEach=True, options={"indexAxis": "y"}) if segments else None,
         "churn": chart("bar", [label for label, _ in churn],
                        [{"label": "Customers", "data": [c for _, c in churn],
                          "backgroundColor": ["#1d6b36", "#d9822b", "#a61b1b"]}]) if any(c for _, c in churn) else None,
-        "revenue": chart("line", [m.strftime("%b %Y") for m, _t, _n in revenue],
-                         [{"label": "Revenue", "data": [round(t, 2) for _m, t, _n in revenue], "fill": False}]),
+        "revenue": chart("line", months,
+                         [{"label": "Revenue", "data": [round(t, 2) for _m, t, _n in revenue], "fill": False}],
+                         money=["y"], partial=partial),
     }
     return render(request, "crm/home.html", context)

@@ -30,7 +30,9 @@ def _forecast_table(metrics: dict) -> dict:
     columns = [("model", metrics["model"])] + list((metrics.get("baselines") or {}).items())
     rows = [(label, better, [(col.get(group) or {}).get(measure) for _name, col in columns])
             for group, measure, label, better in FORECAST_MEASURES if group not in not_forecast]
-    return {"columns": [name for name, _ in columns], "rows": rows}
+    # The spend errors are amounts of money, shown as such; the others are counts, AUC and Brier scores.
+    money = [label for group, measure, label, _better in FORECAST_MEASURES if group == "spend"]
+    return {"columns": [name for name, _ in columns], "rows": rows, "money": money}
 
 
 def _flat_metrics(metrics: dict, skip=("series", "reliability", "candidates", "params", "validation", "outcome",
@@ -74,7 +76,8 @@ def model_list(request):
                 "bar", [f"{row['bin']}" for row in series],
                 [{"label": "Forecast", "data": [row["mean_predicted"] for row in series]},
                  {"label": "Actual", "data": [row["mean_actual"] for row in series], "color": "#d9822b"}],
-                xTitle="customers grouped by forecast (deciles, lowest first)", yTitle=f"mean {key}")))
+                xTitle="customers grouped by forecast (deciles, lowest first)", yTitle=f"mean {key}",
+                money=["y"] if key == "spend" else [])))
     kinds = []
     for kind, label in TrainingRun.Kind.choices:
         live = published.get(kind)

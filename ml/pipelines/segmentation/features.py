@@ -23,10 +23,21 @@ CATEGORY_PREFIX = "cat_share:"
 # Category labels that are not a category: fillers for "no category" and "the rest". They may
 # be share columns (buying uncatalogued items is behaviour) but never name or describe anyone.
 FILLER_CATEGORIES = (NO_CATEGORY, OTHER_CATEGORY)
+# Names a catalogue itself gives its fillers ("Other", "Unknown", "N/A", "Misc"), trimmed and in any
+# case: "mostly buy Other" or a top category "Unknown" tells nothing about anyone either.
+FILLER_NAMES = frozenset({*FILLER_CATEGORIES, "", "other", "others", "unknown", "none", "n/a", "na", "nan",
+                          "null", "-", "--", "?", "uncategorized", "uncategorised", "no category",
+                          "misc", "misc.", "miscellaneous", "various", "default"})
 # Share of purchase rows that must carry money for spend to be used (see has_money).
 MIN_MONEY_SHARE = 0.5
 
 _TYPE_CODE = {name: code for code, name in enumerate(INTERACTION_TYPES)}
+
+
+def is_filler_category(name) -> bool:
+    """Whether a category label is a filler (:data:`FILLER_NAMES`), not a category that describes
+    what someone buys."""
+    return name is None or str(name).strip().lower() in FILLER_NAMES
 
 
 def category_columns(categories) -> list[str]:

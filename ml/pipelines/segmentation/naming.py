@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ml.pipelines.segmentation.features import CATEGORY_PREFIX, FILLER_CATEGORIES
+from ml.pipelines.segmentation.features import CATEGORY_PREFIX, is_filler_category
 from ml.pipelines.segmentation.models import RFM_GROUPS, TOUCH_COLUMNS, segment_layout
 
 PROSPECTS = "Prospects / no purchases yet"
@@ -94,7 +94,7 @@ def _base_figures(buyers: pd.DataFrame, money: bool = True) -> dict:
         "refund": float(buyers["refund_amount"].sum() / spend) if spend > 0 else 0.0,
         "touch": {c: float(buyers[c].mean()) if len(buyers) else 0.0 for c in TOUCH_COLUMNS},
         "cats": {c: float(buyers[c].mean()) if len(buyers) else 0.0 for c in cats},
-        "n_categories": sum(1 for c in cats if c[len(CATEGORY_PREFIX):] not in FILLER_CATEGORIES
+        "n_categories": sum(1 for c in cats if not is_filler_category(c[len(CATEGORY_PREFIX):])
                             and len(buyers) and buyers[c].max() > 0),
     }
 
@@ -207,18 +207,19 @@ def _make_distinct(names: dict, table: pd.DataFrame, keys: list, sizes: dict,
 
 
 def _top_category(row):
-    """(category, mean share) of the largest real category (never a filler such as "(none)"
-    or "(other)") in a segment row; None when no real category has a share."""
-    return _top_share(row, CATEGORY_PREFIX, exclude=FILLER_CATEGORIES)
+    """(category, mean share) of the largest real category (never a filler such as "(none)",
+    "(other)" or a catalogue's own "Unknown", :func:`is_filler_category`) in a segment row; None
+    when no real category has a share."""
+    return _top_share(row, CATEGORY_PREFIX, exclude=is_filler_category)
 
 
-def _top_share(row, prefix, exclude=()):
+def _top_share(row, prefix, exclude=lambda _label: False):
     """(label, mean share) of the largest share column with ``prefix`` in a segment row,
-    leaving out the labels in ``exclude``."""
+    leaving out the labels for which ``exclude(label)`` is true."""
     if row is None:
         return None
     cols = [c for c in row.index if c.startswith("mean_" + prefix)
-            and c[len("mean_" + prefix):] not in exclude]
+            and not exclude(c[len("mean_" + prefix):])]
     if not cols:
         return None
     values = row[cols].astype(float)
