@@ -10,6 +10,8 @@ CUSTOMER = {"external_id": 100, "name": 200, "email": 254, "phone": 50, "company
 PRODUCT = {"sku": 100, "name": 300, "category": 200, "tags": 500}
 # A customer tag ("vip", "trade fair 2026"): short labels, shown as chips.
 TAG_NAME = 50
+# Tags on one customer (a write names them all): far more than a list page shows as chips.
+CUSTOMER_TAGS = 100
 INTERACTION = {"external_id": 100, "order_ref": 100, "channel": 100}
 # An owner is a user's username: django.contrib.auth's User.username is 150 characters.
 USERNAME = 150

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -46,7 +47,9 @@ def tags_named(names: list[str]) -> list[Tag]:
     wanted = {n.lower(): n for n in names}
 
     def existing():
-        return {t.name.lower(): t for t in Tag.objects.annotate(lower=Lower("name")).filter(lower__in=list(wanted))}
+        # By exact name too: SQLite's LOWER() folds ASCII only, so "Ñandú" is not found as "ñandú" there.
+        rows = Tag.objects.annotate(lower=Lower("name")).filter(Q(lower__in=list(wanted)) | Q(name__in=names))
+        return {t.name.lower(): t for t in rows}
 
     found = existing()
     missing = [Tag(name=n) for key, n in wanted.items() if key not in found]

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from crm import audit, jobs
 from crm.access import NotAllowed, visible_customers
+from crm.followups import create_followup
 from crm.imports.queue import dispatch_pending_imports
 from crm.models import AuditEvent
 from ml.insights import published_run, published_run_ids  # noqa: F401 (ml.services.published_run for the doors)
@@ -286,6 +287,20 @@ def record_feedback(*, user, customer, product, kind: str, status: str):
             customer=customer, product=product, kind=kind,
             defaults={"status": status, "user": user, "run_id": run_id})
     return feedback
+
+
+def plan_followup(*, user, customer, product=None, suggestion_kind: str = "", **fields):
+    """Plan a follow-up (crm.followups.create_followup, same arguments). One made from a suggestion
+    (``product`` + ``suggestion_kind``) also marks that suggestion accepted (:func:`record_feedback`),
+    in the same transaction: planning to offer it is accepting it, so the Models page's funnel
+    counts it offered and accepted, exactly as if the salesperson had clicked Accepted."""
+    with transaction.atomic():
+        followup = create_followup(user=user, customer=customer, product=product, suggestion_kind=suggestion_kind,
+                                   **fields)
+        if product is not None and suggestion_kind:
+            record_feedback(user=user, customer=customer, product=product, kind=suggestion_kind,
+                            status=SuggestionFeedback.Status.ACCEPTED)
+    return followup
 
 
 def feedback_counts(run_id: int | None = None) -> dict:

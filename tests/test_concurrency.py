@@ -145,3 +145,18 @@ def test_retrain_and_import_at_once_on_two_workers_both_finish(small_batches, st
         run.pk]
     rows = CustomerSegment.objects.filter(run=run)
     assert rows.exists() and rows.count() == rows.values("customer_id").distinct().count()
+
+
+def test_bulk_customer_upserts_of_the_same_new_keys_at_once_write_one_whole_request(transactional_db, manager):
+    """Two requests create the same 200 customers at once: one is written whole; the other is either
+    written after it (as updates) or refused whole (UpsertConflict, the API's 409), never mixed."""
+    def upsert(name):
+        items = [{"external_id": f"RACE-{i:03d}", "name": name} for i in range(200)]
+        return crm_services.upsert_customers(user=manager, items=items)
+
+    results = at_once(lambda: upsert("first"), lambda: upsert("second"))
+
+    assert all(not isinstance(r, Exception) or isinstance(r, crm_services.UpsertConflict) for r in results), results
+    assert any(not isinstance(r, Exception) and r.created == 200 for r in results), results
+    names = set(Customer.objects.filter(external_id__startswith="RACE-").values_list("name", flat=True))
+    assert Customer.objects.filter(external_id__startswith="RACE-").count() == 200 and len(names) == 1

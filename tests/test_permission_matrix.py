@@ -130,6 +130,7 @@ RULES = {
     "api-interaction-list": api(),
     "api-interaction-detail": owned_api(obj="interaction"),
     "api-interaction-by-external-id": owned_api(obj="interaction"),
+    "api-customer-bulk": rule(401, 400, 400, 400, 400, method="POST"),  # empty body: invalid, nothing stored
     "api-interaction-bulk": rule(401, 400, 400, 400, 400, method="POST"),  # empty body: invalid, nothing stored
     "api-product-list": api(),
     "api-product-detail": api(obj="product"),

@@ -33,3 +33,10 @@ def test_api_customer_list_filters_by_tag(rep_client, rep):
     body = rep_client.get(URL, {"tag": "FAIR"}).json()
     assert [c["external_id"] for c in body["results"]] == ["A", "C"]
     assert [c["tags"] for c in body["results"]] == [["fair"], ["fair"]]
+
+
+def test_api_customer_tag_with_a_non_ascii_capital_is_stored(rep_client):
+    # SQLite's LOWER() leaves "Ñ" as it is: the new tag must still be found after it is made (was a 500).
+    response = rep_client.post(URL, {"external_id": "C-1", "tags": ["Ñandú"]}, format="json")
+
+    assert response.status_code == 201 and response.json()["tags"] == ["Ñandú"]

@@ -36,7 +36,7 @@ def test_schema_generates_without_warnings_or_errors(tmp_path):
 
     schema = json.loads(out.read_text())
     assert schema["openapi"].startswith("3.")
-    assert "/api/v1/interactions/bulk/" in schema["paths"]
+    assert {"/api/v1/interactions/bulk/", "/api/v1/customers/bulk/"} <= set(schema["paths"])
 
 
 def test_schema_documents_the_contract_insight_names(client_for):
@@ -52,8 +52,8 @@ def test_schema_documents_the_contract_insight_names(client_for):
 def test_schema_has_examples_on_key_endpoints(client_for):
     paths = client_for().get("/api/v1/schema/", {"format": "json"}).json()["paths"]
 
-    bulk = paths["/api/v1/interactions/bulk/"]["post"]
-    assert bulk["requestBody"]["content"]["application/json"]["examples"]
+    for bulk in (paths["/api/v1/interactions/bulk/"]["post"], paths["/api/v1/customers/bulk/"]["post"]):
+        assert bulk["requestBody"]["content"]["application/json"]["examples"]
     assert paths["/api/v1/customers/{id}/"]["get"]["responses"]["200"]["content"]["application/json"]["examples"]
     assert paths["/api/v1/training-runs/"]["post"]["requestBody"]["content"]["application/json"]["examples"]
 

@@ -1,15 +1,25 @@
 """End-to-end in a real browser (Debian's Chromium, tests/web/chromium.py): a rep turns a
 cross-sell suggestion into a follow-up on the customer page (no JavaScript needed: a <details>
-form), sees it on the home page under Today, completes it there, and finds the logged call in
-the customer's history."""
+form), sees it on the home page under Today, completes it there, finds the logged call in the
+customer's history, and sees the Models page's funnel count the suggestion offered and accepted
+(planning a follow-up from a suggestion accepts it: ml.services.plan_followup)."""
 from crm.models import FollowUp, Interaction
+from ml.models import SuggestionEvent
 from tests.web import test_browser
 
 browser, page = test_browser.browser, test_browser.page  # the same Chromium and page fixtures
 
 
+def funnel_counts(page, live_server, kind="recommendation") -> tuple[int, int]:
+    """(offered, accepted) of the Models page's funnel row for ``kind``, as the page shows them."""
+    page.goto(live_server.url + "/models/")
+    cells = page.locator(f"#funnel-{kind} td")
+    return tuple(int(cells.nth(i).inner_text().split()[0]) for i in (0, 1))
+
+
 def test_browser_rep_turns_a_suggestion_into_a_follow_up_and_completes_it(page, live_server, world):
     test_browser.log_in(page, live_server, "rep1", "pw-rep1-Secret1")
+    assert funnel_counts(page, live_server) == (0, 0)
     page.goto(f"{live_server.url}/customers/{world.ada.pk}/")
     suggestion = page.locator(".suggestion").filter(has_text="Gadget").first
     suggestion.get_by_text("Follow up", exact=True).click()  # opens the <details>
@@ -39,3 +49,7 @@ def test_browser_rep_turns_a_suggestion_into_a_follow_up_and_completes_it(page, 
     followup.refresh_from_db()
     assert followup.status == "done"
     assert Interaction.objects.filter(customer=world.ada, type="call").count() == 1
+
+    assert funnel_counts(page, live_server) == (1, 1)
+    assert list(SuggestionEvent.objects.values_list("event", "product")) == [("accepted", world.gadget.pk)]
+    test_browser.shot(page, "rep-models-funnel-after-followup")

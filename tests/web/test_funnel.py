@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from crm.models import Customer, Interaction, Product
 from ml import funnel
+from ml import services as ml_services
 from ml.models import Suggestion, SuggestionEvent, SuggestionFeedback, TrainingRun
 
 from .conftest import make_run
@@ -53,6 +54,39 @@ def test_funnel_api_feedback_adds_an_event_per_mark(world, rep):
 
     assert list(SuggestionEvent.objects.values_list("event", flat=True)) == ["offered", "declined", "offered"]
     assert SuggestionFeedback.objects.get().status == "offered"
+
+
+def test_funnel_follow_up_planned_from_a_suggestion_accepts_it(world, rep):
+    followup = ml_services.plan_followup(user=rep, customer=world.ada, due_at=timezone.now() + timedelta(hours=2),
+                                         type="call", note="Offer Gadget", product=world.gadget,
+                                         suggestion_kind="recommendation")
+
+    assert (followup.product, followup.suggestion_kind) == (world.gadget, "recommendation")
+    assert list(SuggestionEvent.objects.values_list("event", "user", "run", "product")) == [
+        ("accepted", rep.pk, world.rec_run.pk, world.gadget.pk)]
+    assert SuggestionFeedback.objects.get(customer=world.ada, product=world.gadget).status == "accepted"
+    row = _row(funnel.suggestion_funnel(*funnel.default_period()), "recommendation")
+    assert (row["offered"], row["accepted"]) == (1, 1)
+
+
+def test_funnel_follow_up_not_from_a_suggestion_marks_nothing(world, rep):
+    ml_services.plan_followup(user=rep, customer=world.ada, due_at=timezone.now(), type="todo", note="Say hello",
+                              product=world.widget)
+
+    assert not SuggestionEvent.objects.exists() and not SuggestionFeedback.objects.exists()
+
+
+def test_funnel_follow_up_from_a_suggestion_through_the_api_accepts_it(world, rep):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_login(rep)
+    response = api.post("/api/v1/follow-ups/", {"customer": world.ada.pk, "type": "call", "product": "W-1",
+                                                "suggestion_kind": "reorder", "due_at": timezone.now().isoformat()},
+                        format="json")
+
+    assert response.status_code == 201
+    assert list(SuggestionEvent.objects.values_list("event", "kind")) == [("accepted", "reorder")]
 
 
 def test_funnel_purchase_within_the_horizon_converts_after_it_does_not(world):

@@ -16,6 +16,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler, set_rollback
 
 from crm.access import NotAllowed
+from crm.customer_upsert import UpsertConflict
 from crm.followups import FollowUpClosed
 from crm.imports.importer import ImportFailed
 from crm.jobs import BackgroundUnavailable
@@ -61,7 +62,7 @@ def _as_api_exception(exc):
         return exceptions.PermissionDenied(str(exc))
     if isinstance(exc, TokenRefused):
         return exceptions.ValidationError(str(exc))
-    if isinstance(exc, (RetrainRefused, RunNotPublishable, InUse, MergeRefused, FollowUpClosed)):
+    if isinstance(exc, (RetrainRefused, RunNotPublishable, InUse, MergeRefused, FollowUpClosed, UpsertConflict)):
         return Conflict(str(exc))
     if isinstance(exc, BackgroundUnavailable):
         return ServiceUnavailable(str(exc))

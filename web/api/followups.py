@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from crm import followups, limits, selectors
 from crm.access import visible_followups
 from crm.models import Customer, FollowUp, Product
+from ml import services as ml_services
 
 
 class FollowUpSerializer(serializers.ModelSerializer):
@@ -58,7 +59,7 @@ class CompleteSerializer(serializers.Serializer):
 @extend_schema_view(
     list=extend_schema(summary="List follow-ups", parameters=[FollowUpQuerySerializer]),
     retrieve=extend_schema(summary="A follow-up"),
-    create=extend_schema(summary="Plan a follow-up", examples=[OpenApiExample(
+    create=extend_schema(summary="Plan a follow-up (from a suggestion: marks it accepted)", examples=[OpenApiExample(
         "Call back", request_only=True, value={"customer": 1042, "type": "call", "due_at": "2025-07-08T09:00:00+02:00",
                                                "note": "Offer Dog food 12 kg: buys every 30 days"})]),
     partial_update=extend_schema(summary="Change an open follow-up's due time, type, note or (managers) owner"),
@@ -92,7 +93,7 @@ class FollowUpViewSet(viewsets.GenericViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        followup = followups.create_followup(user=request.user, **data)
+        followup = ml_services.plan_followup(user=request.user, **data)  # from a suggestion: also marks it accepted
         return Response(self.get_serializer(followup).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request, **kwargs):

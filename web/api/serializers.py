@@ -195,7 +195,7 @@ class TagNamesField(serializers.ListField):
 
     def __init__(self, **kwargs):
         super().__init__(child=serializers.CharField(max_length=limits.TAG_NAME, validators=[no_nul_characters]),
-                         max_length=100, **kwargs)
+                         max_length=limits.CUSTOMER_TAGS, **kwargs)
 
     def to_representation(self, data):
         if hasattr(data, "all"):  # the model's many-to-many manager

@@ -6,7 +6,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from web.api import followups, views, webhooks
+from web.api import customer_bulk, followups, views, webhooks
 
 router = SimpleRouter()
 router.register("customers", views.CustomerViewSet, basename="api-customer")
@@ -21,6 +21,8 @@ router.register("webhooks", webhooks.WebhookEndpointViewSet, basename="api-webho
 _DETAIL = {"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}
 
 urlpatterns = [
+    # Before the router's routes: "bulk" must not be taken for a customer's id.
+    path("customers/bulk/", customer_bulk.CustomerBulkView.as_view(), name="api-customer-bulk"),
     path("customers/by-external-id/<str:external_id>/",
          views.CustomerByExternalIdViewSet.as_view(_DETAIL), name="api-customer-by-external-id"),
     path("customers/by-external-id/<str:external_id>/recommendations/",

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from crm import followups, selectors
 from crm.access import NotAllowed, visible_followups
 from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP, FollowUp, Product
+from ml import services as ml_services
 from web.followup_forms import CompleteForm, FollowUpFilterForm, FollowUpForm, ReassignForm
 from web.views.common import render, visible_customer
 
@@ -51,7 +52,7 @@ def followup_new(request, pk):
     data = form.cleaned_data
     product = Product.objects.filter(pk=data["product"]).first() if data.get("product") else None
     try:
-        followup = followups.create_followup(
+        followup = ml_services.plan_followup(  # from a suggestion: also marks it accepted
             user=request.user, customer=customer, due_at=data["due_at"], type=data["type"], note=data["note"],
             product=product, suggestion_kind=data["kind"] if product else "", reason=data["reason"])
     except NotAllowed as exc:
