@@ -19,7 +19,7 @@ def test_bulk_customers_creates_new_keys_and_changes_only_given_fields(book, rep
               "signup_date": "2025-05-01", "tags": ["VIP", "trade fair"]},
              {"external_id": "C-MINE", "city": "Lyon"}]
 
-    body = rep_client.post(URL, {"customers": items}).json()
+    body = rep_client.post(URL, {"items": items}).json()
 
     assert body == {"created": 1, "updated": 1, "unchanged": 0, "rejected": 0, "errors": []}
     new = Customer.objects.get(external_id="C-NEW")
@@ -41,7 +41,7 @@ def test_bulk_customers_rejects_bad_items_by_index_and_keeps_good_ones(book, rep
              {"external_id": "C-GOOD-2", "name": "x" * 201},
              {"external_id": "C-MINE", "no_profiling": True}]
 
-    body = rep_client.post(URL, {"customers": items}).json()
+    body = rep_client.post(URL, {"items": items}).json()
 
     assert (body["created"], body["updated"], body["rejected"]) == (1, 1, 7)
     assert [(e["index"], e["field"]) for e in body["errors"]] == [
@@ -53,7 +53,7 @@ def test_bulk_customers_rejects_bad_items_by_index_and_keeps_good_ones(book, rep
 
 
 def test_bulk_customers_rep_cannot_update_another_reps_customer(book, rep_client, other_rep):
-    body = rep_client.post(URL, {"customers": [{"external_id": "C-THEIRS", "name": "Taken over"}]}).json()
+    body = rep_client.post(URL, {"items": [{"external_id": "C-THEIRS", "name": "Taken over"}]}).json()
 
     assert body["errors"] == [{"index": 0, "field": "external_id",
                                "message": "external_id 'C-THEIRS' belongs to a customer you cannot see"}]
@@ -87,7 +87,7 @@ def test_bulk_customers_takes_a_bare_list_and_a_wrapped_one_alike(book, rep_clie
     items = [{"external_id": "C-LIST", "name": "From a list"}, {"external_id": "C-LIST-BAD", "email": "x"}]
 
     bare = rep_client.post(URL, items, format="json").json()
-    wrapped = rep_client.post(URL, {"customers": items}, format="json").json()
+    wrapped = rep_client.post(URL, {"items": items}, format="json").json()
 
     assert (bare["created"], bare["rejected"], [(e["index"], e["field"]) for e in bare["errors"]]) == (
         1, 1, [(1, "email")])
@@ -95,16 +95,16 @@ def test_bulk_customers_takes_a_bare_list_and_a_wrapped_one_alike(book, rep_clie
     assert Customer.objects.get(external_id="C-LIST").name == "From a list"
 
 
-def test_bulk_customers_needs_a_customers_list_or_a_list(book, rep_client):
-    response = rep_client.post(URL, {"items": []}, format="json")
+def test_bulk_customers_needs_an_items_list_or_a_list(book, rep_client):
+    response = rep_client.post(URL, {"customers": []}, format="json")
 
-    assert response.status_code == 400 and set(error_of(response)["fields"]) == {"customers"}
+    assert response.status_code == 400 and set(error_of(response)["fields"]) == {"items"}
 
 
 def test_bulk_customers_refuses_more_than_the_maximum(book, rep_client):
-    response = rep_client.post(URL, {"customers": [{"external_id": "C-MINE"}] * (MAX_BULK_ITEMS + 1)})
+    response = rep_client.post(URL, {"items": [{"external_id": "C-MINE"}] * (MAX_BULK_ITEMS + 1)})
 
-    assert response.status_code == 400 and set(error_of(response)["fields"]) == {"customers"}
+    assert response.status_code == 400 and set(error_of(response)["fields"]) == {"items"}
     assert Customer.objects.count() == 3
 
 

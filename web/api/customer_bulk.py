@@ -48,7 +48,7 @@ class BulkCustomerItemsField(serializers.ListField):
 
 
 class BulkCustomerRequestSerializer(serializers.Serializer):
-    customers = BulkCustomerItemsField(max_length=MAX_BULK_ITEMS, help_text=f"Up to {MAX_BULK_ITEMS:,} customers.")
+    items = BulkCustomerItemsField(max_length=MAX_BULK_ITEMS, help_text=f"Up to {MAX_BULK_ITEMS:,} customers.")
 
 
 class BulkCustomerResultSerializer(s.BulkInteractionResultSerializer):
@@ -58,8 +58,8 @@ class BulkCustomerResultSerializer(s.BulkInteractionResultSerializer):
 
 
 def bulk_body(data):
-    """The body as ``{"customers": [...]}``: a bare JSON list is taken as the customers."""
-    return {"customers": data} if isinstance(data, list) else data
+    """The body as ``{"items": [...]}`` (the key of /interactions/bulk/): a bare JSON list is taken as the items."""
+    return {"items": data} if isinstance(data, list) else data
 
 
 class CustomerBulkView(APIView):
@@ -69,7 +69,7 @@ class CustomerBulkView(APIView):
         summary="Create or update many customers", request=BulkCustomerRequestSerializer,
         responses={200: BulkCustomerResultSerializer, 409: s.ErrorSerializer},
         examples=[
-            OpenApiExample("A new customer, a change, a bad item", request_only=True, value={"customers": [
+            OpenApiExample("A new customer, a change, a bad item", request_only=True, value={"items": [
                 {"external_id": "C-900001", "name": "Acme GmbH", "email": "buyer@acme.example", "owner": "rep1"},
                 {"external_id": "C-001042", "city": "Hamburg", "tags": ["vip"]},
                 {"external_id": "C-900002", "email": "not an address"}]}),
@@ -83,12 +83,12 @@ class CustomerBulkView(APIView):
         item is reported with its index, field and reason: invalid values, an unknown owner, a key repeated
         in the request, a customer you cannot see (another rep's), or an owner you may not give (a sales rep:
         only themselves or nobody). The good ones are written in one transaction, each audited as a single
-        create or update is; unchanged ones are not written. The body is `{"customers": [...]}` or the bare
+        create or update is; unchanged ones are not written. The body is `{"items": [...]}` or the bare
         list of customers. 409 when another request wrote one of the same customers meanwhile (nothing
         written: send it again)."""
         serializer = BulkCustomerRequestSerializer(data=bulk_body(request.data))
         serializer.is_valid(raise_exception=True)
-        result = services.upsert_customers(user=request.user, items=serializer.validated_data["customers"])
+        result = services.upsert_customers(user=request.user, items=serializer.validated_data["items"])
         return Response(BulkCustomerResultSerializer({
             "created": result.created, "updated": result.updated, "unchanged": result.unchanged,
             "rejected": len({e["index"] for e in result.errors}), "errors": result.errors}).data)
