@@ -326,6 +326,8 @@ ML_STALE_AFTER_SECONDS = _env_int("ML_STALE_AFTER_SECONDS", 60, minimum=2)
 # The lists show a reorder suggestion from this many days before its expected date on (and
 # overdue ones), not right after a purchase (ml.insights.reorder_due).
 ML_REORDER_DUE_DAYS = _env_int("ML_REORDER_DUE_DAYS", 14, minimum=0)
+# A reorder overdue by longer is left out of the due lists (ml.insights.reorder_due_window); 0: never.
+ML_REORDER_LAPSED_DAYS = _env_int("ML_REORDER_LAPSED_DAYS", 90, minimum=0)
 
 
 def _env_share(name, default, maximum):

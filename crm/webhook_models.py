@@ -19,7 +19,7 @@ EVENTS = (RUN_PUBLISHED, CUSTOMER_CHURN_RISK, FOLLOWUP_DUE)
 # Not subscribable: the admin's "send test event" sends it to the chosen endpoints whatever they subscribe to.
 PING = "ping"
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 -- the prefix that marks a webhook secret, not one
+SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105 -- the prefix that marks a webhook secret, not one
 
 
 def new_secret() -> str:

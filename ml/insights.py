@@ -79,29 +79,43 @@ def _suggestion_dict(s: Suggestion) -> dict:
 # and a suggestion becomes due as the days pass, without a retrain. Rows of runs trained before
 # expected dates existed (expected_on NULL) are listed as before.
 
-def reorder_due_until(today: date | None = None) -> date:
-    """The last expected date a listed reorder may have: today + ML_REORDER_DUE_DAYS."""
-    return (today or timezone.localdate()) + timedelta(days=settings.ML_REORDER_DUE_DAYS)
+def reorder_due_window(today: date | None = None) -> tuple[date, date]:
+    """(first, last) expected date a listed reorder may have: from today - ML_REORDER_LAPSED_DAYS
+    (longer overdue, the customer has let the product go: that is a win-back, not a reorder;
+    0 keeps every overdue one) to today + ML_REORDER_DUE_DAYS."""
+    today = today or timezone.localdate()
+    lapsed = settings.ML_REORDER_LAPSED_DAYS
+    return (today - timedelta(days=lapsed) if lapsed else date.min), today + timedelta(days=settings.ML_REORDER_DUE_DAYS)
 
 
 def reorder_due(prefix: str = "", today: date | None = None) -> Q:
     """The rule as a condition on suggestions (under ``prefix``): cross-sell rows always pass; a
-    reorder passes when it is expected within ML_REORDER_DUE_DAYS or is overdue."""
+    reorder passes when it is expected within ML_REORDER_DUE_DAYS or is overdue, by at most
+    ML_REORDER_LAPSED_DAYS."""
+    first, last = reorder_due_window(today)
     return (~Q(**{f"{prefix}kind": Suggestion.Kind.REORDER}) | Q(**{f"{prefix}expected_on__isnull": True})
-            | Q(**{f"{prefix}expected_on__lte": reorder_due_until(today)}))
+            | Q(**{f"{prefix}expected_on__lte": last, f"{prefix}expected_on__gte": first}))
+
+
+def reorder_due_params(today: date | None = None) -> list:
+    """The parameters of :func:`reorder_due_sql` (and :func:`listed_sql`), in order."""
+    first, last = reorder_due_window(today)
+    return [last, first]
 
 
 def listed_sql(alias: str) -> str:
-    """:func:`listed` as SQL on the suggestion table under ``alias``; one parameter, as reorder_due_sql."""
+    """:func:`listed` as SQL on the suggestion table under ``alias``; parameters
+    :func:`reorder_due_params`."""
     return f"({reorder_due_sql(alias)} OR {alias}.{sql.column(Suggestion, 'control')})"
 
 
 def reorder_due_sql(alias: str) -> str:
-    """:func:`reorder_due` as SQL on the suggestion table under ``alias``; one parameter, the
-    :func:`reorder_due_until` date."""
+    """:func:`reorder_due` as SQL on the suggestion table under ``alias``; parameters
+    :func:`reorder_due_params`."""
     T, q = Suggestion, sql.column
-    return (f"({alias}.{q(T, 'kind')} <> '{Suggestion.Kind.REORDER.value}' OR {alias}.{q(T, 'expected_on')} IS NULL "
-            f"OR {alias}.{q(T, 'expected_on')} <= %s)")
+    expected = f"{alias}.{q(T, 'expected_on')}"
+    return (f"({alias}.{q(T, 'kind')} <> '{Suggestion.Kind.REORDER.value}' OR {expected} IS NULL "
+            f"OR ({expected} <= %s AND {expected} >= %s))")
 
 
 # --- "shown": the control group's suggestions are kept (the uplift is measured on them) but no
@@ -374,9 +388,9 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
         key, where_params = ("external_id", 0), [external_id]
     query = _record_query(runs is not None, *key, rule[0], suggestions)
     records, rec_run, joined = {}, None, suggestions and connection.vendor == "postgresql"
-    due_until = reorder_due_until()
+    due_params = reorder_due_params()
     # The suggestions column (PostgreSQL) comes first in the query text: its date parameter too.
-    rows = sql.fetchall(query, [due_until] * joined + params + where_params + rule[1])
+    rows = sql.fetchall(query, (due_params if joined else []) + params + where_params + rule[1])
     for row in rows:
         v = customers.convert(row)
         computed = {kind.value: v[f"{alias}.finished_at"] for alias, kind in _RUN_ALIASES
@@ -408,7 +422,7 @@ def _read_records(rule: tuple[str, list], *, ids=None, pk=None, external_id=None
     profiled = [cid for cid, r in records.items() if not r["no_profiling"]]
     if rec_run is not None and profiled and suggestions and not joined:
         query = _suggestion_query(len(profiled))
-        for row in sql.fetchall(query, [rec_run, due_until, *profiled]):
+        for row in sql.fetchall(query, [rec_run, *due_params, *profiled]):
             v = suggestion_select.convert(row)
             add_suggestion(records[v["sg.customer"]]["insights"], {
                 "sku": v["p.sku"], "name": v["p.name"], "product_id": v["p.id"], "kind": v["sg.kind"],

@@ -120,8 +120,10 @@ def top_suggestions(customers, kind: str, limit: int = 5) -> list:
     rows = (Suggestion.objects.filter(shown(), run_id=run_id, kind=kind, customer__in=customers.values("pk"),
                                       customer__no_profiling=False)
             .select_related("customer", "product").order_by("-score", "customer_id", "rank"))
-    if kind != Suggestion.Kind.RECOMMENDATION:  # reorders that are due, the most overdue first
-        due = rows.filter(reorder_due()).order_by(F("expected_on").asc(nulls_last=True), "-score", "customer_id")
+    if kind != Suggestion.Kind.RECOMMENDATION:
+        # Reorders that are due, the likeliest to be bought in the window first (the model's
+        # score): the most overdue first put the nearly lapsed at the top.
+        due = rows.filter(reorder_due()).order_by("-score", F("expected_on").asc(nulls_last=True), "customer_id")
         return list(due[:limit])
     pool = list(rows[:WORKLIST_POOL])
     picked, products, people = [], set(), set()

@@ -100,11 +100,14 @@ def test_customer_page_says_when_a_reorder_is_expected(planted, client, rep):
     assert "reason LATER" not in html.split('id="reorder"')[1]
 
 
-def test_home_worklist_lists_due_reorders_most_overdue_first(planted, client, rep):
+def test_home_worklist_lists_due_reorders_likeliest_first(planted, client, rep):
+    # scores: LATE 0.8 (overdue by 3 days), SOON 0.7 (due in 5), OLD (no date) raised from 0.6 to
+    # 0.95: the likeliest comes first whatever its date; LATER (in 25 days) is not due
+    Suggestion.objects.filter(customer=planted, product__sku="OLD").update(score=0.95)
     client.force_login(rep)
     html = client.get(reverse("home")).content.decode()
     section = html.split('id="wl-reorder"')[1].split("</section>")[0]
-    assert section.index("Product LATE") < section.index("Product SOON") < section.index("Product OLD")
+    assert section.index("Product OLD") < section.index("Product LATE") < section.index("Product SOON")
     assert "Product LATER" not in section
 
 
@@ -128,3 +131,17 @@ def test_due_words():
     assert ml_insights.due_words(expected, today.replace(day=15)) == "expected around 12 Dec (overdue by 3 days)"
     assert ml_insights.due_words(expected, expected) == "expected around 12 Dec (due today)"
     assert ml_insights.due_words(None, today) == ""
+
+
+def test_reorder_overdue_longer_than_the_lapse_is_left_out(planted, settings):
+    # the customer let a product go: expected 120 days ago and never bought, a win-back, not a reorder
+    settings.ML_REORDER_DUE_DAYS, settings.ML_REORDER_LAPSED_DAYS = 14, 90
+    run = Suggestion.objects.filter(customer=planted).first().run
+    gone = Product.objects.create(sku="GONE", name="Product GONE")
+    Suggestion.objects.create(run=run, customer=planted, kind="reorder", rank=5, product=gone, score=0.9,
+                              reason="reason GONE", expected_on=timezone.localdate() - timedelta(days=120))
+    assert [sku for sku, _ in reorder_skus(planted)] == ["OLD", "LATE", "SOON"]
+    assert [s["sku"] for s in ml_insights.insights_by_customer([planted])[planted.pk]["reorder"]] == [
+        "OLD", "LATE", "SOON"]
+    settings.ML_REORDER_LAPSED_DAYS = 0  # 0 keeps every overdue one
+    assert [sku for sku, _ in reorder_skus(planted)] == ["OLD", "GONE", "LATE", "SOON"]

@@ -65,6 +65,13 @@
         scales: type === "doughnut" ? {} : { y: { beginAtZero: true, title: { display: !!spec.yTitle, text: spec.yTitle } },
                                              x: { title: { display: !!spec.xTitle, text: spec.xTitle } } }
       }, spec.options || {});
+      if (horizontal) {
+        // Every category keeps its label: Chart.js would skip some (a bar with no name) when the
+        // wrapped labels need more height than a bar has.
+        options.scales = options.scales || {};
+        var cats = options.scales.y = options.scales.y || {};
+        cats.ticks = Object.assign({ autoSkip: false }, cats.ticks || {});
+      }
       if (moneyAxes.length) {
         options.scales = options.scales || {};
         moneyAxes.forEach(function (id) {

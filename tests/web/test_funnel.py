@@ -218,3 +218,9 @@ def test_uplift_models_page_shows_counts_interval_and_verdict(rep_client, db):
 
     assert 'id="uplift-recommendation"' in html
     assert "60 / 200" in html and "not yet significant" in html
+
+
+def test_funnel_period_form_shows_the_default_period(rep_client, db):
+    first, last = funnel.default_period()
+    html = rep_client.get(reverse("model_list")).content.decode()
+    assert f'name="funnel_from" value="{first:%Y-%m-%d}"' in html and f'name="funnel_to" value="{last:%Y-%m-%d}"' in html

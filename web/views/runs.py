@@ -64,8 +64,10 @@ def model_list(request):
     accuracy = run_reports.forecast_accuracy(forecast_run)
     feedback_all = ml_services.feedback_counts()
     feedback_live = ml_services.feedback_counts(rec_run.pk) if rec_run else {}
-    period_form = web_forms.FunnelPeriodForm(request.GET or None)
-    first_day, last_day = period_form.period(funnel.default_period())
+    default_period = funnel.default_period()
+    period_form = web_forms.FunnelPeriodForm(request.GET or None, initial=dict(zip(("funnel_from", "funnel_to"),
+                                                                                default_period)))
+    first_day, last_day = period_form.period(default_period)
     series_charts = []
     for key, title in (("orders", "Purchases per customer"), ("spend", "Spend per customer")):
         if key in (accuracy or {}).get("not_forecast", {}):

@@ -114,7 +114,8 @@ def explain(h: History, scorer, rows, cols, algs, recent_days: int, segment=None
             if hit is None:
                 cat = h.categories[code]
                 hit = memo[("category", code, k)] = (
-                    f"You often buy {cat} ({k} products so far)",
+                    f"You often buy {cat} ({k} products so far)" if k > 1 else
+                    f"You have bought {cat} before (1 product so far)",
                     {"algorithm": "category", "category": str(cat), "products_bought_in_category": k})
             reasons[i], evidence[i] = hit
     rest = [i for i in range(n) if not reasons[i]]
