@@ -4,15 +4,18 @@
   published again later (rolled back to) is a new event, while one publish is one event.
 - ``customer.churn_risk``: a published forecast run, for each customer whose churn probability
   is at or above WEBHOOK_CHURN_THRESHOLD and was below it, or absent, in the forecast run that was
-  live before. One query streams the crossings (an index range of the new run, and a lookup of
-  the previous run's row by its unique key), so the cost is that of the customers who crossed.
+  live before. The first forecast ever published sends none: nothing was crossed, and every
+  customer above the threshold at once (a burst of a fifth of the base) would be a list, which
+  the API gives (``GET /customers/?churn_band=high``). One query streams the crossings (an
+  index range of the new run, and a lookup of the previous run's row by its unique key), so the
+  cost is that of the customers who crossed.
 """
 from __future__ import annotations
 
 from datetime import UTC
 
 from django.conf import settings
-from django.db.models import FloatField, OuterRef, Q, Subquery, Value
+from django.db.models import FloatField, OuterRef, Q, Subquery
 
 from crm import webhooks
 from crm.webhook_models import CUSTOMER_CHURN_RISK, RUN_PUBLISHED
@@ -36,12 +39,12 @@ def run_data(run: TrainingRun, published_at, replaced_id: int | None, rollback: 
 
 def churn_crossings(run_id: int, previous_run_id: int | None, threshold: float):
     """(event key, data, None) per customer of forecast run ``run_id`` at or above ``threshold`` whose
-    forecast in ``previous_run_id`` was below it or missing; streamed, in customer order."""
+    forecast in ``previous_run_id`` was below it or missing; streamed, in customer order. None
+    without a previous run (the first forecast sets the baseline)."""
     if previous_run_id is None:
-        previous = Value(None, output_field=FloatField())
-    else:
-        previous = Subquery(Forecast.objects.filter(run_id=previous_run_id, customer_id=OuterRef("customer_id"))
-                            .values("churn_probability")[:1], output_field=FloatField())
+        return
+    previous = Subquery(Forecast.objects.filter(run_id=previous_run_id, customer_id=OuterRef("customer_id"))
+                        .values("churn_probability")[:1], output_field=FloatField())
     rows = (Forecast.objects.filter(run_id=run_id, churn_probability__gte=threshold, customer__erased_at__isnull=True)
             .annotate(previous=previous).filter(Q(previous__isnull=True) | Q(previous__lt=threshold))
             .order_by("customer_id")

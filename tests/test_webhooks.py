@@ -261,6 +261,15 @@ def test_churn_risk_fires_only_for_customers_who_crossed_the_threshold(receiver,
     assert rows["new"].payload["data"]["previous"] is None
 
 
+def test_churn_risk_first_forecast_sets_the_baseline_and_sends_none(receiver):
+    make_endpoint(receiver.url, events=["customer.churn_risk"])
+    customer = Customer.objects.create(external_id="X")
+
+    ml_services.publish_run(forecast_run({customer: 0.99}).pk)
+
+    assert not WebhookDelivery.objects.exists()
+
+
 def test_churn_risk_is_not_queued_without_a_subscriber(receiver):
     make_endpoint(receiver.url, events=["run.published"])
     customer = Customer.objects.create(external_id="X")
