@@ -31,9 +31,9 @@ from django.utils import timezone
 
 from crm import jobs
 from ml import data
+from ml.forecast_rows import write_forecasts
 from ml.models import ScoringChunk, ScoringModel, TrainingRun
 from ml.publishing import delete_run_rows, finish_run, library_versions
-from ml.training import write_forecasts
 
 log = logging.getLogger(__name__)
 

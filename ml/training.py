@@ -14,10 +14,11 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from crm.models import Customer, Interaction
-from ml import data
+from ml import data, scoring
 from ml.control import control_ids
+from ml.forecast_rows import write_forecasts
 from ml.insights import published_run
-from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
+from ml.models import CustomerSegment, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 
 Kind = TrainingRun.Kind
 
@@ -168,7 +169,6 @@ def train_forecast(run: TrainingRun, progress, fan_out: bool = False) -> dict:
     ``fan_out``: when the buyers are more than ML_SCORING_CHUNK, the fitted model is stored and
     the scoring is left to chunk tasks (``ml.scoring``); the outcome then says ``deferred`` and
     the last chunk finishes the run."""
-    from ml import scoring  # noqa: PLC0415 -- ml.scoring builds on this module (write_forecasts)
     from ml.pipelines.forecasting import fit_evaluate  # noqa: PLC0415 -- the numeric core (scikit-learn, implicit) loads only in a process that trains
 
     frames = _load(run, progress, need_products=False)
@@ -197,23 +197,6 @@ def train_forecast(run: TrainingRun, progress, fan_out: bool = False) -> dict:
         write_forecasts(run.pk, pred)
     outcome["artefact"]["forecasts"] = int(len(pred))
     return outcome
-
-
-FORECAST_COLUMNS = ["expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
-                    "purchases_p10", "purchases_p90", "spend_p10", "spend_p90"]
-
-
-def write_forecasts(run_id: int, pred: pd.DataFrame) -> int:
-    """Write the forecasts ``pred`` (CustomerForecaster.predict) under run ``run_id``, clipped to
-    their ranges; returns the rows written. Call inside the caller's transaction."""
-    values = pred[FORECAST_COLUMNS].astype(float).clip(lower=0)
-    values["churn_probability"] = values["churn_probability"].clip(upper=1)
-    values["expected_refund_rate"] = values["expected_refund_rate"].clip(upper=1)
-    rows = zip(pred.index.to_numpy(), *(values[c].to_numpy() for c in FORECAST_COLUMNS), pred["basis"].astype(str),
-               pred["factors"])
-    return data.bulk_insert(Forecast, ["run_id", "customer_id", *FORECAST_COLUMNS, "basis", "factors"], (
-        (run_id, int(r[0]), *(None if np.isnan(v) else float(v) for v in r[1:10]), r[10], _json(list(r[11])))
-        for r in rows))
 
 
 def train_recommendation(run: TrainingRun, progress, fan_out: bool = False) -> dict:
