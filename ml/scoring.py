@@ -18,7 +18,7 @@ one ``ml.score_chunk`` task each, taken by any worker.
 from __future__ import annotations
 
 import logging
-import pickle  # nosec B403 -- the blob is written and read only by our own workers (ScoringModel)
+import pickle  # nosec B403
 import time
 import traceback
 import zlib
@@ -86,7 +86,8 @@ def fan_out(run: TrainingRun, model, reference: dict, buyers: np.ndarray, outcom
 
 def _load(run_id: int) -> dict:
     try:
-        stored = pickle.loads(zlib.decompress(bytes(ScoringModel.objects.get(run_id=run_id).blob)))  # noqa: S301  # nosec B301 -- written by fan_out
+        # Pickle: the blob is written by fan_out in our own workers, never taken from a user.
+        stored = pickle.loads(zlib.decompress(bytes(ScoringModel.objects.get(run_id=run_id).blob)))  # noqa: S301  # nosec B301
     except (zlib.error, pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise ScoringRefused(f"the stored model of run #{run_id} could not be read ({exc})") from exc
     if stored["versions"] != library_versions():
