@@ -31,11 +31,13 @@ def retrain_all_task() -> None:
 
 @shared_task(name="ml.sweep_stale_runs", acks_late=True)
 def sweep_stale_runs_task() -> None:
-    """Beat, every minute: take over runs and imports whose worker died, then send the queued runs and imports
-    whose tasks never reached the broker (it was down when they were requested); last, delete the stored
-    files of imports finished more than IMPORT_FILE_RETENTION_DAYS ago."""
+    """Beat, every minute: take over runs, scoring chunks and imports whose worker died, then send the
+    queued runs, imports and scoring chunks whose tasks never reached the broker (it was down when they
+    were requested); last, delete the stored files of imports finished more than
+    IMPORT_FILE_RETENTION_DAYS ago."""
     services.sweep_stale_runs()
     scoring.sweep_stale_chunks()
     sweep_stale_imports()
     services.dispatch_pending()
+    scoring.send_pending_chunks()
     delete_expired_files()

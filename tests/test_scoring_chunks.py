@@ -138,6 +138,16 @@ def test_chunk_of_a_killed_worker_is_redone_by_the_sweep_and_the_run_publishes_o
     assert Forecast.objects.filter(run=run).count() == run.data_counts["buyers"]
 
 
+def test_chunk_whose_task_never_reached_the_broker_is_sent_by_the_sweep(business, fanned_out_run):
+    run = fanned_out_run()
+    unsent = ScoringChunk.objects.filter(run=run).order_by("index").first()
+    ScoringChunk.objects.filter(pk=unsent.pk).update(dispatched_at=None)  # the broker was down at fan-out
+
+    sweep_stale_runs_task()
+
+    assert ScoringChunk.objects.get(pk=unsent.pk).dispatched_at is not None
+
+
 def test_chunk_failing_every_attempt_fails_the_run_and_publishes_nothing(business, fanned_out_run):
     live = services.run_now("forecast", as_of=AS_OF)
     run = fanned_out_run()
