@@ -187,7 +187,9 @@ def execute_run(run_id: int, *, fan_out: bool = False) -> TrainingRun | None:
     started = time.monotonic()
     try:
         with jobs.Heartbeat(TrainingRun, run.pk, jobs.heartbeat_seconds()):
-            outcome = TRAINERS[run.kind](run, progress, fan_out=fan_out)
+            # Only forecast scoring is fanned out (recommendation and segmentation runs write their own rows).
+            outcome = TRAINERS[run.kind](run, progress, **({"fan_out": True} if fan_out and run.kind == Kind.FORECAST
+                                                           else {}))
     except KindNotSupported as exc:
         TrainingRun.objects.filter(pk=run.pk).update(
             status=Status.SKIPPED, error=str(exc), stage=f"skipped: {exc}"[:200], progress=100,

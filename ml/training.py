@@ -95,15 +95,14 @@ def _clean(value):
 
 # --- segmentation ------------------------------------------------------------------------------
 
-def train_segmentation(run: TrainingRun, progress, fan_out: bool = False) -> dict:
+def train_segmentation(run: TrainingRun, progress) -> dict:
     """Segment every customer as of ``run.as_of`` and write the segments under the run.
 
     ``auto`` chooses among RFM (the baseline), K-means and DBSCAN on the rolling-origin
     backtest (``metrics["backtest"]``); ``metrics["outcome"]`` says whether a model or the
     baseline was published, or that the history was too short to compare (RFM, "not
     validated"). Names of segments whose members are mostly those of a published segment are
-    kept. Raises KindNotSupported when there is nobody to segment. ``fan_out`` is ignored: only
-    forecasts are scored in chunks (ml.scoring).
+    kept. Raises KindNotSupported when there is nobody to segment.
     """
     from ml.pipelines.segmentation import CustomerSegmenter, NothingToSegment, match_segments  # noqa: PLC0415 -- the numeric core (scikit-learn, implicit) loads only in a process that trains
 
@@ -199,13 +198,12 @@ def train_forecast(run: TrainingRun, progress, fan_out: bool = False) -> dict:
     return outcome
 
 
-def train_recommendation(run: TrainingRun, progress, fan_out: bool = False) -> dict:
+def train_recommendation(run: TrainingRun, progress) -> dict:
     """Fit the recommender (scorers, blend, category cap and reorder model chosen on rolling
     backtest windows of the history), then write every customer's cross-sell and reorder
     lists, similar products and prospects under this run.
 
-    ``fan_out`` is ignored: suggestions are written by the run's own worker (only forecasts are
-    scored in chunks, ml.scoring). Raises KindNotSupported when no purchase carries a product of the catalogue. Metrics:
+    Raises KindNotSupported when no purchase carries a product of the catalogue. Metrics:
     ``outcome`` and ``backtest`` (the layout shared by every kind), ``validation`` (each
     candidate's scores averaged over the windows), the choices, and ``cross_sell_reason`` /
     ``reorder_reason`` when a list kind has nothing to suggest at all (e.g. nobody ever
