@@ -123,7 +123,13 @@ def score_chunk(chunk_id: int) -> ScoringChunk | None:
                 if not done:  # the sweep gave this chunk to another worker meanwhile: its rows are theirs
                     transaction.set_rollback(True)
                     return None
-                _finish_if_last(chunk.run_id)
+                kept = _finish_if_last(chunk.run_id)
+                if not kept:
+                    transaction.set_rollback(True)  # the run failed meanwhile: its rows are being dropped
+            if not kept:
+                ScoringChunk.objects.filter(pk=chunk.pk, status=Chunk.RUNNING).update(
+                    status=Chunk.FAILED, error="the run was no longer running", finished_at=timezone.now())
+                return None
     except OperationalError:
         raise  # the database went away: the task retries, or the sweep sends the chunk again
     except Exception as exc:
@@ -133,20 +139,21 @@ def score_chunk(chunk_id: int) -> ScoringChunk | None:
     return chunk
 
 
-def _finish_if_last(run_id: int) -> None:
+def _finish_if_last(run_id: int) -> bool:
     """Inside the chunk's transaction: count the done chunks under the run row's lock (so two
     chunks finishing together cannot both miss being last, or both be last), show the progress,
-    and when every chunk is done finish and publish the run."""
+    and when every chunk is done finish and publish the run. False when the run is no longer
+    running (it failed): the chunk's rows must not be kept."""
     run = TrainingRun.objects.select_for_update().filter(pk=run_id, status=TrainingRun.Status.RUNNING).first()
     if run is None:
-        return
+        return False
     stored = ScoringModel.objects.only("chunks", "outcome", "created_at").get(run_id=run_id)
     done = ScoringChunk.objects.filter(run_id=run_id, status=Chunk.DONE).count()
     if done < stored.chunks:
         TrainingRun.objects.filter(pk=run_id).update(
             stage=f"scoring customers: {done} of {stored.chunks} chunks done",
             progress=75 + int(25 * done / stored.chunks), heartbeat_at=timezone.now())
-        return
+        return True
     parts = ScoringChunk.objects.filter(run_id=run_id).values_list("rows", "seconds", "attempts")
     outcome = dict(stored.outcome["outcome"])
     outcome["artefact"] = {**outcome["artefact"], "forecasts": sum(r for r, _, _ in parts)}
@@ -159,6 +166,7 @@ def _finish_if_last(run_id: int) -> None:
                "total": round((now - run.started_at).total_seconds(), 3)}
     publish = outcome.pop("publish", True)
     finish_run(run_id, publish, outcome.pop("reason", ""), timings, outcome)
+    return True
 
 
 def _failed(chunk: ScoringChunk, error: str) -> None:

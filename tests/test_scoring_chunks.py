@@ -183,3 +183,16 @@ def test_fan_out_is_off_on_the_embedded_broker_and_at_zero(settings):
     settings.ML_SCORING_CHUNK = 8000
     settings.CELERY_BROKER_URL = "crmsqla+sqlite:////tmp/broker.sqlite3"
     assert not scoring.fan_out_available()
+
+
+def test_chunk_of_a_run_failed_meanwhile_keeps_no_rows(business, fanned_out_run):
+    run = fanned_out_run()
+    first = ScoringChunk.objects.filter(run=run).order_by("index").first()
+    scoring.fail_run(run.pk, "failed by another chunk")
+    ScoringChunk.objects.filter(pk=first.pk).update(status="queued")  # its message was already on its way
+
+    assert scoring.score_chunk(first.pk) is None
+
+    assert ScoringChunk.objects.get(pk=first.pk).status == "failed"
+    assert not Forecast.objects.filter(run=run).exists()
+    assert TrainingRun.objects.get(pk=run.pk).error == "failed by another chunk"
