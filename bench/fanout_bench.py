@@ -83,7 +83,11 @@ def round_(env: dict, label: str, chunk: int, cores: list[int], log_dir: Path) -
         chunks = ScoringChunk.objects.filter(run_id=run_id)
         scoring = timings.get("scoring chunks")
         fit = timings["total"] - scoring if scoring is not None else None
-        return {"round": label, "run": run_id, "total": timings["total"], "fit": fit, "scoring_wall": scoring,
+        phases: dict = {}
+        for c in chunks:
+            for name, seconds in (c.summary.get("seconds") or {}).items():
+                phases[name] = phases.get(name, 0) + seconds
+        return {"phases": phases, "model_bytes": run.metrics.get("scoring", {}).get("model_bytes"), "round": label, "run": run_id, "total": timings["total"], "fit": fit, "scoring_wall": scoring,
                 "chunks": chunks.count(), "chunk_seconds": sum(c.seconds or 0 for c in chunks),
                 "forecasts": run.artefact.get("forecasts"), "load": os.getloadavg()[0]}
     finally:
@@ -127,6 +131,10 @@ def main() -> None:
         wall = "" if r["scoring_wall"] is None else f"{r['scoring_wall']:.1f}"
         print(f"{r['round']:<44} {r['total']:>8.1f} {fit:>7} {wall:>9} {r['chunks']:>6} {r['chunk_seconds']:>8.1f} "
               f"{r['forecasts'] or 0:>7} {r['load']:>5.2f}")
+    for r in rows:
+        if r["chunks"]:
+            print(f"{r['round']}: stored model {r['model_bytes'] / 1e6:.1f} MB; chunk seconds by phase (sum over "
+                  f"chunks): " + ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items()))
     print(f"\nmachine: {os.cpu_count()} cores; load average now {os.getloadavg()}")
 
 

@@ -73,7 +73,7 @@ def fan_out(run: TrainingRun, model, reference: dict, buyers: np.ndarray, outcom
         "customers": [np.asarray(p, dtype="int64") for p in parts]}, protocol=pickle.HIGHEST_PROTOCOL), 1)
     with transaction.atomic():
         ScoringModel.objects.create(run=run, blob=blob, chunks=len(parts),
-                                    outcome={"outcome": outcome, "timings": timings})
+                                    outcome={"outcome": outcome, "timings": timings, "model_bytes": len(blob)})
         chunks = ScoringChunk.objects.bulk_create([
             ScoringChunk(run=run, index=i, first_customer_id=int(p[0]), last_customer_id=int(p[-1]), customers=len(p))
             for i, p in enumerate(parts)])
@@ -109,15 +109,21 @@ def score_chunk(chunk_id: int) -> ScoringChunk | None:
     started = time.monotonic()
     try:
         with jobs.Heartbeat(ScoringChunk, chunk.pk, jobs.heartbeat_seconds()):
+            phases = _Phases()
             stored = _load(chunk.run_id)
+            phases("load model")
             frame = data.interactions_frame(stored["as_of"].date(),
                                             customer_range=(chunk.first_customer_id, chunk.last_customer_id))
             # The range also holds customers the run left out (no profiling): only the trained ones.
             frame = frame[frame["customer_id"].isin(stored["customers"][chunk.index])].reset_index(drop=True)
+            phases("read interactions")
             pred = stored["model"].predict(frame, stored["as_of"], reference=stored["reference"])
+            phases("predict")
             with transaction.atomic():
                 rows = write_forecasts(chunk.run_id, pred)
+                phases("write")
                 done = ScoringChunk.objects.filter(pk=chunk.pk, status=Chunk.RUNNING, attempts=chunk.attempts).update(
+                    summary={"seconds": phases.seconds, "interactions": int(len(frame))},
                     status=Chunk.DONE, rows=rows, seconds=round(time.monotonic() - started, 3),
                     finished_at=timezone.now(), heartbeat_at=timezone.now(), stage="done")
                 if not done:  # the sweep gave this chunk to another worker meanwhile: its rows are theirs
@@ -137,6 +143,17 @@ def score_chunk(chunk_id: int) -> ScoringChunk | None:
         _failed(chunk, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=6)}")
     chunk.refresh_from_db()
     return chunk
+
+
+class _Phases:
+    """Seconds per phase of a chunk (its summary: where a chunk's time goes, bench/fanout_bench.py)."""
+
+    def __init__(self):
+        self.seconds, self._t = {}, time.monotonic()
+
+    def __call__(self, phase: str):
+        now = time.monotonic()
+        self.seconds[phase], self._t = round(now - self._t, 3), now
 
 
 def _finish_if_last(run_id: int) -> bool:
@@ -159,6 +176,7 @@ def _finish_if_last(run_id: int) -> bool:
     outcome["artefact"] = {**outcome["artefact"], "forecasts": sum(r for r, _, _ in parts)}
     outcome["metrics"] = {**outcome["metrics"], "scoring": {
         "chunks": stored.chunks, "chunk_size": settings.ML_SCORING_CHUNK,
+        "model_bytes": stored.outcome.get("model_bytes"),
         "chunk_seconds": round(sum(s or 0 for _, s, _ in parts), 3),
         "redone": sum(a - 1 for _, _, a in parts)}}
     now = timezone.now()
