@@ -325,6 +325,9 @@ IMPORT_FILE_RETENTION_DAYS = _env_int("IMPORT_FILE_RETENTION_DAYS", 30, minimum=
 ML_STALE_AFTER_SECONDS = _env_int("ML_STALE_AFTER_SECONDS", 60, minimum=2)
 # The lists show a reorder suggestion from this many days before its expected date on (and
 # overdue ones), not right after a purchase (ml.insights.reorder_due).
+# Buyers per forecast scoring chunk when a worker on a real broker fans the scoring out over the
+# workers (ml.scoring); 0: never fan out, the run's own worker scores everyone.
+ML_SCORING_CHUNK = _env_int("ML_SCORING_CHUNK", 8000, minimum=0)
 ML_REORDER_DUE_DAYS = _env_int("ML_REORDER_DUE_DAYS", 14, minimum=0)
 # A reorder overdue by longer is left out of the due lists (ml.insights.reorder_due_window); 0: never.
 ML_REORDER_LAPSED_DAYS = _env_int("ML_REORDER_LAPSED_DAYS", 90, minimum=0)

@@ -73,10 +73,13 @@ def _read(sql: str, params: list, columns: list[str], dtypes: dict) -> pd.DataFr
     return frame
 
 
-def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_customer_ids=None) -> pd.DataFrame:
+def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_customer_ids=None,
+                       customer_range: tuple[int, int] | None = None) -> pd.DataFrame:
     """Interactions up to the end of ``as_of`` as the schema frame (one row per interaction).
 
-    A purchase or refund without an order_ref is its own order (``row:<id>``).
+    A purchase or refund without an order_ref is its own order (``row:<id>``). ``customer_range``
+    ``(first, last)``: only the customers whose id is between them (inclusive), cut in the query
+    (a scoring chunk reads its own customers, never the whole table).
     """
     table = Interaction._meta.db_table
     where, params = [], []
@@ -84,6 +87,9 @@ def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_cus
         where.append("occurred_at < %s")
         # As the database stores it (SQLite compares text: UTC without an offset).
         params.append(connection.ops.adapt_datetimefield_value(cutoff(as_of)))
+    if customer_range is not None:
+        where.append("customer_id BETWEEN %s AND %s")
+        params.extend([int(customer_range[0]), int(customer_range[1])])
     sql = (f"SELECT customer_id, COALESCE(product_id, {NO_PRODUCT}), type, occurred_at, quantity, "
            f"COALESCE(amount, 0), CASE WHEN order_ref = '' THEN 'row:' || CAST(id AS TEXT) ELSE order_ref END "
            f"FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")

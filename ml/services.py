@@ -22,6 +22,7 @@ from crm.access import NotAllowed, visible_customers
 from crm.followups import create_followup
 from crm.imports.queue import dispatch_pending_imports
 from crm.models import AuditEvent
+from ml import scoring
 from ml.insights import published_run, published_run_ids  # noqa: F401 (ml.services.published_run for the doors)
 from ml.models import (
     Suggestion,
@@ -171,8 +172,14 @@ class _Progress:
         return self.timings
 
 
-def execute_run(run_id: int) -> TrainingRun | None:
-    """Claim and run one training run; returns it, or None when it was not claimable."""
+def execute_run(run_id: int, *, fan_out: bool = False) -> TrainingRun | None:
+    """Claim and run one training run; returns it, or None when it was not claimable.
+
+    ``fan_out`` (a worker on a real broker, ml.scoring.fan_out_available): a forecast run with
+    more buyers than ML_SCORING_CHUNK leaves its scoring to chunk tasks after the fit and is
+    returned still running; the last chunk finishes and publishes it."""
+    if scoring.is_fanned_out(run_id):
+        return None  # fitted already; its chunks (not a redelivered task) finish it
     if not claim_run(run_id):
         return None
     run = TrainingRun.objects.get(pk=run_id)
@@ -180,7 +187,9 @@ def execute_run(run_id: int) -> TrainingRun | None:
     started = time.monotonic()
     try:
         with jobs.Heartbeat(TrainingRun, run.pk, jobs.heartbeat_seconds()):
-            outcome = TRAINERS[run.kind](run, progress)
+            # Only forecast scoring is fanned out (recommendation and segmentation runs write their own rows).
+            outcome = TRAINERS[run.kind](run, progress, **({"fan_out": True} if fan_out and run.kind == Kind.FORECAST
+                                                           else {}))
     except KindNotSupported as exc:
         TrainingRun.objects.filter(pk=run.pk).update(
             status=Status.SKIPPED, error=str(exc), stage=f"skipped: {exc}"[:200], progress=100,
@@ -198,6 +207,9 @@ def execute_run(run_id: int) -> TrainingRun | None:
             status=Status.FAILED, error=error,
             finished_at=timezone.now(), timings={**progress.finish(), "total": round(time.monotonic() - started, 3)})
         _delete_rows(run.pk)
+        run.refresh_from_db()
+        return run
+    if outcome.get("deferred"):
         run.refresh_from_db()
         return run
     timings = {**progress.finish(), "total": round(time.monotonic() - started, 3)}
@@ -240,7 +252,8 @@ def sweep_stale_runs() -> dict:
     """Runs whose worker died: queue them again (a new task), or fail them after MAX_ATTEMPTS."""
     stale, running = jobs.stale_running(TrainingRun)
     requeued, failed = [], []
-    for run in running:
+    # A run whose scoring was fanned out lives on in its chunks (ml.scoring.sweep_stale_chunks).
+    for run in running.exclude(scoring_model__isnull=False):
         if run.attempts >= MAX_ATTEMPTS:
             if jobs.fail_stale(TrainingRun, run.pk, stale,
                                f"the worker stopped responding {run.attempts} times (killed or out of memory); "

@@ -14,10 +14,11 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from crm.models import Customer, Interaction
-from ml import data
+from ml import data, scoring
 from ml.control import control_ids
+from ml.forecast_rows import write_forecasts
 from ml.insights import published_run
-from ml.models import CustomerSegment, Forecast, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
+from ml.models import CustomerSegment, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
 
 Kind = TrainingRun.Kind
 
@@ -158,11 +159,15 @@ def _rename_profile(profile: str, old: str, new: str) -> str:
 
 # --- forecasts ------------------------------------------------------------------------------------
 
-def train_forecast(run: TrainingRun, progress) -> dict:
+def train_forecast(run: TrainingRun, progress, fan_out: bool = False) -> dict:
     """Backtest every candidate on rolling windows of the history, publish per target the
     simplest one within the spread of the best (a baseline when no model beats it), and write
     every buyer's forecast. A target the data cannot support (spend without amounts) is
-    written as NULL, with the reason in ``metrics["targets"]``."""
+    written as NULL, with the reason in ``metrics["targets"]``.
+
+    ``fan_out``: when the buyers are more than ML_SCORING_CHUNK, the fitted model is stored and
+    the scoring is left to chunk tasks (``ml.scoring``); the outcome then says ``deferred`` and
+    the last chunk finishes the run."""
     from ml.pipelines.forecasting import fit_evaluate  # noqa: PLC0415 -- the numeric core (scikit-learn, implicit) loads only in a process that trains
 
     frames = _load(run, progress, need_products=False)
@@ -176,24 +181,21 @@ def train_forecast(run: TrainingRun, progress) -> dict:
     model, report = fit_evaluate(interactions, as_of, horizon_days=run.horizon_days, algorithm=run.algorithm,
                                  random_state=0, progress=step, **params)
     metrics = _clean(report)
+    outcome = {"metrics": metrics, "chosen_algorithm": model.basis_label()[:80],
+               "artefact": _clean({"chosen": model.chosen_, "weights": model.final_.weights_,
+                                   "btyd": {n: model.final_.btyd_[n].params_ for n in ("bgnbd", "paretonbd")}})}
+    buyers = np.sort(interactions.loc[interactions["type"] == "purchase", "customer_id"].unique())
+    if fan_out and scoring.fans_out(len(buyers)):
+        progress(75, "scoring customers in chunks")
+        scoring.fan_out(run, model, model.reference(interactions, as_of), buyers, outcome, progress.finish())
+        return {"deferred": True}
     progress(75, "forecasting every customer")
     pred = model.predict(interactions, as_of)
     progress(85, "writing forecasts")
-    columns = ["expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
-               "purchases_p10", "purchases_p90", "spend_p10", "spend_p90"]
-    values = pred[columns].astype(float).clip(lower=0)
-    values["churn_probability"] = values["churn_probability"].clip(upper=1)
-    values["expected_refund_rate"] = values["expected_refund_rate"].clip(upper=1)
-    rows = zip(pred.index.to_numpy(), *(values[c].to_numpy() for c in columns), pred["basis"].astype(str),
-               pred["factors"])
     with transaction.atomic():
-        data.bulk_insert(Forecast, ["run_id", "customer_id", *columns, "basis", "factors"], (
-            (run.pk, int(r[0]), *(None if np.isnan(v) else float(v) for v in r[1:10]), r[10], _json(list(r[11])))
-            for r in rows))
-    return {"metrics": metrics, "chosen_algorithm": model.basis_label()[:80],
-            "artefact": _clean({"chosen": model.chosen_, "weights": model.final_.weights_,
-                                "btyd": {n: model.final_.btyd_[n].params_ for n in ("bgnbd", "paretonbd")},
-                                "forecasts": int(len(pred))})}
+        write_forecasts(run.pk, pred)
+    outcome["artefact"]["forecasts"] = int(len(pred))
+    return outcome
 
 
 def train_recommendation(run: TrainingRun, progress) -> dict:

@@ -145,3 +145,55 @@ def test_worker_delivers_a_webhook_through_broker(webhook_env, start_worker):
     assert done.attempts == 2 and len(receiver.requests) == 2
     headers, body = receiver.requests[-1]
     assert webhooks.verify(endpoint.secret, headers["X-CRM-Signature"], body)
+
+
+@pytest.fixture
+def scoring_chunk_env(monkeypatch):
+    """Worker environment for a fanned-out forecast run: chunks of 400 buyers. Listed before
+    start_worker in a test's arguments so the worker starts with it."""
+    monkeypatch.setenv("ML_SCORING_CHUNK", "400")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_worker_killed_mid_chunk_its_chunk_is_redone_and_the_run_publishes_once(scoring_chunk_env, start_worker,
+                                                                                 settings):
+    """On a real broker (Redis: fan-out is off on the embedded one) a forecast run fans its
+    scoring out; the worker is SIGKILLed while a chunk is running, the sweep sends that chunk
+    again and a fresh worker finishes the run, published once with every buyer's forecast."""
+    import os
+    import signal
+
+    from django.core.management import call_command
+
+    from crm.models import AuditEvent
+    from ml import scoring, services
+    from ml.models import Forecast, ScoringChunk, TrainingRun
+
+    if not scoring.fan_out_available():
+        pytest.skip("needs a real broker (REDIS_URL): scoring is not fanned out on the embedded one")
+    settings.ML_STALE_AFTER_SECONDS = 4
+    call_command("seed_demo", customers=1600, seed=2, end="2025-06-30")
+    worker = start_worker()
+
+    run, _ = services.request_retrain("forecast")
+    running = wait_for(lambda: ScoringChunk.objects.filter(run_id=run.pk, status="running").first(), timeout=180,
+                       interval=0.02, what="the worker to start scoring a chunk")
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    lost = ScoringChunk.objects.get(pk=running.pk)
+    assert lost.status == "running", "the chunk finished before the kill: nothing was lost"
+    assert TrainingRun.objects.get(pk=run.pk).status == "running" and services.published_run("forecast") is None
+    assert not Forecast.objects.filter(run_id=run.pk, customer_id__gte=lost.first_customer_id,
+                                       customer_id__lte=lost.last_customer_id).exists()  # nothing half-written
+
+    wait_for(lambda: scoring.sweep_stale_chunks()["requeued"] == [lost.pk], timeout=30, interval=0.5,
+             what="the sweep to see the silent chunk")
+    start_worker()
+    finished = wait_for(lambda: TrainingRun.objects.filter(pk=run.pk, status__in=["succeeded", "failed",
+                                                                                  "rejected"]).first(),
+                        timeout=180, what="the run to finish")
+    assert finished.status == "succeeded" and finished.is_published, finished.error
+    assert ScoringChunk.objects.get(pk=lost.pk).attempts == 2
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.PUBLISH, object_id=run.pk).count() == 1
+    assert Forecast.objects.filter(run_id=run.pk).count() == finished.data_counts["buyers"]
