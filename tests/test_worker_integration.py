@@ -134,7 +134,10 @@ def test_worker_delivers_a_webhook_through_broker(webhook_env, start_worker):
         with transaction.atomic():  # on commit, crm.send_webhooks goes to the worker, which sends the delivery
             webhooks.enqueue("run.published", [("run:worker", {"run": 1}, None)])
         delivery = WebhookDelivery.objects.get()
-        wait_for(lambda: WebhookDelivery.objects.filter(pk=delivery.pk, attempts=1, status="pending").exists(),
+        # Its outcome written (the 503, the lease let go), not only claimed: a claim counts the
+        # attempt before the request is made.
+        wait_for(lambda: WebhookDelivery.objects.filter(pk=delivery.pk, attempts=1, status="pending",
+                                                        last_status_code=503, locked_until=None).exists(),
                  timeout=90, what="the worker's first attempt")
         # Beat's sweep, once the retry is due: hands it to the worker again.
         WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=delivery.created_at)
