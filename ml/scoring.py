@@ -79,8 +79,8 @@ def fan_out(run: TrainingRun, model, reference: dict, buyers: np.ndarray, outcom
             for i, p in enumerate(parts)])
         TrainingRun.objects.filter(pk=run.pk).update(stage=f"scoring customers: 0 of {len(parts)} chunks done",
                                                      heartbeat_at=timezone.now())
-        for chunk in chunks:
-            transaction.on_commit(lambda pk=chunk.pk: jobs.dispatch(SCORE_CHUNK_TASK, ScoringChunk, pk))
+        for chunk in chunks:  # inside this transaction: a failed send is logged, the sweep sends it later
+            jobs.dispatch_on_commit(SCORE_CHUNK_TASK, ScoringChunk, chunk.pk, f"scoring chunk {chunk.index}")
     return len(parts)
 
 
