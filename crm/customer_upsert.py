@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from crm import audit, limits
 from crm.access import NotAllowed, check_owner, visible_customers
-from crm.interactions import MAX_BULK_ITEMS, BulkResult
+from crm.interactions import LOOKUP_CHUNK, MAX_BULK_ITEMS, BulkResult, in_chunks
 from crm.models import AuditEvent, Customer, CustomerTag
 from crm.tags import clean_names, tags_named
 
@@ -26,8 +26,6 @@ TEXT_FIELDS = ("external_id", "name", "email", "phone", "company", "country", "c
 # What an item may give: the customer API's writable fields, by the same names.
 BULK_CUSTOMER_FIELDS = (*TEXT_FIELDS, "signup_date", "owner", "attributes", "no_profiling", "tags")
 
-# Keys per IN (...) lookup: well under SQLite's bound-parameter limit.
-_LOOKUP_CHUNK = 900
 # Rows per INSERT / UPDATE statement: a few hundred keeps each statement small on every database.
 _WRITE_BATCH = 500
 
@@ -113,12 +111,6 @@ def clean_item(item) -> tuple[dict, list[tuple[str | None, str]]]:
 
 # --- the request ---------------------------------------------------------------------------------------
 
-def _in_chunks(queryset_for, keys):
-    keys = sorted(keys)
-    for start in range(0, len(keys), _LOOKUP_CHUNK):
-        yield from queryset_for(keys[start:start + _LOOKUP_CHUNK])
-
-
 def upsert_customers(*, user, items: list) -> BulkResult:
     """Create or update up to MAX_BULK_ITEMS customers keyed on ``external_id``.
 
@@ -150,7 +142,7 @@ def upsert_customers(*, user, items: list) -> BulkResult:
         first_of[key] = index
         rows[index] = values
 
-    owners = {u.get_username(): u for u in _in_chunks(lambda names: get_user_model().objects.filter(
+    owners = {u.get_username(): u for u in in_chunks(lambda names: get_user_model().objects.filter(
         username__in=names), {v["owner"] for v in rows.values() if v.get("owner")})}
     try:
         with transaction.atomic():
@@ -169,13 +161,13 @@ def upsert_customers(*, user, items: list) -> BulkResult:
 
 def _write(user, rows: dict, owners: dict, reject) -> BulkResult:
     """Check the rows against the stored customers (locked until the transaction ends) and write them."""
-    stored = {c.external_id: c for c in _in_chunks(
+    stored = {c.external_id: c for c in in_chunks(
         lambda keys: Customer.objects.select_for_update().filter(external_id__in=keys),
         {v["external_id"] for v in rows.values()})}
-    visible = set(_in_chunks(lambda ids: visible_customers(user).filter(pk__in=ids).values_list("pk", flat=True),
+    visible = set(in_chunks(lambda ids: visible_customers(user).filter(pk__in=ids).values_list("pk", flat=True),
                              {c.pk for c in stored.values()}))
     tagged = [stored[v["external_id"]].pk for v in rows.values() if "tags" in v and v["external_id"] in stored]
-    links = list(_in_chunks(lambda ids: CustomerTag.objects.filter(customer_id__in=ids).values_list(
+    links = list(in_chunks(lambda ids: CustomerTag.objects.filter(customer_id__in=ids).values_list(
         "pk", "customer_id", "tag__name"), tagged))
     current_tags = {}
     for _, customer_id, name in links:
@@ -243,8 +235,8 @@ def _set_tags(user, wanted: list, links: list, now) -> None:
     by_name = {t.name.lower(): t for t in tags_named(clean_names([n for _, names in wanted for n in names]))}
     keep = {c.pk: {n.lower() for n in names} for c, names in wanted}
     stale = [pk for pk, customer_id, name in links if customer_id in keep and name.lower() not in keep[customer_id]]
-    for start in range(0, len(stale), _LOOKUP_CHUNK):
-        CustomerTag.objects.filter(pk__in=stale[start:start + _LOOKUP_CHUNK]).delete()
+    for start in range(0, len(stale), LOOKUP_CHUNK):
+        CustomerTag.objects.filter(pk__in=stale[start:start + LOOKUP_CHUNK]).delete()
     have = {(customer_id, name.lower()) for _, customer_id, name in links}
     added_by = user.pk if user.is_authenticated else None
     CustomerTag.objects.bulk_create([

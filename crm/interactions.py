@@ -115,7 +115,7 @@ BULK_FIELDS = ("customer_external_id", "type", "occurred_at", "product_sku", "qu
 
 
 # Keys per IN (...) lookup: well under SQLite's bound-parameter limit.
-_LOOKUP_CHUNK = 900
+LOOKUP_CHUNK = 900
 
 
 @dataclass
@@ -161,10 +161,13 @@ def _json_text(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _in_chunks(queryset_for, keys):
-    keys = list(keys)
-    for start in range(0, len(keys), _LOOKUP_CHUNK):
-        yield from queryset_for(keys[start:start + _LOOKUP_CHUNK])
+def in_chunks(queryset_for, keys):
+    """The rows of ``queryset_for(part)`` over ``keys`` in sorted parts of LOOKUP_CHUNK (one
+    IN (...) each, under SQLite's parameter limit; in key order, so two requests locking rows
+    with it lock them in the same order)."""
+    keys = sorted(keys)
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        yield from queryset_for(keys[start:start + LOOKUP_CHUNK])
 
 
 def upsert_interactions(*, user, items: list) -> BulkResult:
@@ -204,15 +207,15 @@ def upsert_interactions(*, user, items: list) -> BulkResult:
         first_of[row[0]] = index
         rows[index] = (row, attributes)
 
-    customers = dict(_in_chunks(lambda keys: visible_customers(user).filter(external_id__in=keys).values_list(
+    customers = dict(in_chunks(lambda keys: visible_customers(user).filter(external_id__in=keys).values_list(
         "external_id", "id"), {row[1] for row, _ in rows.values()}))
-    products = dict(_in_chunks(lambda keys: Product.objects.filter(sku__in=keys).values_list("sku", "id"),
+    products = dict(in_chunks(lambda keys: Product.objects.filter(sku__in=keys).values_list("sku", "id"),
                                {row[4] for row, _ in rows.values() if row[4]}))
     stored_columns = ("external_id", "customer_id", "type", "occurred_at", "product_id", "quantity", "amount",
                       "order_ref", "channel", "notes", "attributes")
-    stored = {r[0]: r for r in _in_chunks(lambda keys: Interaction.objects.filter(external_id__in=keys).values_list(
+    stored = {r[0]: r for r in in_chunks(lambda keys: Interaction.objects.filter(external_id__in=keys).values_list(
         *stored_columns), first_of)}
-    visible_owners = set(_in_chunks(lambda ids: visible_customers(user).filter(pk__in=ids).values_list(
+    visible_owners = set(in_chunks(lambda ids: visible_customers(user).filter(pk__in=ids).values_list(
         "id", flat=True), {r[1] for r in stored.values()}))
 
     write, created, unchanged, touched = [], 0, 0, set()
