@@ -51,6 +51,9 @@ def bench(backend: str, customers: int, kinds: list[str], tmp: Path, reuse: bool
           repeat: int = 1, days: int = 730) -> list[dict]:
     env = {**os.environ, "CRM_VAR_DIR": str(tmp / f"var-{backend}"), "RETRAIN_AFTER_IMPORT": "false"}
     env.pop("REDIS_URL", None)
+    # seed_demo imports its interactions as one file: at a million customers that is over the
+    # 5,000,000 rows a file may hold by default.
+    env.setdefault("IMPORT_MAX_ROWS", "50000000")
     rows = []
     if backend == "postgres":
         base = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")

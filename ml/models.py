@@ -12,6 +12,21 @@ from django.db.models import F, Q
 from crm.models import Customer, Product
 
 
+def _run_row_ref(to, **options):
+    """A reference from a run's insight row (segment member, forecast, suggestion, similar
+    product, prospect) to its run, customer or product, without a database constraint.
+
+    A run writes its rows in bulk, millions of them at scale, and a constraint checks each row
+    on its own at commit: 16.5 s of a 72 s recommendation run at 100,000 customers (three checks
+    on each of 1.48 M rows). Integrity is kept by the application instead: every delete of a
+    customer, product or run goes through the ORM, whose collector deletes these rows
+    (``on_delete=CASCADE``, as before), and a run drops the rows of customers and products
+    deleted while it was writing, in one set-based pass, before it is published
+    (:func:`ml.integrity.drop_orphans`).
+    """
+    return models.ForeignKey(to, on_delete=models.CASCADE, db_constraint=False, **options)
+
+
 class TrainingRun(models.Model):
     class Kind(models.TextChoices):
         SEGMENTATION = "segmentation"
@@ -100,9 +115,9 @@ class Segment(models.Model):
 class CustomerSegment(models.Model):
     """A customer's segment in one run; the runs' rows together are the customer's segment history."""
 
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="segment_history")
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="members", db_index=False)
+    run = _run_row_ref(TrainingRun, related_name="+", db_index=False)
+    customer = _run_row_ref(Customer, related_name="segment_history")
+    segment = _run_row_ref(Segment, related_name="members", db_index=False)
     distance = models.FloatField(null=True, blank=True)
 
     class Meta:
@@ -112,8 +127,8 @@ class CustomerSegment(models.Model):
 
 
 class Forecast(models.Model):
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="forecasts")
+    run = _run_row_ref(TrainingRun, related_name="+", db_index=False)
+    customer = _run_row_ref(Customer, related_name="forecasts")
     expected_purchases = models.FloatField()
     # NULL: not forecast for this data (e.g. purchases carry no amount, so spend and CLV are not);
     # the run's metrics["targets"] says why. value_at_risk is then NULL too.
@@ -154,11 +169,11 @@ class Suggestion(models.Model):
         RECOMMENDATION = "recommendation"  # cross-sell: not bought before
         REORDER = "reorder"                # replenishment: bought before, due again
 
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="suggestions", db_index=False)
+    run = _run_row_ref(TrainingRun, related_name="+", db_index=False)
+    customer = _run_row_ref(Customer, related_name="suggestions", db_index=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     rank = models.PositiveSmallIntegerField()
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    product = _run_row_ref(Product, related_name="+", db_index=False)
     score = models.FloatField()
     reason = models.TextField()
     evidence = models.JSONField(default=dict, blank=True)
@@ -177,10 +192,10 @@ class Suggestion(models.Model):
 
 
 class SimilarProduct(models.Model):
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    run = _run_row_ref(TrainingRun, related_name="+", db_index=False)
+    product = _run_row_ref(Product, related_name="+", db_index=False)
     rank = models.PositiveSmallIntegerField()
-    similar = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    similar = _run_row_ref(Product, related_name="+", db_index=False)
     score = models.FloatField()
     reason = models.TextField(blank=True)
 
@@ -192,10 +207,10 @@ class SimilarProduct(models.Model):
 class Prospect(models.Model):
     """A customer worth pitching a product to."""
 
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="+", db_index=False)
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    run = _run_row_ref(TrainingRun, related_name="+", db_index=False)
+    product = _run_row_ref(Product, related_name="+", db_index=False)
     rank = models.PositiveSmallIntegerField()
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+", db_index=False)
+    customer = _run_row_ref(Customer, related_name="+", db_index=False)
     score = models.FloatField()
     reason = models.TextField(blank=True)
     control = models.BooleanField(default=False, db_default=False, help_text="In the control group: not shown.")

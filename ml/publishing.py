@@ -3,6 +3,8 @@ ways a run ends: trained and scored in one process (``ml.services.execute_run``)
 chunks by several workers, the last of which finishes it (``ml.scoring``)."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from django.db import transaction
@@ -10,7 +12,7 @@ from django.utils import timezone
 
 from crm import audit
 from crm.models import AuditEvent
-from ml import run_events
+from ml import integrity, run_events
 from ml.models import (
     CustomerSegment,
     Forecast,
@@ -23,6 +25,7 @@ from ml.models import (
 )
 
 Status = TrainingRun.Status
+log = logging.getLogger(__name__)
 
 
 class RunNotPublishable(Exception):
@@ -41,6 +44,12 @@ def finish_run(run_id: int, publish: bool, reason: str, timings: dict, outcome: 
     """Record a running run's outcome and publish it (call inside the caller's transaction, so that
     nobody sees a succeeded run that is not yet live). Conditional on the run still running:
     False, and nothing changed, when someone else finished or failed it first."""
+    if publish:
+        # First, before any row lock of this transaction: the lock only waits, it never deadlocks.
+        integrity.lock_references()
+        dropped = integrity.drop_orphans(run_id)
+        if dropped:
+            log.info("run %s: dropped the rows of customers or products deleted while it ran: %s", run_id, dropped)
     finished = TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
         status=Status.SUCCEEDED if publish else Status.REJECTED, progress=100,
         stage="done" if publish else f"not published: {reason}"[:200],  # the whole reason is in error
