@@ -45,7 +45,8 @@ def finish_run(run_id: int, publish: bool, reason: str, timings: dict, outcome: 
     nobody sees a succeeded run that is not yet live). Conditional on the run still running:
     False, and nothing changed, when someone else finished or failed it first."""
     if publish:
-        # First, before any row lock of this transaction: the lock only waits, it never deadlocks.
+        # The lock only waits: a delete of a customer or product never waits for this transaction
+        # (it cannot see the run's uncommitted rows and touches no run row), so it cannot deadlock.
         integrity.lock_references()
         dropped = integrity.drop_orphans(run_id)
         if dropped:

@@ -7,12 +7,14 @@ from datetime import date, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from crm.models import AuditEvent
 from ml import data, scoring, services
 from ml.models import Forecast, ScoringChunk, ScoringModel, TrainingRun
 from ml.tasks import sweep_stale_runs_task
+from tests.test_concurrency import at_once
 
 AS_OF = date(2025, 6, 30)
 VALUES = ["expected_purchases", "expected_spend", "churn_probability", "clv", "expected_refund_rate",
@@ -196,3 +198,25 @@ def test_chunk_of_a_run_failed_meanwhile_keeps_no_rows(business, fanned_out_run)
     assert ScoringChunk.objects.get(pk=first.pk).status == "failed"
     assert not Forecast.objects.filter(run=run).exists()
     assert TrainingRun.objects.get(pk=run.pk).error == "failed by another chunk"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two writers at once: PostgreSQL's row locks")
+def test_the_last_two_chunks_finishing_at_once_publish_the_run_once(settings):
+    """Each of the two counts the done chunks under the run row's lock: one of them is last, never
+    both and never neither."""
+    call_command("seed_demo", customers=60, seed=3, end=AS_OF.isoformat())
+    settings.ML_SCORING_CHUNK = 5
+    run, _ = services.request_retrain("forecast", as_of=AS_OF, enqueue=False)
+    services.execute_run(run.pk, fan_out=True)
+    chunks = list(ScoringChunk.objects.filter(run=run).order_by("index").values_list("pk", flat=True))
+    assert len(chunks) >= 3
+    for pk in chunks[:-2]:
+        scoring.score_chunk(pk)
+    results = at_once(lambda: scoring.score_chunk(chunks[-2]), lambda: scoring.score_chunk(chunks[-1]))
+    assert [getattr(r, "status", r) for r in results] == ["done", "done"]
+    run.refresh_from_db()
+    assert (run.status, run.is_published) == ("succeeded", True)
+    assert publishes(run) == 1
+    assert Forecast.objects.filter(run=run).count() == sum(
+        ScoringChunk.objects.filter(run=run).values_list("customers", flat=True))
