@@ -12,6 +12,7 @@ back to back on the same machine state). The load average is printed with every 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,18 @@ def _seeded(env: dict, customers: int) -> bool:
     return result.returncode == 0 and int(line.split()[1]) == customers
 
 
+def _stages(env: dict, kind: str) -> str:
+    """The stages' seconds of the newest run of ``kind`` (its timings), as "stage s; ..."."""
+    code = ("import os, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'crm.settings'); django.setup();"
+            "from ml.models import TrainingRun; import json;"
+            f"r = TrainingRun.objects.filter(kind={kind!r}).order_by('-id').first();"
+            "print('TIMINGS', json.dumps(r.timings if r else {}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    line = next((x for x in result.stdout.splitlines() if x.startswith("TIMINGS")), "TIMINGS {}")
+    timings = json.loads(line.split(" ", 1)[1])
+    return "; ".join(f"{stage.split(':')[0]} {seconds:.1f}" for stage, seconds in timings.items() if stage != "total")
+
+
 def bench(backend: str, customers: int, kinds: list[str], tmp: Path, reuse: bool = False,
           repeat: int = 1, days: int = 730) -> list[dict]:
     env = {**os.environ, "CRM_VAR_DIR": str(tmp / f"var-{backend}"), "RETRAIN_AFTER_IMPORT": "false"}
@@ -77,7 +90,7 @@ def bench(backend: str, customers: int, kinds: list[str], tmp: Path, reuse: bool
             seconds, rss, out = run_manage(env, "retrain", "--kind", kind, "--sync")
             status = out.splitlines()[0] if out else ""
             rows.append({"backend": backend, "step": f"retrain {kind}", "seconds": seconds, "rss_mb": rss,
-                         "note": status, "load": os.getloadavg()[0]})
+                         "note": f"{status} [{_stages(env, kind)}]", "load": os.getloadavg()[0]})
     return rows
 
 

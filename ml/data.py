@@ -43,23 +43,96 @@ def latest_interaction_day() -> date | None:
     return min(timezone.localtime(latest).date(), timezone.localtime(now).date())
 
 
+class _CopyStream(io.RawIOBase):
+    """The blocks of a ``COPY ... TO STDOUT`` as a readable file, for pyarrow's streaming CSV
+    reader: the text is parsed as it arrives and never held whole."""
+
+    def __init__(self, copy, first: bytes):
+        self._blocks, self._rest = iter(copy), memoryview(first)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self._rest:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._rest = memoryview(block)
+        size = min(len(target), len(self._rest))
+        target[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
+
+
+_ARROW_TYPES = {"int64": "int64", "float64": "float64", str: "string"}
+
+
+def _copy_frame(raw, query: str, columns: list[str], dtypes: dict) -> pd.DataFrame | None:
+    """PostgreSQL: the rows of ``query`` by COPY, parsed by pyarrow in blocks as they stream in
+    (several threads, typed columns, ~the frame's own size in memory); None when there are none.
+    Columns not in ``dtypes`` (times, dates) are typed by pyarrow, an empty field as null."""
+    import pyarrow as pa  # noqa: PLC0415 -- only a process that trains reads frames
+    import pyarrow.csv as pcsv  # noqa: PLC0415 -- (as above)
+
+    with raw.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
+        blocks = iter(copy)
+        first = next(blocks, None)
+        if first is None:
+            return None
+        types = {c: getattr(pa, _ARROW_TYPES[d])() for c, d in dtypes.items() if d in _ARROW_TYPES}
+        reader = pcsv.open_csv(io.BufferedReader(_CopyStream(blocks, bytes(first)), 1 << 20),
+                               read_options=pcsv.ReadOptions(column_names=columns, block_size=1 << 23),
+                               convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                                   quoted_strings_can_be_null=False))
+        table = pa.Table.from_batches(list(reader), schema=reader.schema)
+    return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _adbc_conninfo() -> str | None:
+    """The libpq connection string of Django's PostgreSQL connection, for ADBC; None when ADBC
+    is not installed or must not be used: inside a transaction (rows written by it, a test's
+    say, are invisible to another connection), the COPY path reads them."""
+    if connection.in_atomic_block:
+        return None
+    try:
+        import adbc_driver_postgresql.dbapi  # noqa: F401, PLC0415 -- optional: the COPY path is the fallback
+    except ImportError:
+        return None
+    from psycopg.conninfo import make_conninfo  # noqa: PLC0415 -- the PostgreSQL backend's driver
+
+    connection.ensure_connection()
+    info = connection.connection.info
+    return make_conninfo(info.dsn, **({"password": info.password} if info.password else {}))
+
+
+def _adbc_frame(conninfo: str, query: str, columns: list[str]) -> pd.DataFrame:
+    """PostgreSQL through ADBC: libpq's binary COPY decoded into Arrow columns in C++, no text
+    and no Python object per row (10.5 M interactions in ~6 s at ~1.3 GB peak, against ~25 s
+    and 4 GB for text COPY parsed in Python; BENCHMARKS.md). Columns are renamed by position."""
+    import adbc_driver_postgresql.dbapi as adbc  # noqa: PLC0415 -- (as above)
+
+    with adbc.connect(conninfo) as conn, conn.cursor() as cursor:
+        cursor.execute(query)
+        table = cursor.fetch_arrow_table()
+    return table.rename_columns(columns).to_pandas(self_destruct=True, split_blocks=True)
+
+
 def _read(sql: str, params: list, columns: list[str], dtypes: dict) -> pd.DataFrame:
     """Run a SELECT and return its rows as a frame, streamed rather than built from objects."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             raw = cursor.cursor
-            buffer = io.BytesIO()
             query = raw.mogrify(sql, params) if params else sql
-            with raw.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
-                for block in copy:
-                    buffer.write(block)
-            buffer.seek(0)
-            if buffer.getbuffer().nbytes == 0:
+            conninfo = _adbc_conninfo()
+            if conninfo is not None:
+                frame = _adbc_frame(conninfo, query, columns)
+                if len(frame):
+                    return frame
+            frame = _copy_frame(raw, query, columns, dtypes)
+            if frame is None:
                 return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in columns})
-            return pd.read_csv(buffer, header=None, names=columns, dtype={c: d for c, d in dtypes.items()
-                                                                           if d != "datetime64[ns]"},
-                               keep_default_na=False, na_values={c: [""] for c in columns if c in dtypes
-                                                                  and dtypes[c] in ("float64",)})
+            return frame
         cursor.execute(sql, params)
         chunks = []
         while True:
@@ -91,7 +164,7 @@ def interactions_frame(as_of: date | None = None, customer_ids=None, exclude_cus
         where.append("customer_id BETWEEN %s AND %s")
         params.extend([int(customer_range[0]), int(customer_range[1])])
     sql = (f"SELECT customer_id, COALESCE(product_id, {NO_PRODUCT}), type, occurred_at, quantity, "
-           f"COALESCE(amount, 0), CASE WHEN order_ref = '' THEN 'row:' || CAST(id AS TEXT) ELSE order_ref END "
+           f"CAST(COALESCE(amount, 0) AS DOUBLE PRECISION), CASE WHEN order_ref = '' THEN 'row:' || CAST(id AS TEXT) ELSE order_ref END "
            f"FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
            # A fixed row order: the same data gives the same frame (and the same sums, to the last
            # bit) whatever order the database happens to keep its rows in after updates.
