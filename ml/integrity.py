@@ -48,7 +48,7 @@ def drop_orphans(run_id: int) -> dict:
     with connection.cursor() as cursor:
         for model, column, target in REFERENCES:
             table, other = model._meta.db_table, target._meta.db_table
-            # nosec: table and column names come from the models above, never from input.
+            # Table and column names come from the models above, never from input.
             cursor.execute(f"DELETE FROM {table} WHERE run_id = %s AND NOT EXISTS "  # nosec B608
                            f"(SELECT 1 FROM {other} WHERE {other}.id = {table}.{column})", [run_id])
             if cursor.rowcount:
