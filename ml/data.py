@@ -7,6 +7,7 @@ never model instances, so a 100,000-customer run writes its rows in seconds.
 from __future__ import annotations
 
 import io
+import itertools
 from datetime import date, datetime
 
 import numpy as np
@@ -15,6 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from crm.models import Customer, Interaction, Product
+from crm.streams import BlockReader
 from ml.pipelines.schema import INTERACTION_COLUMNS, NO_PRODUCT, end_of
 
 # Rows fetched per round trip on SQLite (PostgreSQL streams with COPY instead).
@@ -43,28 +45,6 @@ def latest_interaction_day() -> date | None:
     return min(timezone.localtime(latest).date(), timezone.localtime(now).date())
 
 
-class _CopyStream(io.RawIOBase):
-    """The blocks of a ``COPY ... TO STDOUT`` as a readable file, for pyarrow's streaming CSV
-    reader: the text is parsed as it arrives and never held whole."""
-
-    def __init__(self, copy, first: bytes):
-        self._blocks, self._rest = iter(copy), memoryview(first)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._rest:
-            block = next(self._blocks, None)
-            if block is None:
-                return 0
-            self._rest = memoryview(block)
-        size = min(len(target), len(self._rest))
-        target[:size] = self._rest[:size]
-        self._rest = self._rest[size:]
-        return size
-
-
 _ARROW_TYPES = {"int64": "int64", "float64": "float64", str: "string"}
 
 
@@ -81,7 +61,7 @@ def _copy_frame(raw, query: str, columns: list[str], dtypes: dict) -> pd.DataFra
         if first is None:
             return None
         types = {c: getattr(pa, _ARROW_TYPES[d])() for c, d in dtypes.items() if d in _ARROW_TYPES}
-        reader = pcsv.open_csv(io.BufferedReader(_CopyStream(blocks, bytes(first)), 1 << 20),
+        reader = pcsv.open_csv(io.BufferedReader(BlockReader(itertools.chain([first], blocks)), 1 << 20),
                                read_options=pcsv.ReadOptions(column_names=columns, block_size=1 << 23),
                                convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False,
                                                                    quoted_strings_can_be_null=False))
@@ -127,10 +107,9 @@ def _read(sql: str, params: list, columns: list[str], dtypes: dict) -> pd.DataFr
             conninfo = _adbc_conninfo()
             if conninfo is not None:
                 frame = _adbc_frame(conninfo, query, columns)
-                if len(frame):
-                    return frame
-            frame = _copy_frame(raw, query, columns, dtypes)
-            if frame is None:
+            else:
+                frame = _copy_frame(raw, query, columns, dtypes)
+            if frame is None or not len(frame):
                 return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in columns})
             return frame
         cursor.execute(sql, params)

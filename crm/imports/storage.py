@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from crm import sql
 from crm.models import ImportRun, StoredFile, StoredFileChunk
+from crm.streams import BlockReader
 
 log = logging.getLogger(__name__)
 
@@ -104,37 +105,17 @@ def find(run_id: int, kind: str, role: str) -> StoredFile | None:
     return StoredFile.objects.filter(run_id=run_id, kind=kind, role=role).first()
 
 
-class _ChunkReader(io.RawIOBase):
-    """A stored file read from the database one chunk (one query) at a time."""
-
-    def __init__(self, stored: StoredFile):
-        self._numbers = iter(StoredFileChunk.objects.filter(file=stored).order_by("number")
-                             .values_list("number", flat=True))
-        self._file_id = stored.pk
-        self._chunk = memoryview(b"")
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._chunk:
-            number = next(self._numbers, None)
-            if number is None:
-                return 0
-            data = StoredFileChunk.objects.filter(file_id=self._file_id, number=number).values_list(
-                "data", flat=True).get()
-            self._chunk = memoryview(bytes(data))
-        n = min(len(buffer), len(self._chunk))
-        buffer[:n] = self._chunk[:n]
-        self._chunk = self._chunk[n:]
-        return n
+def _stored_chunks(stored: StoredFile):
+    """The stored file's chunks in order, one query each (never the whole file in memory)."""
+    for number in StoredFileChunk.objects.filter(file=stored).order_by("number").values_list("number", flat=True):
+        yield bytes(StoredFileChunk.objects.filter(file_id=stored.pk, number=number).values_list("data", flat=True).get())
 
 
 def open_stored(stored: StoredFile):
     """A binary file object reading ``stored`` from where it is kept, a chunk at a time."""
     if stored.backend == StoredFile.Backend.S3:
         return _object_store().open(stored.key, "rb")
-    return io.BufferedReader(_ChunkReader(stored), buffer_size=CHUNK_BYTES)
+    return io.BufferedReader(BlockReader(_stored_chunks(stored)), buffer_size=CHUNK_BYTES)
 
 
 def fetch(stored: StoredFile, target: Path) -> Path:
