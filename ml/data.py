@@ -237,3 +237,48 @@ def bulk_insert(model, columns: list[str], rows) -> int:
             cursor.executemany(sql, batch)
             count += len(batch)
     return count
+
+
+# Rows per COPY block (a block's CSV text, ~30 MB for suggestions, is the write's extra memory).
+WRITE_BATCH = 200_000
+
+
+def write_frame(model, frame: pd.DataFrame) -> int:
+    """Insert ``frame`` (columns named as ``model``'s database columns; JSON values already text;
+    NaN and None written as NULL) into its table; returns the rows written.
+
+    PostgreSQL: COPY in CSV, each block of WRITE_BATCH rows turned into CSV text by pyarrow's
+    writer in C++ (a string quoted, so an empty one stays empty; a null unquoted, so it is NULL),
+    where :func:`bulk_insert` hands every value to the driver from Python (~7 µs a suggestion row
+    against ~1). SQLite: executemany, the columns turned into Python lists a block at a time."""
+    columns = [str(c) for c in frame.columns]
+    if connection.vendor != "postgresql":
+        return bulk_insert(model, columns, _frame_rows(frame))
+    import pyarrow as pa  # noqa: PLC0415 -- pandas' optional engine, loaded by the writes that use it
+    import pyarrow.csv as pa_csv  # noqa: PLC0415
+
+    options = pa_csv.WriteOptions(include_header=False)
+    sql = f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for start in range(0, len(frame), WRITE_BATCH):
+            sink = pa.BufferOutputStream()
+            pa_csv.write_csv(pa.Table.from_pandas(frame.iloc[start:start + WRITE_BATCH], preserve_index=False),
+                             sink, write_options=options)
+            copy.write(memoryview(sink.getvalue()))
+    return len(frame)
+
+
+def _frame_rows(frame: pd.DataFrame):
+    """The frame's rows as tuples of plain Python values (NaN as None), a block at a time."""
+    for start in range(0, len(frame), WRITE_BATCH):
+        part = frame.iloc[start:start + WRITE_BATCH]
+        columns = []
+        for name in part.columns:
+            values = part[name]
+            if values.dtype.kind == "f":
+                columns.append(values.astype(object).where(values.notna(), None).tolist())
+            elif values.dtype.kind in "iub":
+                columns.append(values.to_numpy().tolist())
+            else:
+                columns.append(list(values))
+        yield from zip(*columns)

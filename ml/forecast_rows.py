@@ -22,8 +22,9 @@ def write_forecasts(run_id: int, pred: pd.DataFrame) -> int:
     values = pred[FORECAST_COLUMNS].astype(float).clip(lower=0)
     values["churn_probability"] = values["churn_probability"].clip(upper=1)
     values["expected_refund_rate"] = values["expected_refund_rate"].clip(upper=1)
-    rows = zip(pred.index.to_numpy(), *(values[c].to_numpy() for c in FORECAST_COLUMNS), pred["basis"].astype(str),
-               pred["factors"])
-    return data.bulk_insert(Forecast, ["run_id", "customer_id", *FORECAST_COLUMNS, "basis", "factors"], (
-        (run_id, int(r[0]), *(None if np.isnan(v) else float(v) for v in r[1:10]), r[10], json.dumps([str(f) for f in r[11]]))
-        for r in rows))
+    frame = pd.DataFrame({"run_id": run_id, "customer_id": pred.index.to_numpy(np.int64)})
+    for column in FORECAST_COLUMNS:
+        frame[column] = values[column].to_numpy()
+    frame["basis"] = pred["basis"].astype(str).to_numpy(object)
+    frame["factors"] = [json.dumps([str(f) for f in factors]) for factors in pred["factors"]]
+    return data.write_frame(Forecast, frame)
