@@ -23,6 +23,10 @@ from ml.models import CustomerSegment, Prospect, Segment, SimilarProduct, Sugges
 Kind = TrainingRun.Kind
 
 
+# Customers suggested for and written at a time by a recommendation run (~14 rows each).
+SUGGEST_CHUNK = 100_000
+
+
 class RetrainRefused(Exception):
     """A retrain cannot be requested now; the message says why."""
 
@@ -220,50 +224,41 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
         model.fit(frames["interactions"], frames["products"], pd.Timestamp(run.as_of), segments=segments)
     except NotSupported as exc:
         raise KindNotSupported(str(exc)) from exc
-    progress(55, "suggesting for every customer")
     customer_ids = frames["customers"]["customer_id"].to_numpy()
-    out = model.suggest_all(customer_ids, n_prospects=20, n_similar=10)
-    progress(75, "writing suggestions")
-    recs, similar, prospects = out["recommendations"], out["similar_products"], out["prospects"]
-    # The pipeline shares one evidence dict between the suggestions with the same figures (a
-    # million rows, a few thousand dicts): each is serialised once.
-    texts = {}
-
-    def _lists(frame, *columns) -> list:  # the columns as plain Python lists (ints, floats, objects)
-        return [frame[c].to_numpy().tolist() if frame[c].dtype.kind in "iuf" else list(frame[c]) for c in columns]
-
-    def evidence_text(ev):
-        key = id(ev)
-        if key not in texts:
-            texts[key] = (ev, _json(ev))  # the dict is kept so that its id is not reused
-        return texts[key][1]
-
+    del frames  # the fitted model holds what it needs; the frames would sit under the suggestions
     # The control group's suggestions are written too (the uplift is measured on them), flagged
     # so that no list shows them.
     control = control_ids(customer_ids)
+    counts = {"suggestions": 0, "reorder": 0}
+    parts = max(-(-len(customer_ids) // SUGGEST_CHUNK), 1)
+    lists = model.suggest_chunks(customer_ids, SUGGEST_CHUNK, n_prospects=20)
     with transaction.atomic():
-        # Columns as Python lists first (one conversion per column, not per value): two
-        # million rows otherwise spend most of the write converting numpy scalars.
-        data.bulk_insert(Suggestion, ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason",
-                                      "evidence", "basis", "expected_on", "control"], (
-            (run.pk, c, k, r, p, sc, reason, evidence_text(ev), basis, due, c in control)
-            for c, k, r, p, sc, reason, ev, basis, due in zip(*_lists(
-                recs, "customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis",
-                "expected_on"))))
-        data.bulk_insert(SimilarProduct, ["run_id", "product_id", "rank", "similar_id", "score", "reason"], (
-            (run.pk, *row) for row in zip(*_lists(similar, "product_id", "rank", "similar_product_id", "score",
-                                                  "reason"))))
-        data.bulk_insert(Prospect, ["run_id", "product_id", "rank", "customer_id", "score", "reason", "control"], (
-            (run.pk, p, r, c, sc, reason, c in control) for p, r, c, sc, reason in zip(*_lists(
-                prospects, "product_id", "rank", "customer_id", "score", "reason"))))
+        # Suggested and written a chunk of customers at a time: a million customers' 13 million
+        # rows, with their reasons, never sit in memory at once.
+        for done in range(parts):
+            progress(55 + 40 * done / parts, f"suggesting: customer chunk {done + 1} of {parts}", "suggesting")
+            recs = next(lists)
+            progress(55 + 40 * (done + 0.5) / parts, f"writing suggestions: chunk {done + 1} of {parts}", "writing")
+            recs = recs.assign(run_id=run.pk, evidence=_evidence_texts(recs["evidence"]),
+                               control=recs["customer_id"].isin(control))
+            data.write_frame(Suggestion, recs[["run_id", "customer_id", "kind", "rank", "product_id", "score",
+                                               "reason", "evidence", "basis", "expected_on", "control"]])
+            counts["suggestions"] += len(recs)
+            counts["reorder"] += int((recs["kind"] == "reorder").sum())
+            del recs
+        similar = model.similar_products(10)
+        data.write_frame(SimilarProduct, similar.rename(columns={"similar_product_id": "similar_id"}).assign(
+            run_id=run.pk)[["run_id", "product_id", "rank", "similar_id", "score", "reason"]])
+        prospects = model.prospects_
+        data.write_frame(Prospect, prospects.assign(run_id=run.pk, control=prospects["customer_id"].isin(control))[
+            ["run_id", "product_id", "rank", "customer_id", "score", "reason", "control"]])
     chosen = model.chosen_name_
     metrics = {"outcome": model.outcome_, "backtest": model.backtest_, "validation": model.candidates_,
                "chosen": model.chosen_, "reorder_chosen": model.reorder_chosen_,
                "category_cap": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
-               "counts": {"suggestions": int(len(recs)), "similar": int(len(similar)),
-                          "control_customers": len(control),
-                          "prospects": int(len(prospects)),
-                          "reorder": int((recs["kind"] == "reorder").sum())},
+               "counts": {"suggestions": counts["suggestions"], "similar": int(len(similar)),
+                          "control_customers": len(control), "prospects": int(len(prospects)),
+                          "reorder": counts["reorder"]},
                "diversity": model.diversity_, "ease": model.ease_}
     for target, reason in model.reasons_.items():
         if reason:
@@ -272,6 +267,20 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
             "artefact": _clean({"chosen": model.chosen_, "reorder": model.reorder_chosen_,
                                 "max_per_category": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
                                 "window_days": model.window_days_})}
+
+
+def _evidence_texts(evidence: pd.Series) -> list:
+    """Each suggestion's evidence as JSON text. The pipeline shares one evidence dict between
+    the suggestions with the same figures (a million rows, a few thousand dicts): each is
+    serialised once."""
+    texts = {}
+    out = []
+    for ev in evidence:
+        text = texts.get(id(ev))
+        if text is None:
+            text = texts[id(ev)] = _json(ev)
+        out.append(text)
+    return out
 
 
 def _published_segment_names() -> pd.DataFrame | None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
@@ -67,7 +66,6 @@ from ml.pipelines.recommendation.history import (
     catalogue_purchases,
     lookup,
     text_similarity,
-    top_k_per_row,
 )
 from ml.pipelines.recommendation.ranking import (
     chunks,
@@ -84,7 +82,7 @@ from ml.pipelines.recommendation.ranking import (
     top_shared,
     window_purchases,
 )
-from ml.pipelines.recommendation.reasons import explain, reason_algorithm, reorder_reason, similar_reasons
+from ml.pipelines.recommendation.reasons import explain, reason_algorithm, reorder_reason
 from ml.pipelines.recommendation.reorder import (
     LEARNED,
     NO_REBUYING,
@@ -96,6 +94,7 @@ from ml.pipelines.recommendation.reorder import (
     score_reorder,
 )
 from ml.pipelines.recommendation.scorers import ALGORITHMS, POPULAR, Scorer
+from ml.pipelines.recommendation.suggesting import cold_lists, merge_prospects, similar_products
 from ml.pipelines.schema import as_of_day
 
 # Salt of the customer hash that picks the backtest sample (the origins' own picks use 1 and 2).
@@ -337,24 +336,49 @@ class Recommender(BaseEstimator):
 
     def suggest_all(self, customer_ids=None, n_prospects=20, n_similar=10) -> dict:
         """recommendations (as ``recommend``), prospects and similar products in one pass."""
-        with threadpool_limits(limits=self.n_threads):
-            return self._suggest_all(customer_ids, n_prospects, n_similar)
+        out = {"recommendations": next(self.suggest_chunks(customer_ids, None, n_prospects))}
+        if n_prospects:
+            out["prospects"] = self.prospects_
+        if n_similar:
+            with threadpool_limits(limits=self.n_threads):
+                out["similar_products"] = self.similar_products(n_similar)
+        return out
 
-    def _suggest_all(self, customer_ids, n_prospects, n_similar) -> dict:
+    def suggest_chunks(self, customer_ids=None, size=None, n_prospects=20):
+        """The recommendations (as ``recommend``) of ``customer_ids`` (default: every customer
+        with a purchase) as one frame per ``size`` of them, in their order (None: one frame), so
+        that a million customers' rows never sit in memory at once. When the last frame is taken,
+        ``prospects_`` holds the top ``n_prospects`` customers per product over all of them (the
+        chunks' own top lists merged) and ``diversity_`` the published lists' figures; every
+        figure and row is the one a single pass gives."""
         h = self.history_
-        if customer_ids is None:
-            customer_ids = h.customer_ids
-        customer_ids = np.asarray(customer_ids, dtype=np.int64)
+        ids = h.customer_ids if customer_ids is None else np.asarray(customer_ids, dtype=np.int64)
+        size = max(len(ids), 1) if size is None else size
+        stats, kept = [], None
+        with threadpool_limits(limits=self.n_threads):
+            # Reorder lists are ranked once over every pair (their product figures are the
+            # whole base's), before any cross-sell output exists (peak memory).
+            winners = self._reorder_winners()
+        for start in range(0, max(len(ids), 1), size):
+            with threadpool_limits(limits=self.n_threads):
+                recs, prospects = self._suggest(ids[start:start + size], winners, n_prospects, stats)
+            if n_prospects:
+                kept = merge_prospects(kept, prospects, n_prospects)
+            if start + size >= len(ids):
+                self.diversity_ = published_diversity(stats, int(h.active.sum()))
+                self.prospects_ = kept
+            yield recs
+
+    def _suggest(self, customer_ids, winners, n_prospects, stats) -> tuple:
+        h = self.history_
         rows = pd.Index(h.customer_ids).get_indexer(customer_ids)
         known = rows >= 0
         personal = known & (np.diff(h.bought.indptr)[np.maximum(rows, 0)] >= self.min_history)
         thin = known & ~personal
-        # Reorder first: its transient pair frame then does not sit on top of the
-        # cross-sell output (peak memory).
-        reorder = self._reorder(customer_ids[known], rows[known])
         cross = self._cross_sell(customer_ids[personal], rows[personal], n_prospects)
-        self.diversity_ = cross["diversity"]
-        parts = [cross["recommendations"], self._cold(customer_ids[~known]), reorder]
+        stats.extend(cross["stats"])
+        parts = [cross["recommendations"], cold_lists(self, customer_ids[~known]),
+                 self._reorder(customer_ids[known], rows[known], winners)]
         if thin.any():  # a little history: popular products, minus what they bought
             popular = {a: 1.0 for a in POPULAR if a in self.scorer_.available()}
             parts.append(self._cross_sell(customer_ids[thin], rows[thin], 0, weights=popular)["recommendations"])
@@ -365,12 +389,7 @@ class Recommender(BaseEstimator):
         frame["expected_on"] = frame["expected_on"].astype(object).where(frame["expected_on"].notna(), None)
         frame = frame[["customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis",
                        "expected_on"]]
-        out = {"recommendations": frame}
-        if n_prospects:
-            out["prospects"] = cross["prospects"]
-        if n_similar:
-            out["similar_products"] = self.similar_products(n_similar)
-        return out
+        return frame, cross.get("prospects")
 
     def prospects(self, n=20) -> pd.DataFrame:
         """Per product, the customers who have not bought it and are most likely to.
@@ -455,9 +474,8 @@ class Recommender(BaseEstimator):
                 c = cand[r, k]
                 pool.append((chunk[r].astype(np.int32), c.astype(np.int32), cand_val[r, k],
                              reason_algorithm(block, weights, names, r, c).astype(np.int8)))
-        out = {}
+        out = {"stats": stats}
         if lists:
-            out["diversity"] = published_diversity(stats, int(h.active.sum()))
             frame = pd.concat(parts, ignore_index=True) if parts else empty_pairs()
             reasons, evidence, basis = self._explain(frame["row"].to_numpy(), frame["col"].to_numpy(),
                                                      frame["alg"].to_numpy())
@@ -483,37 +501,6 @@ class Recommender(BaseEstimator):
             })
         return out
 
-    def _cold(self, customer_ids) -> pd.DataFrame:
-        """Popular products (overall, recent, the customer's segment) for the unknown."""
-        h, scorer = self.history_, self.scorer_
-        if len(customer_ids) == 0:
-            return empty_frame()
-        seg = np.array([h.segment_of.get(int(c), -1) for c in customer_ids], np.int64)
-        frames = []
-        for s in np.unique(seg):
-            parts = {"popularity": scorer.popularity_, "popularity_recent": scorer.popularity_recent_}
-            if s >= 0:
-                parts["segment"] = scorer.segment_norm_[s]
-            score = sum(parts.values()) / len(parts)
-            score = np.where(h.active, score, -np.inf)[None, :].astype(np.float32)
-            top = top_n(score, self.n, h.category_code, self.cross_cap_)[0]
-            top = top[top >= 0]
-            contrib = np.column_stack([parts[a][top] for a in parts])
-            alg_names = list(parts)
-            alg = np.array([ALGORITHMS.index(alg_names[i]) for i in contrib.argmax(axis=1)])
-            reasons, evidence, _ = self._explain(np.full(len(top), -1), top, alg, segment=s)
-            ids = customer_ids[seg == s]
-            frames.append(pd.DataFrame({
-                "customer_id": np.repeat(ids, len(top)), "kind": object_column("recommendation", len(ids) * len(top)),
-                "rank": np.tile(np.arange(1, len(top) + 1), len(ids)),
-                "product_id": np.tile(h.product_ids[top], len(ids)),
-                "score": np.tile(score[0, top].astype(float), len(ids)),
-                "reason": object_column(np.tile(np.array(reasons, dtype=object), len(ids))),
-                "evidence": object_column(np.tile(np.array(evidence, dtype=object), len(ids))),
-                "basis": object_column("popular", len(ids) * len(top)),
-            }))
-        return pd.concat(frames, ignore_index=True)
-
     def reorder_scores(self, rows=None) -> pd.DataFrame:
         """The reorder candidates as of as_of (see ``_reorder_pairs``) with a ``score``
         column: the chosen model's P(bought again within the window), or its rule's score."""
@@ -538,13 +525,13 @@ class Recommender(BaseEstimator):
             return np.zeros(0)
         return score_reorder(self.reorder_chosen_, self.reorder_model_, frame, self.window_days_)
 
-    def _reorder(self, customer_ids, rows) -> pd.DataFrame:
+    def _reorder_winners(self) -> pd.DataFrame | None:
+        """Every customer's reorder list, ranked once: the winning pairs (row, col, rank, score)
+        with the reason's raw figures, by customer row; None when no pair may be suggested."""
         h = self.history_
-        if len(rows) == 0:
-            return empty_frame()
-        frame = self._reorder_pairs(rows if len(rows) < len(h.customer_ids) else None)
+        frame = self._reorder_pairs()
         if frame.empty:
-            return empty_frame()
+            return None
         score = self._reorder_score(frame)
         # Rank a slim (row, col, score) frame, then fetch the reason columns of the winners:
         # sorting the full feature frame of every pair costs memory for nothing.
@@ -552,42 +539,39 @@ class Recommender(BaseEstimator):
                              "at": np.arange(len(frame))})
         ranked = rank_frame(slim, score, self.n, h.category_code, self.reorder_cap_)
         at = ranked["at"].to_numpy()
-        frame = frame.iloc[at][["row", "col", "rebuy_evidence", "days", "since_last", "own_interval",
-                                "product_cycle", "buyers", "repeat_buyers", "category", "category_pairs",
-                                "category_repeat_pairs"]]
+        return frame.iloc[at][["row", "col", "rebuy_evidence", "days", "since_last", "own_interval",
+                               "product_cycle", "buyers", "repeat_buyers", "category", "category_pairs",
+                               "category_repeat_pairs"]].assign(
+            rank=ranked["rank"].to_numpy(np.int64), score=score[at]).reset_index(drop=True)
+
+    def _reorder(self, customer_ids, rows, winners) -> pd.DataFrame:
+        """The reorder lists of the customers at ``rows``, from ``_reorder_winners``."""
+        h = self.history_
+        if len(rows) == 0 or winners is None:
+            return empty_frame()
+        mine = np.zeros(len(h.customer_ids), bool)
+        mine[rows] = True
+        frame = winners.loc[mine[winners["row"].to_numpy()]]
+        if frame.empty:
+            return empty_frame()
         reasons, evidence = reorder_reason(frame, h.categories)
         # Day numbers are days since 1970-01-01, as numpy's datetime64[D] counts them.
         expected_on = (h.as_of_day + expected_days(frame)).astype("datetime64[D]").astype(object)
         id_of_row = pd.Series(customer_ids, index=rows)
         return pd.DataFrame({
             "customer_id": id_of_row.reindex(frame["row"].to_numpy()).to_numpy(np.int64),
-            "kind": object_column("reorder", len(at)), "rank": ranked["rank"].to_numpy(np.int64),
+            "kind": object_column("reorder", len(frame)), "rank": frame["rank"].to_numpy(np.int64),
             "product_id": h.product_ids[frame["col"].to_numpy()],
-            "score": score[at].astype(float), "reason": object_column(reasons), "evidence": object_column(evidence),
-            "basis": object_column("personal", len(at)), "expected_on": object_column(list(expected_on)),
+            "score": frame["score"].to_numpy(float), "reason": object_column(reasons),
+            "evidence": object_column(evidence), "basis": object_column("personal", len(frame)),
+            "expected_on": object_column(list(expected_on)),
         })
 
     def similar_products(self, n=10) -> pd.DataFrame:
         """Per product, the active products bought with it (co-purchase cosine), then the
         closest by text when few customers bought both. Columns: product_id, rank,
         similar_product_id, score, reason (and evidence)."""
-        h = self.history_
-        # Text counts a tenth of co-purchase: it orders products nobody bought together yet.
-        combined = (h.item_sim + 0.1 * h.text_sim).tocsr()
-        combined = combined @ sp.diags(h.active.astype(np.float32))
-        combined.eliminate_zeros()
-        top = top_k_per_row(combined, n).tocoo()
-        frame = pd.DataFrame({"src": top.row, "dst": top.col, "score": top.data.astype(float)})
-        frame = frame.sort_values(["src", "score"], ascending=[True, False], kind="stable")
-        frame["rank"] = frame.groupby("src").cumcount() + 1
-        co = lookup(h.item_cobuyers, frame["src"].to_numpy(), frame["dst"].to_numpy())
-        text = lookup(h.text_sim, frame["src"].to_numpy(), frame["dst"].to_numpy())
-        reasons, evidence = similar_reasons(h, frame["src"].to_numpy(), frame["dst"].to_numpy(), co, text)
-        return pd.DataFrame({
-            "product_id": h.product_ids[frame["src"].to_numpy()], "rank": frame["rank"].to_numpy(np.int64),
-            "similar_product_id": h.product_ids[frame["dst"].to_numpy()],
-            "score": frame["score"].to_numpy(float), "reason": object_column(reasons), "evidence": object_column(evidence),
-        })
+        return similar_products(self.history_, n)
 
     def _explain(self, rows, cols, algs, segment=None) -> tuple[list, list, list]:
         """Words, evidence and basis for (customer row, product column) pairs (see
