@@ -103,6 +103,8 @@ SAMPLE_SALT = 3
 # category lead the list while leaving room for others.
 CATEGORY_CAP = 3
 
+# The interaction columns the recommender reads (quantities, amounts and order refs are not).
+FIT_COLUMNS = ["customer_id", "product_id", "type", "occurred_at"]
 NO_CATALOGUE = "no product catalogue: purchases carry no product, so there are no recommendations"
 NO_ACTIVE = "no active product: every product of the catalogue is inactive, so nothing is suggested"
 
@@ -180,6 +182,9 @@ class Recommender(BaseEstimator):
             raise ValueError(f"algorithm must be 'auto' or one of {ALGORITHMS}")
         as_of = as_of_day(as_of)
         self.as_of_ = as_of
+        # Only the columns read: the filtered copies below (purchases, the backtest sample) then
+        # carry four columns, not seven (~0.3 GB less per copy at 10 M interactions).
+        interactions = interactions[FIT_COLUMNS]
         buys = catalogue_purchases(interactions, products, as_of)
         if buys.empty:
             raise NotSupported(NO_CATALOGUE)
