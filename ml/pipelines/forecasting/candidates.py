@@ -132,8 +132,8 @@ class CandidateFit:
 
 class Workspace:
     """The purchase log of one call, reduced once to a daily table, plus a memo of what is
-    derived from it: summaries and designs per cut, BTYD fits per cut, regressor fits per
-    (training cut, window, lookback) and their outputs per application cut.
+    derived from it: summaries per cut, BTYD fits per cut, regressor fits per (training cut,
+    window, lookback) and their outputs per application cut.
 
     Everything memoised depends only on the data up to its own cut and on the parameters in
     its key, so a memo hit returns exactly what a fresh computation would; the backtest
@@ -152,6 +152,13 @@ class Workspace:
             self.memo[key] = make()
         return self.memo[key]
 
+    def forget_after(self, cut):
+        """Drop what the memo holds for cuts after ``cut`` (a day number): for a caller that goes
+        back in time and will not ask for them again. The refunds are kept."""
+        def at(key):
+            return key[3] if key[0] == "raw" else key[1]
+        self.memo = {key: value for key, value in self.memo.items() if key[0] == "refunds" or at(key) <= cut}
+
     def first_day(self, cut):
         day = self.daily["day"].to_numpy()
         day = day[day <= cut]
@@ -166,14 +173,15 @@ class Workspace:
         return window_outcomes(self.daily, start, end, customers)
 
     def features(self, cut, window, lookback):
-        customers = self.summaries(cut, window).index
-        return self._get(("features", cut, window, lookback),
-                         lambda: regression_features(self.daily, cut, window, lookback, customers))
+        # Not memoised: each (cut, lookback) is read once, by the regressors' fit or by their
+        # outputs (both memoised), and a million customers' design is ~130 MB.
+        return regression_features(self.daily, cut, window, lookback, self.summaries(cut, window).index)
 
     def btyd(self, cut, random_state, with_spend):
-        # BTYD uses only the window-independent columns of the summaries: keyed on the cut.
+        # BTYD uses only the window-independent columns of the summaries: keyed on the cut, and
+        # those summaries are not kept (nothing else reads them).
         return self._get(("btyd", cut, random_state, with_spend),
-                         lambda: fit_btyd(self.summaries(cut, 1), random_state, with_spend))
+                         lambda: fit_btyd(customer_summaries(self.daily, cut, 1), random_state, with_spend))
 
     def regressors(self, train_cut, window, lookback, random_state, with_spend):
         """Regressors learning "features as of train_cut -> (train_cut, train_cut + window]"."""

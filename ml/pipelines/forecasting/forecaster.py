@@ -122,23 +122,30 @@ class CustomerForecaster(BaseEstimator):
         self.plan_ = plan_backtest(pd.Timestamp(first, unit="D"), self.as_of_, H, max_origins=self.max_origins)
         W = self.plan_.window_days
 
-        origins, recent = [], []
+        # The final fit first, then the origins from the most recent cut back: every step reads
+        # the workspace at its cut and up to two windows before it, so what the memo holds for
+        # later cuts is dropped after each step (a million customers' feature frames over every
+        # cut would otherwise stay to the end). The results are those of any order.
         steps = len(self.plan_.cuts) + 1
+        progress(0.0, "training every candidate on all the history")
+        self.final_ = CandidateFit(H, self.random_state, self.with_spend_).fit(ws, a)
+        self.window_days_ = self.final_.window_
+        _, final_outs = self.final_.outputs(ws, a, H)
+        origins, recent = [], []
         for k, cut in enumerate(self.plan_.cuts):
-            progress(k / steps, f"backtest {k + 1} of {steps - 1}: every candidate trained up to {cut.date()}, "
-                                f"scored on the next {W} days")
+            ws.forget_after(day_number(cut))
+            progress((k + 1) / steps, f"backtest {k + 1} of {steps - 1}: every candidate trained up to "
+                                      f"{cut.date()}, scored on the next {W} days")
             c = day_number(cut)
             fit = CandidateFit(W, self.random_state, self.with_spend_).fit(ws, c)
             s, outs = fit.outputs(ws, c, W)
             y = ws.outcomes(c, c + W, s.index)
             origins.append({"cut": c, "customers": int(len(s)),
                             "scores": {n: window_scores(o, y) for n, o in outs.items()}})
-            recent.append((s, outs, y))
+            # The summaries are read back for the two most recent windows only (their bands).
+            recent.append((s if k < 2 else None, outs, y))
+        ws.forget_after(-1)
         self.choice_ = choose_targets(origins, self.with_spend_) if origins else {}
-        progress((steps - 1) / steps, "training the chosen candidates on all the history")
-        self.final_ = CandidateFit(H, self.random_state, self.with_spend_).fit(ws, a)
-        self.window_days_ = self.final_.window_
-        _, final_outs = self.final_.outputs(ws, a, H)
         self.chosen_, notes = self._published(final_outs)
         self.targets_ = self._targets(share, notes, ws)
 
