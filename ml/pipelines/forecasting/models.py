@@ -42,6 +42,9 @@ ALGORITHMS = BASELINES + MODELS
 # 1.585) and the chosen model did not change, while the gradient boosting fits (the
 # largest cost of a fit) took half the time.
 MAX_TRAIN_ROWS = 50_000
+# Rows predicted at a time: a model's own expansion of its design (the polynomial's pairwise
+# terms, ~150 columns) stays ~0.1 GB whatever the number of customers.
+PREDICT_ROWS = 100_000
 # SVR training is O(n^2) and its prediction O(n x support vectors); 500 rows keep both
 # to about a second for 100k customers.
 MAX_SVR_ROWS = 500
@@ -272,16 +275,20 @@ def regressor_outputs(models: dict, X, s: pd.DataFrame, orders_per_day: float) -
     targets = models["targets"]
     out = {}
     for name in REGRESSORS:
-        if name in MULTI_OUTPUT:
-            pred = np.asarray(models[name].predict(X), float).reshape(len(X), len(targets))
-        else:
-            pred = np.column_stack([models[name, t].predict(X) for t in targets])
+        pred = np.concatenate([_predict_rows(models, name, targets, X[i:i + PREDICT_ROWS])
+                               for i in range(0, len(X), PREDICT_ROWS)]) if len(X) else np.empty((0, len(targets)))
         pred = np.clip(pred, 0, models["cap"])
         orders = pred[:, 0]
         # Poisson P(0) of the implied purchase days: a score, calibrated afterwards.
         out[name] = {"orders": orders, "spend": pred[:, 1] if len(targets) > 1 else None,
                      "p0": np.exp(-orders / ratio)}
     return out
+
+
+def _predict_rows(models: dict, name: str, targets, X) -> np.ndarray:
+    if name in MULTI_OUTPUT:
+        return np.asarray(models[name].predict(X), float).reshape(len(X), len(targets))
+    return np.column_stack([models[name, t].predict(X) for t in targets])
 
 
 def stack_inputs(raw: dict, calibrators: dict, names) -> tuple:
