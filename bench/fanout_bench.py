@@ -1,16 +1,19 @@
-"""Forecast scoring fanned out over Celery workers: one worker against two, each pinned to a core.
+"""Scoring fanned out over Celery workers: one worker against two, each pinned to a core.
 
-    python bench/fanout_bench.py [--customers 50000] [--chunk 8000] [--reuse]
+    python bench/fanout_bench.py [--kind forecast|recommendation] [--customers 50000] [--chunk 8000] [--reuse]
         [--database-url postgres://postgres@127.0.0.1:5432/h_fanout3] [--redis-url redis://127.0.0.1:6379/14]
 
 On PostgreSQL and Redis (fan-out is off on the embedded broker): migrate and ``seed_demo
 --customers N --seed 0`` into the scratch database (``--reuse`` keeps an earlier seed of the same
-size), then three forecast retrains, each queued with ``retrain --kind forecast`` (no --sync) and
+size), then three retrains of ``--kind``, each queued with ``retrain --kind K`` (no --sync) and
 taken by fresh workers on a queue of their own:
 
 - ``one process``: ML_SCORING_CHUNK=0, one worker (``taskset -c 0``): the run's worker scores everyone;
-- ``1 worker``: ML_SCORING_CHUNK=--chunk, one worker on core 0: the fit, then every chunk one by one;
-- ``2 workers``: ML_SCORING_CHUNK=--chunk, workers on core 0 and core 1: the fit on one, the chunks on both.
+- ``1 worker``: chunks of --chunk, one worker on core 0: the fit, then every chunk one by one;
+- ``2 workers``: chunks of --chunk, workers on core 0 and core 1: the fit on one, the chunks on both.
+
+The chunk size is ML_SCORING_CHUNK (buyers) for forecasts, ML_SUGGEST_CHUNK (customers) for
+recommendations; rows are the forecasts or the suggestions written.
 
 Prints per round the run's total seconds, its fit seconds (everything before the scoring), the
 scoring's wall seconds (to the last chunk's publish) and the sum of the chunks' own seconds, and
@@ -59,15 +62,16 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
         proc.wait(timeout=60)
 
 
-def round_(env: dict, label: str, chunk: int, cores: list[int], log_dir: Path) -> dict:
+def round_(env: dict, kind: str, label: str, chunk: int, cores: list[int], log_dir: Path) -> dict:
     from ml.models import ScoringChunk, TrainingRun  # noqa: PLC0415 -- after django.setup() in main
 
     queue = f"fanout-{uuid.uuid4().hex[:6]}"
-    wenv = {**env, "CELERY_QUEUE": queue, "ML_SCORING_CHUNK": str(chunk)}
+    sizes = {"ML_SCORING_CHUNK": str(chunk)} if kind == "forecast" or not chunk else {"ML_SUGGEST_CHUNK": str(chunk)}
+    wenv = {**env, "CELERY_QUEUE": queue, **sizes}
     procs = start_workers(wenv, cores, queue, log_dir)
     try:
-        out = manage(wenv, "retrain", "--kind", "forecast")
-        before = TrainingRun.objects.filter(kind="forecast").order_by("-pk").values_list("pk", flat=True).first()
+        out = manage(wenv, "retrain", "--kind", kind)
+        before = TrainingRun.objects.filter(kind=kind).order_by("-pk").values_list("pk", flat=True).first()
         run_id = before
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
@@ -89,13 +93,15 @@ def round_(env: dict, label: str, chunk: int, cores: list[int], log_dir: Path) -
                 phases[name] = phases.get(name, 0) + seconds
         return {"phases": phases, "model_bytes": run.metrics.get("scoring", {}).get("model_bytes"), "round": label, "run": run_id, "total": timings["total"], "fit": fit, "scoring_wall": scoring,
                 "chunks": chunks.count(), "chunk_seconds": sum(c.seconds or 0 for c in chunks),
-                "forecasts": run.artefact.get("forecasts"), "load": os.getloadavg()[0]}
+                "rows": run.artefact.get("forecasts") or run.metrics.get("counts", {}).get("suggestions"),
+                "load": os.getloadavg()[0]}
     finally:
         stop_workers(procs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kind", choices=["forecast", "recommendation"], default="forecast")
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--chunk", type=int, default=8000)
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/h_fanout3")
@@ -121,16 +127,16 @@ def main() -> None:
         manage(env, "seed_demo", "--customers", str(args.customers), "--seed", "0", "--end", "2025-12-31")
         print(f"seed_demo {args.customers} customers: {time.monotonic() - started:.0f} s "
               f"(load {os.getloadavg()[0]:.2f})", flush=True)
-    rows = [round_(env, "one process (ML_SCORING_CHUNK=0), 1 worker", 0, [0], var),
-            round_(env, f"chunks of {args.chunk}, 1 worker (core 0)", args.chunk, [0], var),
-            round_(env, f"chunks of {args.chunk}, 2 workers (cores 0, 1)", args.chunk, [0, 1], var)]
+    rows = [round_(env, args.kind, "one process (ML_SCORING_CHUNK=0), 1 worker", 0, [0], var),
+            round_(env, args.kind, f"chunks of {args.chunk}, 1 worker (core 0)", args.chunk, [0], var),
+            round_(env, args.kind, f"chunks of {args.chunk}, 2 workers (cores 0, 1)", args.chunk, [0, 1], var)]
     print(f"\n{'round':<44} {'total s':>8} {'fit s':>7} {'scoring s':>9} {'chunks':>6} {'chunk s':>8} "
-          f"{'rows':>7} {'load':>5}")
+          f"{'rows':>9} {'load':>5}")
     for r in rows:
         fit = "" if r["fit"] is None else f"{r['fit']:.1f}"
         wall = "" if r["scoring_wall"] is None else f"{r['scoring_wall']:.1f}"
         print(f"{r['round']:<44} {r['total']:>8.1f} {fit:>7} {wall:>9} {r['chunks']:>6} {r['chunk_seconds']:>8.1f} "
-              f"{r['forecasts'] or 0:>7} {r['load']:>5.2f}")
+              f"{r['rows'] or 0:>9} {r['load']:>5.2f}")
     for r in rows:
         if r["chunks"]:
             print(f"{r['round']}: stored model {r['model_bytes'] / 1e6:.1f} MB; chunk seconds by phase (sum over "

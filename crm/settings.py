@@ -328,6 +328,9 @@ ML_STALE_AFTER_SECONDS = _env_int("ML_STALE_AFTER_SECONDS", 60, minimum=2)
 # Buyers per forecast scoring chunk when a worker on a real broker fans the scoring out over the
 # workers (ml.scoring); 0: never fan out, the run's own worker scores everyone.
 ML_SCORING_CHUNK = _env_int("ML_SCORING_CHUNK", 8000, minimum=0)
+# Customers a recommendation run suggests for and writes at a time; when a worker on a real broker
+# fans out (ML_SCORING_CHUNK is not 0) and there are more, each chunk is a task of any worker.
+ML_SUGGEST_CHUNK = _env_int("ML_SUGGEST_CHUNK", 100_000, minimum=1)
 ML_REORDER_DUE_DAYS = _env_int("ML_REORDER_DUE_DAYS", 14, minimum=0)
 # A reorder overdue by longer is left out of the due lists (ml.insights.reorder_due_window); 0: never.
 ML_REORDER_LAPSED_DAYS = _env_int("ML_REORDER_LAPSED_DAYS", 90, minimum=0)

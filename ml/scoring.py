@@ -1,6 +1,11 @@
-"""Forecast scoring fanned out over Celery workers: the fit happens once, in the worker that
-runs the run; scoring and writing the buyers' forecasts is split into chunks of customer ids,
-one ``ml.score_chunk`` task each, taken by any worker.
+"""Scoring fanned out over Celery workers: the fit happens once, in the worker that runs the
+run; scoring and writing the buyers' forecasts, or the customers' suggestions, is split into
+chunks of customer ids, one ``ml.score_chunk`` task each, taken by any worker.
+
+A recommendation chunk reads nothing (the stored recommender holds the history and every
+customer's reorder list, ranked once by the run's worker); it writes its customers' lists and its
+own top prospects per product, and the last chunk ranks the prospects over all chunks
+(``ml.suggestion_rows.keep_top_prospects``) and sums the counts and diversity figures.
 
 - :func:`fan_out` (the run's worker, after the fit) stores the fitted forecaster and its
   reference figures (:class:`ml.models.ScoringModel`, pickled and compressed), creates one
@@ -17,6 +22,7 @@ one ``ml.score_chunk`` task each, taken by any worker.
 """
 from __future__ import annotations
 
+import json
 import logging
 import pickle  # nosec B403
 import time
@@ -34,10 +40,14 @@ from ml import data
 from ml.forecast_rows import write_forecasts
 from ml.models import ScoringChunk, ScoringModel, TrainingRun
 from ml.publishing import delete_run_rows, finish_run, library_versions
+from ml.suggestion_rows import RANK_SHIFT, keep_top_prospects, write_prospects, write_suggestions
 
 log = logging.getLogger(__name__)
 
 SCORE_CHUNK_TASK = "ml.score_chunk"
+# Prospects per product a recommendation run keeps.
+PROSPECTS = 20
+MAX_SUGGEST_CHUNKS = RANK_SHIFT // PROSPECTS
 # A chunk is tried this many times in all (worker deaths and errors) before its run fails.
 CHUNK_ATTEMPTS = 3
 Chunk = ScoringChunk.Status
@@ -61,15 +71,25 @@ def fans_out(buyers: int) -> bool:
     return 0 < settings.ML_SCORING_CHUNK < buyers
 
 
-def fan_out(run: TrainingRun, model, reference: dict, buyers: np.ndarray, outcome: dict, timings: dict) -> int:
-    """Store the fitted ``model`` and ``reference`` for run ``run``, create one chunk per
-    ML_SCORING_CHUNK of the sorted ``buyers`` ids and send their tasks on commit. ``outcome``
-    (metrics, chosen_algorithm, artefact) and ``timings`` are recorded by the last chunk.
-    Returns the number of chunks."""
-    size = settings.ML_SCORING_CHUNK
-    parts = [buyers[i:i + size] for i in range(0, len(buyers), size)]
+def fans_out_suggestions(customers: int) -> bool:
+    """A recommendation run's suggesting is fanned out (ML_SCORING_CHUNK is not 0) when its
+    customers are more than one suggestion chunk (ML_SUGGEST_CHUNK) and at most MAX_SUGGEST_CHUNKS
+    chunks."""
+    chunks = -(-customers // settings.ML_SUGGEST_CHUNK)
+    return settings.ML_SCORING_CHUNK > 0 and 1 < chunks <= MAX_SUGGEST_CHUNKS
+
+
+def fan_out(run: TrainingRun, fitted: dict, customers: np.ndarray, outcome: dict, timings: dict,
+            size: int | None = None) -> int:
+    """Store the ``fitted`` model (a forecast run's ``model`` and ``reference`` figures, a
+    recommendation run's ``model`` and reorder ``winners``) for run ``run``, create one chunk
+    per ``size`` (default ML_SCORING_CHUNK) of the sorted ``customers`` ids and send their tasks
+    on commit. ``outcome`` (metrics, chosen_algorithm, artefact) and ``timings`` are recorded by
+    the last chunk. Returns the number of chunks."""
+    size = size or settings.ML_SCORING_CHUNK
+    parts = [customers[i:i + size] for i in range(0, len(customers), size)]
     blob = zlib.compress(pickle.dumps({
-        "versions": library_versions(), "as_of": pd.Timestamp(run.as_of), "model": model, "reference": reference,
+        "versions": library_versions(), "as_of": pd.Timestamp(run.as_of), "kind": run.kind, **fitted,
         "customers": [np.asarray(p, dtype="int64") for p in parts]}, protocol=pickle.HIGHEST_PROTOCOL), 1)
     with transaction.atomic():
         ScoringModel.objects.create(run=run, blob=blob, chunks=len(parts),
@@ -112,18 +132,13 @@ def score_chunk(chunk_id: int) -> ScoringChunk | None:
             phases = _Phases()
             stored = _load(chunk.run_id)
             phases("load model")
-            frame = data.interactions_frame(stored["as_of"].date(),
-                                            customer_range=(chunk.first_customer_id, chunk.last_customer_id))
-            # The range also holds customers the run left out (no profiling): only the trained ones.
-            frame = frame[frame["customer_id"].isin(stored["customers"][chunk.index])].reset_index(drop=True)
-            phases("read interactions")
-            pred = stored["model"].predict(frame, stored["as_of"], reference=stored["reference"])
-            phases("predict")
+            work = _suggest if stored.get("kind") == TrainingRun.Kind.RECOMMENDATION else _forecast
+            write, summary = work(chunk, stored, phases)
             with transaction.atomic():
-                rows = write_forecasts(chunk.run_id, pred)
+                rows = write()
                 phases("write")
                 done = ScoringChunk.objects.filter(pk=chunk.pk, status=Chunk.RUNNING, attempts=chunk.attempts).update(
-                    summary={"seconds": phases.seconds, "interactions": int(len(frame))},
+                    summary={"seconds": phases.seconds, **summary},
                     status=Chunk.DONE, rows=rows, seconds=round(time.monotonic() - started, 3),
                     finished_at=timezone.now(), heartbeat_at=timezone.now(), stage="done")
                 if not done:  # the sweep gave this chunk to another worker meanwhile: its rows are theirs
@@ -143,6 +158,42 @@ def score_chunk(chunk_id: int) -> ScoringChunk | None:
         _failed(chunk, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=6)}")
     chunk.refresh_from_db()
     return chunk
+
+
+def _forecast(chunk: ScoringChunk, stored: dict, phases) -> tuple:
+    """A forecast chunk: read its customers' interactions (a customer-id range read) and predict
+    against the whole base's reference figures. Returns (the writer, the chunk's summary)."""
+    frame = data.interactions_frame(stored["as_of"].date(),
+                                    customer_range=(chunk.first_customer_id, chunk.last_customer_id))
+    # The range also holds customers the run left out (no profiling): only the trained ones.
+    frame = frame[frame["customer_id"].isin(stored["customers"][chunk.index])].reset_index(drop=True)
+    phases("read interactions")
+    pred = stored["model"].predict(frame, stored["as_of"], reference=stored["reference"])
+    phases("predict")
+    return (lambda: write_forecasts(chunk.run_id, pred)), {"interactions": int(len(frame))}
+
+
+def _suggest(chunk: ScoringChunk, stored: dict, phases) -> tuple:
+    """A recommendation chunk: its customers' lists from the fitted model (which holds the
+    history: nothing is read), and its own top prospects per product, written at ranks after the
+    earlier chunks' (the last chunk ranks them over all). The summary carries the counts and the
+    lists' diversity figures."""
+    recs, prospects, stats = stored["model"].suggest_part(stored["customers"][chunk.index], stored["winners"],
+                                                          PROSPECTS)
+    phases("suggest")
+    summary = {"reorder": int((recs["kind"] == "reorder").sum()),
+               "prospects": 0 if prospects is None else int(len(prospects)),
+               "stats": [[int(c), _float(d), _float(v), [int(p) for p in products]] for c, d, v, products in stats]}
+
+    def write():
+        rows, _ = write_suggestions(chunk.run_id, recs)
+        write_prospects(chunk.run_id, prospects, rank_offset=chunk.index * PROSPECTS)
+        return rows
+    return write, summary
+
+
+def _float(value):
+    return None if value is None else float(value)
 
 
 class _Phases:
@@ -173,7 +224,10 @@ def _finish_if_last(run_id: int) -> bool:
         return True
     parts = ScoringChunk.objects.filter(run_id=run_id).values_list("rows", "seconds", "attempts")
     outcome = dict(stored.outcome["outcome"])
-    outcome["artefact"] = {**outcome["artefact"], "forecasts": sum(r for r, _, _ in parts)}
+    if run.kind == TrainingRun.Kind.RECOMMENDATION:
+        _recommendation_figures(run_id, outcome)
+    else:
+        outcome["artefact"] = {**outcome["artefact"], "forecasts": sum(r for r, _, _ in parts)}
     outcome["metrics"] = {**outcome["metrics"], "scoring": {
         "chunks": stored.chunks, "chunk_size": settings.ML_SCORING_CHUNK,
         "model_bytes": stored.outcome.get("model_bytes"),
@@ -185,6 +239,21 @@ def _finish_if_last(run_id: int) -> bool:
     publish = outcome.pop("publish", True)
     finish_run(run_id, publish, outcome.pop("reason", ""), timings, outcome)
     return True
+
+
+def _recommendation_figures(run_id: int, outcome: dict) -> None:
+    """The last recommendation chunk: rank the prospects over every chunk, and count the rows
+    and the lists' diversity over the chunks' summaries (the figures one pass gives)."""
+    from ml.pipelines.recommendation.ranking import published_diversity  # noqa: PLC0415 -- the numeric core loads only where it is used
+
+    summaries = [(rows, s) for rows, s in ScoringChunk.objects.filter(run_id=run_id).values_list("rows", "summary")]
+    stats = [(c, d, v, np.asarray(p, dtype=np.int64)) for _, s in summaries for c, d, v, p in s["stats"]]
+    metrics = outcome["metrics"] = dict(outcome["metrics"])
+    metrics["counts"] = {**metrics["counts"], "suggestions": sum(r for r, _ in summaries),
+                         "reorder": sum(s["reorder"] for _, s in summaries),
+                         "prospects": keep_top_prospects(run_id, PROSPECTS)}
+    metrics["diversity"] = json.loads(json.dumps(published_diversity(stats, outcome.pop("active_products"))),
+                                      parse_constant=lambda _constant: None)
 
 
 def _failed(chunk: ScoringChunk, error: str) -> None:

@@ -178,8 +178,9 @@ def execute_run(run_id: int, *, fan_out: bool = False) -> TrainingRun | None:
     """Claim and run one training run; returns it, or None when it was not claimable.
 
     ``fan_out`` (a worker on a real broker, ml.scoring.fan_out_available): a forecast run with
-    more buyers than ML_SCORING_CHUNK leaves its scoring to chunk tasks after the fit and is
-    returned still running; the last chunk finishes and publishes it."""
+    more buyers than ML_SCORING_CHUNK, or a recommendation run with more customers than
+    ML_SUGGEST_CHUNK, leaves its scoring to chunk tasks after the fit and is returned still
+    running; the last chunk finishes and publishes it."""
     if scoring.is_fanned_out(run_id):
         return None  # fitted already; its chunks (not a redelivered task) finish it
     if not claim_run(run_id):
@@ -189,8 +190,8 @@ def execute_run(run_id: int, *, fan_out: bool = False) -> TrainingRun | None:
     started = time.monotonic()
     try:
         with jobs.Heartbeat(TrainingRun, run.pk, jobs.heartbeat_seconds()):
-            # Only forecast scoring is fanned out (recommendation and segmentation runs write their own rows).
-            outcome = TRAINERS[run.kind](run, progress, **({"fan_out": True} if fan_out and run.kind == Kind.FORECAST
+            # Forecast scoring and recommendation suggesting are fanned out (segmentation runs write their own rows).
+            outcome = TRAINERS[run.kind](run, progress, **({"fan_out": True} if fan_out and run.kind != Kind.SEGMENTATION
                                                            else {}))
     except KindNotSupported as exc:
         TrainingRun.objects.filter(pk=run.pk).update(

@@ -9,6 +9,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -18,13 +19,10 @@ from ml import data, scoring
 from ml.control import control_ids
 from ml.forecast_rows import write_forecasts
 from ml.insights import published_run
-from ml.models import CustomerSegment, Prospect, Segment, SimilarProduct, Suggestion, TrainingRun
+from ml.models import CustomerSegment, Segment, SimilarProduct, TrainingRun
+from ml.suggestion_rows import json_default, write_prospects, write_suggestions
 
 Kind = TrainingRun.Kind
-
-
-# Customers suggested for and written at a time by a recommendation run (~14 rows each).
-SUGGEST_CHUNK = 100_000
 
 
 class RetrainRefused(Exception):
@@ -79,22 +77,10 @@ def _after_as_of(as_of: date) -> dict:
         interactions_after_as_of=Count("id"), future_interactions=Count("id", filter=Q(occurred_at__gt=timezone.now())))
 
 
-def _json(value) -> str:
-    return json.dumps(value, default=_json_default)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (pd.Timestamp, date)):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def _clean(value):
     """Metrics as plain JSON: numpy scalars to Python, and NaN and +-Infinity (a ratio to a zero
     error, say) to None, since a JSON column refuses them (SQLite's JSON_VALID check, jsonb)."""
-    return json.loads(json.dumps(value, default=_json_default), parse_constant=lambda _constant: None)
+    return json.loads(json.dumps(value, default=json_default), parse_constant=lambda _constant: None)
 
 
 # --- segmentation ------------------------------------------------------------------------------
@@ -191,7 +177,8 @@ def train_forecast(run: TrainingRun, progress, fan_out: bool = False) -> dict:
     buyers = np.sort(interactions.loc[interactions["type"] == "purchase", "customer_id"].unique())
     if fan_out and scoring.fans_out(len(buyers)):
         progress(75, "scoring customers in chunks")
-        scoring.fan_out(run, model, model.reference(interactions, as_of), buyers, outcome, progress.finish())
+        scoring.fan_out(run, {"model": model, "reference": model.reference(interactions, as_of)}, buyers, outcome,
+                        progress.finish())
         return {"deferred": True}
     progress(75, "forecasting every customer")
     pred = model.predict(interactions, as_of)
@@ -202,7 +189,7 @@ def train_forecast(run: TrainingRun, progress, fan_out: bool = False) -> dict:
     return outcome
 
 
-def train_recommendation(run: TrainingRun, progress) -> dict:
+def train_recommendation(run: TrainingRun, progress, fan_out: bool = False) -> dict:
     """Fit the recommender (scorers, blend, category cap and reorder model chosen on rolling
     backtest windows of the history), then write every customer's cross-sell and reorder
     lists, similar products and prospects under this run.
@@ -227,14 +214,24 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
         model.fit(interactions, frames["products"], pd.Timestamp(run.as_of), segments=segments)
     except NotSupported as exc:
         raise KindNotSupported(str(exc)) from exc
-    customer_ids = frames["customers"]["customer_id"].to_numpy()
+    customer_ids = np.sort(frames["customers"]["customer_id"].to_numpy())
     del frames, interactions  # the fitted model holds what it needs; the frames would sit under the suggestions
-    # The control group's suggestions are written too (the uplift is measured on them), flagged
-    # so that no list shows them.
-    control = control_ids(customer_ids)
+    size = settings.ML_SUGGEST_CHUNK
+    if fan_out and scoring.fans_out_suggestions(len(customer_ids)):
+        progress(55, "ranking reorder lists and similar products")
+        winners = model.reorder_winners()
+        similar = model.similar_products(10)
+        with transaction.atomic():
+            _write_similar(run.pk, similar)
+        outcome = _recommendation_outcome(model, {"similar": int(len(similar)),
+                                                 "control_customers": len(control_ids(customer_ids))})
+        outcome["active_products"] = int(model.history_.active.sum())
+        progress(60, "suggesting in customer chunks")
+        scoring.fan_out(run, {"model": model, "winners": winners}, customer_ids, outcome, progress.finish(), size)
+        return {"deferred": True}
     counts = {"suggestions": 0, "reorder": 0}
-    parts = max(-(-len(customer_ids) // SUGGEST_CHUNK), 1)
-    lists = model.suggest_chunks(customer_ids, SUGGEST_CHUNK, n_prospects=20)
+    parts = max(-(-len(customer_ids) // size), 1)
+    lists = model.suggest_chunks(customer_ids, size, n_prospects=20)
     with transaction.atomic():
         # Suggested and written a chunk of customers at a time: a million customers' 13 million
         # rows, with their reasons, never sit in memory at once.
@@ -242,27 +239,33 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
             progress(55 + 40 * done / parts, f"suggesting: customer chunk {done + 1} of {parts}", "suggesting")
             recs = next(lists)
             progress(55 + 40 * (done + 0.5) / parts, f"writing suggestions: chunk {done + 1} of {parts}", "writing")
-            recs = recs.assign(run_id=run.pk, evidence=_evidence_texts(recs["evidence"]),
-                               control=recs["customer_id"].isin(control))
-            data.write_frame(Suggestion, recs[["run_id", "customer_id", "kind", "rank", "product_id", "score",
-                                               "reason", "evidence", "basis", "expected_on", "control"]])
-            counts["suggestions"] += len(recs)
-            counts["reorder"] += int((recs["kind"] == "reorder").sum())
+            rows, reorder = write_suggestions(run.pk, recs)
+            counts["suggestions"] += rows
+            counts["reorder"] += reorder
             del recs
         similar = model.similar_products(10)
-        data.write_frame(SimilarProduct, similar.rename(columns={"similar_product_id": "similar_id"}).assign(
-            run_id=run.pk)[["run_id", "product_id", "rank", "similar_id", "score", "reason"]])
-        prospects = model.prospects_
-        data.write_frame(Prospect, prospects.assign(run_id=run.pk, control=prospects["customer_id"].isin(control))[
-            ["run_id", "product_id", "rank", "customer_id", "score", "reason", "control"]])
+        _write_similar(run.pk, similar)
+        write_prospects(run.pk, model.prospects_)
+    counts.update(similar=int(len(similar)), prospects=0 if model.prospects_ is None else int(len(model.prospects_)),
+                  control_customers=len(control_ids(customer_ids)))
+    outcome = _recommendation_outcome(model, counts)
+    outcome["metrics"]["diversity"] = _clean(model.diversity_)
+    return outcome
+
+
+def _write_similar(run_id: int, similar: pd.DataFrame) -> None:
+    data.write_frame(SimilarProduct, similar.rename(columns={"similar_product_id": "similar_id"}).assign(
+        run_id=run_id)[["run_id", "product_id", "rank", "similar_id", "score", "reason"]])
+
+
+def _recommendation_outcome(model, counts: dict) -> dict:
+    """The run's metrics, chosen algorithm and artefact; ``counts`` and the published lists'
+    ``diversity`` are the suggesting's (the last chunk's, when fanned out)."""
     chosen = model.chosen_name_
     metrics = {"outcome": model.outcome_, "backtest": model.backtest_, "validation": model.candidates_,
                "chosen": model.chosen_, "reorder_chosen": model.reorder_chosen_,
                "category_cap": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
-               "counts": {"suggestions": counts["suggestions"], "similar": int(len(similar)),
-                          "control_customers": len(control), "prospects": int(len(prospects)),
-                          "reorder": counts["reorder"]},
-               "diversity": model.diversity_, "ease": model.ease_}
+               "counts": counts, "ease": model.ease_}
     for target, reason in model.reasons_.items():
         if reason:
             metrics[f"{target}_reason"] = reason
@@ -270,20 +273,6 @@ def train_recommendation(run: TrainingRun, progress) -> dict:
             "artefact": _clean({"chosen": model.chosen_, "reorder": model.reorder_chosen_,
                                 "max_per_category": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
                                 "window_days": model.window_days_})}
-
-
-def _evidence_texts(evidence: pd.Series) -> list:
-    """Each suggestion's evidence as JSON text. The pipeline shares one evidence dict between
-    the suggestions with the same figures (a million rows, a few thousand dicts): each is
-    serialised once."""
-    texts = {}
-    out = []
-    for ev in evidence:
-        text = texts.get(id(ev))
-        if text is None:
-            text = texts[id(ev)] = _json(ev)
-        out.append(text)
-    return out
 
 
 def _published_segment_names() -> pd.DataFrame | None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from crm.models import ROLE_ADMIN, ROLE_MANAGER, ROLE_SALES_REP
+from ml.models import TrainingRun
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +103,20 @@ def manager(make_user):
 @pytest.fixture
 def admin_user(make_user):
     return make_user("root", ROLE_ADMIN, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def fanned_out_run(django_capture_on_commit_callbacks):
+    def make(kind: str = "forecast") -> TrainingRun:
+        """A run of ``kind`` fitted by its worker with its scoring left to chunks (none scored yet)."""
+        from ml import services  # noqa: PLC0415 -- the app registry is ready only once the tests run
+
+        run, _ = services.request_retrain(kind, as_of=date(2025, 6, 30), enqueue=False)
+        with django_capture_on_commit_callbacks(execute=True):  # the chunks' tasks are sent on commit
+            services.execute_run(run.pk, fan_out=True)
+        run.refresh_from_db()
+        return run
+    return make
 
 
 @pytest.fixture

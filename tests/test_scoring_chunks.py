@@ -27,22 +27,23 @@ def business(db, settings):
     settings.ML_SCORING_CHUNK = 5
 
 
-@pytest.fixture
-def fanned_out_run(django_capture_on_commit_callbacks):
-    def make() -> TrainingRun:
-        """A forecast run fitted by its worker with its scoring left to chunks (none scored yet)."""
-        run, _ = services.request_retrain("forecast", as_of=AS_OF, enqueue=False)
-        with django_capture_on_commit_callbacks(execute=True):  # the chunks' tasks are sent on commit
-            services.execute_run(run.pk, fan_out=True)
-        run.refresh_from_db()
-        return run
-    return make
-
-
 def score_queued(run: TrainingRun) -> None:
     """What the workers do: take every queued chunk of the run."""
     for pk in ScoringChunk.objects.filter(run=run, status="queued").values_list("pk", flat=True):
         scoring.score_chunk(pk)
+
+
+def score_all_but_the_first_whose_worker_is_killed(run: TrainingRun, stale_after: int) -> list[ScoringChunk]:
+    """Every chunk of ``run`` but the first scored; the first one's worker was killed mid-chunk:
+    claimed (running, one attempt), then silent, its rows never committed. The run's own worker
+    went quiet long ago too: it handed the run to its chunks after the fit. The chunks in order."""
+    chunks = list(ScoringChunk.objects.filter(run=run).order_by("index"))
+    for chunk in chunks[1:]:
+        scoring.score_chunk(chunk.pk)
+    silent = timezone.now() - timedelta(seconds=stale_after + 5)
+    ScoringChunk.objects.filter(pk=chunks[0].pk).update(status="running", attempts=1, heartbeat_at=silent)
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=silent)
+    return chunks
 
 
 def forecasts(run: TrainingRun) -> dict:
@@ -114,15 +115,7 @@ def test_chunk_read_is_its_customer_range_only(business, fanned_out_run):
 
 def test_chunk_of_a_killed_worker_is_redone_by_the_sweep_and_the_run_publishes_once(business, fanned_out_run, settings):
     run = fanned_out_run()
-    chunks = list(ScoringChunk.objects.filter(run=run).order_by("index"))
-    for chunk in chunks[1:]:
-        scoring.score_chunk(chunk.pk)
-    # Chunk 0's worker was killed mid-chunk: claimed (running, one attempt), then silent; its
-    # rows were never committed.
-    silent = timezone.now() - timedelta(seconds=settings.ML_STALE_AFTER_SECONDS + 5)
-    ScoringChunk.objects.filter(pk=chunks[0].pk).update(status="running", attempts=1, heartbeat_at=silent)
-    # The run's own worker went quiet long ago too: it handed the run to its chunks after the fit.
-    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=silent)
+    chunks = score_all_but_the_first_whose_worker_is_killed(run, settings.ML_STALE_AFTER_SECONDS)
     run.refresh_from_db()
     assert run.status == "running" and not run.is_published
     assert run.stage == f"scoring customers: {len(chunks) - 1} of {len(chunks)} chunks done"

@@ -1,5 +1,5 @@
 """Suggestions computed and written a chunk of customers at a time (Recommender.suggest_chunks,
-ml.training.SUGGEST_CHUNK): every list, prospect and diversity figure is the one a single pass
+ML_SUGGEST_CHUNK): every list, prospect and diversity figure is the one a single pass
 over every customer gives, and the rows written to the database are the same."""
 import numpy as np
 import pandas as pd
@@ -54,28 +54,17 @@ def test_prospects_are_the_best_customers_per_product_not_yet_buyers(fitted):
 
 
 @pytest.mark.django_db
-def test_a_run_written_in_small_chunks_stores_the_rows_of_one_chunk(monkeypatch):
-    from ml import services, training
-    from ml.models import Prospect, SimilarProduct, Suggestion
+def test_a_run_written_in_small_chunks_stores_the_rows_of_one_chunk(settings):
+    from ml import services
     from tests.ml.test_recommendation_shapes import _store
+    from tests.test_suggest_chunks import rows
 
     interactions, _ = taste_population(n_customers=150, n_products=30, seed=6)
     _store([(int(c), int(p), t.date()) for c, p, t in interactions[["customer_id", "product_id", "occurred_at"]]
             .itertuples(index=False)], products=range(1, 31))
 
-    def rows(run):
-        return {
-            "suggestions": sorted(Suggestion.objects.filter(run=run).values_list(
-                "customer_id", "kind", "rank", "product_id", "score", "reason", "basis", "expected_on", "control")),
-            "evidence": sorted(str(e) for e in Suggestion.objects.filter(run=run).values_list("evidence", flat=True)),
-            "prospects": sorted(Prospect.objects.filter(run=run).values_list(
-                "product_id", "rank", "customer_id", "score", "reason", "control")),
-            "similar": sorted(SimilarProduct.objects.filter(run=run).values_list(
-                "product_id", "rank", "similar_id", "score", "reason")),
-        }
-
     whole = services.run_now("recommendation", as_of=AS_OF.date())
-    monkeypatch.setattr(training, "SUGGEST_CHUNK", 40)  # 150 customers: four chunks
+    settings.ML_SUGGEST_CHUNK = 40  # 150 customers: four chunks
     chunked = services.run_now("recommendation", as_of=AS_OF.date())
 
     assert whole.status == chunked.status == "succeeded", (whole.error, chunked.error)

@@ -363,16 +363,24 @@ class Recommender(BaseEstimator):
         with threadpool_limits(limits=self.n_threads):
             # Reorder lists are ranked once over every pair (their product figures are the
             # whole base's), before any cross-sell output exists (peak memory).
-            winners = self._reorder_winners()
+            winners = self.reorder_winners()
         for start in range(0, max(len(ids), 1), size):
-            with threadpool_limits(limits=self.n_threads):
-                recs, prospects = self._suggest(ids[start:start + size], winners, n_prospects, stats)
+            recs, prospects, part = self.suggest_part(ids[start:start + size], winners, n_prospects)
+            stats.extend(part)
             if n_prospects:
                 kept = merge_prospects(kept, prospects, n_prospects)
             if start + size >= len(ids):
                 self.diversity_ = published_diversity(stats, int(h.active.sum()))
                 self.prospects_ = kept
             yield recs
+
+    def suggest_part(self, customer_ids, winners, n_prospects=20) -> tuple:
+        """One chunk's recommendations, its own top ``n_prospects`` per product and its lists'
+        diversity figures, given ``reorder_winners()`` (what a fanned-out run's chunk writes)."""
+        stats = []
+        with threadpool_limits(limits=self.n_threads):
+            recs, prospects = self._suggest(np.asarray(customer_ids, dtype=np.int64), winners, n_prospects, stats)
+        return recs, prospects, stats
 
     def _suggest(self, customer_ids, winners, n_prospects, stats) -> tuple:
         h = self.history_
@@ -530,7 +538,7 @@ class Recommender(BaseEstimator):
             return np.zeros(0)
         return score_reorder(self.reorder_chosen_, self.reorder_model_, frame, self.window_days_)
 
-    def _reorder_winners(self) -> pd.DataFrame | None:
+    def reorder_winners(self) -> pd.DataFrame | None:
         """Every customer's reorder list, ranked once: the winning pairs (row, col, rank, score)
         with the reason's raw figures, by customer row; None when no pair may be suggested."""
         h = self.history_
@@ -550,7 +558,7 @@ class Recommender(BaseEstimator):
             rank=ranked["rank"].to_numpy(np.int64), score=score[at]).reset_index(drop=True)
 
     def _reorder(self, customer_ids, rows, winners) -> pd.DataFrame:
-        """The reorder lists of the customers at ``rows``, from ``_reorder_winners``."""
+        """The reorder lists of the customers at ``rows``, from ``reorder_winners``."""
         h = self.history_
         if len(rows) == 0 or winners is None:
             return empty_frame()
