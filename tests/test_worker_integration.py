@@ -152,18 +152,20 @@ def test_worker_delivers_a_webhook_through_broker(webhook_env, start_worker):
 
 @pytest.fixture
 def scoring_chunk_env(monkeypatch):
-    """Worker environment for a fanned-out forecast run: chunks of 400 buyers. Listed before
-    start_worker in a test's arguments so the worker starts with it."""
+    """Worker environment for a fanned-out run: chunks of 400 buyers (forecast) or customers
+    (recommendation). Listed before start_worker in a test's arguments so the worker starts with it."""
     monkeypatch.setenv("ML_SCORING_CHUNK", "400")
+    monkeypatch.setenv("ML_SUGGEST_CHUNK", "400")
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_worker_killed_mid_chunk_its_chunk_is_redone_and_the_run_publishes_once(scoring_chunk_env, start_worker,
+@pytest.mark.parametrize("kind", ["forecast", "recommendation"])
+def test_worker_killed_mid_chunk_its_chunk_is_redone_and_the_run_publishes_once(kind, scoring_chunk_env, start_worker,
                                                                                  settings):
-    """On a real broker (Redis: fan-out is off on the embedded one) a forecast run fans its
-    scoring out; the worker is SIGKILLed while a chunk is running, the sweep sends that chunk
-    again and a fresh worker finishes the run, published once with every buyer's forecast."""
+    """On a real broker (Redis: fan-out is off on the embedded one) a forecast or recommendation
+    run fans its scoring out; the worker is SIGKILLed while a chunk is running, the sweep sends
+    that chunk again and a fresh worker finishes the run, published once with every row."""
     import os
     import signal
 
@@ -171,24 +173,25 @@ def test_worker_killed_mid_chunk_its_chunk_is_redone_and_the_run_publishes_once(
 
     from crm.models import AuditEvent
     from ml import scoring, services
-    from ml.models import Forecast, ScoringChunk, TrainingRun
+    from ml.models import Forecast, ScoringChunk, Suggestion, TrainingRun
 
+    rows = Forecast if kind == "forecast" else Suggestion
     if not scoring.fan_out_available():
         pytest.skip("needs a real broker (REDIS_URL): scoring is not fanned out on the embedded one")
     settings.ML_STALE_AFTER_SECONDS = 4
     call_command("seed_demo", customers=1600, seed=2, end="2025-06-30")
     worker = start_worker()
 
-    run, _ = services.request_retrain("forecast")
+    run, _ = services.request_retrain(kind)
     running = wait_for(lambda: ScoringChunk.objects.filter(run_id=run.pk, status="running").first(), timeout=180,
                        interval=0.02, what="the worker to start scoring a chunk")
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     lost = ScoringChunk.objects.get(pk=running.pk)
     assert lost.status == "running", "the chunk finished before the kill: nothing was lost"
-    assert TrainingRun.objects.get(pk=run.pk).status == "running" and services.published_run("forecast") is None
-    assert not Forecast.objects.filter(run_id=run.pk, customer_id__gte=lost.first_customer_id,
-                                       customer_id__lte=lost.last_customer_id).exists()  # nothing half-written
+    assert TrainingRun.objects.get(pk=run.pk).status == "running" and services.published_run(kind) is None
+    assert not rows.objects.filter(run_id=run.pk, customer_id__gte=lost.first_customer_id,
+                                   customer_id__lte=lost.last_customer_id).exists()  # nothing half-written
 
     wait_for(lambda: scoring.sweep_stale_chunks()["requeued"] == [lost.pk], timeout=30, interval=0.5,
              what="the sweep to see the silent chunk")
@@ -199,4 +202,9 @@ def test_worker_killed_mid_chunk_its_chunk_is_redone_and_the_run_publishes_once(
     assert finished.status == "succeeded" and finished.is_published, finished.error
     assert ScoringChunk.objects.get(pk=lost.pk).attempts == 2
     assert AuditEvent.objects.filter(action=AuditEvent.Action.PUBLISH, object_id=run.pk).count() == 1
-    assert Forecast.objects.filter(run_id=run.pk).count() == finished.data_counts["buyers"]
+    if kind == "forecast":
+        assert Forecast.objects.filter(run_id=run.pk).count() == finished.data_counts["buyers"]
+    else:
+        assert Suggestion.objects.filter(run_id=run.pk).count() == finished.metrics["counts"]["suggestions"] > 1600
+        assert Suggestion.objects.filter(run_id=run.pk, customer_id__gte=lost.first_customer_id,
+                                         customer_id__lte=lost.last_customer_id).exists()
