@@ -104,7 +104,17 @@ def fan_out(run: TrainingRun, fitted: dict, customers: np.ndarray, outcome: dict
     return len(parts)
 
 
+# The model this worker process loaded last, kept for the run's next chunk it takes (a
+# recommender with its history is large: read, decompressed and unpickled once per worker, not
+# once per chunk). Keyed by the stored row and its creation time, so another run's never matches.
+_LOADED: dict = {}
+
+
 def _load(run_id: int) -> dict:
+    key = ScoringModel.objects.filter(run_id=run_id).values_list("pk", "created_at").first()
+    if key is not None and _LOADED.get("key") == key:
+        return _LOADED["stored"]
+    _LOADED.clear()  # the last run's model goes before this one is read
     try:
         # Pickle: the blob is written by fan_out in our own workers, never taken from a user.
         stored = pickle.loads(zlib.decompress(bytes(ScoringModel.objects.get(run_id=run_id).blob)))  # noqa: S301  # nosec B301
@@ -112,7 +122,13 @@ def _load(run_id: int) -> dict:
         raise ScoringRefused(f"the stored model of run #{run_id} could not be read ({exc})") from exc
     if stored["versions"] != library_versions():
         raise ScoringRefused(f"the run was trained with {stored['versions']}, this worker has {library_versions()}")
+    _LOADED.update(key=key, stored=stored)
     return stored
+
+
+def forget_loaded() -> None:
+    """Drop the kept model (the run it belongs to has finished)."""
+    _LOADED.clear()
 
 
 def score_chunk(chunk_id: int) -> ScoringChunk | None:
@@ -151,6 +167,8 @@ def score_chunk(chunk_id: int) -> ScoringChunk | None:
                 ScoringChunk.objects.filter(pk=chunk.pk, status=Chunk.RUNNING).update(
                     status=Chunk.FAILED, error="the run was no longer running", finished_at=timezone.now())
                 return None
+        if not TrainingRun.objects.filter(pk=chunk.run_id, status=TrainingRun.Status.RUNNING).exists():
+            forget_loaded()  # this chunk was the run's last: its model is of no more use here
     except OperationalError:
         raise  # the database went away: the task retries, or the sweep sends the chunk again
     except Exception as exc:

@@ -213,3 +213,16 @@ def test_the_last_two_chunks_finishing_at_once_publish_the_run_once(settings):
     assert publishes(run) == 1
     assert Forecast.objects.filter(run=run).count() == sum(
         ScoringChunk.objects.filter(run=run).values_list("customers", flat=True))
+
+
+def test_a_worker_reads_the_stored_model_once_for_the_runs_chunks(business, fanned_out_run):
+    run = fanned_out_run()
+    chunks = list(ScoringChunk.objects.filter(run=run).order_by("index"))
+    scoring.score_chunk(chunks[0].pk)
+    ScoringModel.objects.filter(run=run).update(blob=b"not a model")
+
+    assert scoring.score_chunk(chunks[1].pk).status == "done"  # the model this worker loaded for chunk 0
+    scoring.forget_loaded()
+    retried = scoring.score_chunk(chunks[2].pk)
+
+    assert retried.status == "queued" and "could not be read" in retried.error
