@@ -52,6 +52,25 @@ def start_workers(env: dict, cores: list[int], queue: str, log_dir: Path) -> lis
     return procs
 
 
+def peak_rss_mb(procs: list[subprocess.Popen]) -> list[float]:
+    """Each worker's peak RSS (VmHWM of its pool process, or of the main process if larger), MB."""
+    import psutil  # noqa: PLC0415 -- only for the figures
+
+    peaks = []
+    for proc in procs:
+        try:
+            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            peaks.append(float("nan"))
+            continue
+        kb = 0
+        for member in family:
+            with open(f"/proc/{member.pid}/status") as status:
+                kb = max([kb] + [int(line.split()[1]) for line in status if line.startswith("VmHWM")])
+        peaks.append(kb / 1024)
+    return peaks
+
+
 def stop_workers(procs: list[subprocess.Popen]) -> None:
     import signal  # noqa: PLC0415 -- only when stopping
 
@@ -94,7 +113,7 @@ def round_(env: dict, kind: str, label: str, chunk: int, cores: list[int], log_d
         return {"phases": phases, "model_bytes": run.metrics.get("scoring", {}).get("model_bytes"), "round": label, "run": run_id, "total": timings["total"], "fit": fit, "scoring_wall": scoring,
                 "chunks": chunks.count(), "chunk_seconds": sum(c.seconds or 0 for c in chunks),
                 "rows": run.artefact.get("forecasts") or run.metrics.get("counts", {}).get("suggestions"),
-                "load": os.getloadavg()[0]}
+                "load": os.getloadavg()[0], "peaks": peak_rss_mb(procs)}
     finally:
         stop_workers(procs)
 
@@ -141,6 +160,8 @@ def main() -> None:
         if r["chunks"]:
             print(f"{r['round']}: stored model {r['model_bytes'] / 1e6:.1f} MB; chunk seconds by phase (sum over "
                   f"chunks): " + ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items()))
+    for r in rows:
+        print(f"{r['round']}: peak RSS per worker " + ", ".join(f"{mb:,.0f} MB" for mb in r["peaks"]))
     print(f"\nmachine: {os.cpu_count()} cores; load average now {os.getloadavg()}")
 
 

@@ -93,7 +93,8 @@ def fan_out(run: TrainingRun, fitted: dict, customers: np.ndarray, outcome: dict
         "customers": [np.asarray(p, dtype="int64") for p in parts]}, protocol=pickle.HIGHEST_PROTOCOL), 1)
     with transaction.atomic():
         ScoringModel.objects.create(run=run, blob=blob, chunks=len(parts),
-                                    outcome={"outcome": outcome, "timings": timings, "model_bytes": len(blob)})
+                                    outcome={"outcome": outcome, "timings": timings, "model_bytes": len(blob),
+                                             "chunk_size": size})
         chunks = ScoringChunk.objects.bulk_create([
             ScoringChunk(run=run, index=i, first_customer_id=int(p[0]), last_customer_id=int(p[-1]), customers=len(p))
             for i, p in enumerate(parts)])
@@ -247,7 +248,7 @@ def _finish_if_last(run_id: int) -> bool:
     else:
         outcome["artefact"] = {**outcome["artefact"], "forecasts": sum(r for r, _, _ in parts)}
     outcome["metrics"] = {**outcome["metrics"], "scoring": {
-        "chunks": stored.chunks, "chunk_size": settings.ML_SCORING_CHUNK,
+        "chunks": stored.chunks, "chunk_size": stored.outcome.get("chunk_size", settings.ML_SCORING_CHUNK),
         "model_bytes": stored.outcome.get("model_bytes"),
         "chunk_seconds": round(sum(s or 0 for _, s, _ in parts), 3),
         "redone": sum(a - 1 for _, _, a in parts)}}

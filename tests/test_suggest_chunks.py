@@ -61,6 +61,7 @@ def test_fanned_out_run_gives_the_rows_of_one_process_and_publishes_once(busines
     assert run.metrics["diversity"] == pytest.approx(whole.metrics["diversity"], rel=1e-12)
     assert run.metrics["outcome"] == whole.metrics["outcome"] and run.chosen_algorithm == whole.chosen_algorithm
     assert run.metrics["scoring"]["chunks"] == ScoringChunk.objects.filter(run=run).count()
+    assert run.metrics["scoring"]["chunk_size"] == 25
     assert not ScoringModel.objects.filter(run=run).exists()
 
 
