@@ -199,6 +199,10 @@ def train_recommendation(run: TrainingRun, progress, fan_out: bool = False) -> d
     candidate's scores averaged over the windows), the choices, and ``cross_sell_reason`` /
     ``reorder_reason`` when a list kind has nothing to suggest at all (e.g. nobody ever
     bought the same product twice).
+
+    ``fan_out``: when the customers are more than ML_SUGGEST_CHUNK, the similar products are
+    written, the fitted model and every customer's reorder list stored, and the suggesting left
+    to chunk tasks (``ml.scoring``); the outcome then says ``deferred``.
     """
     from ml.pipelines.recommendation import FIT_COLUMNS, NotSupported, Recommender  # noqa: PLC0415 -- the numeric core (scikit-learn, implicit) loads only in a process that trains
 
