@@ -157,13 +157,17 @@ class _Progress:
         self._stage = None
         self._t = time.monotonic()
 
-    def __call__(self, percent: int, stage: str, timing: str | None = None):
+    def __call__(self, percent: int, stage: str, timing: str | None = None, show: bool = True):
         """Show ``stage``; its seconds add up under ``timing`` (default: the stage), so that the
-        chunks of one stage ("writing: chunk 3 of 20") are timed as one."""
+        chunks of one stage ("writing: chunk 3 of 20") are timed as one. ``show=False`` only
+        times it: inside the trainer's write transaction an update of the run row would stay
+        unseen until the commit and hold the row's lock, blocking the heartbeat and the sweep."""
         now = time.monotonic()
         if self._stage is not None:
             self.timings[self._stage] = round(self.timings.get(self._stage, 0) + now - self._t, 3)
         self._stage, self._t = timing or stage, now
+        if not show:
+            return
         TrainingRun.objects.filter(pk=self.run.pk).update(progress=min(100, int(percent)), stage=stage,
                                                           heartbeat_at=timezone.now())
 

@@ -236,13 +236,18 @@ def train_recommendation(run: TrainingRun, progress, fan_out: bool = False) -> d
     counts = {"suggestions": 0, "reorder": 0}
     parts = max(-(-len(customer_ids) // size), 1)
     lists = model.suggest_chunks(customer_ids, size, n_prospects=20)
+    # The stage shown while the rows are written in one transaction (the chunks' steps are only
+    # timed: an update of the run row inside it would be unseen and hold the row's lock).
+    progress(55, f"suggesting for and writing {len(customer_ids):,} customers' lists in {parts} chunks", "suggesting")
     with transaction.atomic():
         # Suggested and written a chunk of customers at a time: a million customers' 13 million
         # rows, with their reasons, never sit in memory at once.
         for done in range(parts):
-            progress(55 + 40 * done / parts, f"suggesting: customer chunk {done + 1} of {parts}", "suggesting")
+            progress(55 + 40 * done / parts, f"suggesting: customer chunk {done + 1} of {parts}", "suggesting",
+                     show=False)
             recs = next(lists)
-            progress(55 + 40 * (done + 0.5) / parts, f"writing suggestions: chunk {done + 1} of {parts}", "writing")
+            progress(55 + 40 * (done + 0.5) / parts, f"writing suggestions: chunk {done + 1} of {parts}", "writing",
+                     show=False)
             rows, reorder = write_suggestions(run.pk, recs)
             counts["suggestions"] += rows
             counts["reorder"] += reorder

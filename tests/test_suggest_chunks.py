@@ -92,3 +92,24 @@ def test_suggesting_fans_out_only_over_more_than_one_chunk(settings):
     assert not scoring.fans_out_suggestions(100 * scoring.MAX_SUGGEST_CHUNKS + 1)  # ranks would not fit
     settings.ML_SCORING_CHUNK = 0
     assert not scoring.fans_out_suggestions(10**6)
+
+
+def test_an_unfanned_run_leaves_its_run_row_alone_while_it_writes(business, monkeypatch):
+    """Inside the one write transaction the chunks' steps are only timed: an update of the run
+    row there would be unseen until the commit and hold the row's lock against the heartbeat."""
+    from ml import training
+
+    seen = []
+    real = training.write_suggestions
+
+    def spy(run_id, recs):
+        seen.append(TrainingRun.objects.values_list("stage", "progress").get(pk=run_id))
+        return real(run_id, recs)
+
+    monkeypatch.setattr(training, "write_suggestions", spy)
+    run = services.run_now("recommendation", as_of=AS_OF)
+
+    customers = run.data_counts["customers"]
+    assert run.status == "succeeded" and len(seen) == -(-customers // 25) >= 4
+    assert set(seen) == {(f"suggesting for and writing {customers:,} customers' lists in {len(seen)} chunks", 55)}
+    assert {"suggesting", "writing"} <= set(run.timings)
