@@ -3,7 +3,9 @@ ways a run ends: trained and scored in one process (``ml.services.execute_run``)
 chunks by several workers, the last of which finishes it (``ml.scoring``)."""
 from __future__ import annotations
 
+import json
 import logging
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,20 @@ log = logging.getLogger(__name__)
 
 class RunNotPublishable(Exception):
     pass
+
+
+def plain_json(value):
+    """Metrics as plain JSON: numpy scalars to Python, and NaN and +-Infinity (a ratio to a zero
+    error, say) to None, since a JSON column refuses them (SQLite's JSON_VALID check, jsonb)."""
+    return json.loads(json.dumps(value, default=json_default), parse_constant=lambda _constant: None)
+
+
+def json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (pd.Timestamp, date)):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def library_versions() -> dict:

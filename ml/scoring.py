@@ -22,7 +22,6 @@ own top prospects per product, and the last chunk ranks the prospects over all c
 """
 from __future__ import annotations
 
-import json
 import logging
 import pickle  # nosec B403
 import time
@@ -39,7 +38,7 @@ from crm import jobs
 from ml import data
 from ml.forecast_rows import write_forecasts
 from ml.models import ScoringChunk, ScoringModel, TrainingRun
-from ml.publishing import delete_run_rows, finish_run, library_versions
+from ml.publishing import delete_run_rows, finish_run, library_versions, plain_json
 from ml.suggestion_rows import RANK_SHIFT, keep_top_prospects, write_prospects, write_suggestions
 
 log = logging.getLogger(__name__)
@@ -241,17 +240,17 @@ def _finish_if_last(run_id: int) -> bool:
             stage=f"scoring customers: {done} of {stored.chunks} chunks done",
             progress=75 + int(25 * done / stored.chunks), heartbeat_at=timezone.now())
         return True
-    parts = ScoringChunk.objects.filter(run_id=run_id).values_list("rows", "seconds", "attempts")
+    parts = list(ScoringChunk.objects.filter(run_id=run_id).values_list("rows", "seconds", "attempts", "summary"))
     outcome = dict(stored.outcome["outcome"])
     if run.kind == TrainingRun.Kind.RECOMMENDATION:
-        _recommendation_figures(run_id, outcome)
+        _recommendation_figures(run_id, outcome, [(r, summary) for r, _, _, summary in parts])
     else:
-        outcome["artefact"] = {**outcome["artefact"], "forecasts": sum(r for r, _, _ in parts)}
+        outcome["artefact"] = {**outcome["artefact"], "forecasts": sum(r for r, _, _, _ in parts)}
     outcome["metrics"] = {**outcome["metrics"], "scoring": {
         "chunks": stored.chunks, "chunk_size": stored.outcome.get("chunk_size", settings.ML_SCORING_CHUNK),
         "model_bytes": stored.outcome.get("model_bytes"),
-        "chunk_seconds": round(sum(s or 0 for _, s, _ in parts), 3),
-        "redone": sum(a - 1 for _, _, a in parts)}}
+        "chunk_seconds": round(sum(s or 0 for _, s, _, _ in parts), 3),
+        "redone": sum(a - 1 for _, _, a, _ in parts)}}
     now = timezone.now()
     timings = {**stored.outcome["timings"], "scoring chunks": round((now - stored.created_at).total_seconds(), 3),
                "total": round((now - run.started_at).total_seconds(), 3)}
@@ -260,19 +259,17 @@ def _finish_if_last(run_id: int) -> bool:
     return True
 
 
-def _recommendation_figures(run_id: int, outcome: dict) -> None:
+def _recommendation_figures(run_id: int, outcome: dict, summaries: list) -> None:
     """The last recommendation chunk: rank the prospects over every chunk, and count the rows
-    and the lists' diversity over the chunks' summaries (the figures one pass gives)."""
+    and the lists' diversity over the chunks' (rows, summary) (the figures one pass gives)."""
     from ml.pipelines.recommendation.ranking import published_diversity  # noqa: PLC0415 -- the numeric core loads only where it is used
 
-    summaries = [(rows, s) for rows, s in ScoringChunk.objects.filter(run_id=run_id).values_list("rows", "summary")]
     stats = [(c, d, v, np.asarray(p, dtype=np.int64)) for _, s in summaries for c, d, v, p in s["stats"]]
     metrics = outcome["metrics"] = dict(outcome["metrics"])
     metrics["counts"] = {**metrics["counts"], "suggestions": sum(r for r, _ in summaries),
                          "reorder": sum(s["reorder"] for _, s in summaries),
                          "prospects": keep_top_prospects(run_id, PROSPECTS)}
-    metrics["diversity"] = json.loads(json.dumps(published_diversity(stats, outcome.pop("active_products"))),
-                                      parse_constant=lambda _constant: None)
+    metrics["diversity"] = plain_json(published_diversity(stats, outcome.pop("active_products")))
 
 
 def _failed(chunk: ScoringChunk, error: str) -> None:

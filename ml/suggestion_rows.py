@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ from django.db import connection
 from ml import data
 from ml.control import control_ids
 from ml.models import Prospect, Suggestion
+from ml.publishing import json_default
 
 SUGGESTION_COLUMNS = ["run_id", "customer_id", "kind", "rank", "product_id", "score", "reason", "evidence", "basis",
                       "expected_on", "control"]
@@ -76,10 +76,3 @@ def evidence_texts(evidence: pd.Series) -> list:
         out.append(text)
     return out
 
-
-def json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (pd.Timestamp, date)):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -4,7 +4,6 @@ claims the run, calls :data:`TRAINERS` and publishes; nothing here publishes.
 """
 from __future__ import annotations
 
-import json
 from datetime import date
 
 import numpy as np
@@ -20,7 +19,8 @@ from ml.control import control_ids
 from ml.forecast_rows import write_forecasts
 from ml.insights import published_run
 from ml.models import CustomerSegment, Segment, SimilarProduct, TrainingRun
-from ml.suggestion_rows import json_default, write_prospects, write_suggestions
+from ml.publishing import plain_json
+from ml.suggestion_rows import write_prospects, write_suggestions
 
 Kind = TrainingRun.Kind
 
@@ -77,12 +77,6 @@ def _after_as_of(as_of: date) -> dict:
         interactions_after_as_of=Count("id"), future_interactions=Count("id", filter=Q(occurred_at__gt=timezone.now())))
 
 
-def _clean(value):
-    """Metrics as plain JSON: numpy scalars to Python, and NaN and +-Infinity (a ratio to a zero
-    error, say) to None, since a JSON column refuses them (SQLite's JSON_VALID check, jsonb)."""
-    return json.loads(json.dumps(value, default=json_default), parse_constant=lambda _constant: None)
-
-
 # --- segmentation ------------------------------------------------------------------------------
 
 def train_segmentation(run: TrainingRun, progress) -> dict:
@@ -123,7 +117,7 @@ def train_segmentation(run: TrainingRun, progress) -> dict:
         created = Segment.objects.bulk_create([
             Segment(run=run, key=int(row.segment_key), name=names.get(row.segment_key, row.name),
                     profile=_rename_profile(row.profile, row.name, names.get(row.segment_key, row.name)),
-                    size=int(row.size), figures=_clean(row.figures))
+                    size=int(row.size), figures=plain_json(row.figures))
             for row in segments.itertuples()
         ])
         ids = {s.key: s.pk for s in created}
@@ -131,14 +125,14 @@ def train_segmentation(run: TrainingRun, progress) -> dict:
             (run.pk, int(c), ids[int(k)], None if pd.isna(d) else float(d))
             for c, k, d in zip(assignments["customer_id"], assignments["segment_key"],
                                assignments["distance_to_center"])))
-    return {"metrics": _clean({"outcome": model.outcome_, "backtest": model.backtest_,
+    return {"metrics": plain_json({"outcome": model.outcome_, "backtest": model.backtest_,
                                "comparison": model.comparison_, "chosen": model.chosen_,
                                "reason": model.chosen_reason_, "params": model.params_,
                                "money": model.money_,
                                "sizes": {names.get(k, str(k)): int(n) for k, n in
                                          zip(segments["segment_key"], segments["size"])}}),
             "chosen_algorithm": str(model.chosen_),
-            "artefact": _clean({"segments": len(segments), "params": model.params_})}
+            "artefact": plain_json({"segments": len(segments), "params": model.params_})}
 
 
 def _rename_profile(profile: str, old: str, new: str) -> str:
@@ -170,9 +164,9 @@ def train_forecast(run: TrainingRun, progress, fan_out: bool = False) -> dict:
 
     model, report = fit_evaluate(interactions, as_of, horizon_days=run.horizon_days, algorithm=run.algorithm,
                                  random_state=0, progress=step, **params)
-    metrics = _clean(report)
+    metrics = plain_json(report)
     outcome = {"metrics": metrics, "chosen_algorithm": model.basis_label()[:80],
-               "artefact": _clean({"chosen": model.chosen_, "weights": model.final_.weights_,
+               "artefact": plain_json({"chosen": model.chosen_, "weights": model.final_.weights_,
                                    "btyd": {n: model.final_.btyd_[n].params_ for n in ("bgnbd", "paretonbd")}})}
     buyers = np.sort(interactions.loc[interactions["type"] == "purchase", "customer_id"].unique())
     if fan_out and scoring.fans_out(len(buyers)):
@@ -258,7 +252,7 @@ def train_recommendation(run: TrainingRun, progress, fan_out: bool = False) -> d
     counts.update(similar=int(len(similar)), prospects=0 if model.prospects_ is None else int(len(model.prospects_)),
                   control_customers=len(control_ids(customer_ids)))
     outcome = _recommendation_outcome(model, counts)
-    outcome["metrics"]["diversity"] = _clean(model.diversity_)
+    outcome["metrics"]["diversity"] = plain_json(model.diversity_)
     return outcome
 
 
@@ -278,8 +272,8 @@ def _recommendation_outcome(model, counts: dict) -> dict:
     for target, reason in model.reasons_.items():
         if reason:
             metrics[f"{target}_reason"] = reason
-    return {"metrics": _clean(metrics), "chosen_algorithm": f"{chosen} / {model.reorder_chosen_}",
-            "artefact": _clean({"chosen": model.chosen_, "reorder": model.reorder_chosen_,
+    return {"metrics": plain_json(metrics), "chosen_algorithm": f"{chosen} / {model.reorder_chosen_}",
+            "artefact": plain_json({"chosen": model.chosen_, "reorder": model.reorder_chosen_,
                                 "max_per_category": {"cross_sell": model.cross_cap_, "reorder": model.reorder_cap_},
                                 "window_days": model.window_days_})}
 
